@@ -1,0 +1,5 @@
+"""Entry point for ``python -m aiosd``."""
+
+from aiosd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,134 @@
+"""The exception tree: every error aiosd can answer a client with, and whose fault it is.
+
+Each subtree means one thing a caller can act on:
+
+- ``ClientError``: the request is wrong; retrying the same request will not help (4xx).
+- ``KernelError``: the AIOS kernel (or the LLM behind it) failed; ``retryable`` says
+  whether the retry policy may try again.
+- ``CapacityError``: aiosd itself could not take the request in time (503 + Retry-After).
+
+Every ``AiosdError`` carries what the OpenAI error body needs: HTTP status, ``type`` and
+``code``. The HTTP layer turns them into ``{"error": {"message", "type", "code"}}`` in one place.
+"""
+
+from __future__ import annotations
+
+
+class AiosdError(Exception):
+    """Base of every error aiosd turns into an OpenAI-style error response."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+        # Seconds the client should wait before trying again; sent as Retry-After.
+        self.retry_after = retry_after
+
+    def to_body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "code": self.code, "param": None}}
+
+
+# --- the client's fault -------------------------------------------------------------------
+
+
+class ClientError(AiosdError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class InvalidRequest(ClientError):
+    """The body is not a chat completion request aiosd can forward."""
+
+
+class AuthenticationFailed(ClientError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFound(ClientError):
+    status = 404
+    code = "model_not_found"
+
+
+class RequestTooLarge(ClientError):
+    status = 413
+    code = "request_too_large"
+
+
+# --- aiosd's own capacity -------------------------------------------------------------------
+
+
+class CapacityError(AiosdError):
+    status = 503
+    type = "server_error"
+    code = "queue_timeout"
+
+
+# --- the kernel's (or its LLM's) fault ---------------------------------------------------------
+
+
+class KernelError(AiosdError):
+    """The kernel did not give a usable answer.
+
+    ``kernel_status`` is the status that decides retrying: the kernel's HTTP status, or the
+    ``response.status_code`` it buried inside an HTTP 200.
+    """
+
+    status = 502
+    type = "upstream_error"
+    code = "kernel_error"
+    retryable = False
+
+    def __init__(self, message: str, *, kernel_status: int | None = None, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.kernel_status = kernel_status
+
+
+class KernelUnreachable(KernelError):
+    """No HTTP answer at all: connection refused, reset, DNS, garbage on the wire."""
+
+    status = 502
+    code = "kernel_unreachable"
+    retryable = True
+
+
+class KernelTimeout(KernelError):
+    """aiosd's own deadline for one kernel call ran out (the kernel can hang forever)."""
+
+    status = 504
+    code = "kernel_timeout"
+    retryable = False
+
+
+class KernelRejected(KernelError):
+    """The kernel answered with an error, either as HTTP status or inside HTTP 200."""
+
+    code = "kernel_rejected"
+
+
+class KernelRateLimited(KernelRejected):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class KernelBadAnswer(KernelError):
+    """The kernel answered 200 but the body is not something aiosd can turn into a reply."""
+
+    code = "kernel_bad_answer"
