@@ -1,0 +1,176 @@
+"""The typed, immutable configuration object the rest of aiosd reads (built by ``loader``)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+ToolMode = Literal["prompt", "native", "none"]
+TextDroppedPolicy = Literal["retry_without_tools", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class KernelSettings:
+    url: str
+    agent_name: str
+    timeout: float
+    connect_timeout: float
+    max_concurrency: int
+    queue_timeout: float
+    ready_window: float
+    probe_interval: float  # 0 means no canary
+    probe_model: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BackoffSettings:
+    initial: float
+    multiplier: float
+    max: float
+    jitter: float
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    max_retries: int
+    on_status: frozenset[int]
+    backoff: BackoffSettings
+    budget: float
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDefaults:
+    tools: ToolMode
+    on_text_dropped: TextDroppedPolicy
+    context_window: int
+    max_tokens: int
+    input: tuple[str, ...]
+    reasoning: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """One model as OpenClaw sees it, and where aiosd routes it."""
+
+    id: str  # the OpenClaw-facing id (provider-local: "sonnet", not "aios/sonnet")
+    kernel_model: str  # sent as llms[].name; the kernel routes on this only
+    backend: str | None
+    name: str  # display name in OpenClaw's list
+    tools: ToolMode
+    on_text_dropped: TextDroppedPolicy
+    context_window: int
+    max_tokens: int
+    input: tuple[str, ...]
+    reasoning: bool
+    source: Literal["map", "discovery"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSettings:
+    discover: bool
+    refresh_interval: float
+    defaults: ModelDefaults
+    map: tuple[ModelSpec, ...]  # in file order
+
+    def spec_for_discovered(self, kernel_name: str, backend: str | None) -> ModelSpec:
+        """The ModelSpec for a model found at the kernel's /core/llms/list."""
+        d = self.defaults
+        return ModelSpec(
+            id=kernel_name,
+            kernel_model=kernel_name,
+            backend=backend,
+            name=f"{kernel_name} (via AIOS)",
+            tools=d.tools,
+            on_text_dropped=d.on_text_dropped,
+            context_window=d.context_window,
+            max_tokens=d.max_tokens,
+            input=d.input,
+            reasoning=d.reasoning,
+            source="discovery",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OpenClawSettings:
+    sync: bool
+    config_path: str | None  # None: where OpenClaw itself looks
+    provider_id: str
+    interval: float
+    base_url: str | None
+    api_key: str | None
+    create: bool
+    allowlist: Literal["auto", "model_policy", "none"]
+    allow_entries: Literal["wildcard", "each"]
+    backup: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    keys: tuple[str, ...]  # resolved secrets; never logged
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    max_body_bytes: int
+    drain_timeout: float
+    reload_debounce: float
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A whole, validated configuration. Replaced as one object on reload, never mutated."""
+
+    listen_host: str
+    listen_port: int
+    allow_remote: bool
+    kernel: KernelSettings
+    retry: RetrySettings
+    models: ModelSettings
+    openclaw: OpenClawSettings
+    auth: AuthSettings
+    server: ServerSettings
+    log_level: str
+    source_path: Path | None = field(default=None, compare=False)
+
+    @property
+    def listen(self) -> str:
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"{host}:{self.listen_port}"
+
+    @property
+    def listens_on_loopback(self) -> bool:
+        return is_loopback_host(self.listen_host)
+
+    @property
+    def own_base_url(self) -> str:
+        """The /v1 URL OpenClaw should call, from the listen address."""
+        if self.openclaw.base_url:
+            return self.openclaw.base_url.rstrip("/")
+        host = self.listen_host
+        if host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.listen_port}/v1"
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def default_config_path() -> Path:
+    """--config, else $AIOSD_CONFIG, else /etc/aiosd.yaml (the CLI passes --config in)."""
+    return Path(os.environ.get("AIOSD_CONFIG") or "/etc/aiosd.yaml")
