@@ -1,0 +1,57 @@
+"""Talking to systemd over $NOTIFY_SOCKET: readiness, status, reload, stop and watchdog messages."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import sdnotify
+
+
+class SystemdNotifier:
+    """A thin wrapper over sdnotify with one method per message aiosd sends.
+
+    Without $NOTIFY_SOCKET (run from a terminal) every method does nothing.
+    """
+
+    def __init__(self, environ=os.environ) -> None:
+        self.enabled = bool(environ.get("NOTIFY_SOCKET"))
+        self._notifier = sdnotify.SystemdNotifier() if self.enabled else None
+        self.watchdog_interval = _watchdog_interval(environ)
+
+    def _send(self, message: str) -> None:
+        if self._notifier is not None:
+            self._notifier.notify(message)
+
+    def ready(self, status: str) -> None:
+        self._send(f"READY=1\nSTATUS={_one_line(status)}")
+
+    def status(self, status: str) -> None:
+        self._send(f"STATUS={_one_line(status)}")
+
+    def reloading(self) -> None:
+        # systemd (Type=notify-reload semantics) wants both in one datagram.
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self._send(f"RELOADING=1\nMONOTONIC_USEC={usec}")
+
+    def stopping(self, status: str) -> None:
+        self._send(f"STOPPING=1\nSTATUS={_one_line(status)}")
+
+    def watchdog(self) -> None:
+        self._send("WATCHDOG=1")
+
+
+def _watchdog_interval(environ) -> float | None:
+    """Half the watchdog timeout systemd asked for, or None when it asked for none (or not of us)."""
+    usec = environ.get("WATCHDOG_USEC", "")
+    pid = environ.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or int(usec) == 0:
+        return None
+    if pid and pid != str(os.getpid()):
+        return None
+    return int(usec) / 1_000_000 / 2
+
+
+def _one_line(text: str) -> str:
+    # sdnotify encodes latin-1 and a newline would end the STATUS field.
+    return " ".join(text.split()).encode("latin-1", "replace").decode("latin-1")
