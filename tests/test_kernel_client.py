@@ -1,0 +1,398 @@
+"""KernelClient: every way the kernel answers (or does not) becomes a result or the right KernelError."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from aiosd.config import KernelSettings
+from aiosd.errors import (
+    KernelBadAnswer,
+    KernelRateLimited,
+    KernelRejected,
+    KernelTimeout,
+    KernelUnreachable,
+)
+from aiosd.kernel_client import (
+    KernelClient,
+    parse_retry_after,
+    scrub,
+    summarize_validation_detail,
+)
+
+BODY = {
+    "agent_name": "openclaw",
+    "query_type": "llm",
+    "query_data": {"messages": [{"role": "user", "content": "hello"}], "llms": [{"name": "m"}]},
+}
+
+
+def kernel_settings(url: str = "http://kernel.test", **overrides) -> KernelSettings:
+    values = dict(
+        url=url,
+        agent_name="openclaw",
+        timeout=5.0,
+        connect_timeout=1.0,
+        max_concurrency=4,
+        queue_timeout=5.0,
+        ready_window=300.0,
+        probe_interval=0.0,
+        probe_model=None,
+    )
+    values.update(overrides)
+    return KernelSettings(**values)
+
+
+def inner(status_code: int = 200, message: str | None = "Hi!", error: str | None = None) -> dict:
+    return {
+        "response": {
+            "response_class": "llm",
+            "response_message": message,
+            "tool_calls": None,
+            "finished": True,
+            "error": error,
+            "status_code": status_code,
+        },
+        "start_times": [],
+        "end_times": [],
+        "waiting_times": [],
+        "turnaround_times": [],
+    }
+
+
+def client_answering(handler) -> KernelClient:
+    return KernelClient(kernel_settings(), transport=httpx.MockTransport(handler))
+
+
+def answer(status: int = 200, body: object = None, headers: dict | None = None, raw: bytes | None = None):
+    def handler(request: httpx.Request) -> httpx.Response:
+        if raw is not None:
+            return httpx.Response(status, content=raw, headers=headers)
+        return httpx.Response(status, json=body, headers=headers)
+
+    return handler
+
+
+async def query_error(handler) -> BaseException:
+    async with client_answering(handler) as client:
+        with pytest.raises(Exception) as info:
+            await client.query(BODY, timeout=5)
+    return info.value
+
+
+# --- success -------------------------------------------------------------------------------------
+
+
+async def test_success_returns_the_response_object_and_sends_the_body_once_serialised():
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=inner(), headers={"access-control-allow-origin": "*", "set-cookie": "a=b"})
+
+    async with client_answering(handler) as client:
+        result = await client.query(BODY, timeout=5)
+        # A second call: the kernel's cookie must not come back.
+        await client.query(BODY, timeout=5)
+    assert result == inner()["response"]
+    assert seen[0].method == "POST" and seen[0].url.path == "/query"
+    assert json.loads(seen[0].content) == BODY
+    assert seen[0].headers["content-type"] == "application/json"
+    assert "cookie" not in seen[1].headers
+
+
+async def test_pre_serialised_bytes_are_sent_as_they_are():
+    seen: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.content)
+        return httpx.Response(200, json=inner())
+
+    raw = json.dumps(BODY).encode()
+    async with client_answering(handler) as client:
+        await client.query(raw, timeout=5)
+    assert seen == [raw]
+
+
+async def test_success_records_liveness_and_latency():
+    async with client_answering(answer(200, inner())) as client:
+        assert client.last_success_at is None
+        await client.query(BODY, timeout=5)
+        assert client.last_success_at is not None
+        assert client.last_query_answer_at == client.last_success_at
+        assert client.answered_within(60)
+        assert len(client.recent_latencies()) == 1
+        assert client.latency_summary().count == 1
+
+
+async def test_latency_ring_keeps_only_the_last_calls():
+    client = KernelClient(kernel_settings(), transport=httpx.MockTransport(answer(200, inner())), latency_window=3)
+    async with client:
+        for _ in range(5):
+            await client.query(BODY, timeout=5)
+        assert len(client.recent_latencies()) == 3
+
+
+# --- errors inside HTTP 200 ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kernel_code", "error_type", "client_status", "words"),
+    [
+        (429, KernelRateLimited, 429, "rate limited"),
+        (408, KernelRejected, 504, "too long"),
+        (400, KernelRejected, 400, "rejected the request"),
+        (401, KernelRejected, 502, "credentials"),
+        (404, KernelRejected, 502, "model configuration"),
+        (500, KernelRejected, 502, "failed"),
+        (502, KernelRejected, 502, "failed"),
+        (503, KernelRejected, 503, "cannot reach its LLM"),
+    ],
+)
+async def test_errors_inside_http_200_are_mapped(kernel_code, error_type, client_status, words):
+    err = await query_error(answer(200, inner(kernel_code, None, "Generic kernel sentence")))
+    assert type(err) is error_type
+    assert err.kernel_status == kernel_code
+    assert err.status == client_status
+    assert words in err.message
+    assert "Generic kernel sentence" in err.message
+
+
+async def test_an_error_inside_200_proves_the_kernel_works():
+    async with client_answering(answer(200, inner(429, None, "Rate Limit Exceeded"))) as client:
+        with pytest.raises(KernelRateLimited):
+            await client.query(BODY, timeout=5)
+        assert client.last_query_answer_at is not None
+
+
+async def test_llm_400_is_the_clients_content_error():
+    err = await query_error(answer(200, inner(400, None, "bad request")))
+    assert err.type == "invalid_request_error"
+    assert err.code == "llm_rejected_request"
+
+
+async def test_unknown_model_points_at_the_kernel_config():
+    err = await query_error(answer(200, inner(500, None, "Selected LLMs are not all available: x")))
+    assert err.status == 502 and err.code == "kernel_model_unavailable"
+
+
+async def test_secrets_in_the_kernel_sentence_are_redacted():
+    sentence = "AuthenticationError: Incorrect API key provided: sk-proj-abcdefghijklmnop1234"
+    err = await query_error(answer(200, inner(401, None, sentence)))
+    assert "sk-proj" not in err.message and "[redacted]" in err.message
+
+
+async def test_retry_after_header_is_kept_on_the_error():
+    err = await query_error(answer(200, inner(429, None, "slow down"), headers={"retry-after": "7"}))
+    assert err.retry_after == 7.0
+
+
+# --- HTTP-level errors --------------------------------------------------------------------------------
+
+
+async def test_422_is_summarised_in_one_sentence_without_the_input():
+    detail = [
+        {"type": "missing", "loc": ["body", "query_data", "LLMQuery", "messages"], "msg": "Field required",
+         "input": {"secret prompt": "do not echo"}},
+        {"type": "missing", "loc": ["body", "query_data", "ToolQuery", "tools"], "msg": "Field required",
+         "input": {"secret prompt": "do not echo"}},
+        {"type": "missing", "loc": ["body", "query_data", "MemoryQuery"], "msg": "Field required", "input": None},
+    ]
+    err = await query_error(answer(422, {"detail": detail}))
+    assert type(err) is KernelRejected and err.status == 502 and err.kernel_status == 422
+    assert "body.query_data.LLMQuery.messages: Field required (and 2 more problems)" in err.message
+    assert "secret prompt" not in err.message
+    assert "\n" not in err.message
+
+
+async def test_500_detail_becomes_the_message():
+    err = await query_error(answer(500, {"detail": "boom"}))
+    assert type(err) is KernelRejected and err.status == 502 and err.kernel_status == 500
+    assert "boom" in err.message
+
+
+async def test_500_provider_explains_the_stuck_kernel():
+    err = await query_error(answer(500, {"detail": "'provider'"}))
+    assert "restart" in err.message
+
+
+async def test_http_429_with_retry_after_is_rate_limited():
+    err = await query_error(answer(429, {"detail": "x"}, headers={"retry-after": "3"}))
+    assert type(err) is KernelRateLimited and err.status == 429 and err.retry_after == 3.0
+
+
+async def test_http_503_stays_503():
+    err = await query_error(answer(503, raw=b"unavailable"))
+    assert err.status == 503 and err.kernel_status == 503
+
+
+async def test_http_404_says_the_url_is_wrong():
+    err = await query_error(answer(404, {"detail": "Not Found"}))
+    assert err.code == "kernel_wrong_url" and err.status == 502
+
+
+async def test_http_level_failures_do_not_count_as_liveness():
+    async with client_answering(answer(500, {"detail": "boom"})) as client:
+        with pytest.raises(KernelRejected):
+            await client.query(BODY, timeout=5)
+        assert client.last_success_at is None
+
+
+# --- no usable answer -------------------------------------------------------------------------------------
+
+
+async def test_connection_refused_is_unreachable_with_status_0():
+    def handler(request):
+        raise httpx.ConnectError("refused", request=request)
+
+    err = await query_error(handler)
+    assert type(err) is KernelUnreachable and err.kernel_status == 0 and err.status == 502
+
+
+async def test_garbage_on_the_wire_is_unreachable():
+    def handler(request):
+        raise httpx.RemoteProtocolError("illegal status line", request=request)
+
+    err = await query_error(handler)
+    assert type(err) is KernelUnreachable and err.kernel_status == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"<html>hello</html>", b'{"status": "ok"}', b'{"response": "text"}', b'{"response": {"status_code": "200"}}'],
+)
+async def test_200_that_is_not_a_query_answer_is_a_bad_answer(body):
+    err = await query_error(answer(200, raw=body))
+    assert type(err) is KernelBadAnswer and err.kernel_status == 0
+
+
+async def test_own_deadline_is_a_timeout_without_kernel_status():
+    async def handler(request):
+        await asyncio.Event().wait()  # the kernel hangs forever
+
+    err = await query_error_with_timeout(handler, 0.05)
+    assert type(err) is KernelTimeout and err.kernel_status is None and err.status == 504
+
+
+async def query_error_with_timeout(handler, timeout: float) -> BaseException:
+    async with client_answering(handler) as client:
+        with pytest.raises(Exception) as info:
+            await client.query(BODY, timeout=timeout)
+    return info.value
+
+
+async def test_cancelling_a_call_propagates_and_is_not_a_timeout():
+    started = asyncio.Event()
+
+    async def handler(request):
+        started.set()
+        await asyncio.Event().wait()
+
+    async with client_answering(handler) as client:
+        task = asyncio.create_task(client.query(BODY, timeout=5))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert client._pool.in_flight == 0
+
+
+# --- the model list ---------------------------------------------------------------------------------------
+
+
+async def test_list_llms_keeps_only_name_and_backend():
+    listing = {
+        "status": "success",
+        "llms": [
+            {"name": "gpt-4o-mini", "backend": "openai", "hostname": "http://10.0.0.5:8000", "api_key": "sk-secret123456"},
+            {"name": "qwen", "backend": "ollama", "hostname": "http://localhost:11434"},
+            {"backend": "broken"},
+            "nonsense",
+        ],
+    }
+    async with client_answering(answer(200, listing)) as client:
+        models = await client.list_llms()
+        assert client.last_success_at is not None
+        assert client.last_query_answer_at is None  # a list does not prove the scheduler runs
+    assert models == [{"name": "gpt-4o-mini", "backend": "openai"}, {"name": "qwen", "backend": "ollama"}]
+    assert "hostname" not in repr(models) and "sk-secret" not in repr(models)
+
+
+async def test_list_llms_before_the_llm_core_is_up_is_not_ready():
+    listing = {"status": "warning", "message": "LLM core not initialized", "llms": []}
+    async with client_answering(answer(200, listing)) as client:
+        with pytest.raises(KernelRejected) as info:
+            await client.list_llms()
+        assert client.last_success_at is None
+    assert info.value.code == "kernel_not_ready" and info.value.status == 503
+    assert "not initialized" in info.value.message
+
+
+async def test_list_llms_unreachable():
+    def handler(request):
+        raise httpx.ConnectError("refused", request=request)
+
+    async with client_answering(handler) as client:
+        with pytest.raises(KernelUnreachable):
+            await client.list_llms()
+
+
+# --- configuration ------------------------------------------------------------------------------------------
+
+
+async def test_reload_with_a_new_url_uses_a_new_pool_and_lets_calls_in_flight_finish():
+    release = asyncio.Event()
+    hosts: list[str] = []
+
+    async def handler(request):
+        hosts.append(request.url.host)
+        if request.url.host == "old.test":
+            await release.wait()
+        return httpx.Response(200, json=inner())
+
+    client = KernelClient(kernel_settings("http://old.test"), transport=httpx.MockTransport(handler))
+    async with client:
+        slow = asyncio.create_task(client.query(BODY, timeout=5))
+        while not hosts:
+            await asyncio.sleep(0)
+        client.apply_settings(kernel_settings("http://new.test"))
+        await client.query(BODY, timeout=5)
+        release.set()
+        assert (await slow)["status_code"] == 200
+    assert hosts == ["old.test", "new.test"]
+
+
+async def test_aiohttp_transport_is_a_choice():
+    client = KernelClient(kernel_settings(), transport="aiohttp")
+    await client.close()
+    with pytest.raises(ValueError):
+        KernelClient(kernel_settings(), transport="carrier-pigeon")  # type: ignore[arg-type]
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def test_parse_retry_after():
+    assert parse_retry_after("5") == 5.0
+    assert parse_retry_after(" 1.5 ") == 1.5
+    assert parse_retry_after("-3") == 0.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("nan") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
+
+
+def test_scrub_bounds_and_flattens():
+    assert scrub("a\n  b") == "a b"
+    assert len(scrub("x" * 1000)) <= 300
+    assert "[redacted]" in scrub('{"api_key": "abc123"}')
+    assert "[redacted]" in scrub("Authorization: Bearer abc.def")
+
+
+def test_summarize_validation_detail_shapes():
+    assert summarize_validation_detail("plain") == "plain"
+    assert summarize_validation_detail([]) == "no detail given"
+    assert summarize_validation_detail([{"loc": ["body"], "msg": "bad"}]) == "body: bad"
