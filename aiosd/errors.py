@@ -132,3 +132,14 @@ class KernelBadAnswer(KernelError):
     """The kernel answered 200 but the body is not something aiosd can turn into a reply."""
 
     code = "kernel_bad_answer"
+
+
+class KernelTextDropped(KernelBadAnswer):
+    """Native tool mode: the kernel answered with neither text nor tool calls.
+
+    The kernel throws away any text answer when tools are passed to it natively. The forwarding
+    layer applies the model's ``on_text_dropped`` policy: ask again without tools, or answer 502
+    with this error's message (which says how to configure around it).
+    """
+
+    code = "kernel_dropped_text"
