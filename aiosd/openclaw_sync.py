@@ -1,14 +1,13 @@
 """One sync of OpenClaw's openclaw.json with aiosd's models: read, merge, write if changed, report.
 
-``sync_openclaw`` is blocking and never raises for file problems; it returns a ``SyncResult`` and
-logs exactly one line on the ``aiosd.openclaw`` logger. ``OpenClawSyncer`` runs it off the event
-loop, one at a time, and keeps the last result for STATUS. Path handling and atomic writes live in
-``openclaw_file``, the pure merge in ``openclaw_merge``.
+``sync_openclaw`` is blocking (the daemon runs it with ``asyncio.to_thread``) and never raises for
+file problems; it returns a ``SyncResult`` and logs exactly one line on the ``aiosd.openclaw``
+logger. Path handling and atomic writes live in ``openclaw_file``, the pure merge in
+``openclaw_merge``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import difflib
 import logging
 import os
@@ -25,7 +24,6 @@ from aiosd.openclaw_file import OpenClawFileError, resolve_openclaw_path
 from aiosd.openclaw_merge import MergeConflict, allowlists_in, desired_provider, merge, remove
 
 __all__ = [
-    "OpenClawSyncer",
     "SyncResult",
     "openclaw_api_key",
     "resolve_openclaw_path",
@@ -227,27 +225,3 @@ _API_KEY_VALUE = re.compile(r"""(["']?apiKey["']?\s*:\s*)(["'])(?:(?!\2)[^\\]|\\
 def _redacted(diff: str) -> str:
     """The diff without any provider's string apiKey (the CLI prints it; it is never logged)."""
     return _API_KEY_VALUE.sub(lambda m: f'{m[1]}{m[2]}{_REDACTED}{m[2]}', diff)
-
-
-class OpenClawSyncer:
-    """The daemon's handle: one sync at a time, off the event loop, last result kept for STATUS."""
-
-    def __init__(self, *, env: Mapping[str, str] | None = None) -> None:
-        self._lock = asyncio.Lock()
-        self._env = env
-        self.last: SyncResult | None = None
-
-    async def sync(self, config: Config, models: Sequence[ModelSpec], *, remove: bool = False) -> SyncResult:
-        """Sync once with ``config``'s settings (the caller checks ``config.openclaw.sync``)."""
-        async with self._lock:
-            result = await asyncio.to_thread(
-                sync_openclaw,
-                config.openclaw,
-                tuple(models),
-                base_url=config.own_base_url,
-                api_key=openclaw_api_key(config),
-                remove=remove,
-                env=self._env if self._env is not None else os.environ,
-            )
-            self.last = result
-            return result
