@@ -396,3 +396,158 @@ def test_summarize_validation_detail_shapes():
     assert summarize_validation_detail("plain") == "plain"
     assert summarize_validation_detail([]) == "no detail given"
     assert summarize_validation_detail([{"loc": ["body"], "msg": "bad"}]) == "body: bad"
+
+
+# --- against the fake kernel, a real HTTP server on loopback -------------------------------------------
+
+fake_kernel = pytest.importorskip("tests.fake_kernel")
+
+
+@pytest.fixture(scope="module")
+def shared_kernel():
+    with fake_kernel.FakeKernel() as server:
+        yield server
+
+
+@pytest.fixture
+def kernel(shared_kernel):
+    # One server for the module (starting one costs ~0.1 s); each test gets an empty script.
+    shared_kernel.clear_script()
+    yield shared_kernel
+    shared_kernel.clear_script()
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def real_body(text: str = "hello", model: str = "gpt-4o-mini") -> dict:
+    return {
+        "agent_name": "openclaw",
+        "query_type": "llm",
+        "query_data": {
+            "messages": [{"role": "user", "content": text}],
+            "llms": [{"name": model, "backend": "openai"}],
+            "tools": [],
+            "action_type": "chat",
+            "message_return_type": "text",
+        },
+    }
+
+
+TRANSPORTS = ["httpx", "aiohttp"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_real_kernel_answers(kernel, transport):
+    async with KernelClient(kernel_settings(kernel.url), transport=transport) as client:
+        result = await client.query(real_body("hi there"), timeout=5)
+        again = await client.query(real_body("second"), timeout=5)
+    assert result["response_message"] == "echo: hi there" and result["status_code"] == 200
+    assert again["response_message"] == "echo: second"
+    assert kernel.queries[-2] == real_body("hi there")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_real_kernel_down_is_unreachable(transport):
+    url = f"http://127.0.0.1:{closed_port()}"
+    async with KernelClient(kernel_settings(url), transport=transport) as client:
+        with pytest.raises(KernelUnreachable) as info:
+            await client.query(real_body(), timeout=5)
+        with pytest.raises(KernelUnreachable):
+            await client.list_llms()
+    assert info.value.kernel_status == 0 and url in info.value.message
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_real_kernel_hanging_past_the_deadline_times_out(kernel, transport):
+    hang = fake_kernel.Hang()
+    kernel.script(hang)
+    try:
+        async with KernelClient(kernel_settings(kernel.url), transport=transport) as client:
+            with pytest.raises(KernelTimeout):
+                await client.query(real_body(), timeout=0.2)
+            # The pool is still usable after the abandoned call.
+            assert (await client.query(real_body("after"), timeout=5))["response_message"] == "echo: after"
+    finally:
+        hang.release()
+
+
+async def test_real_kernel_429_inside_200(kernel):
+    kernel.script(fake_kernel.LLMFailure(429))
+    async with KernelClient(kernel_settings(kernel.url)) as client:
+        with pytest.raises(KernelRateLimited) as info:
+            await client.query(real_body(), timeout=5)
+        assert client.last_query_answer_at is not None
+    assert info.value.status == 429 and info.value.kernel_status == 429
+    assert "Rate Limit Exceeded" in info.value.message
+
+
+async def test_real_kernel_429_twice_then_success_with_the_retry_policy(kernel):
+    from aiosd.retry import RetryPolicy
+    from tests.test_retry import retry_settings
+
+    kernel.script(fake_kernel.LLMFailure(429), fake_kernel.LLMFailure(429))
+    policy = RetryPolicy(retry_settings(initial=0.01, max=0.01))
+    async with KernelClient(kernel_settings(kernel.url)) as client:
+        result, attempts = await policy.run(lambda _: client.query(real_body("third"), timeout=5))
+    assert attempts == 3 and result["response_message"] == "echo: third"
+
+
+async def test_real_kernel_http_retry_after_is_kept(kernel):
+    kernel.script(fake_kernel.RetryAfter(7))
+    async with KernelClient(kernel_settings(kernel.url)) as client:
+        with pytest.raises(KernelRateLimited) as info:
+            await client.query(real_body(), timeout=5)
+    assert info.value.retry_after == 7.0
+
+
+@pytest.mark.parametrize(
+    ("item", "error_type", "kernel_status"),
+    [
+        (lambda fk: fk.Garbage(), KernelBadAnswer, 0),
+        (lambda fk: fk.ResetMidBody(), KernelUnreachable, 0),
+        (lambda fk: fk.Unprocessable(), KernelRejected, 422),
+        (lambda fk: fk.ServerError("'provider'"), KernelRejected, 500),
+        (lambda fk: fk.TooSlow(), KernelRejected, 408),
+        (lambda fk: fk.Unreachable(), KernelRejected, 503),
+        (lambda fk: fk.LLMFailure(401), KernelRejected, 401),
+    ],
+)
+async def test_real_kernel_faults(kernel, item, error_type, kernel_status):
+    kernel.script(item(fake_kernel))
+    async with KernelClient(kernel_settings(kernel.url)) as client:
+        with pytest.raises(error_type) as info:
+            await client.query(real_body(), timeout=5)
+    assert info.value.kernel_status == kernel_status
+    assert "\n" not in info.value.message
+
+
+async def test_real_kernel_unknown_model(kernel):
+    async with KernelClient(kernel_settings(kernel.url)) as client:
+        with pytest.raises(KernelRejected) as info:
+            await client.query(real_body(model="nope"), timeout=5)
+    assert info.value.code == "kernel_model_unavailable"
+
+
+async def test_real_kernel_model_list_drops_hostname_and_api_key(kernel):
+    async with KernelClient(kernel_settings(kernel.url)) as client:
+        models = await client.list_llms()
+    assert models == [
+        {"name": "gpt-4o-mini", "backend": "openai"},
+        {"name": "qwen2.5:7b", "backend": "ollama"},
+        {"name": "meta-llama/Llama-3.1-8B-Instruct", "backend": "vllm"},
+    ]
+
+
+async def test_real_kernel_model_list_before_the_llm_core_is_up():
+    with fake_kernel.FakeKernel(llm_core_ready=False) as server:
+        async with KernelClient(kernel_settings(server.url)) as client:
+            with pytest.raises(KernelRejected) as info:
+                await client.list_llms()
+    assert info.value.code == "kernel_not_ready"
+
