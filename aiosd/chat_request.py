@@ -238,7 +238,7 @@ def _describe_validation_error(exc: msgspec.ValidationError) -> str:
     text = str(exc)
     what, sep, where = text.rpartition(" - at `")
     if not sep:
-        return f"Invalid request: {text.replace('`', '')}"
+        what, where = text, "$"
     path = where.rstrip("`").removeprefix("$").removeprefix(".") or "body"
     what = what.replace("`", "")
     what = what[:1].lower() + what[1:]

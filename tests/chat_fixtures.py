@@ -1,0 +1,54 @@
+"""Recorded OpenClaw chat-completions requests and model specs for the translation-layer tests."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from aiosd.config import ModelSpec
+
+FIXTURES = Path("/work/shared/fixtures/openclaw")
+
+
+def recorded_requests() -> list[tuple[str, bytes]]:
+    """(name, body bytes) of every recorded POST /v1/chat/completions."""
+    found = []
+    for path in sorted(FIXTURES.glob("chat-completions-*.jsonl")):
+        for number, line in enumerate(path.read_text().splitlines()):
+            record = json.loads(line)
+            if record["path"].endswith("/chat/completions"):
+                found.append((f"{path.stem}#{number}", json.dumps(record["body"]).encode()))
+    return found
+
+
+def recorded_body(name: str, number: int = 0) -> dict:
+    lines = (FIXTURES / f"{name}.jsonl").read_text().splitlines()
+    return json.loads(lines[number])["body"]
+
+
+def openclaw_tools() -> list[dict]:
+    return recorded_body("chat-completions-text-turn")["tools"]
+
+
+MODEL = ModelSpec(
+    id="sonnet",
+    kernel_model="claude-sonnet",
+    backend="anthropic",
+    name="sonnet (via AIOS)",
+    tools="prompt",
+    on_text_dropped="retry_without_tools",
+    context_window=200000,
+    max_tokens=8192,
+    input=("text",),
+    reasoning=False,
+    source="map",
+)
+
+
+def model(**changes) -> ModelSpec:
+    return replace(MODEL, **changes)
+
+
+def body(messages: list[dict], **extra) -> bytes:
+    return json.dumps({"model": "sonnet", "messages": messages, **extra}).encode()
