@@ -237,14 +237,16 @@ def temp_path_for(path: Path) -> Path:
 
 
 def remove_stale_temp_files(path: Path) -> None:
-    """Delete temp files left behind by an aiosd process that was killed mid-write."""
-    prefix = f".{path.name}{_TEMP_MARK}"
+    """Delete temp files (of the file or its backup) left behind by an aiosd process killed mid-write."""
+    # the backup's prefix first: the file's own prefix is a prefix of it
+    prefixes = (f".{backup_path_for(path).name}{_TEMP_MARK}", f".{path.name}{_TEMP_MARK}")
     try:
         names = os.listdir(path.parent)
     except OSError:
         return
     for name in names:
-        if not (name.startswith(prefix) and name.endswith(_TEMP_SUFFIX)):
+        prefix = next((p for p in prefixes if name.startswith(p)), None)
+        if prefix is None or not name.endswith(_TEMP_SUFFIX):
             continue
         try:
             pid = int(name[len(prefix) :].split("-", 1)[0])
