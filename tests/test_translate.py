@@ -6,6 +6,8 @@ import json
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aiosd.chat_request import parse_chat_request
 from aiosd.errors import AiosdError, KernelBadAnswer, KernelTextDropped
@@ -183,3 +185,39 @@ def test_the_kernels_literal_None_means_no_content_when_it_warns():
 def test_answers_that_are_not_answers_are_bad_answers(answer):
     with pytest.raises(KernelBadAnswer):
         first_turn_call("prompt").decode(answer)
+
+
+# --- fuzzing: whatever parses, builds and decodes without surprises -------------------------
+
+part = st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=20)}) | st.fixed_dictionaries(
+    {"type": st.just("image_url"), "image_url": st.fixed_dictionaries({"url": st.text(max_size=10)})})
+tool_call = st.fixed_dictionaries({
+    "id": st.text(max_size=8), "type": st.just("function"),
+    "function": st.fixed_dictionaries({"name": st.sampled_from(["read", "ls", "a/b", "x__y", "?"]), "arguments": st.text(max_size=20)}),
+})
+message = st.one_of(
+    st.fixed_dictionaries({"role": st.sampled_from(["system", "developer"]), "content": st.text(max_size=20)}),
+    st.fixed_dictionaries({"role": st.just("user"), "content": st.text(max_size=20) | st.lists(part, max_size=3)}),
+    st.fixed_dictionaries({"role": st.just("assistant"), "content": st.none() | st.text(max_size=20),
+                           "tool_calls": st.none() | st.lists(tool_call, max_size=3)}),
+    st.fixed_dictionaries({"role": st.just("tool"), "tool_call_id": st.text(max_size=8), "content": st.text(max_size=20)}),
+)
+fuzz_tools = st.lists(st.fixed_dictionaries({"type": st.just("function"), "function": st.fixed_dictionaries(
+    {"name": st.sampled_from(["read", "ls", "a/b", "x__y"]), "parameters": st.just({"type": "object", "properties": {"n": {"type": "integer"}}})})}),
+    max_size=3)
+
+
+@settings(max_examples=200)
+@given(st.lists(message, min_size=1, max_size=6), fuzz_tools, st.sampled_from(MODES),
+       st.text(max_size=60) | st.just('<function_calls><invoke name="read"><parameter name="n">3</parameter></invoke></function_calls>'))
+def test_fuzz_conversations_build_and_decode(messages, tools, mode, answer):
+    request = parse_chat_request(body(messages, tools=tools or None))
+    call = build_kernel_call(request, model(tools=mode), "openclaw")
+    json.dumps(call.body)
+    if call.tool_mode != "native":
+        assert all(m["role"] != "tool" and "tool_calls" not in m for m in call.body["query_data"]["messages"])
+        reply = call.decode(kernel_answer(answer))
+    else:
+        reply = call.decode(kernel_answer(answer or "x"))
+    for tc in reply.tool_calls:
+        assert isinstance(json.loads(tc.arguments_json), dict)
