@@ -64,7 +64,8 @@ from .errors import (
 
 log = logging.getLogger("aiosd.kernel")
 
-TransportChoice = Literal["httpx", "aiohttp"]
+TransportChoice = Literal["aiohttp", "httpx", "httpx-aiohttp"]
+TRANSPORT_CHOICES: tuple[str, ...] = ("aiohttp", "httpx", "httpx-aiohttp")
 
 QUERY_PATH = "/query"
 LLM_LIST_PATH = "/core/llms/list"
@@ -72,10 +73,15 @@ LLM_LIST_PATH = "/core/llms/list"
 # behind a full set of /query calls.
 EXTRA_CONNECTIONS = 4
 LATENCY_WINDOW = 64
+# Idle connections are dropped before uvicorn's default keep-alive (5 s) closes them under us: a
+# POST on a connection the kernel just closed fails with no answer, and is not retried by default.
+KEEPALIVE = 4.0
 LIST_TIMEOUT = 10.0
 MESSAGE_LIMIT = 300
 
+USER_AGENT = f"aiosd/{__version__}"
 _JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
+_ACCEPT_JSON = {"accept": "application/json"}
 
 
 class _RejectAllCookies(CookiePolicy):
@@ -227,11 +233,11 @@ def _kernel_error_for_status(
     )
 
 
-def _http_error(response: httpx.Response, retry_after: float | None) -> KernelError:
+def _http_error(answer: _Answer, retry_after: float | None) -> KernelError:
     """The error for a non-200 HTTP answer from the kernel."""
-    code = response.status_code
+    code = answer.status
     try:
-        data = json.loads(response.content) if response.content else None
+        data = json.loads(answer.body) if answer.body else None
     except ValueError:
         data = None
     detail = data.get("detail") if isinstance(data, dict) else None
@@ -256,13 +262,178 @@ def _http_error(response: httpx.Response, retry_after: float | None) -> KernelEr
         return _kernel_error_for_status(code, None, retry_after=retry_after, inside_200=False)
     if code in (404, 405):
         return KernelRejected(
-            f"The server at kernel.url answered HTTP {code} for {response.request.url.path}: "
+            f"The server at kernel.url answered HTTP {code} for {answer.path}: "
             "it does not look like an AIOS kernel (check kernel.url).",
             kernel_status=code,
             code="kernel_wrong_url",
         )
     sentence = detail if isinstance(detail, str) else None
     return _kernel_error_for_status(code, sentence, retry_after=retry_after, inside_200=False)
+
+
+# --- wires: the HTTP libraries behind KernelClient ---------------------------------------------------
+#
+# A wire sends one request and hands back status, Retry-After and body bytes, nothing else (so
+# no kernel header can travel further), or raises _NoAnswer. Two exist because httpx costs about
+# 0.6 ms of CPU per call on a small machine and aiohttp about 0.15 ms, against a budget of 1 ms
+# for everything aiosd adds; httpx stays for its MockTransport and injected transports.
+
+
+class _Answer:
+    __slots__ = ("status", "retry_after", "body", "path")
+
+    def __init__(self, status: int, retry_after: str | None, body: bytes, path: str) -> None:
+        self.status = status
+        self.retry_after = retry_after
+        self.body = body
+        self.path = path
+
+
+class _NoAnswer(Exception):
+    """No usable HTTP answer; ``why`` is a short human reason."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+class _Wire:
+    """One connection pool; replaced pools are closed once their calls have finished."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.retired = False
+
+    async def request(self, method: str, path: str, content: bytes | None) -> _Answer:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+
+class _HttpxWire(_Wire):
+    def __init__(
+        self, settings: KernelSettings, transport: httpx.AsyncBaseTransport | None, *, owns_transport: bool
+    ) -> None:
+        super().__init__()
+        size = settings.max_concurrency + EXTRA_CONNECTIONS
+        self.owns_transport = owns_transport
+        self.connect_timeout = settings.connect_timeout
+        self.client = httpx.AsyncClient(
+            base_url=settings.url.rstrip("/"),
+            transport=transport,
+            limits=httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=KEEPALIVE),
+            # The whole call is bounded by asyncio.timeout in KernelClient; httpx only bounds connecting.
+            timeout=httpx.Timeout(None, connect=settings.connect_timeout),
+            cookies=CookieJar(policy=_RejectAllCookies()),
+            follow_redirects=False,
+            # A daemon talking to its kernel must not be re-routed by someone's HTTP_PROXY.
+            trust_env=False,
+            headers={"user-agent": USER_AGENT},
+        )
+
+    async def request(self, method: str, path: str, content: bytes | None) -> _Answer:
+        try:
+            response = await self.client.request(
+                method, path, content=content, headers=_JSON_HEADERS if content is not None else _ACCEPT_JSON
+            )
+        except httpx.ConnectTimeout:
+            raise _NoAnswer(f"no connection within {self.connect_timeout:g}s") from None
+        except httpx.ConnectError:
+            raise _NoAnswer("connection refused or host not found") from None
+        except httpx.RemoteProtocolError:
+            raise _NoAnswer("the answer was not valid HTTP or the connection was cut") from None
+        except (httpx.ReadError, httpx.WriteError):
+            raise _NoAnswer("the connection was reset") from None
+        except (httpx.HTTPError, OSError) as exc:
+            raise _NoAnswer(type(exc).__name__) from None
+        except Exception as exc:
+            # httpx_aiohttp lets some aiohttp errors (e.g. a bad status line) through unmapped.
+            if type(exc).__module__.startswith("aiohttp"):
+                raise _NoAnswer("the answer was not valid HTTP or the connection was cut") from None
+            raise
+        return _Answer(response.status_code, response.headers.get("retry-after"), response.content, path)
+
+    async def aclose(self) -> None:
+        if self.owns_transport:
+            await self.client.aclose()
+
+
+class _AiohttpWire(_Wire):
+    def __init__(self, settings: KernelSettings) -> None:
+        super().__init__()
+        import aiohttp
+
+        self._aiohttp = aiohttp
+        self.base = settings.url.rstrip("/")
+        self.connect_timeout = settings.connect_timeout
+        self.size = settings.max_concurrency + EXTRA_CONNECTIONS
+        self._session: aiohttp.ClientSession | None = None
+        # The whole call is bounded by asyncio.timeout in KernelClient; aiohttp only bounds connecting.
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout)
+
+    def _session_now(self):  # noqa: ANN202 - aiohttp is imported lazily
+        # Built on first use: an aiohttp session belongs to the running event loop.
+        if self._session is None:
+            aiohttp = self._aiohttp
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.size, keepalive_timeout=KEEPALIVE),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,
+                headers={"user-agent": USER_AGENT},
+                auto_decompress=True,
+            )
+        return self._session
+
+    async def request(self, method: str, path: str, content: bytes | None) -> _Answer:
+        aiohttp = self._aiohttp
+        try:
+            async with self._session_now().request(
+                method,
+                self.base + path,
+                data=content,
+                headers=_JSON_HEADERS if content is not None else _ACCEPT_JSON,
+                allow_redirects=False,
+                timeout=self._timeout,
+            ) as response:
+                body = await response.read()
+                return _Answer(response.status, response.headers.get("retry-after"), body, path)
+        except aiohttp.ServerTimeoutError:  # a TimeoutError subclass: must not look like our deadline
+            raise _NoAnswer(f"no connection within {self.connect_timeout:g}s") from None
+        except aiohttp.ClientConnectorError:
+            raise _NoAnswer("connection refused or host not found") from None
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
+            raise _NoAnswer("the connection was reset") from None
+        except aiohttp.ClientResponseError:
+            raise _NoAnswer("the answer was not valid HTTP") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _NoAnswer(type(exc).__name__) from None
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def _httpx_aiohttp_transport(settings: KernelSettings) -> httpx.AsyncBaseTransport:
+    """httpx_aiohttp's transport with a cookie-less, proxy-less aiohttp session (for comparisons)."""
+    import aiohttp
+    from httpx_aiohttp import AiohttpTransport
+
+    size = settings.max_concurrency + EXTRA_CONNECTIONS
+
+    def make_session() -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=size, keepalive_timeout=KEEPALIVE)
+        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
+
+    return AiohttpTransport(trust_env=False, client=make_session)
+
+
+def _aiohttp_available() -> bool:
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,25 +447,19 @@ class LatencySummary:
     last: float | None
 
 
-class _Pool:
-    """One httpx.AsyncClient and the calls using it, so a replaced pool is closed only when idle."""
-
-    __slots__ = ("client", "in_flight", "retired", "owns_transport")
-
-    def __init__(self, client: httpx.AsyncClient, owns_transport: bool) -> None:
-        self.client = client
-        self.in_flight = 0
-        self.retired = False
-        self.owns_transport = owns_transport
-
-
 class KernelClient:
-    """The one long-lived connection to the AIOS kernel.
+    """The one long-lived connection pool to the AIOS kernel.
 
-    ``transport``: None or ``"httpx"`` for httpx's own pool, ``"aiohttp"`` for
-    ``httpx_aiohttp.AiohttpTransport``, or any ``httpx.AsyncBaseTransport`` (tests:
-    ``httpx.MockTransport``). Nothing of the kernel's responses but the decoded ``response``
-    object leaves this class: no headers (the kernel reflects CORS with credentials), no cookies.
+    ``transport``:
+
+    - None: ``"aiohttp"`` when aiohttp is installed, else ``"httpx"``;
+    - ``"aiohttp"``: aiohttp directly (the fast path; see the wires above);
+    - ``"httpx"``: httpx with its own pool;
+    - ``"httpx-aiohttp"``: httpx over ``httpx_aiohttp.AiohttpTransport`` (kept for comparisons);
+    - any ``httpx.AsyncBaseTransport`` (tests: ``httpx.MockTransport``), closed by ``close()``.
+
+    Nothing of the kernel's answers leaves this class but the decoded ``response`` object and
+    the errors built here: no headers (the kernel reflects CORS with credentials), no cookies.
     """
 
     def __init__(
@@ -305,16 +470,25 @@ class KernelClient:
         latency_window: int = LATENCY_WINDOW,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if transport is None:
+            transport = "aiohttp" if _aiohttp_available() else "httpx"
+        if not (isinstance(transport, httpx.AsyncBaseTransport) or transport in TRANSPORT_CHOICES):
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORT_CHOICES)} or an httpx transport, got {transport!r}")
         self._settings = settings
-        self._transport_choice = transport
+        self._transport = transport
         self._clock = clock
-        self._pool = self._build_pool(settings)
-        self._retired: list[_Pool] = []
+        self._wire = self._build_wire(settings)
+        self._retired: list[_Wire] = []
+        self._closing: set[asyncio.Task] = set()  # strong references until the close finishes
         self._latencies: deque[float] = deque(maxlen=latency_window)
-        # Monotonic times; None until it happens.
+        # Monotonic times (on ``clock``); None until it happens.
         self.last_success_at: float | None = None
         self.last_query_answer_at: float | None = None
         self._closed = False
+
+    @property
+    def transport_name(self) -> str:
+        return self._transport if isinstance(self._transport, str) else type(self._transport).__name__
 
     # --- configuration -------------------------------------------------------------------
 
@@ -333,46 +507,29 @@ class KernelClient:
             settings.max_concurrency,
         ):
             return
-        previous = self._pool
-        self._pool = self._build_pool(settings)
+        previous = self._wire
+        self._wire = self._build_wire(settings)
         previous.retired = True
         if previous.in_flight == 0:
             self._close_soon(previous)
         else:
             self._retired.append(previous)
 
-    def _build_pool(self, settings: KernelSettings) -> _Pool:
-        size = settings.max_concurrency + EXTRA_CONNECTIONS
-        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=30.0)
-        choice = self._transport_choice
-        owns_transport = True
-        if choice is None or choice == "httpx":
-            transport = None
-        elif choice == "aiohttp":
-            transport = _aiohttp_transport(limits)
-        elif isinstance(choice, httpx.AsyncBaseTransport):
-            # Injected (tests, benchmarks): shared by every pool, closed only by close().
-            transport = choice
-            owns_transport = False
-        else:
-            raise ValueError(f"transport must be 'httpx', 'aiohttp' or an httpx transport, got {choice!r}")
-        client = httpx.AsyncClient(
-            base_url=settings.url.rstrip("/"),
-            transport=transport,
-            limits=limits,
-            # The whole call is bounded by asyncio.timeout in query(); httpx only bounds connecting.
-            timeout=httpx.Timeout(None, connect=settings.connect_timeout),
-            cookies=CookieJar(policy=_RejectAllCookies()),
-            follow_redirects=False,
-            # A daemon talking to its kernel must not be re-routed by someone's HTTP_PROXY.
-            trust_env=False,
-            headers={"user-agent": f"aiosd/{__version__}"},
-        )
-        return _Pool(client, owns_transport)
+    def _build_wire(self, settings: KernelSettings) -> _Wire:
+        choice = self._transport
+        if choice == "aiohttp":
+            return _AiohttpWire(settings)
+        if choice == "httpx":
+            return _HttpxWire(settings, None, owns_transport=True)
+        if choice == "httpx-aiohttp":
+            return _HttpxWire(settings, _httpx_aiohttp_transport(settings), owns_transport=True)
+        # Injected (tests, benchmarks): shared by every pool, closed only by close().
+        return _HttpxWire(settings, choice, owns_transport=False)
 
     # --- liveness figures ------------------------------------------------------------------
 
     def recent_latencies(self) -> tuple[float, ...]:
+        """Durations of the last /query calls that got an HTTP answer, oldest first."""
         return tuple(self._latencies)
 
     def latency_summary(self) -> LatencySummary:
@@ -395,36 +552,18 @@ class KernelClient:
         """POST /query; the kernel's ``response`` object when its ``status_code`` is 200.
 
         ``body`` is the /query body (a dict, serialised once here, or bytes already serialised).
-        ``timeout`` is aiosd's deadline for this one call in seconds (connect included).
+        ``timeout`` is aiosd's deadline for this one call in seconds (connecting included).
         Raises a ``KernelError`` subclass (see the module docstring for the mapping).
         """
-        content = body if isinstance(body, (bytes, bytearray)) else _dumps(body)
-        pool = self._pool
+        content = body if isinstance(body, bytes) else _dumps(body)
         started = self._clock()
-        pool.in_flight += 1
+        answer = await self._send("POST", QUERY_PATH, content, timeout)
+        self._latencies.append(self._clock() - started)
+        retry_after = parse_retry_after(answer.retry_after)
+        if answer.status != 200:
+            raise _http_error(answer, retry_after)
         try:
-            async with asyncio.timeout(timeout):
-                response = await pool.client.post(QUERY_PATH, content=content, headers=_JSON_HEADERS)
-        except TimeoutError:
-            raise KernelTimeout(
-                f"The AIOS kernel did not answer within {timeout:g}s (aiosd's deadline for one call). "
-                "The kernel can hang; check its log.",
-                kernel_status=None,
-            ) from None
-        except (httpx.HTTPError, OSError) as exc:
-            raise self._unreachable(exc) from None
-        finally:
-            self._leave(pool)
-        elapsed = self._clock() - started
-        self._latencies.append(elapsed)
-        return self._decode_query(response)
-
-    def _decode_query(self, response: httpx.Response) -> dict:
-        retry_after = parse_retry_after(response.headers.get("retry-after"))
-        if response.status_code != 200:
-            raise _http_error(response, retry_after)
-        try:
-            data = json.loads(response.content)
+            data = json.loads(answer.body)
         except ValueError:
             raise self._bad_answer("its body is not JSON") from None
         inner = data.get("response") if isinstance(data, dict) else None
@@ -451,21 +590,11 @@ class KernelClient:
         per-model ``api_key``. Raises ``KernelRejected`` (code ``kernel_not_ready``, 503) while the
         kernel's LLM core is not initialised, so a caller keeps its last good list.
         """
-        pool = self._pool
-        pool.in_flight += 1
+        answer = await self._send("GET", LLM_LIST_PATH, None, timeout)
+        if answer.status != 200:
+            raise _http_error(answer, parse_retry_after(answer.retry_after))
         try:
-            async with asyncio.timeout(timeout):
-                response = await pool.client.get(LLM_LIST_PATH, headers={"accept": "application/json"})
-        except TimeoutError:
-            raise KernelTimeout(f"The AIOS kernel did not list its models within {timeout:g}s") from None
-        except (httpx.HTTPError, OSError) as exc:
-            raise self._unreachable(exc) from None
-        finally:
-            self._leave(pool)
-        if response.status_code != 200:
-            raise _http_error(response, parse_retry_after(response.headers.get("retry-after")))
-        try:
-            data = json.loads(response.content)
+            data = json.loads(answer.body)
         except ValueError:
             raise self._bad_answer("its model list is not JSON", path=LLM_LIST_PATH) from None
         if not isinstance(data, dict):
@@ -475,7 +604,7 @@ class KernelClient:
             message = data.get("message")
             said = f": {scrub(message, 120)}" if isinstance(message, str) else ""
             raise KernelRejected(
-                f"The AIOS kernel is not ready to list its models (status {scrub(status, 40)!s}{said})",
+                f"The AIOS kernel is not ready to list its models (status {scrub(status, 40)}{said})",
                 status=503,
                 code="kernel_not_ready",
             )
@@ -499,11 +628,12 @@ class KernelClient:
         if self._closed:
             return
         self._closed = True
-        pools = [*self._retired, self._pool]
+        wires = [*self._retired, self._wire]
         self._retired.clear()
-        for pool in pools:
-            # Closes the pool's transport too (an injected one included).
-            await pool.client.aclose()
+        for wire in wires:
+            await wire.aclose()
+        if isinstance(self._transport, httpx.AsyncBaseTransport):
+            await self._transport.aclose()
 
     async def __aenter__(self) -> KernelClient:
         return self
@@ -513,36 +643,38 @@ class KernelClient:
 
     # --- helpers -----------------------------------------------------------------------------
 
-    def _leave(self, pool: _Pool) -> None:
-        pool.in_flight -= 1
-        if pool.retired and pool.in_flight == 0 and pool in self._retired:
-            self._retired.remove(pool)
-            self._close_soon(pool)
+    async def _send(self, method: str, path: str, content: bytes | None, timeout: float) -> _Answer:
+        wire = self._wire
+        wire.in_flight += 1
+        try:
+            async with asyncio.timeout(timeout):
+                return await wire.request(method, path, content)
+        except TimeoutError:
+            what = "answer" if path == QUERY_PATH else "list its models"
+            raise KernelTimeout(
+                f"The AIOS kernel did not {what} within {timeout:g}s (aiosd's deadline for one call). "
+                "The kernel can hang; check its log.",
+                kernel_status=None,
+            ) from None
+        except _NoAnswer as exc:
+            raise KernelUnreachable(
+                f"The AIOS kernel at {self._settings.url} is unreachable ({exc.why})", kernel_status=0
+            ) from None
+        finally:
+            wire.in_flight -= 1
+            if wire.retired and wire.in_flight == 0 and wire in self._retired:
+                self._retired.remove(wire)
+                self._close_soon(wire)
 
-    def _close_soon(self, pool: _Pool) -> None:
-        if not pool.owns_transport:
-            # The shared injected transport must stay open; the client itself holds nothing else.
-            return
+    def _close_soon(self, wire: _Wire) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        task = loop.create_task(pool.client.aclose())
-        task.add_done_callback(_ignore_result)
-
-    def _unreachable(self, exc: BaseException) -> KernelUnreachable:
-        url = self._settings.url
-        if isinstance(exc, httpx.ConnectTimeout):
-            why = f"no connection within {self._settings.connect_timeout:g}s"
-        elif isinstance(exc, httpx.ConnectError):
-            why = "connection refused or host not found"
-        elif isinstance(exc, httpx.RemoteProtocolError):
-            why = "the answer was not valid HTTP or the connection was cut"
-        elif isinstance(exc, (httpx.ReadError, httpx.WriteError)):
-            why = "the connection was reset"
-        else:
-            why = type(exc).__name__
-        return KernelUnreachable(f"The AIOS kernel at {url} is unreachable ({why})", kernel_status=0)
+        task = loop.create_task(wire.aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        task.add_done_callback(_log_close_failure)
 
     def _bad_answer(self, what: str, *, path: str = QUERY_PATH) -> KernelBadAnswer:
         return KernelBadAnswer(
@@ -552,19 +684,6 @@ class KernelClient:
         )
 
 
-def _ignore_result(task: asyncio.Task) -> None:
+def _log_close_failure(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.debug("closing a replaced kernel connection pool failed: %s", task.exception())
-
-
-def _aiohttp_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
-    """httpx_aiohttp's transport with a cookie-less, proxy-less aiohttp session."""
-    import aiohttp
-    from httpx_aiohttp import AiohttpTransport
-
-    def make_session() -> aiohttp.ClientSession:
-        # Built lazily: an aiohttp session must be created inside the running event loop.
-        connector = aiohttp.TCPConnector(limit=limits.max_connections or 0, keepalive_timeout=limits.keepalive_expiry)
-        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
-
-    return AiohttpTransport(limits=limits, trust_env=False, client=make_session)

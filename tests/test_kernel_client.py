@@ -297,7 +297,7 @@ async def test_cancelling_a_call_propagates_and_is_not_a_timeout():
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert client._pool.in_flight == 0
+        assert client._wire.in_flight == 0
 
 
 # --- the model list ---------------------------------------------------------------------------------------
@@ -365,9 +365,14 @@ async def test_reload_with_a_new_url_uses_a_new_pool_and_lets_calls_in_flight_fi
     assert hosts == ["old.test", "new.test"]
 
 
-async def test_aiohttp_transport_is_a_choice():
-    client = KernelClient(kernel_settings(), transport="aiohttp")
+@pytest.mark.parametrize("choice", ["aiohttp", "httpx", "httpx-aiohttp", None])
+async def test_transport_choices(choice):
+    client = KernelClient(kernel_settings(), transport=choice)
+    assert client.transport_name == (choice or "aiohttp")
     await client.close()
+
+
+def test_unknown_transport_is_refused():
     with pytest.raises(ValueError):
         KernelClient(kernel_settings(), transport="carrier-pigeon")  # type: ignore[arg-type]
 
@@ -439,7 +444,7 @@ def real_body(text: str = "hello", model: str = "gpt-4o-mini") -> dict:
     }
 
 
-TRANSPORTS = ["httpx", "aiohttp"]
+TRANSPORTS = ["aiohttp", "httpx", "httpx-aiohttp"]
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -477,9 +482,10 @@ async def test_real_kernel_hanging_past_the_deadline_times_out(kernel, transport
         hang.release()
 
 
-async def test_real_kernel_429_inside_200(kernel):
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_real_kernel_429_inside_200(kernel, transport):
     kernel.script(fake_kernel.LLMFailure(429))
-    async with KernelClient(kernel_settings(kernel.url)) as client:
+    async with KernelClient(kernel_settings(kernel.url), transport=transport) as client:
         with pytest.raises(KernelRateLimited) as info:
             await client.query(real_body(), timeout=5)
         assert client.last_query_answer_at is not None
@@ -498,9 +504,10 @@ async def test_real_kernel_429_twice_then_success_with_the_retry_policy(kernel):
     assert attempts == 3 and result["response_message"] == "echo: third"
 
 
-async def test_real_kernel_http_retry_after_is_kept(kernel):
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_real_kernel_http_retry_after_is_kept(kernel, transport):
     kernel.script(fake_kernel.RetryAfter(7))
-    async with KernelClient(kernel_settings(kernel.url)) as client:
+    async with KernelClient(kernel_settings(kernel.url), transport=transport) as client:
         with pytest.raises(KernelRateLimited) as info:
             await client.query(real_body(), timeout=5)
     assert info.value.retry_after == 7.0
@@ -518,9 +525,10 @@ async def test_real_kernel_http_retry_after_is_kept(kernel):
         (lambda fk: fk.LLMFailure(401), KernelRejected, 401),
     ],
 )
-async def test_real_kernel_faults(kernel, item, error_type, kernel_status):
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_real_kernel_faults(kernel, item, error_type, kernel_status, transport):
     kernel.script(item(fake_kernel))
-    async with KernelClient(kernel_settings(kernel.url)) as client:
+    async with KernelClient(kernel_settings(kernel.url), transport=transport) as client:
         with pytest.raises(error_type) as info:
             await client.query(real_body(), timeout=5)
     assert info.value.kernel_status == kernel_status
@@ -534,8 +542,9 @@ async def test_real_kernel_unknown_model(kernel):
     assert info.value.code == "kernel_model_unavailable"
 
 
-async def test_real_kernel_model_list_drops_hostname_and_api_key(kernel):
-    async with KernelClient(kernel_settings(kernel.url)) as client:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_real_kernel_model_list_drops_hostname_and_api_key(kernel, transport):
+    async with KernelClient(kernel_settings(kernel.url), transport=transport) as client:
         models = await client.list_llms()
     assert models == [
         {"name": "gpt-4o-mini", "backend": "openai"},
@@ -551,3 +560,44 @@ async def test_real_kernel_model_list_before_the_llm_core_is_up():
                 await client.list_llms()
     assert info.value.code == "kernel_not_ready"
 
+
+
+@pytest.fixture
+async def junk_server():
+    """A TCP server that answers anything with bytes that are not HTTP, then hangs up."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\x00\x01\x02garbage\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_garbage_on_the_wire_from_a_real_socket_is_unreachable(junk_server, transport):
+    async with KernelClient(kernel_settings(junk_server), transport=transport) as client:
+        with pytest.raises(KernelUnreachable) as info:
+            await client.query(real_body(), timeout=5)
+    assert info.value.kernel_status == 0
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_reload_to_another_kernel_url_takes_effect(kernel, transport):
+    async with KernelClient(kernel_settings(kernel.url), transport=transport) as client:
+        await client.query(real_body(), timeout=5)
+        old_wire = client._wire
+        down = f"http://127.0.0.1:{closed_port()}"
+        client.apply_settings(kernel_settings(down))
+        assert client._wire is not old_wire
+        with pytest.raises(KernelUnreachable):
+            await client.query(real_body(), timeout=5)
+        down_wire = client._wire
+        client.apply_settings(kernel_settings(down, timeout=1.0))  # nothing the pool depends on
+        assert client._wire is down_wire
+        client.apply_settings(kernel_settings(kernel.url))
+        assert (await client.query(real_body("back"), timeout=5))["response_message"] == "echo: back"
