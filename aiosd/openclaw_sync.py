@@ -100,17 +100,18 @@ def sync_openclaw(
     except (OpenClawFileError, MergeConflict) as exc:
         reason = str(exc) if isinstance(exc, OpenClawFileError) else f"{path}: {exc}; not touching it"
         result = SyncResult("refused", path, f"{reason}; will try again at the next sync")
-    except Exception as exc:  # a bug must not take the daemon down; say so loudly
-        log.exception("openclaw sync failed unexpectedly")
+    except Exception as exc:  # a bug must not take the daemon down; say so loudly, traceback included
         result = SyncResult("refused", path, f"internal error ({type(exc).__name__}: {exc}); will try again")
+        log.error("openclaw sync refused: %s", result.message, exc_info=True)
+        return result
     _log(result)
     return result
 
 
 def _log(result: SyncResult) -> None:
     if result.outcome == "refused":
-        missing_by_choice = result.message.startswith("not creating")
-        log.log(logging.WARNING if missing_by_choice else logging.ERROR, "openclaw sync refused: %s", result.message)
+        by_choice = result.message.startswith("not creating")  # openclaw.create: false, file absent
+        log.log(logging.WARNING if by_choice else logging.ERROR, "openclaw sync refused: %s", result.message)
     else:
         log.info("openclaw sync %s: %s", result.outcome, result.message)
 
@@ -126,7 +127,10 @@ def _sync(
     before_replace: Callable[[Path], None] | None,
 ) -> SyncResult:
     provider_id = settings.provider_id
-    provider = None if removing else desired_provider(models, base_url, api_key)
+    try:
+        provider = None if removing else desired_provider(models, base_url, api_key)
+    except ValueError as exc:
+        return SyncResult("refused", path, f"not writing {path}: {exc}")
     what = "" if removing else f"provider {provider_id}, {_count(provider['models'])}"
 
     for _ in range(MAX_MERGE_ROUNDS):

@@ -27,7 +27,6 @@ import httpx
 import json5
 import pytest
 
-from aiosd import openclaw_file
 from aiosd.openclaw_file import BACKUP_SUFFIX, resolve_openclaw_path
 from aiosd.openclaw_sync import MAX_MERGE_ROUNDS, sync_openclaw
 from openclaw_support import API_KEY, BASE_URL, assert_valid_openclaw, rich_file, settings, spec
@@ -237,7 +236,7 @@ def test_a_concurrent_writer_between_read_and_rename_keeps_its_change(path):
 
 def test_a_concurrent_writer_who_already_wrote_aiosds_entries_means_no_write(path):
     path.write_text("{}")
-    wanted = tmp_text = None
+    wanted = None
 
     def writes_the_same(p: Path) -> None:
         nonlocal wanted
@@ -246,7 +245,7 @@ def test_a_concurrent_writer_who_already_wrote_aiosds_entries_means_no_write(pat
 
     result = sync(path, _before_replace=writes_the_same)
     assert wanted == "written" and result.outcome == "unchanged"
-    assert tmp_text is None and leftovers(path) == []
+    assert leftovers(path) == []
 
 
 def test_a_file_that_keeps_changing_is_left_to_the_other_writer(path):
