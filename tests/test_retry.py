@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
 
+import httpx
 import pytest
 
+from aiosd.admission import AdmissionQueue
 from aiosd.config import BackoffSettings, RetrySettings
 from aiosd.errors import CapacityError, KernelRateLimited, KernelRejected, KernelTimeout, KernelUnreachable
+from aiosd.kernel_call import forward_query
+from aiosd.kernel_client import KernelClient
 from aiosd.retry import AttemptReport, RetryPolicy
+from tests.test_kernel_client import inner, kernel_settings
 
 
 def retry_settings(
@@ -262,3 +269,50 @@ async def test_one_log_line_per_attempt_without_prompt_text(caplog):
     assert len(lines) == 3
     assert lines[0] == "model sonnet: attempt 1/4 failed with status 429; retrying in 20s"
     assert lines[2] == "model sonnet: attempt 3/4 succeeded"
+
+
+# --- forward_query: queue, call and retries together ------------------------------------------------------
+
+
+async def test_forward_query_serialises_once_releases_the_slot_between_attempts_and_counts_attempts():
+
+
+    queue = AdmissionQueue(1)
+    sent: list[bytes] = []
+    in_flight_seen: list[int] = []
+    answers = [inner(429, None, "Rate Limit Exceeded"), inner(200, "done")]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.content)
+        in_flight_seen.append(queue.in_flight)
+        return httpx.Response(200, json=answers.pop(0))
+
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        in_flight_seen.append(queue.in_flight)  # nobody holds the slot while we wait
+
+    body = {"agent_name": "openclaw", "query_type": "llm", "query_data": {"messages": [{"role": "user", "content": "x"}]}}
+    policy = RetryPolicy(retry_settings(initial=0.5), sleep=sleep)
+    async with KernelClient(kernel_settings(), transport=httpx.MockTransport(handler)) as kernel:
+        response, attempts = await forward_query(
+            body, kernel=kernel, queue=queue, policy=policy, deadline=time.monotonic() + 30, model="m"
+        )
+    assert response["response_message"] == "done" and attempts == 2
+    assert sent[0] == sent[1] and json.loads(sent[0]) == body
+    assert waits == [0.5] and in_flight_seen == [1, 0, 1]
+    assert queue.in_flight == 0
+
+
+async def test_forward_query_on_a_full_queue_is_503_with_attempts():
+
+
+    queue = AdmissionQueue(1)
+    await queue.acquire()  # someone else holds the only slot
+    kernel = KernelClient(kernel_settings(queue_timeout=0.02), transport=httpx.MockTransport(lambda r: None))
+    async with kernel:
+        with pytest.raises(CapacityError) as info:
+            await forward_query({}, kernel=kernel, queue=queue, policy=RetryPolicy(retry_settings()),
+                                deadline=time.monotonic() + 30)
+    assert info.value.status == 503 and info.value.attempts == 1 and info.value.retry_after >= 1

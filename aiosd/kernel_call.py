@@ -1,0 +1,44 @@
+"""One forwarded kernel call end to end: serialise once, then per attempt queue for a slot and call /query, retried by policy.
+
+What lives here: ``forward_query``, the composition of ``AdmissionQueue``, ``KernelClient`` and
+``RetryPolicy`` the HTTP layer calls with a ready /query body. What does not: building the body
+or decoding ``response`` (``translate``), turning errors into HTTP answers (the app).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from .admission import AdmissionQueue
+from .kernel_client import KernelClient, _dumps
+from .retry import AttemptReport, RetryPolicy
+
+
+async def forward_query(
+    body: dict | bytes,
+    *,
+    kernel: KernelClient,
+    queue: AdmissionQueue,
+    policy: RetryPolicy,
+    deadline: float,
+    model: str | None = None,
+    on_attempt: Callable[[AttemptReport], object] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[dict, int]:
+    """``(response object, attempts)`` for one /query body; raises an ``AiosdError`` with ``attempts``.
+
+    ``deadline`` (monotonic) bounds the whole request: queueing, every attempt and the waits
+    between them. Each attempt waits for a kernel slot at most ``kernel.queue_timeout`` (and not
+    past the deadline), then calls the kernel for at most ``kernel.timeout`` (and not past the
+    deadline). The slot is given back between attempts, so a request sleeping on a 429 does not
+    hold one of the kernel's few slots.
+    """
+    content = body if isinstance(body, bytes) else _dumps(body)  # once, for every attempt
+
+    async def attempt(_index: int) -> dict:
+        settings = kernel.settings
+        async with queue.slot(deadline=min(deadline, clock() + settings.queue_timeout)):
+            return await kernel.query(content, timeout=min(settings.timeout, deadline - clock()))
+
+    return await policy.run(attempt, deadline=deadline, on_attempt=on_attempt, model=model)
