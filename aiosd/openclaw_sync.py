@@ -190,7 +190,7 @@ def _sync(
             files.discard(tmp)
             raise
         if backup is not None:
-            parts.append(f"original with comments kept as {backup.name}")
+            parts.append(f"original (JSON5, comments) kept as {backup.name}")
         if not snapshot.exists:
             return SyncResult("created", path, _line(f"created {path}", parts), diff)
         if removing:

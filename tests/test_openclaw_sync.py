@@ -175,7 +175,7 @@ def test_an_existing_hand_edited_file_keeps_everything_else(path, model_policy):
     # the comments are gone from the file, so the original was kept beside it, once
     backup = path.with_name(path.name + BACKUP_SUFFIX)
     assert backup.read_text() == original
-    assert "original with comments kept" in result.message
+    assert "kept as openclaw.json.aiosd-backup" in result.message
     path.write_text("// edited again\n" + path.read_text())
     assert sync(path, [SONNET]).outcome == "written"
     assert backup.read_text() == original
