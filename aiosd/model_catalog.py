@@ -150,10 +150,13 @@ class ModelCatalog:
 
     # --- background refresh ---------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start the periodic refresh (the first one runs at once)."""
+    def start(self, *, refresh_now: bool = True) -> None:
+        """Start the periodic refresh; the first one runs at once unless ``refresh_now`` is False
+        (the caller just awaited ``refresh()`` itself)."""
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="aiosd-model-refresh")
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(refresh_now), name="aiosd-model-refresh"
+            )
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -164,11 +167,13 @@ class ModelCatalog:
             except asyncio.CancelledError:
                 pass
 
-    async def _run(self) -> None:
+    async def _run(self, refresh_now: bool) -> None:
         while True:
-            result = await self.refresh()
+            if refresh_now:
+                await self.refresh()
+            refresh_now = True
             interval = self._settings.refresh_interval
-            if not result.ok:
+            if self.last_refresh is not None and not self.last_refresh.ok:
                 interval = min(interval, FAILED_REFRESH_RETRY)
             self._wake.clear()
             try:

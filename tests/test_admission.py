@@ -191,13 +191,15 @@ async def test_shrinking_lets_calls_in_flight_finish_and_admits_below_the_new_li
 
 
 async def test_time_queued_is_accumulated():
-    queue = AdmissionQueue(1)
+    now = [100.0]
+    queue = AdmissionQueue(1, clock=lambda: now[0])
     await queue.acquire()
     waiter = asyncio.create_task(queue.acquire())
-    await asyncio.sleep(0.01)
+    await settle()
+    now[0] += 2.5
     queue.release()
     await waiter
-    assert queue.time_queued_total >= 0.005
+    assert queue.time_queued_total == 2.5
 
 
 def test_limits_below_one_are_refused():

@@ -233,3 +233,19 @@ async def test_hostname_and_api_key_never_reach_the_catalog():
         await catalog.refresh()
     assert ids(catalog) == ["alpha"]
     assert "10.1.2.3" not in repr(catalog.models()) and "sk-top" not in repr(catalog.models())
+
+
+async def test_background_refresh_retries_a_failed_refresh_sooner(monkeypatch):
+    import aiosd.model_catalog as model_catalog
+
+    monkeypatch.setattr(model_catalog, "FAILED_REFRESH_RETRY", 0.01)
+    lister = FakeLister([{"name": "alpha", "backend": None}], error=KernelUnreachable("down", kernel_status=0))
+    catalog = ModelCatalog(model_settings(refresh_interval=3600), lister)
+    await catalog.refresh()
+    catalog.start(refresh_now=False)
+    try:
+        lister.error = None
+        await asyncio.wait_for(catalog.wait_changed(0), 1)  # well before the hour
+    finally:
+        await catalog.stop()
+    assert ids(catalog) == ["alpha"] and catalog.last_refresh.ok
