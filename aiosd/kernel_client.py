@@ -542,6 +542,19 @@ class KernelClient:
 
         return LatencySummary(len(values), pct(0.5), pct(0.9), values[-1], self._latencies[-1])
 
+    def recent_latency(self) -> dict | None:
+        """``latency_summary()`` as JSON for status output (seconds, ms precision); None if empty."""
+        summary = self.latency_summary()
+        if not summary.count:
+            return None
+        return {
+            "count": summary.count,
+            "p50": round(summary.p50, 3),
+            "p90": round(summary.p90, 3),
+            "max": round(summary.max, 3),
+            "last": round(summary.last, 3),
+        }
+
     def answered_within(self, window: float) -> bool:
         """True when the kernel gave a meaningful answer in the last ``window`` seconds."""
         return self.last_success_at is not None and self._clock() - self.last_success_at <= window

@@ -56,13 +56,17 @@ class ModelCatalog:
     def __init__(
         self,
         settings: ModelSettings,
-        lister: ModelLister,
+        lister: ModelLister | Callable[[], ModelLister],
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
-        self._lister = lister
+        # Either the lister itself or a function giving the current one (the daemon replaces its
+        # KernelClient on reload).
+        self._lister_now: Callable[[], ModelLister] = (
+            (lambda: lister) if hasattr(lister, "list_llms") else lister  # type: ignore[assignment,return-value]
+        )
         self._clock = clock
         self._wall_clock = wall_clock
         # The last good discovered list, raw (name, backend): rebuilt into specs on reload.
@@ -77,6 +81,7 @@ class ModelCatalog:
         self._refresh_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._first_refresh = asyncio.Event()
         self._rebuild(initial=True)
 
     # --- reading ------------------------------------------------------------------------------
@@ -114,7 +119,7 @@ class ModelCatalog:
         if not self._settings.discover:
             return self._record(True, "discovery is off (models.discover: false)")
         try:
-            listed = await self._lister.list_llms()
+            listed = await self._lister_now().list_llms()
         except AiosdError as exc:
             result = self._record(False, exc.message)
             self._failure_streak += 1
@@ -142,6 +147,31 @@ class ModelCatalog:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
+    def on_change(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback()`` (no arguments) after every change; returns a remover."""
+        return self.add_listener(lambda _models: callback())
+
+    async def first_refresh_done(self, timeout: float | None = None) -> bool:
+        """Wait until the first refresh finished (ok or not); False if ``timeout`` ran out first."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._first_refresh.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def last_refresh_status(self) -> dict | None:
+        """``last_refresh`` as JSON for status output; None before the first refresh."""
+        result = self.last_refresh
+        if result is None:
+            return None
+        return {
+            "ok": result.ok,
+            "message": result.message,
+            "at": result.at,
+            "seconds_ago": round(self._clock() - result.at_monotonic, 3),
+        }
+
     async def wait_changed(self, since_version: int) -> int:
         """Return the current ``version`` once it differs from ``since_version``."""
         while self.version == since_version:
@@ -151,11 +181,10 @@ class ModelCatalog:
     # --- background refresh ---------------------------------------------------------------------
 
     def start(self, *, refresh_now: bool = True) -> None:
-        """Start the periodic refresh; the first one runs at once unless ``refresh_now`` is False
-        (the caller just awaited ``refresh()`` itself)."""
+        """Run ``run()`` as a task of the catalog's own (``stop()`` ends it)."""
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(
-                self._run(refresh_now), name="aiosd-model-refresh"
+                self.run(refresh_now=refresh_now), name="aiosd-model-refresh"
             )
 
     async def stop(self) -> None:
@@ -167,7 +196,10 @@ class ModelCatalog:
             except asyncio.CancelledError:
                 pass
 
-    async def _run(self, refresh_now: bool) -> None:
+    async def run(self, *, refresh_now: bool = True) -> None:
+        """The periodic refresh, forever (run it as a task and cancel it, or use start/stop).
+        The first refresh runs at once unless ``refresh_now`` is False (the caller just awaited
+        ``refresh()``); after a failure the next try comes within ``FAILED_REFRESH_RETRY``."""
         while True:
             if refresh_now:
                 await self.refresh()
@@ -187,6 +219,7 @@ class ModelCatalog:
     def _record(self, ok: bool, message: str) -> RefreshResult:
         result = RefreshResult(ok, message, self._wall_clock(), self._clock())
         self.last_refresh = result
+        self._first_refresh.set()
         return result
 
     def _rebuild(self, *, initial: bool = False) -> None:

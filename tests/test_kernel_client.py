@@ -601,3 +601,12 @@ async def test_reload_to_another_kernel_url_takes_effect(kernel, transport):
         assert client._wire is down_wire
         client.apply_settings(kernel_settings(kernel.url))
         assert (await client.query(real_body("back"), timeout=5))["response_message"] == "echo: back"
+
+
+async def test_recent_latency_for_status_output():
+    async with client_answering(answer(200, inner())) as client:
+        assert client.recent_latency() is None
+        await client.query(BODY, timeout=5)
+        latency = client.recent_latency()
+    assert latency["count"] == 1 and set(latency) == {"count", "p50", "p90", "max", "last"}
+    json.dumps(latency)

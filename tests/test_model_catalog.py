@@ -249,3 +249,28 @@ async def test_background_refresh_retries_a_failed_refresh_sooner(monkeypatch):
     finally:
         await catalog.stop()
     assert ids(catalog) == ["alpha"] and catalog.last_refresh.ok
+
+
+async def test_the_daemon_facing_helpers():
+    """What the runtime uses: a lister provider, on_change(), run(), first_refresh_done(), status."""
+    first = FakeLister([{"name": "alpha", "backend": None}])
+    second = FakeLister([{"name": "beta", "backend": None}])
+    current = [first]
+    catalog = ModelCatalog(model_settings(refresh_interval=3600), lambda: current[0])
+    changes: list[int] = []
+    catalog.on_change(lambda: changes.append(catalog.version))
+    assert catalog.last_refresh_status() is None
+    assert await catalog.first_refresh_done(timeout=0.01) is False
+    task = asyncio.create_task(catalog.run())
+    try:
+        assert await catalog.first_refresh_done(timeout=1) is True
+        assert ids(catalog) == ["alpha"] and changes == [1]
+        status = catalog.last_refresh_status()
+        assert status["ok"] is True and status["seconds_ago"] >= 0
+        current[0] = second  # the daemon replaced its kernel client
+        await catalog.refresh()
+        assert ids(catalog) == ["beta"] and changes == [1, 2]
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
