@@ -1,0 +1,174 @@
+"""The HTTP surface: OpenAI-compatible routes, health and metrics, and errors in OpenAI's shape."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+
+from litestar import Litestar, Request, Response, get, post
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.response import Stream
+
+from aiosd import __version__
+from aiosd.chat_request import parse_chat_request
+from aiosd.errors import AiosdError, AuthenticationFailed, ClientError
+from aiosd.forwarding import complete
+from aiosd.metrics import UNKNOWN_MODEL
+from aiosd.request_context import ClientDisconnected, cancel_on_disconnect, request_id_middleware
+from aiosd.responses import completion_body, estimate_usage, sse_stream
+
+log = logging.getLogger("aiosd.http")
+
+JSON = "application/json"
+_OUTCOME_BY_CODE = {
+    "invalid_request": "invalid_request",
+    "invalid_api_key": "unauthorized",
+    "model_not_found": "unknown_model",
+    "request_too_large": "too_large",
+    "rate_limit_exceeded": "rate_limited",
+    "kernel_timeout": "kernel_timeout",
+    "kernel_unreachable": "kernel_unreachable",
+    "queue_timeout": "queue_timeout",
+}
+
+
+def build_app(runtime) -> Litestar:
+    """The Litestar app serving ``runtime`` (which the daemon swaps configs inside)."""
+
+    def check_auth(request: Request) -> None:
+        keys = runtime.config.auth.keys
+        if not keys:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        presented = token.strip().encode() if scheme.lower() == "bearer" else b""
+        # Compare against every key, always, so timing says nothing about which one nearly matched.
+        matched = False
+        for key in keys:
+            matched |= hmac.compare_digest(presented, key.encode())
+        if not matched:
+            raise AuthenticationFailed(
+                "missing or wrong API key: send 'Authorization: Bearer <key>' with one of aiosd's auth.keys"
+            )
+
+    @post("/v1/chat/completions", status_code=200, summary="Create a chat completion (OpenAI-compatible)")
+    async def chat_completions(request: Request) -> Response:
+        started = time.perf_counter()
+        request_id = request.scope["state"]["request_id"]
+        metrics = runtime.metrics
+        try:
+            check_auth(request)
+            body = await request.body()
+            chat = parse_chat_request(body)
+            completion = await cancel_on_disconnect(request.receive, complete(runtime, chat, request_id))
+        except ClientDisconnected:
+            metrics.requests.labels(UNKNOWN_MODEL, "client_disconnected").inc()
+            log.info("request %s: client disconnected; kernel call cancelled", request_id)
+            return Response(b"", status_code=499)
+        except AiosdError as exc:
+            model_label = getattr(exc, "model_id", None) or UNKNOWN_MODEL
+            metrics.requests.labels(model_label, _OUTCOME_BY_CODE.get(exc.code, "kernel_error")).inc()
+            metrics.request_duration.labels(model_label).observe(time.perf_counter() - started)
+            raise
+        model = completion.model
+        reply = completion.reply
+        usage = estimate_usage(completion.call, reply)
+        completion_id = "chatcmpl-" + request_id.removeprefix("req_")
+        created = int(time.time())
+        headers = {
+            "x-aiosd-attempts": str(completion.attempts),
+            "x-aiosd-usage": "estimated",
+            "x-aiosd-model": model.id,
+        }
+        elapsed = time.perf_counter() - started
+        metrics.requests.labels(model.id, "ok").inc()
+        metrics.request_duration.labels(model.id).observe(elapsed)
+        metrics.overhead.observe(max(0.0, elapsed - completion.waiting))
+        log.info(
+            "request %s: model %s answered in %.2fs (%d attempt%s, finish %s%s)",
+            request_id, model.id, elapsed, completion.attempts, "s" if completion.attempts != 1 else "",
+            reply.finish_reason, f", {len(reply.tool_calls)} tool call(s)" if reply.tool_calls else "",
+        )
+        if chat.is_stream:
+            frames = sse_stream(reply, model_id=model.id, completion_id=completion_id, created=created, usage=usage)
+            headers["cache-control"] = "no-cache"
+            headers["x-accel-buffering"] = "no"
+            return Stream(iter(frames), media_type="text/event-stream", headers=headers)
+        body = completion_body(reply, model_id=model.id, completion_id=completion_id, created=created, usage=usage)
+        return Response(body, media_type=JSON, headers=headers)
+
+    @get("/v1/models", summary="List the models aiosd exposes (OpenAI-compatible)")
+    async def list_models(request: Request) -> Response:
+        check_auth(request)
+        created = int(runtime.started_wall)
+        data = [{"id": m.id, "object": "model", "created": created, "owned_by": f"aios:{m.source}"}
+                for m in runtime.catalog.models()]
+        return Response({"object": "list", "data": data}, media_type=JSON)
+
+    @get("/healthz", summary="Liveness: 200 while the event loop answers")
+    async def healthz() -> Response:
+        return Response({"status": "ok"}, media_type=JSON)
+
+    @get("/readyz", summary="Readiness: 200 when the config is valid and the kernel answered recently")
+    async def readyz() -> Response:
+        ready, reason = runtime.readiness()
+        return Response({"ready": ready, "reason": reason}, status_code=200 if ready else 503, media_type=JSON)
+
+    @get("/status", summary="The daemon's status as JSON (what `aiosd status` shows)")
+    async def status(request: Request) -> Response:
+        check_auth(request)
+        return Response(runtime.status(), media_type=JSON)
+
+    @get("/metrics", summary="Prometheus metrics", media_type="text/plain")
+    async def metrics_endpoint() -> Response:
+        body, content_type = runtime.metrics.render()
+        return Response(body, media_type=content_type)
+
+    return Litestar(
+        route_handlers=[chat_completions, list_models, healthz, readyz, status, metrics_endpoint],
+        exception_handlers={AiosdError: aiosd_error_response, HTTPException: http_error_response,
+                            Exception: unexpected_error_response},
+        middleware=[request_id_middleware],
+        request_max_body_size=runtime.config.server.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="aiosd", version=__version__, path="/openapi"),
+        debug=False,
+        logging_config=None,
+    )
+
+
+def _error_response(exc: AiosdError) -> Response:
+    headers = {}
+    if exc.retry_after is not None:
+        headers["retry-after"] = str(max(1, int(round(exc.retry_after))))
+    attempts = getattr(exc, "attempts", None)
+    if attempts:
+        headers["x-aiosd-attempts"] = str(attempts)
+    return Response(exc.to_body(), status_code=exc.status, media_type=JSON, headers=headers)
+
+
+def aiosd_error_response(request: Request, exc: AiosdError) -> Response:
+    level = logging.INFO if isinstance(exc, ClientError) else logging.WARNING
+    log.log(level, "request %s: %d %s: %s", request.scope.get("state", {}).get("request_id", "-"),
+            exc.status, exc.code, exc.message)
+    return _error_response(exc)
+
+
+_HTTP_CODES = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+
+
+def http_error_response(request: Request, exc: HTTPException) -> Response:
+    status = exc.status_code
+    error = AiosdError(str(exc.detail), status=status, code=_HTTP_CODES.get(status, "invalid_request"))
+    if status == 413:
+        error.message = "request body too large (server.max_body_bytes)"
+    error.type = "invalid_request_error" if status < 500 else "server_error"
+    return _error_response(error)
+
+
+def unexpected_error_response(request: Request, exc: Exception) -> Response:
+    request_id = request.scope.get("state", {}).get("request_id", "-")
+    log.exception("request %s: unexpected error; answering 500", request_id)
+    error = AiosdError(f"internal error in aiosd (request id {request_id}; details in aiosd's log)")
+    return _error_response(error)

@@ -1,0 +1,109 @@
+"""One chat completion through the kernel: model, queue slot, retries, decoding, and the numbers about it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from aiosd.chat_request import ChatRequest
+from aiosd.config import ModelSpec
+from aiosd.errors import AiosdError, KernelTextDropped
+from aiosd.metrics import status_class
+from aiosd.reply import Reply
+from aiosd.retry import AttemptReport
+from aiosd.translate import KernelCall, build_kernel_call
+
+log = logging.getLogger("aiosd.forward")
+
+
+@dataclass(slots=True)
+class Completion:
+    reply: Reply
+    model: ModelSpec
+    call: KernelCall  # the call that produced the reply: what was really sent, for the usage estimate
+    attempts: int
+    # Seconds spent waiting on others (kernel, queue, retry waits): the rest is aiosd's own overhead.
+    waiting: float
+
+
+class _Forwarding:
+    """The state of one request's trip to the kernel (possibly several calls, each possibly retried)."""
+
+    def __init__(self, runtime, request: ChatRequest, request_id: str) -> None:
+        self.runtime = runtime
+        self.generation = runtime.current  # the config this request runs on, start to end
+        self.request = request
+        self.request_id = request_id
+        self.waiting = 0.0
+        config = self.generation.config
+        self.deadline = time.monotonic() + config.kernel.queue_timeout + config.retry.budget + (
+            config.kernel.timeout * (config.retry.max_retries + 1)
+        )
+
+    async def run(self, model: ModelSpec) -> Completion:
+        agent = self.generation.config.kernel.agent_name
+        call = build_kernel_call(self.request, model, agent)
+        if call.note:
+            log.info("request %s: model %s: %s", self.request_id, model.id, call.note)
+        response, attempts = await self._call(call.body, model)
+        try:
+            reply = call.decode(response)
+        except KernelTextDropped as exc:
+            if model.on_text_dropped != "retry_without_tools":
+                exc.attempts = attempts
+                raise
+            log.warning(
+                "request %s: model %s: the kernel dropped the answer (native tools); asking again without "
+                "tools (set models.map.%s.on_text_dropped: error to fail instead)",
+                self.request_id, model.id, model.id,
+            )
+            call = build_kernel_call(self.request, model, agent, tool_mode_override="none")
+            response, more = await self._call(call.body, model)
+            attempts += more
+            reply = call.decode(response)
+        if reply.warning:
+            log.warning("request %s: model %s: %s", self.request_id, model.id, reply.warning)
+        return Completion(reply, model, call, attempts, self.waiting)
+
+    async def _call(self, body: dict, model: ModelSpec):
+        config = self.generation.config
+        kernel = self.generation.kernel
+        admission = self.runtime.admission
+        metrics = self.runtime.metrics
+
+        async def attempt(_index: int):
+            queued_at = time.monotonic()
+            # A slot per attempt: a request waiting between retries does not hold one.
+            async with admission.slot(deadline=queued_at + config.kernel.queue_timeout):
+                started = time.monotonic()
+                metrics.queue_wait.observe(started - queued_at)
+                result = "ok"
+                try:
+                    return await kernel.query(body, timeout=config.kernel.timeout)
+                except AiosdError as exc:
+                    result = status_class(getattr(exc, "kernel_status", None))
+                    raise
+                finally:
+                    finished = time.monotonic()
+                    self.waiting += finished - queued_at
+                    metrics.kernel_call_duration.labels(result).observe(finished - started)
+
+        def on_attempt(report: AttemptReport) -> None:
+            if report.outcome == "retry":
+                self.runtime.retry_times.append(time.monotonic())
+                metrics.retries.labels(status_class(report.status)).inc()
+                metrics.retry_wait.inc(report.wait or 0.0)
+                self.waiting += report.wait or 0.0
+
+        return await self.generation.retry.run(attempt, deadline=self.deadline, on_attempt=on_attempt, model=model.id)
+
+
+async def complete(runtime, request: ChatRequest, request_id: str) -> Completion:
+    """Resolve the model and run the call; raises AiosdError subclasses for everything a client should see."""
+    model = runtime.catalog.resolve(request.model)
+    try:
+        return await _Forwarding(runtime, request, request_id).run(model)
+    except AiosdError as exc:
+        exc.model_id = model.id  # a known id: safe as a metrics label
+        raise

@@ -1,0 +1,74 @@
+"""Prometheus metrics: one registry per daemon, every label from a closed set."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# Outcomes a request can end in; anything else is a bug, not a new label value.
+OUTCOMES = (
+    "ok",
+    "invalid_request",
+    "unauthorized",
+    "unknown_model",
+    "too_large",
+    "rate_limited",
+    "kernel_error",
+    "kernel_timeout",
+    "kernel_unreachable",
+    "queue_timeout",
+    "client_disconnected",
+    "internal_error",
+)
+UNKNOWN_MODEL = "_unknown"
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "aiosd_requests", "Chat completion requests by model and outcome.", ["model", "outcome"], registry=r
+        )
+        self.request_duration = Histogram(
+            "aiosd_request_duration_seconds", "Whole request time, queue and retries included.", ["model"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.kernel_call_duration = Histogram(
+            "aiosd_kernel_call_duration_seconds", "One /query call to the kernel.", ["result"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.queue_wait = Histogram(
+            "aiosd_queue_wait_seconds", "Time a kernel call waited for a free slot in aiosd's queue.",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.retries = Counter(
+            "aiosd_retries", "Kernel calls retried, by the status class that caused it.", ["status_class"], registry=r
+        )
+        self.retry_wait = Counter(
+            "aiosd_retry_wait_seconds", "Time spent waiting between retries (rate limits mostly).", registry=r
+        )
+        self.in_flight = Gauge("aiosd_kernel_calls_in_flight", "Kernel calls in flight.", registry=r)
+        self.queued = Gauge("aiosd_kernel_calls_queued", "Kernel calls waiting in aiosd's queue.", registry=r)
+        self.reloads = Counter("aiosd_config_reloads", "Config reloads by result.", ["result"], registry=r)
+        self.syncs = Counter("aiosd_openclaw_syncs", "OpenClaw config syncs by result.", ["result"], registry=r)
+        self.overhead = Histogram(
+            "aiosd_overhead_seconds", "aiosd's own time per request: not spent waiting on the kernel, queue or retries.",
+            buckets=_OVERHEAD_BUCKETS, registry=r,
+        )
+        self.models_exposed = Gauge("aiosd_models_exposed", "Models aiosd currently exposes.", registry=r)
+        self.kernel_ready = Gauge("aiosd_kernel_ready", "1 while the kernel has answered recently.", registry=r)
+        for outcome in ("ok", "refused"):
+            self.reloads.labels(outcome)
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def status_class(status: int | None) -> str:
+    if not status:
+        return "unreachable"
+    return f"{status // 100}xx" if status != 429 else "429"

@@ -1,0 +1,240 @@
+"""The daemon's live state: the current config generation and the long-lived parts built from it."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from dataclasses import dataclass
+
+from aiosd import __version__
+from aiosd.admission import AdmissionQueue
+from aiosd.config import Config
+from aiosd.kernel_client import KernelClient
+from aiosd.metrics import Metrics
+from aiosd.model_catalog import ModelCatalog
+from aiosd.retry import RetryPolicy
+
+log = logging.getLogger("aiosd.runtime")
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """What one request runs on from start to end, even if the config is reloaded meanwhile."""
+
+    number: int
+    config: Config
+    kernel: KernelClient  # one client for the daemon's life; it swaps its pool on reload
+    retry: RetryPolicy
+
+
+class Runtime:
+    def __init__(self, config: Config, *, notifier_status=lambda: None, kernel_transport=None) -> None:
+        self.metrics = Metrics()
+        self.started_monotonic = time.monotonic()
+        self.started_wall = time.time()
+        self.kernel = KernelClient(config.kernel, transport=kernel_transport)
+        self.current = Generation(1, config, self.kernel, RetryPolicy(config.retry))
+        self.admission = AdmissionQueue(config.kernel.max_concurrency)
+        self.catalog = ModelCatalog(config.models, self.kernel)
+        self.last_reload = None  # set by the daemon: a ReloadOutcome
+        self.last_sync = None  # an openclaw_sync.SyncResult
+        self.retry_times: collections.deque[float] = collections.deque(maxlen=10_000)
+        self._notifier_status = notifier_status
+        self._tasks: list[asyncio.Task] = []
+        self._sync_wanted = asyncio.Event()
+        self.metrics.models_exposed.set_function(lambda: len(self.catalog.models()))
+        self.metrics.in_flight.set_function(lambda: self.admission.in_flight)
+        self.metrics.queued.set_function(lambda: self.admission.queued)
+        self.metrics.kernel_ready.set_function(lambda: 1.0 if self.readiness()[0] else 0.0)
+
+    # --- shorthands -------------------------------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        return self.current.config
+
+    @property
+    def generation(self) -> int:
+        return self.current.number
+
+    # --- life -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.catalog.add_listener(lambda _models: self._models_changed())
+        self.catalog.start()
+        self._tasks.append(asyncio.create_task(self._openclaw_loop(), name="openclaw-sync"))
+        self._tasks.append(asyncio.create_task(self._canary_loop(), name="kernel-canary"))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.catalog.stop()
+        await self.kernel.close()
+
+    async def apply(self, config: Config) -> list[str]:
+        """Swap in a new config; returns notes for the log (what changed, what needs a restart)."""
+        old = self.current.config
+        notes = []
+        if (config.listen_host, config.listen_port) != (old.listen_host, old.listen_port):
+            notes.append(f"listen changed to {config.listen} but needs a restart (still on {old.listen})")
+        if config.kernel != old.kernel:
+            # Calls in flight finish on the old connection pool; new ones use the new settings.
+            self.kernel.apply_settings(config.kernel)
+        self.current = Generation(self.current.number + 1, config, self.kernel, RetryPolicy(config.retry))
+        self.admission.resize(config.kernel.max_concurrency)
+        self.catalog.apply_settings(config.models)
+        self.record_reload(ok=True)
+        self._sync_wanted.set()
+        asyncio.get_running_loop().create_task(self.catalog.refresh())
+        return notes
+
+    def record_reload(self, *, ok: bool) -> None:
+        self.metrics.reloads.labels("ok" if ok else "refused").inc()
+        self._notifier_status()
+
+    def _models_changed(self) -> None:
+        self._sync_wanted.set()
+        self._notifier_status()
+
+    # --- OpenClaw's config file ---------------------------------------------------------------
+
+    async def sync_openclaw_now(self):
+        from aiosd.openclaw_sync import openclaw_api_key, sync_openclaw
+
+        config = self.config
+        result = await asyncio.to_thread(
+            sync_openclaw,
+            config.openclaw,
+            list(self.catalog.models()),
+            base_url=config.own_base_url,
+            api_key=openclaw_api_key(config),
+        )
+        self.last_sync = result
+        self.metrics.syncs.labels(result.outcome).inc()
+        self._notifier_status()
+        return result
+
+    async def _openclaw_loop(self) -> None:
+        # Let the first model-list refresh finish, so the first write already lists the kernel's models.
+        try:
+            await asyncio.wait_for(self.catalog.refresh(), 5.0)
+        except asyncio.TimeoutError:
+            pass
+        while True:
+            self._sync_wanted.clear()
+            if self.config.openclaw.sync:
+                try:
+                    await self.sync_openclaw_now()
+                except Exception:  # a bug here must not stop the daemon serving
+                    log.exception("OpenClaw sync failed unexpectedly; trying again next interval")
+            try:
+                await asyncio.wait_for(self._sync_wanted.wait(), self.config.openclaw.interval)
+            except asyncio.TimeoutError:
+                pass
+
+    # --- readiness ----------------------------------------------------------------------------
+
+    def readiness(self) -> tuple[bool, str]:
+        last = self.kernel.last_success_at
+        window = self.config.kernel.ready_window
+        if last is None:
+            return False, f"the kernel at {self.config.kernel.url} has not answered yet"
+        age = time.monotonic() - last
+        if age > window:
+            return False, f"the kernel at {self.config.kernel.url} has not answered for {age:.0f}s (window {window:g}s)"
+        return True, "ok"
+
+    async def _canary_loop(self) -> None:
+        from aiosd.canary import run_canary
+
+        while True:
+            interval = self.config.kernel.probe_interval
+            if interval <= 0:
+                await asyncio.sleep(5)
+                continue
+            await asyncio.sleep(interval)
+            last = self.kernel.last_success_at
+            if last is not None and time.monotonic() - last < interval:
+                continue  # real traffic already proved the kernel works
+            await run_canary(self)
+
+    # --- reporting ----------------------------------------------------------------------------
+
+    def retries_recent(self, window: float = 300.0) -> int:
+        cutoff = time.monotonic() - window
+        return sum(1 for t in self.retry_times if t >= cutoff)
+
+    def status_line(self) -> str:
+        """The one-line STATUS= systemd shows in ``systemctl status``."""
+        parts = [f"gen {self.generation}", f"{len(self.catalog.models())} models"]
+        ready, reason = self.readiness()
+        parts.append("kernel ok" if ready else "kernel not ready")
+        if self.admission.in_flight or self.admission.queued:
+            parts.append(f"{self.admission.in_flight} in flight, {self.admission.queued} queued")
+        reload = self.last_reload
+        if reload is not None and not reload.ok:
+            first = reload.problems[0] if reload.problems else "invalid"
+            parts.append(f"last reload REFUSED ({len(reload.problems)} problem(s): {first}); serving last good config")
+        elif reload is not None and reload.reason != "start":
+            parts.append("last reload ok")
+        if self.last_sync is not None:
+            parts.append(f"openclaw sync {self.last_sync.outcome}")
+        return "; ".join(parts)
+
+    def status(self) -> dict:
+        config = self.config
+        ready, reason = self.readiness()
+        kernel = self.kernel
+        reload = self.last_reload
+        sync = self.last_sync
+        return {
+            "version": __version__,
+            "uptime_seconds": round(time.monotonic() - self.started_monotonic, 3),
+            "started_at": self.started_wall,
+            "config": {
+                "path": str(config.source_path) if config.source_path else None,
+                "generation": self.generation,
+                "listen": config.listen,
+                "last_reload": None if reload is None else {
+                    "ok": reload.ok, "at": reload.at, "reason": reload.reason,
+                    "problems": reload.problems, "notes": reload.notes,
+                },
+            },
+            "models": [
+                {"id": m.id, "kernel_model": m.kernel_model, "source": m.source, "tools": m.tools}
+                for m in self.catalog.models()
+            ],
+            "model_refresh": None if self.catalog.last_refresh is None else {
+                "ok": self.catalog.last_refresh.ok, "message": self.catalog.last_refresh.message,
+                "at": self.catalog.last_refresh.at,
+            },
+            "kernel": {
+                "url": config.kernel.url,
+                "ready": ready,
+                "reason": reason,
+                "last_answer_seconds_ago": None if kernel.last_success_at is None
+                else round(time.monotonic() - kernel.last_success_at, 3),
+                "recent_latency_seconds": _latency(kernel),
+            },
+            "calls": {
+                "in_flight": self.admission.in_flight,
+                "queued": self.admission.queued,
+                "max_concurrency": config.kernel.max_concurrency,
+                "retries_last_5m": self.retries_recent(),
+            },
+            "openclaw_sync": None if sync is None else sync.as_dict(),
+        }
+
+
+def _latency(kernel: KernelClient) -> dict:
+    summary = kernel.latency_summary()
+    return {
+        "count": summary.count,
+        **{name: None if value is None else round(value, 4)
+           for name, value in (("p50", summary.p50), ("p90", summary.p90), ("max", summary.max), ("last", summary.last))},
+    }
+
+
