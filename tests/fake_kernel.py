@@ -129,15 +129,24 @@ class Hang:
             self._released = True
             waiters, self._waiters = self._waiters, []
         for loop, event in waiters:
-            loop.call_soon_threadsafe(event.set)
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:
+                pass  # that kernel has stopped; its hung work was cancelled with it
 
     async def _wait(self) -> None:
         event = asyncio.Event()
+        waiter = (asyncio.get_running_loop(), event)
         with self._lock:
             if self._released:
                 return
-            self._waiters.append((asyncio.get_running_loop(), event))
-        await event.wait()
+            self._waiters.append(waiter)
+        try:
+            await event.wait()
+        finally:
+            with self._lock:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
 
     def __repr__(self) -> str:
         return f"Hang(released={self._released})"
@@ -469,15 +478,43 @@ class _Job:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, telling the fake when it listens."""
+    """uvicorn's server, telling the fake when it listens and stopping at once when asked.
+
+    uvicorn polls for exit every 0.1 s and sleeps 0.1 s more while shutting down; tests start and
+    stop many kernels, so this one wakes on an event and drops what is left instead."""
 
     def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
         super().__init__(config)
         self._on_started = on_started
+        self.exit_now = asyncio.Event()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         self._on_started()
+
+    async def main_loop(self) -> None:
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 1) % 864000  # on_tick refreshes the Date header every 10 ticks
+            try:
+                await asyncio.wait_for(self.exit_now.wait(), 0.1)
+            except asyncio.TimeoutError:
+                pass
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()  # idle keep-alive connections close now, busy ones after their answer
+        tasks = list(self.server_state.tasks)
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.config.timeout_graceful_shutdown)
+        for task in self.server_state.tasks:
+            task.cancel()
+        for connection in list(self.server_state.connections):
+            connection.transport.abort()
 
 
 class FakeKernel:
@@ -503,7 +540,8 @@ class FakeKernel:
     ) -> None:
         self.models: list[dict[str, Any]] = [dict(m) for m in (DEFAULT_MODELS if models is None else models)]
         self.llm: LLMCallable = llm or echo_llm
-        self.batch_interval = batch_interval  # 0: no batching; 1.0: the real FIFO scheduler
+        # 0: no batching; 1.0: the real FIFO scheduler; math.inf: batches only on run_batch_now()
+        self.batch_interval = batch_interval
         self.workers = workers  # the real kernel: min(32, cpu_count + 4)
         self.llm_core_ready = llm_core_ready
         self.scheduler_dead = scheduler_dead
@@ -609,6 +647,7 @@ class FakeKernel:
         self._slots = asyncio.Semaphore(self.workers)
         self._batch_queue: list[_Job] = []
         self._kernel_tasks: set[asyncio.Task] = set()
+        self._batch_now = asyncio.Event()
         config = uvicorn.Config(
             self._app,
             interface="asgi3",  # a bound method defeats uvicorn's guess
@@ -617,7 +656,7 @@ class FakeKernel:
             log_config=None,
             access_log=False,
             ws="none",
-            timeout_graceful_shutdown=1,
+            timeout_graceful_shutdown=0.5,  # a dripping answer may finish; then it is cut
         )
         self._server = _Server(config, on_started=self._ready.set)
         scheduler = loop.create_task(self._scheduler()) if self.batch_interval > 0 else None
@@ -634,7 +673,7 @@ class FakeKernel:
             task.cancel()
         if self._server is not None:
             self._server.should_exit = True
-            self._server.force_exit = True  # do not wait for hung connections
+            self._server.exit_now.set()
 
     # ---------------------------------------------------------------- script and observation
 
@@ -651,6 +690,17 @@ class FakeKernel:
     @property
     def script_left(self) -> int:
         return len(self._script)
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting in the scheduler's queue for the next batch (batching only)."""
+        return len(getattr(self, "_batch_queue", ()))
+
+    def run_batch_now(self) -> None:
+        """Wake the scheduler at once (thread-safe). With batch_interval=math.inf the scheduler
+        runs only on this call, which makes batch membership deterministic in tests."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._batch_now.set)
 
     def select_llms(self) -> None:
         """Same as POST /user/select/llms: every later /query naming llms fails with HTTP 500."""
@@ -852,6 +902,7 @@ class FakeKernel:
                     await asyncio.get_running_loop().create_future()  # never answered
                 if self.batch_interval > 0:
                     self._batch_queue.append(job)
+                    self._notify()
                     result = await job.result
                 else:
                     if _is_poisoned(job):
@@ -868,8 +919,13 @@ class FakeKernel:
 
     async def _scheduler(self) -> None:
         """The FIFO scheduler: sleep, drain the queue, run the batch, wait for all of it."""
+        interval = None if self.batch_interval == float("inf") else self.batch_interval
         while True:
-            await asyncio.sleep(self.batch_interval)
+            try:
+                await asyncio.wait_for(self._batch_now.wait(), interval)
+            except asyncio.TimeoutError:
+                pass
+            self._batch_now.clear()
             if not self._batch_queue:
                 continue
             batch, self._batch_queue = self._batch_queue, []
