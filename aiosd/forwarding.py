@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from aiosd.chat_request import ChatRequest
 from aiosd.config import ModelSpec
 from aiosd.errors import AiosdError, KernelTextDropped
+from aiosd.kernel_call import forward_query
 from aiosd.metrics import status_class
 from aiosd.reply import Reply
 from aiosd.retry import AttemptReport
@@ -67,27 +68,13 @@ class _Forwarding:
         return Completion(reply, model, call, attempts, self.waiting)
 
     async def _call(self, body: dict, model: ModelSpec):
-        config = self.generation.config
-        kernel = self.generation.kernel
-        admission = self.runtime.admission
         metrics = self.runtime.metrics
 
-        async def attempt(_index: int):
-            queued_at = time.monotonic()
-            # A slot per attempt: a request waiting between retries does not hold one.
-            async with admission.slot(deadline=queued_at + config.kernel.queue_timeout):
-                started = time.monotonic()
-                metrics.queue_wait.observe(started - queued_at)
-                result = "ok"
-                try:
-                    return await kernel.query(body, timeout=config.kernel.timeout)
-                except AiosdError as exc:
-                    result = status_class(getattr(exc, "kernel_status", None))
-                    raise
-                finally:
-                    finished = time.monotonic()
-                    self.waiting += finished - queued_at
-                    metrics.kernel_call_duration.labels(result).observe(finished - started)
+        def on_call(queued: float, call: float, error: BaseException | None) -> None:
+            self.waiting += queued + call
+            metrics.queue_wait.observe(queued)
+            result = "ok" if error is None else status_class(getattr(error, "kernel_status", None))
+            metrics.kernel_call_duration.labels(result).observe(call)
 
         def on_attempt(report: AttemptReport) -> None:
             if report.outcome == "retry":
@@ -96,7 +83,16 @@ class _Forwarding:
                 metrics.retry_wait.inc(report.wait or 0.0)
                 self.waiting += report.wait or 0.0
 
-        return await self.generation.retry.run(attempt, deadline=self.deadline, on_attempt=on_attempt, model=model.id)
+        return await forward_query(
+            body,
+            kernel=self.generation.kernel,
+            queue=self.runtime.admission,
+            policy=self.generation.retry,
+            deadline=self.deadline,
+            model=model.id,
+            on_attempt=on_attempt,
+            on_call=on_call,
+        )
 
 
 async def complete(runtime, request: ChatRequest, request_id: str) -> Completion:

@@ -24,6 +24,7 @@ async def forward_query(
     deadline: float,
     model: str | None = None,
     on_attempt: Callable[[AttemptReport], object] | None = None,
+    on_call: Callable[[float, float, BaseException | None], object] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> tuple[dict, int]:
     """``(response object, attempts)`` for one /query body; raises an ``AiosdError`` with ``attempts``.
@@ -38,7 +39,17 @@ async def forward_query(
 
     async def attempt(_index: int) -> dict:
         settings = kernel.settings
-        async with queue.slot(deadline=min(deadline, clock() + settings.queue_timeout)):
-            return await kernel.query(content, timeout=min(settings.timeout, deadline - clock()))
+        queued_at = clock()
+        async with queue.slot(deadline=min(deadline, queued_at + settings.queue_timeout)):
+            started = clock()
+            error = None
+            try:
+                return await kernel.query(content, timeout=min(settings.timeout, deadline - started))
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                if on_call is not None:
+                    on_call(started - queued_at, clock() - started, error)
 
     return await policy.run(attempt, deadline=deadline, on_attempt=on_attempt, model=model)
