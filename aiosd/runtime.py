@@ -44,6 +44,8 @@ class Runtime:
         self._notifier_status = notifier_status
         self._tasks: list[asyncio.Task] = []
         self._sync_wanted = asyncio.Event()
+        self.syncs_done = 0
+        self._sync_finished = asyncio.Condition()
         self.metrics.models_exposed.set_function(lambda: len(self.catalog.models()))
         self.metrics.in_flight.set_function(lambda: self.admission.in_flight)
         self.metrics.queued.set_function(lambda: self.admission.queued)
@@ -115,7 +117,15 @@ class Runtime:
         self.last_sync = result
         self.metrics.syncs.labels(result.outcome).inc()
         self._notifier_status()
+        async with self._sync_finished:
+            self.syncs_done += 1
+            self._sync_finished.notify_all()
         return result
+
+    async def wait_for_sync(self, after: int) -> None:
+        """Return once more than ``after`` OpenClaw syncs have finished (for tests and the CLI)."""
+        async with self._sync_finished:
+            await self._sync_finished.wait_for(lambda: self.syncs_done > after)
 
     async def _openclaw_loop(self) -> None:
         # Let the first model-list refresh finish, so the first write already lists the kernel's models.
