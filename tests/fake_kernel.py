@@ -518,9 +518,16 @@ class _Server(uvicorn.Server):
 
 
 class FakeKernel:
-    """A fake AIOS kernel served by uvicorn on 127.0.0.1 in a background thread.
+    """A fake AIOS kernel served by uvicorn on 127.0.0.1 in a background thread with its own
+    event loop, so sync tests and async tests (with their own loop) can both use it.
 
     Use as `with FakeKernel() as kernel:` (or `start()` / `stop()`); `kernel.url` is its base URL.
+    Per-call behaviour: `kernel.script(item, ...)`, else the `llm` callable (settable any time).
+    Observation, all updated in the server thread: `queries`, `query_count`, `in_flight`,
+    `max_in_flight`, `busy_workers`, `max_busy_workers`, `attempts`, `llm_requests`,
+    `disconnects`, `finished_after_disconnect`, `batches`, `poisoned_batches`, `queued`.
+    Waiting without sleeps: `wait_until(predicate)`, `wait_for_queries(n)`,
+    `wait_for_in_flight(n)`, `wait_for_disconnects(n)` and their `*_async` twins.
     """
 
     def __init__(
@@ -560,6 +567,14 @@ class FakeKernel:
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._reset_observations()
+        self.llms_selected = False  # POST /user/select/llms was called: /query naming llms → 500
+
+    def reset_counters(self) -> None:
+        """Forget what earlier tests did (for a kernel shared by a module); call it while idle."""
+        in_flight, busy = getattr(self, "in_flight", 0), getattr(self, "busy_workers", 0)
+        self._reset_observations()
+        self.in_flight = self.max_in_flight = in_flight
+        self.busy_workers = self.max_busy_workers = busy
 
     def _reset_observations(self) -> None:
         self.queries: list[Any] = []  # /query bodies: parsed JSON, or raw bytes when not JSON
@@ -574,7 +589,6 @@ class FakeKernel:
         self.finished_after_disconnect = 0  # kernel work that went on and finished anyway
         self.batches: list[int] = []  # sizes of the batches the scheduler ran
         self.poisoned_batches = 0  # batches hung by an `llms` entry without a name
-        self.llms_selected = False  # POST /user/select/llms was called: /query naming llms → 500
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -930,6 +944,7 @@ class FakeKernel:
                 continue
             batch, self._batch_queue = self._batch_queue, []
             self.batches.append(len(batch))
+            self._notify()
             if any(_is_poisoned(job) for job in batch):
                 # The batch crashes: none of its requests ever gets an answer.
                 self.poisoned_batches += 1
@@ -1009,6 +1024,7 @@ class FakeKernel:
             self.attempts += 1
             if self.record:
                 self.llm_requests.append(LLMRequest(model_name, messages, tools))
+            self._notify()  # every counter a test may wait on wakes the waiters
             if self.llm_latency:
                 await asyncio.sleep(self.llm_latency)
             output = await self._resolve(planned, messages, tools, model_name)

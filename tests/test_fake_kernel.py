@@ -559,6 +559,14 @@ def test_releasing_a_hang_after_its_kernel_stopped_is_harmless():
     hang.release()
 
 
+def test_reset_counters_forgets_earlier_calls(client, kernel):
+    ask(client, query_body())
+    kernel.reset_counters()
+    assert kernel.queries == [] and kernel.query_count == 0 and kernel.attempts == 0 and kernel.max_in_flight == 0
+    ask(client, query_body("fresh"))
+    assert kernel.query_count == 1 and kernel.queries == [query_body("fresh")]
+
+
 def test_waiters_time_out_with_a_clear_message(kernel):
     with pytest.raises(TimeoutError, match="/query calls"):
         kernel.wait_for_queries(10**9, timeout=0.01)
