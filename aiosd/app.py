@@ -12,6 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.response import Stream
 
 from aiosd import __version__
+from aiosd import anthropic_messages as anthropic
 from aiosd.chat_request import parse_chat_request
 from aiosd.errors import AiosdError, AuthenticationFailed, ClientError
 from aiosd.forwarding import complete
@@ -44,6 +45,8 @@ def build_app(runtime) -> Litestar:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         presented = token.strip().encode() if scheme.lower() == "bearer" else b""
+        if not presented:  # Anthropic clients send the key as x-api-key
+            presented = request.headers.get("x-api-key", "").strip().encode()
         # Compare against every key, always, so timing says nothing about which one nearly matched.
         matched = False
         for key in keys:
@@ -53,15 +56,14 @@ def build_app(runtime) -> Litestar:
                 "missing or wrong API key: send 'Authorization: Bearer <key>' with one of aiosd's auth.keys"
             )
 
-    @post("/v1/chat/completions", status_code=200, summary="Create a chat completion (OpenAI-compatible)")
-    async def chat_completions(request: Request) -> Response:
+    async def run_completion(request: Request, parse):
+        """Auth, parse with ``parse``, forward; returns (chat, completion, usage, headers) or a 499 Response."""
         started = time.perf_counter()
         request_id = request.scope["state"]["request_id"]
         metrics = runtime.metrics
         try:
             check_auth(request)
-            body = await request.body()
-            chat = parse_chat_request(body)
+            chat = parse(await request.body())
             completion = await cancel_on_disconnect(request.receive, complete(runtime, chat, request_id))
         except ClientDisconnected:
             metrics.requests.labels(UNKNOWN_MODEL, "client_disconnected").inc()
@@ -74,9 +76,6 @@ def build_app(runtime) -> Litestar:
             raise
         model = completion.model
         reply = completion.reply
-        usage = estimate_usage(completion.call, reply)
-        completion_id = "chatcmpl-" + request_id.removeprefix("req_")
-        created = int(time.time())
         headers = {
             "x-aiosd-attempts": str(completion.attempts),
             "x-aiosd-usage": "estimated",
@@ -92,11 +91,44 @@ def build_app(runtime) -> Litestar:
             reply.finish_reason, f", {len(reply.tool_calls)} tool call(s)" if reply.tool_calls else "",
         )
         if chat.is_stream:
-            frames = sse_stream(reply, model_id=model.id, completion_id=completion_id, created=created, usage=usage)
             headers["cache-control"] = "no-cache"
             headers["x-accel-buffering"] = "no"
+        return chat, completion, estimate_usage(completion.call, reply), headers
+
+    @post("/v1/chat/completions", status_code=200, summary="Create a chat completion (OpenAI-compatible)")
+    async def chat_completions(request: Request) -> Response:
+        outcome = await run_completion(request, parse_chat_request)
+        if isinstance(outcome, Response):
+            return outcome
+        chat, completion, usage, headers = outcome
+        model_id, reply = completion.model.id, completion.reply
+        completion_id = "chatcmpl-" + request.scope["state"]["request_id"].removeprefix("req_")
+        created = int(time.time())
+        if chat.is_stream:
+            frames = sse_stream(reply, model_id=model_id, completion_id=completion_id, created=created, usage=usage)
             return Stream(iter(frames), media_type="text/event-stream", headers=headers)
-        body = completion_body(reply, model_id=model.id, completion_id=completion_id, created=created, usage=usage)
+        body = completion_body(reply, model_id=model_id, completion_id=completion_id, created=created, usage=usage)
+        return Response(body, media_type=JSON, headers=headers)
+
+    @post("/v1/messages", status_code=200, summary="Create a message (Anthropic Messages dialect)")
+    async def messages(request: Request) -> Response:
+        try:
+            outcome = await run_completion(request, anthropic.parse_messages_request)
+        except AiosdError as exc:
+            log_error(request, exc)
+            return _error_response(exc, body=anthropic.error_body(exc))
+        except HTTPException as exc:
+            error = _from_http_exception(exc)
+            return _error_response(error, body=anthropic.error_body(error))
+        if isinstance(outcome, Response):
+            return outcome
+        chat, completion, usage, headers = outcome
+        model_id, reply = completion.model.id, completion.reply
+        message_id = "msg_" + request.scope["state"]["request_id"].removeprefix("req_")
+        if chat.is_stream:
+            events = anthropic.iter_message_events(reply, model_id=model_id, message_id=message_id, usage=usage)
+            return Stream(events, media_type="text/event-stream", headers=headers)
+        body = anthropic.message_body(reply, model_id=model_id, message_id=message_id, usage=usage)
         return Response(body, media_type=JSON, headers=headers)
 
     @get("/v1/models", summary="List the models aiosd exposes (OpenAI-compatible)")
@@ -127,7 +159,7 @@ def build_app(runtime) -> Litestar:
         return Response(body, media_type=content_type)
 
     return Litestar(
-        route_handlers=[chat_completions, list_models, healthz, readyz, status, metrics_endpoint],
+        route_handlers=[chat_completions, messages, list_models, healthz, readyz, status, metrics_endpoint],
         exception_handlers={AiosdError: aiosd_error_response, HTTPException: http_error_response,
                             Exception: unexpected_error_response},
         middleware=[request_id_middleware],
@@ -138,20 +170,24 @@ def build_app(runtime) -> Litestar:
     )
 
 
-def _error_response(exc: AiosdError) -> Response:
+def _error_response(exc: AiosdError, *, body: bytes | None = None) -> Response:
     headers = {}
     if exc.retry_after is not None:
         headers["retry-after"] = str(max(1, int(round(exc.retry_after))))
     attempts = getattr(exc, "attempts", None)
     if attempts:
         headers["x-aiosd-attempts"] = str(attempts)
-    return Response(exc.to_body(), status_code=exc.status, media_type=JSON, headers=headers)
+    return Response(exc.to_body() if body is None else body, status_code=exc.status, media_type=JSON, headers=headers)
 
 
-def aiosd_error_response(request: Request, exc: AiosdError) -> Response:
+def log_error(request: Request, exc: AiosdError) -> None:
     level = logging.INFO if isinstance(exc, ClientError) else logging.WARNING
     log.log(level, "request %s: %d %s: %s", request.scope.get("state", {}).get("request_id", "-"),
             exc.status, exc.code, exc.message)
+
+
+def aiosd_error_response(request: Request, exc: AiosdError) -> Response:
+    log_error(request, exc)
     return _error_response(exc)
 
 
@@ -159,12 +195,16 @@ _HTTP_CODES = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowe
 
 
 def http_error_response(request: Request, exc: HTTPException) -> Response:
+    return _error_response(_from_http_exception(exc))
+
+
+def _from_http_exception(exc: HTTPException) -> AiosdError:
     status = exc.status_code
     error = AiosdError(str(exc.detail), status=status, code=_HTTP_CODES.get(status, "invalid_request"))
     if status == 413:
         error.message = "request body too large (server.max_body_bytes)"
     error.type = "invalid_request_error" if status < 500 else "server_error"
-    return _error_response(error)
+    return error
 
 
 def unexpected_error_response(request: Request, exc: Exception) -> Response:
