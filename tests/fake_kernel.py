@@ -1,4 +1,4 @@
-"""A fake AIOS kernel: a real HTTP server on loopback that reproduces the real kernel's wire behaviour, quirks and hangs included (see shared/reference/aios-kernel.md)."""
+"""A fake AIOS kernel on loopback (uvicorn in a thread) reproducing the real kernel's wire behaviour, quirks and hangs included."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import collections
 import inspect
 import json
+import logging
 import signal
 import socket
 import struct
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, Union
 
 import uvicorn
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "FakeKernel",
@@ -323,6 +326,8 @@ def _failure_policy(output: Any, model: str) -> tuple[int, str, int] | None:
         return 401, f"Authentication Error with model '{model}': Invalid or missing API key.", 1
     if status == 404:
         return 404, f"Model Not Found: The specified model '{model}' could not be found or accessed.", 1
+    if status == 599:  # not an HTTP answer: an exception inside the kernel's LLM call
+        return 500, f"LLM Error with model '{model}': An unexpected error occurred.", 1
     return 502, f"API Error from model '{model}'. The provider reported an issue.", 3
 
 
@@ -848,7 +853,8 @@ class FakeKernel:
                 await send({"type": "http.response.body", "body": data})
                 return
             if not parsed:
-                detail = [{"type": "json_invalid", "loc": ["body", decode_error.pos], "msg": "JSON decode error", "input": {}, "ctx": {"error": decode_error.msg}}]
+                position, reason = getattr(decode_error, "pos", 0), getattr(decode_error, "msg", str(decode_error))
+                detail = [{"type": "json_invalid", "loc": ["body", position], "msg": "JSON decode error", "input": {}, "ctx": {"error": reason}}]
                 await self._send_json(send, 422, {"detail": detail}, cors)
                 return
             errors = _validation_errors(payload)
@@ -1043,9 +1049,15 @@ class FakeKernel:
                 await asyncio.sleep(planned.seconds)
                 planned = planned.then
             elif planned is None:
-                planned = self.llm(messages, tools, model_name)
-                if inspect.isawaitable(planned):
-                    planned = await planned
+                try:
+                    planned = self.llm(messages, tools, model_name)
+                    if inspect.isawaitable(planned):
+                        planned = await planned
+                except Exception:
+                    # The real kernel turns any other LLM exception into its generic 500; the
+                    # traceback goes to the log so a broken test callable is easy to spot.
+                    logger.exception("fake kernel: the llm callable raised")
+                    return LLMFailure(599, "llm callable raised")
                 if planned is None:
                     return Empty()
             elif isinstance(planned, str):

@@ -210,6 +210,18 @@ def test_the_kernels_retries_hide_a_short_streak_of_429s(client, kernel):
     assert ask(client, query_body())["response_message"] == "scripted"
 
 
+def test_an_llm_callable_that_raises_is_the_kernels_generic_500(client, kernel):
+    def broken(messages, tools, model):
+        raise RuntimeError("bug in a test")
+
+    kernel.llm = broken
+    try:
+        response = ask(client, query_body())
+    finally:
+        kernel.llm = echo_llm
+    assert response["status_code"] == 500 and "unexpected error" in response["error"]
+
+
 async def test_an_async_llm_callable_is_awaited(kernel):
     async def llm(messages, tools, model):
         await asyncio.sleep(0)
@@ -244,6 +256,8 @@ def test_script_items_are_used_one_per_query_then_the_llm_callable(client, kerne
         b'{"agent_name": "a", "query_type": "llm", "query_data": {"messages": "hi"}}',
         b'{"agent_name": "a", "query_type": "llm", "query_data": {"messages": [], "llms": ["gpt-4o-mini"]}}',
         b"[]",
+        b"\xff\xfe not utf-8",
+        b"",
     ],
 )
 def test_bodies_the_kernel_cannot_parse_get_a_fastapi_422(client, content):
