@@ -3,36 +3,88 @@
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
 
 from aiosd.errors import AiosdError
 
 log = logging.getLogger("aiosd.canary")
 
+# The canary's own deadline: long enough for the kernel's one-second batch cycle and a slow LLM,
+# short enough that a hung canary (which holds one kernel worker) is given up on.
+CANARY_TIMEOUT = 60.0
+CANARY_PROMPT = "Reply with the single word: ok"
+
+
+@dataclass
+class CanaryState:
+    """What the canary did last, for readiness reasons and /status."""
+
+    sent: int = 0
+    in_flight_since: float | None = None  # monotonic
+    last_at: float | None = None  # wall clock
+    last_answered: bool | None = None
+    last_message: str | None = None
+
+    def waiting_for(self, now: float) -> float | None:
+        """Seconds the canary in flight has waited, or None when none is in flight."""
+        return None if self.in_flight_since is None else now - self.in_flight_since
+
+    def as_dict(self, probe_interval: float) -> dict:
+        waiting = self.waiting_for(time.monotonic())
+        return {
+            "enabled": probe_interval > 0,
+            "interval_seconds": probe_interval,
+            "sent": self.sent,
+            "in_flight_seconds": None if waiting is None else round(waiting, 3),
+            "last": None if self.last_at is None else {
+                "at": self.last_at, "answered": self.last_answered, "message": self.last_message,
+            },
+        }
+
+
+def canary_body(config, models) -> dict:
+    """The tiny /query the canary sends: the probe model (or the first exposed one), no tools."""
+    kernel_model = config.kernel.probe_model or (models[0].kernel_model if models else None)
+    query_data = {
+        "messages": [{"role": "user", "content": CANARY_PROMPT}],
+        "tools": [],
+        "action_type": "chat",
+        "message_return_type": "text",
+    }
+    if kernel_model:  # without llms the kernel uses its first model
+        query_data["llms"] = [{"name": kernel_model}]
+    return {"agent_name": config.kernel.agent_name, "query_type": "llm", "query_data": query_data}
+
 
 async def run_canary(runtime) -> bool:
-    """Ask the kernel one tiny question; a reply (even an error inside HTTP 200) proves it schedules."""
+    """Ask the kernel one tiny question; True when its scheduler answered (even with an error inside
+    HTTP 200: a rate-limited LLM still proves the kernel schedules). The caller awaits it, so at most
+    one canary is in flight."""
     config = runtime.config
-    models = runtime.catalog.models()
-    kernel_model = config.kernel.probe_model or (models[0].kernel_model if models else None)
-    body = {
-        "agent_name": config.kernel.agent_name,
-        "query_type": "llm",
-        "query_data": {
-            "messages": [{"role": "user", "content": "Reply with the single word: ok"}],
-            "tools": [],
-            "action_type": "chat",
-            "message_return_type": "text",
-        },
-    }
-    if kernel_model:
-        body["query_data"]["llms"] = [{"name": kernel_model}]
+    kernel = runtime.kernel
+    state: CanaryState = runtime.canary
+    body = canary_body(config, runtime.catalog.models())
+    model = body["query_data"].get("llms", [{"name": "the kernel's first model"}])[0]["name"]
+    answered_before = kernel.last_query_answer_at
+    state.sent += 1
+    state.in_flight_since = time.monotonic()
     try:
-        await runtime.kernel.query(body, timeout=min(config.kernel.timeout, 60.0))
+        await kernel.query(body, timeout=min(config.kernel.timeout, CANARY_TIMEOUT))
     except AiosdError as exc:
-        # An error *inside* HTTP 200 still proves the scheduler ran the call; the client recorded that.
-        answered = runtime.kernel.answered_within(1.0)
-        log.log(logging.INFO if answered else logging.WARNING,
-                "kernel canary (%s): %s", kernel_model or "kernel's first model", exc.message)
-        return answered
-    log.debug("kernel canary (%s) answered", kernel_model)
-    return True
+        # The client sets last_query_answer_at only when the scheduler answered; an error inside an
+        # HTTP 200 does, a hang, refusal or garbage does not.
+        answered = kernel.last_query_answer_at != answered_before
+        message = exc.message
+        log.log(logging.INFO if answered else logging.WARNING, "kernel canary (%s): %s%s", model, message,
+                " (the scheduler answered: counts as ready)" if answered else "")
+    else:
+        answered, message = True, "answered"
+        log.debug("kernel canary (%s) answered", model)
+    finally:
+        state.in_flight_since = None
+    state.last_at = time.time()
+    state.last_answered = answered
+    state.last_message = message
+    runtime.metrics.canaries.labels("answered" if answered else "failed").inc()
+    return answered

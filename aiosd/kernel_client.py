@@ -485,6 +485,10 @@ class KernelClient:
         # Monotonic times (on ``clock``); None until it happens.
         self.last_success_at: float | None = None
         self.last_query_answer_at: float | None = None
+        # The latest call that got no meaningful answer (readiness: a failure newer than the last
+        # answer means the kernel is down now, without waiting for ready_window to run out).
+        self.last_failure_at: float | None = None
+        self.last_failure: str | None = None
         self._closed = False
 
     @property
@@ -575,7 +579,7 @@ class KernelClient:
         self._latencies.append(self._clock() - started)
         retry_after = parse_retry_after(answer.retry_after)
         if answer.status != 200:
-            raise _http_error(answer, retry_after)
+            raise self._failed(_http_error(answer, retry_after))
         try:
             data = json.loads(answer.body)
         except ValueError:
@@ -606,7 +610,7 @@ class KernelClient:
         """
         answer = await self._send("GET", LLM_LIST_PATH, None, timeout)
         if answer.status != 200:
-            raise _http_error(answer, parse_retry_after(answer.retry_after))
+            raise self._failed(_http_error(answer, parse_retry_after(answer.retry_after)))
         try:
             data = json.loads(answer.body)
         except ValueError:
@@ -617,11 +621,11 @@ class KernelClient:
         if status != "success":
             message = data.get("message")
             said = f": {scrub(message, 120)}" if isinstance(message, str) else ""
-            raise KernelRejected(
+            raise self._failed(KernelRejected(
                 f"The AIOS kernel is not ready to list its models (status {scrub(status, 40)}{said})",
                 status=503,
                 code="kernel_not_ready",
-            )
+            ))
         llms = data.get("llms")
         if not isinstance(llms, list):
             raise self._bad_answer("its model list has no 'llms' array", path=LLM_LIST_PATH)
@@ -665,15 +669,15 @@ class KernelClient:
                 return await wire.request(method, path, content)
         except TimeoutError:
             what = "answer" if path == QUERY_PATH else "list its models"
-            raise KernelTimeout(
+            raise self._failed(KernelTimeout(
                 f"The AIOS kernel did not {what} within {timeout:g}s (aiosd's deadline for one call). "
                 "The kernel can hang; check its log.",
                 kernel_status=None,
-            ) from None
+            )) from None
         except _NoAnswer as exc:
-            raise KernelUnreachable(
+            raise self._failed(KernelUnreachable(
                 f"The AIOS kernel at {self._settings.url} is unreachable ({exc.why})", kernel_status=0
-            ) from None
+            )) from None
         finally:
             wire.in_flight -= 1
             if wire.retired and wire.in_flight == 0 and wire in self._retired:
@@ -691,11 +695,17 @@ class KernelClient:
         task.add_done_callback(_log_close_failure)
 
     def _bad_answer(self, what: str, *, path: str = QUERY_PATH) -> KernelBadAnswer:
-        return KernelBadAnswer(
+        return self._failed(KernelBadAnswer(
             f"The server at {self._settings.url} answered {path} with HTTP 200 but {what}; "
             "is kernel.url an AIOS kernel?",
             kernel_status=0,
-        )
+        ))
+
+    def _failed(self, error: KernelError) -> KernelError:
+        """Remember a call that got no meaningful answer (for readiness); returns ``error``."""
+        self.last_failure_at = self._clock()
+        self.last_failure = error.message
+        return error
 
 
 def _log_close_failure(task: asyncio.Task) -> None:

@@ -20,7 +20,12 @@ OUTCOMES = (
     "client_disconnected",
     "internal_error",
 )
+# Every model id a client sends that aiosd does not expose is counted under this one label value.
 UNKNOWN_MODEL = "_unknown"
+RELOAD_RESULTS = ("ok", "refused")
+SYNC_RESULTS = ("written", "created", "unchanged", "refused", "removed", "dry_run")  # openclaw_sync.Outcome
+CANARY_RESULTS = ("answered", "failed")
+STATUS_CLASSES = ("ok", "unreachable", "timeout", "429", "1xx", "2xx", "3xx", "4xx", "5xx", "other")
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
@@ -61,14 +66,27 @@ class Metrics:
         )
         self.models_exposed = Gauge("aiosd_models_exposed", "Models aiosd currently exposes.", registry=r)
         self.kernel_ready = Gauge("aiosd_kernel_ready", "1 while the kernel has answered recently.", registry=r)
-        for outcome in ("ok", "refused"):
-            self.reloads.labels(outcome)
+        self.canaries = Counter(
+            "aiosd_canary_queries", "Canary /query calls (kernel.probe_interval) by result.", ["result"], registry=r
+        )
+        # Every series of a closed label set exists from the start, so rate() sees the first event.
+        for result in RELOAD_RESULTS:
+            self.reloads.labels(result)
+        for result in SYNC_RESULTS:
+            self.syncs.labels(result)
+        for result in CANARY_RESULTS:
+            self.canaries.labels(result)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
 def status_class(status: int | None) -> str:
-    if not status:
+    """A kernel status as one of ``STATUS_CLASSES``: 0 is no usable answer, None aiosd's own deadline."""
+    if status is None:
+        return "timeout"
+    if status == 0:
         return "unreachable"
-    return f"{status // 100}xx" if status != 429 else "429"
+    if status == 429:
+        return "429"
+    return f"{status // 100}xx" if 100 <= status < 600 else "other"

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from aiosd import __version__
 from aiosd.admission import AdmissionQueue
+from aiosd.canary import CanaryState
 from aiosd.config import Config
 from aiosd.kernel_client import KernelClient
 from aiosd.metrics import Metrics
@@ -46,6 +47,9 @@ class Runtime:
         self._sync_wanted = asyncio.Event()
         self.syncs_done = 0
         self._sync_finished = asyncio.Condition()
+        self._config_applied = asyncio.Event()  # wakes the canary loop when probe_interval changes
+        self.canary = CanaryState()
+        self._was_ready: bool | None = None  # for logging readiness changes once each
         self.metrics.models_exposed.set_function(lambda: len(self.catalog.models()))
         self.metrics.in_flight.set_function(lambda: self.admission.in_flight)
         self.metrics.queued.set_function(lambda: self.admission.queued)
@@ -90,6 +94,7 @@ class Runtime:
         self.catalog.apply_settings(config.models)
         self.record_reload(ok=True)
         self._sync_wanted.set()
+        self._config_applied.set()
         asyncio.get_running_loop().create_task(self.catalog.refresh())
         return notes
 
@@ -148,13 +153,35 @@ class Runtime:
     # --- readiness ----------------------------------------------------------------------------
 
     def readiness(self) -> tuple[bool, str]:
-        last = self.kernel.last_success_at
+        """(ready, reason): the kernel gave a meaningful answer within ``kernel.ready_window`` and
+        nothing has failed since. Only answers count (forwarded calls, model-list refreshes, the
+        canary), never the kernel's /status, which says ok with a dead scheduler."""
+        ready, reason = self._kernel_readiness()
+        if ready != self._was_ready and (self._was_ready is not None or ready):
+            if ready:
+                log.info("kernel ready: it answered within the last %gs", self.config.kernel.ready_window)
+            else:
+                log.warning("kernel not ready: %s", reason)
+        self._was_ready = ready
+        return ready, reason
+
+    def _kernel_readiness(self) -> tuple[bool, str]:
+        kernel = self.kernel
+        url = self.config.kernel.url
         window = self.config.kernel.ready_window
+        now = time.monotonic()
+        last, failed_at = kernel.last_success_at, kernel.last_failure_at
         if last is None:
-            return False, f"the kernel at {self.config.kernel.url} has not answered yet"
-        age = time.monotonic() - last
+            tried = "" if failed_at is None else f" (last try {now - failed_at:.1f}s ago: {kernel.last_failure})"
+            return False, f"the kernel at {url} has not answered yet{tried}"
+        if failed_at is not None and failed_at >= last:
+            return False, (f"the kernel at {url} failed {now - failed_at:.1f}s ago: {kernel.last_failure} "
+                           f"(last answer {now - last:.1f}s ago)")
+        age = now - last
         if age > window:
-            return False, f"the kernel at {self.config.kernel.url} has not answered for {age:.0f}s (window {window:g}s)"
+            waiting = self.canary.waiting_for(now)
+            canary = "" if waiting is None else f"; a canary /query has been waiting {waiting:.1f}s"
+            return False, f"the kernel at {url} has not answered for {age:.1f}s (ready_window {window:g}s){canary}"
         return True, "ok"
 
     async def _canary_loop(self) -> None:
@@ -162,14 +189,26 @@ class Runtime:
 
         while True:
             interval = self.config.kernel.probe_interval
-            if interval <= 0:
-                await asyncio.sleep(5)
+            self._config_applied.clear()
+            if interval <= 0:  # off: costs nothing until a reload turns it on
+                await self._config_applied.wait()
                 continue
-            await asyncio.sleep(interval)
-            last = self.kernel.last_success_at
-            if last is not None and time.monotonic() - last < interval:
+            try:
+                await asyncio.wait_for(self._config_applied.wait(), interval)
+                continue  # reloaded: start over with the new interval
+            except asyncio.TimeoutError:
+                pass
+            kernel = self.kernel
+            last = kernel.last_success_at
+            failed_since = kernel.last_failure_at is not None and (last is None or kernel.last_failure_at >= last)
+            if last is not None and time.monotonic() - last < interval and not failed_since:
                 continue  # real traffic already proved the kernel works
-            await run_canary(self)
+            # Awaited here, so at most one canary is ever in flight (a hung one holds a kernel worker).
+            try:
+                await run_canary(self)
+            except Exception:  # a bug here must not end the canary for the daemon's life
+                log.exception("kernel canary failed unexpectedly; trying again next interval")
+            self.readiness()  # logs a change of readiness the canary caused
 
     # --- reporting ----------------------------------------------------------------------------
 
@@ -228,6 +267,11 @@ class Runtime:
                 "last_answer_seconds_ago": None if kernel.last_success_at is None
                 else round(time.monotonic() - kernel.last_success_at, 3),
                 "recent_latency_seconds": _latency(kernel),
+                "last_failure": None if kernel.last_failure_at is None else {
+                    "seconds_ago": round(time.monotonic() - kernel.last_failure_at, 3),
+                    "message": kernel.last_failure,
+                },
+                "canary": self.canary.as_dict(config.kernel.probe_interval),
             },
             "calls": {
                 "in_flight": self.admission.in_flight,
