@@ -89,7 +89,8 @@ class _Forwarding:
             queue=self.runtime.admission,
             policy=self.generation.retry,
             deadline=self.deadline,
-            model=model.id,
+            # Only a log label: the retry log lines then carry the request id too.
+            model=f"{model.id}, request {self.request_id}",
             on_attempt=on_attempt,
             on_call=on_call,
         )
@@ -102,4 +103,15 @@ async def complete(runtime, request: ChatRequest, request_id: str) -> Completion
         return await _Forwarding(runtime, request, request_id).run(model)
     except AiosdError as exc:
         exc.model_id = model.id  # a known id: safe as a metrics label
+        _add_context(exc, model)
         raise
+
+
+def _add_context(exc: AiosdError, model: ModelSpec) -> None:
+    """Append what aiosd knows to the kernel's generic sentence: which model, how many attempts."""
+    attempts = getattr(exc, "attempts", None)
+    facts = [f"model {model.id!r} (kernel model {model.kernel_model!r})"]
+    if attempts and "attempt" not in exc.message:
+        facts.append(f"{attempts} attempt{'s' if attempts != 1 else ''}")
+    exc.message = f"{exc.message} [{'; '.join(facts)}]"
+    exc.args = (exc.message, *exc.args[1:])

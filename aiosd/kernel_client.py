@@ -188,7 +188,7 @@ def _kernel_error_for_status(
         )
     if code == 400 and inside_200:
         err = KernelRejected(
-            f"The LLM behind the AIOS kernel rejected the request ({where}){said}. "
+            f"The LLM behind the AIOS kernel rejected the request ({where}){said.rstrip('.')}. "
             "Usual causes: the conversation exceeds the model's context window, or it contains "
             "content the model does not accept (images for a text-only model).",
             kernel_status=code,

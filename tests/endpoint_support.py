@@ -43,13 +43,28 @@ async def stack(tmp_path, extra: str = "", *, kernel: FakeKernel | None = None, 
     if own:
         kernel.start()
     try:
-        config = config_for(tmp_path, kernel.url, MODELS_YAML + extra)
+        config = config_for(tmp_path, kernel.url, merge_yaml(MODELS_YAML, extra))
         async with serve_aiosd(config) as aiosd:
             async with httpx.AsyncClient(base_url=aiosd.base_url, timeout=10, **client_options) as client:
                 yield Stack(kernel, aiosd, client)
     finally:
         if own:
             kernel.stop()
+
+
+def merge_yaml(base: str, extra: str) -> str:
+    """``extra`` laid over ``base`` key by key (maps merge, anything else is replaced)."""
+    import yaml
+
+    def merge(target: dict, update: dict) -> dict:
+        for key, value in update.items():
+            if isinstance(value, dict) and isinstance(target.get(key), dict):
+                merge(target[key], value)
+            else:
+                target[key] = value
+        return target
+
+    return yaml.safe_dump(merge(yaml.safe_load(base) or {}, yaml.safe_load(extra) or {}))
 
 
 def chat(content: str = "hello", model: str = "mock-model", **extra) -> dict:
