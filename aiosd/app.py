@@ -158,16 +158,19 @@ def build_app(runtime) -> Litestar:
         body, content_type = runtime.metrics.render()
         return Response(body, media_type=content_type)
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[chat_completions, messages, list_models, healthz, readyz, status, metrics_endpoint],
         exception_handlers={AiosdError: aiosd_error_response, HTTPException: http_error_response,
                             Exception: unexpected_error_response},
-        middleware=[request_id_middleware],
         request_max_body_size=runtime.config.server.max_body_bytes,
         openapi_config=OpenAPIConfig(title="aiosd", version=__version__, path="/openapi"),
         debug=False,
         logging_config=None,
     )
+    # Litestar runs middleware=[...] only once a route matched; around its ASGI handler, 404s and
+    # 405s get an X-Request-Id too.
+    app.asgi_handler = request_id_middleware(app.asgi_handler)
+    return app
 
 
 def _error_response(exc: AiosdError, *, body: bytes | None = None) -> Response:
