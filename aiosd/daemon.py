@@ -51,14 +51,15 @@ class EmbeddedServer(uvicorn.Server):
 
 
 class Daemon:
-    def __init__(self, config_path: Path, config: Config) -> None:
+    def __init__(self, config_path: Path, config: Config, *, config_digest: str | None = None) -> None:
         from aiosd.runtime import Runtime
 
         self.config_path = config_path
         self.notifier = SystemdNotifier()
         self.runtime = Runtime(config, notifier_status=self._publish_status)
         self.runtime.last_reload = ReloadOutcome(ok=True, at=time.time(), reason="start")
-        self._config_digest = _digest(config_path)
+        # Taken before ``config`` was read, so an edit in between still differs from it and is applied.
+        self._config_digest = config_digest if config_digest is not None else _digest(config_path)
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
@@ -81,7 +82,7 @@ class Daemon:
                 log_config=None,
                 access_log=False,
                 server_header=False,
-                timeout_graceful_shutdown=max(1, int(config.server.drain_timeout)),
+                timeout_graceful_shutdown=config.server.drain_timeout,  # set again at stop: it applies live
                 timeout_keep_alive=65,  # OpenClaw keeps connections alive between turns
             )
         )
@@ -95,24 +96,40 @@ class Daemon:
             await self.runtime.close()
             return 1
         log.info("listening on http://%s (kernel %s, config %s)", config.listen, config.kernel.url, self.config_path)
+        # Watch before READY=1: an edit made right after systemd reports us started must not be missed.
+        watching = asyncio.Event()
+        self._tasks.append(asyncio.create_task(self._watch(watching), name="config-watch"))
+        try:
+            await asyncio.wait_for(watching.wait(), 5.0)
+        except asyncio.TimeoutError:
+            log.warning("the config file is not watched yet (see above); edits apply once it is, SIGHUP reloads now")
         self.notifier.ready(self.runtime.status_line())
 
-        self._tasks.append(asyncio.create_task(self._watch(), name="config-watch"))
         if self.notifier.watchdog_interval:
             self._tasks.append(asyncio.create_task(self._watchdog(self.notifier.watchdog_interval), name="watchdog"))
 
-        await self._stop.wait()
-        self.notifier.stopping(f"stopping: draining requests in flight (up to {config.server.drain_timeout:g}s)")
-        log.info("stopping: no new connections; requests in flight may finish within %gs",
-                 self.runtime.config.server.drain_timeout)
+        stopping = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not stopping.done():
+            stopping.cancel()
+            log.critical("the HTTP server stopped unexpectedly (see the error above); exiting")
+            await self._close()
+            return 1
+        drain = self.runtime.config.server.drain_timeout
+        self.notifier.stopping(f"stopping: draining requests in flight (up to {drain:g}s)")
+        log.info("stopping: no new connections; requests in flight may finish within %gs", drain)
+        server.config.timeout_graceful_shutdown = drain
         server.should_exit = True
         await serving
+        await self._close()
+        log.info("stopped")
+        return 0
+
+    async def _close(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.runtime.close()
-        log.info("stopped")
-        return 0
 
     def _request_stop(self, name: str) -> None:
         if self._stop.is_set():
@@ -121,14 +138,23 @@ class Daemon:
         self._stop.set()
 
     def _schedule_reload(self, reason: str) -> None:
-        self._tasks.append(asyncio.create_task(self.reload(reason, force=True)))
+        if self._stop.is_set():
+            return
+        task = asyncio.create_task(self.reload(reason, force=True), name="reload")
+        self._tasks.append(task)
+        task.add_done_callback(self._forget_task)
 
-    async def _watch(self) -> None:
+    def _forget_task(self, task: asyncio.Task) -> None:
+        if task in self._tasks:
+            self._tasks.remove(task)
+
+    async def _watch(self, watching: asyncio.Event) -> None:
         await watch_config(
             self.config_path,
             lambda: self.reload("file changed"),
             debounce=lambda: self.runtime.config.server.reload_debounce,
             stop=self._stop,
+            watching=watching,
         )
 
     async def _watchdog(self, interval: float) -> None:
@@ -140,25 +166,39 @@ class Daemon:
     async def reload(self, reason: str, *, force: bool = False) -> ReloadOutcome:
         """Load the config again and apply it, or keep the running one and say why."""
         async with self._reload_lock:
-            digest = _digest(self.config_path)
+            digest = await asyncio.to_thread(_digest, self.config_path)
             if not force and digest == self._config_digest and self.runtime.last_reload.ok:
                 log.debug("config file touched but its content is unchanged; nothing to do")
                 return self.runtime.last_reload
             self._config_digest = digest
             self.notifier.reloading()
             try:
-                config = await asyncio.to_thread(load_config, self.config_path)
-            except ConfigError as exc:
-                outcome = self._refused(reason, exc.problems)
-            else:
-                notes = await self.runtime.apply(config)
-                set_level(config.log_level)
-                outcome = ReloadOutcome(ok=True, at=time.time(), reason=reason, notes=notes)
-                self.runtime.last_reload = outcome
-                log.info("config reloaded (%s): generation %d now serving%s", reason, self.runtime.generation,
-                         "; " + "; ".join(notes) if notes else "")
-            self.notifier.ready(self.runtime.status_line())
-            return outcome
+                return await self._load_and_apply(reason)
+            finally:
+                # systemd stays in "reloading" until READY=1, whatever happened (unless we are stopping).
+                if not self._stop.is_set():
+                    self.notifier.ready(self.runtime.status_line())
+
+    async def _load_and_apply(self, reason: str) -> ReloadOutcome:
+        try:
+            config = await asyncio.to_thread(load_config, self.config_path)
+        except ConfigError as exc:
+            if not self.config_path.exists():
+                log.error("config file %s is gone (deleted or moved away); it is applied again when it reappears",
+                          self.config_path)
+            return self._refused(reason, exc.problems)
+        except Exception as exc:  # a bug in loading must not take the running config down with it
+            log.exception("config reload (%s) failed unexpectedly", reason)
+            return self._refused(reason, [ConfigProblem(str(self.config_path), None, None, "",
+                                                        f"internal error while loading: {exc!r}")])
+        notes = await self.runtime.apply(config)
+        set_level(config.log_level)
+        outcome = ReloadOutcome(ok=True, at=time.time(), reason=reason, notes=notes)
+        self.runtime.last_reload = outcome
+        log.info("config reloaded (%s): generation %d now serving", reason, self.runtime.generation)
+        for note in notes:
+            log.warning("config reload: %s", note)
+        return outcome
 
     def _refused(self, reason: str, problems: list[ConfigProblem]) -> ReloadOutcome:
         for problem in problems:
@@ -184,6 +224,7 @@ def _digest(path: Path) -> str | None:
 def run_daemon(config_path: Path) -> int:
     """``aiosd run``: exit 0 after a clean stop, 1 when it cannot start."""
     setup_logging("info")
+    digest = _digest(config_path)
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -194,6 +235,6 @@ def run_daemon(config_path: Path) -> int:
     setup_logging(config.log_level)
 
     async def main() -> int:
-        return await Daemon(config_path, config).run()
+        return await Daemon(config_path, config, config_digest=digest).run()
 
     return asyncio.run(main())
