@@ -19,6 +19,24 @@ models:
     mock-model: {kernel_model: "gpt-4o-mini", backend: "openai"}
 """
 
+# Two tools (one with typed parameters, one without) and a reply that calls both in prompt mode.
+TOOLS = [
+    {"type": "function", "function": {
+        "name": "read", "description": "Read a file.",
+        "parameters": {"type": "object", "required": ["path"],
+                       "properties": {"path": {"type": "string"}, "limit": {"type": "integer"}}}}},
+    {"type": "function", "function": {"name": "ls", "description": "List files.",
+                                      "parameters": {"type": "object", "properties": {}}}},
+]
+
+MODEL_CALLS = (
+    "Let me look.\n"
+    "<function_calls>\n"
+    '<invoke name="read"><parameter name="path">a <b> & c.txt</parameter><parameter name="limit">20</parameter></invoke>\n'
+    '<invoke name="ls"/>\n'
+    "</function_calls>"
+)
+
 
 @dataclass
 class Stack:

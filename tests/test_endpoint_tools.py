@@ -6,26 +6,8 @@ import json
 
 import pytest
 
-from endpoint_support import assert_openai_error, read_sse, stack
+from endpoint_support import MODEL_CALLS, TOOLS, assert_openai_error, read_sse, stack
 from fake_kernel import Text, ToolCall, ToolCalls
-
-TOOLS = [
-    {"type": "function", "function": {
-        "name": "read", "description": "Read a file.",
-        "parameters": {"type": "object", "required": ["path"],
-                       "properties": {"path": {"type": "string"}, "limit": {"type": "integer"}}}}},
-    {"type": "function", "function": {"name": "ls", "description": "List files.",
-                                      "parameters": {"type": "object", "properties": {}}}},
-]
-
-MODEL_CALLS = (
-    "Let me look.\n"
-    "<function_calls>\n"
-    '<invoke name="read"><parameter name="path">a <b> & c.txt</parameter><parameter name="limit">20</parameter></invoke>\n'
-    '<invoke name="ls"/>\n'
-    "</function_calls>"
-)
-
 
 async def _ask(client, messages, *, stream: bool, model: str = "mock-model", tools=TOOLS):
     return await client.post(
