@@ -156,7 +156,8 @@ def build_app(runtime) -> Litestar:
     @get("/metrics", summary="Prometheus metrics", media_type="text/plain")
     async def metrics_endpoint() -> Response:
         body, content_type = runtime.metrics.render()
-        return Response(body, media_type=content_type)
+        # As a header: media_type="text/..." would get a second "; charset=utf-8" from Litestar.
+        return Response(body, headers={"content-type": content_type})
 
     app = Litestar(
         route_handlers=[chat_completions, messages, list_models, healthz, readyz, status, metrics_endpoint],

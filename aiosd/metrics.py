@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, exposition, generate_latest
+
+# The classic text format every scraper reads (prometheus-client >= 0.22 calls 1.0.0 "latest", which
+# only Prometheus 3 names; generate_latest's output is 0.0.4 as long as names are plain ASCII).
+CONTENT_TYPE = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", exposition.CONTENT_TYPE_LATEST)
 
 # Outcomes a request can end in; anything else is a bug, not a new label value.
 OUTCOMES = (
@@ -78,7 +81,7 @@ class Metrics:
             self.canaries.labels(result)
 
     def render(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE
 
 
 def status_class(status: int | None) -> str:
