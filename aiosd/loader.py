@@ -25,7 +25,7 @@ from aiosd.config import (
 )
 from aiosd.durations import parse_duration
 from aiosd.schema import apply_defaults, validator
-from aiosd.yaml_positions import Position, load_yaml_with_positions, position_of
+from aiosd.yaml_positions import DuplicateKeyError, Position, load_yaml_with_positions, position_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,7 @@ def load_config(path: str | os.PathLike, env: dict[str, str] | None = None) -> C
     try:
         document = load_yaml_with_positions(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([_yaml_problem(name, exc)]) from None
+        raise ConfigError([_yaml_problem(name, exc, text)]) from None
     if document is None:
         raise ConfigError([ConfigProblem(name, None, None, "", "the file is empty (or only comments); "
                                          "write at least one key, e.g. 'kernel: {url: \"http://localhost:8000\"}'")])
@@ -102,14 +102,23 @@ def _read_text(path: Path) -> str:
                                          "cannot be decoded; save the file as UTF-8")]) from None
 
 
-def _yaml_problem(name: str, exc: yaml.YAMLError) -> ConfigProblem:
+def _yaml_problem(name: str, exc: yaml.YAMLError, text: str = "") -> ConfigProblem:
+    if isinstance(exc, yaml.reader.ReaderError):
+        # A control character: the reader knows only an offset, and its str() spans two lines.
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        return ConfigProblem(name, line, column, "", f"invalid YAML: character #x{exc.character:04x} is not "
+                             "allowed in a YAML file (control characters must be escaped in a double-quoted string)")
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
-    context = getattr(exc, "context", None)
-    message = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
+    if isinstance(exc, DuplicateKeyError):
+        key, message = _dotted(exc.key_path), problem
+    else:
+        context = getattr(exc, "context", None)
+        key, message = "", f"invalid YAML: {problem}" + (f" ({context})" if context else "")
     if mark is None:
-        return ConfigProblem(name, None, None, "", message)
-    return ConfigProblem(name, mark.line + 1, mark.column + 1, "", message)
+        return ConfigProblem(name, None, None, key, message)
+    return ConfigProblem(name, mark.line + 1, mark.column + 1, key, message)
 
 
 def _kind(value) -> str:
@@ -123,6 +132,8 @@ def _kind(value) -> str:
 def _dotted(path) -> str:
     out = ""
     for part in path:
+        if not (isinstance(part, str) and part.isprintable()):
+            part = part if isinstance(part, int) else repr(part)  # a key with a newline must not break the line
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
@@ -150,8 +161,11 @@ def _schema_problem(name: str, document, error: jsonschema.ValidationError) -> C
         message = f"missing required key {error.message.split(' ')[0]}"
     elif kind == "type":
         expected = error.validator_value
-        expected = " or ".join(expected) if isinstance(expected, list) else expected
-        message = f"must be {_article(expected)}, got {_kind(instance)} {instance!r}"
+        expected = " or ".join(_TYPE_WORDS.get(t, t) for t in (expected if isinstance(expected, list) else [expected]))
+        if instance is None:
+            message = f"has no value (null); write {_article(expected)} after the colon, or remove the key"
+        else:
+            message = f"must be {_article(expected)}, got {_kind(instance)} {instance!r}"
     elif kind == "enum":
         message = f"must be one of {', '.join(repr(v) for v in error.validator_value)}, got {instance!r}"
     elif kind == "pattern" and _is_duration(error.schema):
@@ -172,6 +186,10 @@ def _schema_problem(name: str, document, error: jsonschema.ValidationError) -> C
     else:
         message = error.message
     return _at(name, pos, key, message)
+
+
+# JSON Schema's type names in the words of a YAML file.
+_TYPE_WORDS = {"object": "mapping (indented key: value lines)", "array": "list"}
 
 
 def _article(word: str) -> str:

@@ -14,7 +14,11 @@ class Position:
 
 
 class DuplicateKeyError(yaml.MarkedYAMLError):
-    pass
+    """A key written twice in one mapping; ``key_path`` is where (the keys above it, then the key)."""
+
+    def __init__(self, problem: str, problem_mark: yaml.Mark, key_path: tuple) -> None:
+        super().__init__(None, None, problem, problem_mark)
+        self.key_path = key_path
 
 
 class PositionedDict(dict):
@@ -32,6 +36,24 @@ def _position(mark: yaml.Mark) -> Position:
 
 
 class _PositionLoader(yaml.SafeLoader):
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self.key_path: list = []  # the keys above the value being built, for error messages
+
+    def construct_object(self, node: yaml.Node, deep: bool = False):
+        try:
+            return super().construct_object(node, deep=deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, IndexError, OverflowError) as exc:
+            # PyYAML's scalar constructors raise bare errors with no position for values such as
+            # an unquoted 2024-13-45 (read as a date) or !!int "": report them where they stand.
+            kind = node.tag.rpartition(":")[2]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value!r} is not a valid {kind} ({exc}); quote it if it is meant as text",
+                node.start_mark,
+            ) from None
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> PositionedDict:
         self.flatten_mapping(node)
         result = PositionedDict()
@@ -48,19 +70,25 @@ class _PositionLoader(yaml.SafeLoader):
                 ) from None
             if key in result:
                 first = result.key_positions[key]
+                again = _position(key_node.start_mark)
                 raise DuplicateKeyError(
-                    None,
-                    None,
-                    f"duplicate key {key!r} (first written at line {first.line})",
+                    f"key {key!r} is written twice, at line {first.line} and at line {again.line}; keep one",
                     key_node.start_mark,
+                    (*self.key_path, key),
                 )
+            self.key_path.append(key)
             result[key] = self.construct_object(value_node, deep=True)
+            self.key_path.pop()
             result.key_positions[key] = _position(key_node.start_mark)
             result.value_positions[key] = _position(value_node.start_mark)
         return result
 
     def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> PositionedList:
-        result = PositionedList(self.construct_object(child, deep=True) for child in node.value)
+        result = PositionedList()
+        for index, child in enumerate(node.value):
+            self.key_path.append(index)
+            result.append(self.construct_object(child, deep=True))
+            self.key_path.pop()
         result.item_positions = [_position(child.start_mark) for child in node.value]
         result.position = _position(node.start_mark)
         return result
