@@ -57,11 +57,15 @@ def setup_logging(level: str = "info") -> None:
     set_level(level)
     # uvicorn's access log would print one line per request with no request id; aiosd logs its own.
     logging.getLogger("uvicorn.access").disabled = True
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+# Libraries that log a line per request or per file event: their details never help an operator.
+_CHATTY_LIBRARIES = ("httpx", "httpcore", "watchfiles")
 
 
 def set_level(level: str) -> None:
-    """Apply ``logging.level`` (live on reload)."""
+    """Apply ``logging.level`` (live on reload) to aiosd and the libraries it runs (uvicorn's errors included)."""
+    logging.getLogger().setLevel(LEVELS[level])
     logging.getLogger("aiosd").setLevel(LEVELS[level])
-    logging.getLogger().setLevel(min(LEVELS[level], logging.INFO))
+    for name in _CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(max(LEVELS[level], logging.WARNING))
