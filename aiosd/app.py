@@ -17,7 +17,7 @@ from aiosd.chat_request import parse_chat_request
 from aiosd.errors import AiosdError, AuthenticationFailed, ClientError
 from aiosd.forwarding import complete
 from aiosd.metrics import UNKNOWN_MODEL
-from aiosd.request_context import ClientDisconnected, cancel_on_disconnect, request_id_middleware
+from aiosd.request_context import ClientDisconnected, cancel_on_disconnect, read_body, request_id_middleware
 from aiosd.responses import completion_body, estimate_usage, sse_stream
 
 log = logging.getLogger("aiosd.http")
@@ -63,11 +63,13 @@ def build_app(runtime) -> Litestar:
         metrics = runtime.metrics
         try:
             check_auth(request)
-            chat = parse(await request.body())
+            body = await read_body(request.receive, request.headers.get("content-length"),
+                                   runtime.config.server.max_body_bytes)
+            chat = parse(body)
             completion = await cancel_on_disconnect(request.receive, complete(runtime, chat, request_id))
         except ClientDisconnected:
             metrics.requests.labels(UNKNOWN_MODEL, "client_disconnected").inc()
-            log.info("request %s: client disconnected; kernel call cancelled", request_id)
+            log.info("request %s: client disconnected before the answer; its queue place or kernel call was cancelled", request_id)
             return Response(b"", status_code=499)
         except AiosdError as exc:
             model_label = getattr(exc, "model_id", None) or UNKNOWN_MODEL

@@ -1,4 +1,4 @@
-"""Per-request plumbing: the request id header and cancelling work when the client goes away."""
+"""Per-request plumbing: the request id header, reading the body within the size limit, and cancelling work when the client goes away."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import re
 import secrets
 from collections.abc import Awaitable
 from typing import TypeVar
+
+from aiosd.errors import RequestTooLarge
 
 T = TypeVar("T")
 
@@ -41,6 +43,33 @@ def request_id_middleware(app):
         return await app(scope, receive, send_with_id)
 
     return middleware
+
+
+async def read_body(receive, content_length: str | None, limit: int) -> bytes:
+    """The request body, at most ``limit`` bytes (read per request, so a reloaded
+    ``server.max_body_bytes`` applies at once); ``RequestTooLarge`` past it, ``ClientDisconnected``
+    if the client leaves before the body is complete."""
+    if content_length is not None and content_length.isdigit() and int(content_length) > limit:
+        # Refuse before reading anything: the client announced too much.
+        raise _too_large(limit)
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected()
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(limit: int) -> RequestTooLarge:
+    return RequestTooLarge(f"request body too large: the limit is {limit} bytes (server.max_body_bytes)")
 
 
 async def until_disconnect(receive) -> None:

@@ -87,6 +87,21 @@ async def test_a_body_above_max_body_bytes_is_413_openai_shaped(tmp_path):
     assert s.kernel.query_count == 1
 
 
+async def test_a_reloaded_body_limit_and_key_list_apply_to_the_next_request(tmp_path):
+    async with stack(tmp_path) as s:
+        assert (await s.client.post("/chat/completions", json=chat("x" * 5000))).status_code == 200
+        reloaded = config_for(tmp_path, s.kernel.url, merge_yaml(
+            MODELS_YAML, 'server: {max_body_bytes: 4096}\nauth: {keys: ["new-key-1234"]}'))
+        await s.runtime.apply(reloaded)
+        refused = await s.client.post("/chat/completions", json=chat("hi"))
+        headers = {"authorization": "Bearer new-key-1234"}
+        too_big = await s.client.post("/chat/completions", json=chat("x" * 5000), headers=headers)
+        ok = await s.client.post("/chat/completions", json=chat("hi"), headers=headers)
+    assert_openai_error(refused, 401)
+    assert_openai_error(too_big, 413, "request_too_large")
+    assert ok.status_code == 200
+
+
 @pytest.mark.parametrize("body", [b"{not json", b"", b"[1, 2]", b'{"model": "mock-model"}',
                                   b'{"model": "mock-model", "messages": [{"role": "user", "content": 42}]}',
                                   b'{"model": "mock-model", "messages": [{"role": "wizard", "content": "hi"}]}'],
