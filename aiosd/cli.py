@@ -52,13 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         from aiosd.daemon import run_daemon
 
         return run_daemon(config_path)
+    if args.command == "status":  # works with an invalid file too: it reports the daemon, not the file
+        from aiosd.cli_status import run_status_command
+
+        return run_status_command(args, config_path)
     config = _load_or_report(config_path)
     if config is None:
         return 1
-    if args.command == "status":
-        from aiosd.cli_status import run_status
-
-        return run_status(args, config)
     if args.command == "sync-openclaw":
         from aiosd.cli_openclaw import run_sync_openclaw
         from aiosd.logs import setup_logging

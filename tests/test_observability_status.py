@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import httpx
 
 from aiosd import __version__
-from aiosd.daemon import Daemon, ReloadOutcome
 from aiosd_harness import config_for, serve_aiosd
 from fake_kernel import FakeKernel, Hang, LLMFailure, Text
+from observability_support import attach_daemon
 
 CHAT = {"model": "sonnet", "messages": [{"role": "user", "content": "hi"}]}
-
-
-async def attach_daemon(aiosd) -> Daemon:
-    """A Daemon whose reload() drives the harness's runtime: the path SIGHUP and file changes take."""
-    config = aiosd.runtime.config
-    daemon = Daemon(config.source_path, config)
-    await daemon.runtime.close()  # the one it built is replaced by the served one
-    daemon.runtime = aiosd.runtime
-    aiosd.runtime.last_reload = ReloadOutcome(ok=True, at=time.time(), reason="start")
-    return daemon
 
 
 async def test_status_shows_a_refused_reload_and_keeps_serving_the_last_good_config(tmp_path):
