@@ -64,7 +64,10 @@ async def watch_config(
                     if stopping.done():
                         return
                     break
-            await on_change()
+            try:
+                await on_change()
+            except Exception:  # the watch must outlive a failed reload, or later edits would go unseen
+                log.exception("reloading after a change to %s failed; still watching", config_path)
     finally:
         watcher_stop.set()
         stopping.cancel()

@@ -45,7 +45,13 @@ class EmbeddedServer(uvicorn.Server):
         return contextlib.nullcontext()
 
     async def startup(self, sockets=None) -> None:
-        await super().startup(sockets)
+        try:
+            await super().startup(sockets)
+        except SystemExit:
+            # uvicorn logs the bind error, then calls sys.exit() from inside our event loop; the
+            # daemon decides how to exit (one log line and status 1, not a traceback and status 3).
+            self.should_exit = True
+            return
         if self.started:
             self.listening.set()
 
@@ -191,7 +197,12 @@ class Daemon:
             log.exception("config reload (%s) failed unexpectedly", reason)
             return self._refused(reason, [ConfigProblem(str(self.config_path), None, None, "",
                                                         f"internal error while loading: {exc!r}")])
-        notes = await self.runtime.apply(config)
+        try:
+            notes = await self.runtime.apply(config)
+        except Exception as exc:  # likewise: keep serving, and say so
+            log.exception("config reload (%s) failed unexpectedly while applying", reason)
+            return self._refused(reason, [ConfigProblem(str(self.config_path), None, None, "",
+                                                        f"internal error while applying: {exc!r}")])
         set_level(config.log_level)
         outcome = ReloadOutcome(ok=True, at=time.time(), reason=reason, notes=notes)
         self.runtime.last_reload = outcome

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -91,6 +92,29 @@ def test_an_invalid_config_at_start_exits_1_without_ready(tmp_path, kernel, port
     finally:
         process.close()
         notify.close()
+
+
+def test_a_busy_listen_address_exits_1_with_one_clear_line_and_no_ready(tmp_path, kernel):
+    from daemon_process import AiosdProcess, NotifySocket
+
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        config = tmp_path / "aiosd.yaml"
+        config.write_text(daemon_config(kernel.url, port))
+        notify = NotifySocket(tmp_path)
+        process = AiosdProcess(config, notify, tmp_path)
+        try:
+            assert process.wait() == 1
+            assert not [n for n in notify.collect(0.05) if "READY" in n]
+            lines = process.stderr_lines()
+            assert any(line.startswith("<3>") and "address already in use" in line for line in lines), lines
+            assert lines[-1] == f"<2>aiosd.daemon: could not listen on 127.0.0.1:{port} (see the error above); exiting"
+            assert "Traceback" not in process.stderr_text()
+        finally:
+            process.close()
+            notify.close()
 
 
 # --- live reload ---------------------------------------------------------------------------
