@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +73,8 @@ def load_config(path: str | os.PathLike, env: dict[str, str] | None = None) -> C
         raise ConfigError([ConfigProblem(name, pos.line, pos.column, "",
                                          f"the top level must be a mapping of keys, not a {_kind(document)}")])
     problems = [p for e in validator().iter_errors(document) for p in _schema_problems(name, document, e)]
+    seen = {p.key for p in problems}
+    problems += [p for p in _value_problems(name, document) if p.key not in seen]
     if problems:
         problems.sort(key=lambda p: (p.line or 0, p.column or 0, p.key))
         raise ConfigError(problems)
@@ -119,6 +123,40 @@ def _yaml_problem(name: str, exc: yaml.YAMLError, text: str = "") -> ConfigProbl
     if mark is None:
         return ConfigProblem(name, None, None, key, message)
     return ConfigProblem(name, mark.line + 1, mark.column + 1, key, message)
+
+
+def _value_problems(name: str, document) -> list[ConfigProblem]:
+    """What JSON Schema cannot see in YAML: keys that are not text, NaN and infinity, numbers no float can hold."""
+    problems: list[ConfigProblem] = []
+
+    def walk(node, path: tuple) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(key, str):
+                    walk(value, path + (key,))
+                else:  # e.g. a model id written as 1 or 2024-01-01; the schema's key checks skip non-strings
+                    text = "null" if key is None else str(key).lower() if isinstance(key, bool) else str(key)
+                    problems.append(_at(name, position_of(document, path + (key,), key=True), _dotted(path + (text,)),
+                                        f"the key {text} is read as {_article(_kind(key))}, not text; put it in quotes"))
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, path + (index,))
+        elif isinstance(node, (int, float)) and not isinstance(node, bool):
+            try:
+                finite = math.isfinite(node)
+            except OverflowError:  # an int with hundreds of digits
+                finite = False
+            if not finite:
+                problems.append(_at(name, position_of(document, path), _dotted(path), f"must be a finite number of "
+                                    f"reasonable size, got {str(node)[:20]}{'...' if len(str(node)) > 20 else ''}"))
+        elif isinstance(node, str) and _DURATION_TEXT.match(node) and not math.isfinite(parse_duration(node)):
+            problems.append(_at(name, position_of(document, path), _dotted(path), "is too large a duration"))
+
+    walk(document, ())
+    return problems
+
+
+_DURATION_TEXT = re.compile(r"^\s*[0-9]{300,}")
 
 
 def _kind(value) -> str:
@@ -308,7 +346,7 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
                 key_file = path.parent / key_file
             try:
                 value = key_file.read_text(encoding="utf-8").splitlines()[0].strip() if key_file.stat().st_size else ""
-            except (OSError, UnicodeDecodeError, IndexError) as exc:
+            except (OSError, UnicodeDecodeError, IndexError, ValueError) as exc:  # ValueError: a NUL in the path
                 problem(where, f"cannot read key file {key_file}: {getattr(exc, 'strerror', None) or exc}")
                 value = None
             if value is not None and len(value) < 8:
