@@ -7,9 +7,10 @@ import asyncio
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-import httpx
+if TYPE_CHECKING:  # annotations only: `aiosd run` builds this parser and need not load httpx
+    import httpx
 
 from aiosd.config import Config, ModelSpec
 from aiosd.kernel_client import KernelClient
