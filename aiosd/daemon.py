@@ -100,6 +100,7 @@ class Daemon:
             listening.cancel()
             log.critical("could not listen on %s (see the error above); exiting", config.listen)
             await self.runtime.close()
+            self.notifier.close()
             return 1
         log.info("listening on http://%s (kernel %s, config %s)", config.listen, config.kernel.url, self.config_path)
         # Watch before READY=1: an edit made right after systemd reports us started must not be missed.
@@ -136,6 +137,7 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.runtime.close()
+        self.notifier.close()
 
     def _request_stop(self, name: str) -> None:
         if self._stop.is_set():

@@ -3,25 +3,52 @@
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
 
 import sdnotify
+
+# Messages waiting beyond this many mean systemd is not reading; only state changes are kept then.
+_BACKLOG_LIMIT = 64
+_CLOSE = object()
 
 
 class SystemdNotifier:
     """A thin wrapper over sdnotify with one method per message aiosd sends.
 
-    Without $NOTIFY_SOCKET (run from a terminal) every method does nothing.
+    Without $NOTIFY_SOCKET (run from a terminal) every method does nothing. Messages are sent,
+    in order, by one sender thread: sdnotify's socket blocks once systemd's queue is full, and
+    that must never freeze the event loop that serves requests.
     """
 
     def __init__(self, environ=os.environ) -> None:
         self.enabled = bool(environ.get("NOTIFY_SOCKET"))
         self._notifier = sdnotify.SystemdNotifier() if self.enabled else None
         self.watchdog_interval = _watchdog_interval(environ)
+        self._outbox: queue.Queue = queue.Queue()
+        self._sender: threading.Thread | None = None
 
     def _send(self, message: str) -> None:
-        if self._notifier is not None:
+        if self._notifier is None:
+            return
+        if self._outbox.qsize() > _BACKLOG_LIMIT and message.startswith(("STATUS=", "WATCHDOG=")):
+            return
+        if self._sender is None:
+            self._sender = threading.Thread(target=self._send_loop, name="sd-notify", daemon=True)
+            self._sender.start()
+        self._outbox.put(message)
+
+    def _send_loop(self) -> None:
+        while (message := self._outbox.get()) is not _CLOSE:
             self._notifier.notify(message)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Deliver what is queued (STOPPING=1 above all) before the process exits."""
+        if self._sender is not None:
+            self._outbox.put(_CLOSE)
+            self._sender.join(timeout)
+            self._sender = None
 
     def ready(self, status: str) -> None:
         self._send(f"READY=1\nSTATUS={_one_line(status)}")
