@@ -16,9 +16,10 @@ def bound_socket(tmp_path) -> tuple[socket.socket, str]:
     return sock, path
 
 
-def test_messages_arrive_in_order_and_close_delivers_the_last_one(tmp_path):
+def test_messages_arrive_in_order_and_close_delivers_the_last_one(tmp_path, monkeypatch):
     sock, path = bound_socket(tmp_path)
-    notifier = SystemdNotifier({"NOTIFY_SOCKET": path})
+    monkeypatch.setenv("NOTIFY_SOCKET", path)  # sdnotify reads it from the process environment
+    notifier = SystemdNotifier()
     notifier.ready("gen 1")
     notifier.reloading()
     notifier.stopping("bye")
@@ -29,9 +30,10 @@ def test_messages_arrive_in_order_and_close_delivers_the_last_one(tmp_path):
     assert received[2] == "STOPPING=1\nSTATUS=bye"
 
 
-def test_a_full_notify_socket_does_not_block_the_event_loops_thread(tmp_path):
+def test_a_full_notify_socket_does_not_block_the_event_loops_thread(tmp_path, monkeypatch):
     sock, path = bound_socket(tmp_path)  # nobody reads: the kernel's datagram queue fills up
-    notifier = SystemdNotifier({"NOTIFY_SOCKET": path})
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    notifier = SystemdNotifier()
     started = time.monotonic()
     for n in range(500):
         notifier.status(f"status {n}")
