@@ -132,9 +132,11 @@ class NotifySocket:
 class AiosdProcess:
     """``python -m aiosd run --config PATH`` with NOTIFY_SOCKET pointing at the bench."""
 
-    def __init__(self, config_path: Path, notify: NotifySocket, workdir: Path, *, pythonpath: str = "") -> None:
+    def __init__(self, config_path: Path, notify: NotifySocket, workdir: Path, *, pythonpath: str = "",
+                 python: str = sys.executable) -> None:
         self.config_path = config_path
         self.pythonpath = pythonpath
+        self.python = python
         self.notify = notify
         self.log_path = workdir / "aiosd.log"
         self.process: subprocess.Popen | None = None
@@ -150,7 +152,7 @@ class AiosdProcess:
         log = open(self.log_path, "wb")
         self.started_at = time.perf_counter()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "aiosd", "run", "--config", str(self.config_path)],
+            [self.python, "-m", "aiosd", "run", "--config", str(self.config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aiosd-pythonpath", default="",
                         help="prepended to aiosd's PYTHONPATH only (e.g. a directory shadowing an optional package, "
                              "to measure without it)")
+    parser.add_argument("--aiosd-python", default=sys.executable,
+                        help="the interpreter that runs aiosd (e.g. a clean venv's, to measure an install without "
+                             "the test dependencies)")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
 
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="aiosd-bench-"))
     try:
-        figures, details = measure_all(plan, wrk, workdir, args.aiosd_pythonpath)
+        figures, details = measure_all(plan, wrk, workdir, args.aiosd_pythonpath, args.aiosd_python)
     except BenchFailed as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
@@ -120,14 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if any(f.verdict == "MISS" for f in figures) else 0
 
 
-def measure_all(plan: Plan, wrk: str, workdir: Path, aiosd_pythonpath: str) -> tuple[list[Figure], dict]:
+def measure_all(plan: Plan, wrk: str, workdir: Path, aiosd_pythonpath: str, aiosd_python: str) -> tuple[list[Figure], dict]:
     # Other work on the machine skews every figure: keep the load average with the results.
-    details: dict = {"plan": plan.__dict__, "loadavg_before": os.getloadavg()}
+    details: dict = {"plan": plan.__dict__, "loadavg_before": os.getloadavg(), "aiosd_python": aiosd_python,
+                     "aiosd_pythonpath": aiosd_pythonpath}
     kernel = FakeKernelProcess(workdir)
     notify = NotifySocket(workdir)
     port = free_port()
     config_path = workdir / "aiosd.yaml"
-    aiosd = AiosdProcess(config_path, notify, workdir, pythonpath=aiosd_pythonpath)
+    aiosd = AiosdProcess(config_path, notify, workdir, pythonpath=aiosd_pythonpath, python=aiosd_python)
     try:
         try:
             kernel.start()
