@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
+import signal
 import sys
 import tempfile
 import textwrap
@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                              "the test dependencies)")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
+    # SIGTERM unwinds like Ctrl-C, so the fake kernel and aiosd are stopped, not orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     wrk = ensure_wrk(install=not args.no_install)
     if wrk is None:
