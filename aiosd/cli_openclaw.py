@@ -62,6 +62,7 @@ def run_sync_openclaw(
         api_key=openclaw_api_key(config),
         dry_run=bool(getattr(args, "dry_run", False)),
         remove=removing,
+        with_diff=True,
         env=os.environ if env is None else env,
     )
     if result.diff:

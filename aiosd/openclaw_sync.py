@@ -84,6 +84,7 @@ def sync_openclaw(
     api_key: str,
     dry_run: bool = False,
     remove: bool = False,
+    with_diff: bool = False,
     env: Mapping[str, str] = os.environ,
     _before_replace: Callable[[Path], None] | None = None,
 ) -> SyncResult:
@@ -92,11 +93,13 @@ def sync_openclaw(
     Blocking; run it with ``asyncio.to_thread`` from the daemon. File problems never raise: they
     come back as outcome "refused" with the file as it was. ``_before_replace`` is a test hook
     called with the path after the temp file is written and before the last re-read.
+    ``with_diff`` fills ``SyncResult.diff`` (always filled for ``dry_run``): a whole-file diff of
+    a 1 MB file costs seconds, so the daemon, which never shows it, does not ask for it.
     """
     path: Path | None = None
     try:
         path = resolve_openclaw_path(settings, env)
-        result = _sync(settings, models, path, base_url, api_key, dry_run, remove, _before_replace)
+        result = _sync(settings, models, path, base_url, api_key, dry_run, remove, with_diff or dry_run, _before_replace)
     except (OpenClawFileError, MergeConflict) as exc:
         reason = str(exc) if isinstance(exc, OpenClawFileError) else f"{path}: {exc}; not touching it"
         result = SyncResult("refused", path, f"{reason}; will try again at the next sync")
@@ -124,6 +127,7 @@ def _sync(
     api_key: str,
     dry_run: bool,
     removing: bool,
+    with_diff: bool,
     before_replace: Callable[[Path], None] | None,
 ) -> SyncResult:
     provider_id = settings.provider_id
@@ -164,7 +168,7 @@ def _sync(
                 return SyncResult("unchanged", path, f"{path} has no entries of provider {provider_id}; nothing to remove")
             return SyncResult("unchanged", path, _line(f"{path} already up to date", parts))
 
-        diff = _redacted(_diff(old_text, new_text, path))
+        diff = _redacted(_diff(old_text, new_text, path)) if with_diff else ""
         if dry_run:
             verb = "would create" if not snapshot.exists else "would change"
             return SyncResult("dry_run", path, _line(f"{verb} {path}", parts), diff)

@@ -140,11 +140,16 @@ def test_a_file_that_differs_only_in_comments_and_layout_is_not_rewritten(path):
 
 def test_a_changed_model_list_is_written(path):
     sync(path, [SONNET])
-    result = sync(path, [SONNET, OPUS])
+    result = sync(path, [SONNET, OPUS], with_diff=True)
     assert result.outcome == "written"
     ids = [row["id"] for row in json.loads(path.read_text())["models"]["providers"]["aios"]["models"]]
     assert ids == ["sonnet", "opus"]
     assert any(line.startswith("+") and '"id": "opus"' in line for line in result.diff.splitlines())
+
+
+def test_the_daemons_syncs_skip_the_diff_nobody_reads(path):
+    sync(path, [SONNET])
+    assert sync(path, [SONNET, OPUS]).diff == ""
 
 
 # --- an existing file of either generation -------------------------------------------------------
