@@ -59,8 +59,9 @@ def setup_logging(level: str = "info") -> None:
     logging.getLogger("uvicorn.access").disabled = True
 
 
-# Libraries that log a line per request or per file event: their details never help an operator.
-_CHATTY_LIBRARIES = ("httpx", "httpcore", "watchfiles")
+# Libraries that log a line per request or per file event, or repeat what aiosd says itself
+# (uvicorn's "running on ... Press CTRL+C to quit"): only their warnings and errors help an operator.
+_CHATTY_LIBRARIES = ("httpx", "httpcore", "watchfiles", "uvicorn.error")
 
 
 def set_level(level: str) -> None:
