@@ -80,7 +80,7 @@ def test_a_journal_stream_naming_another_file_is_not_the_journal(tmp_path, strea
 
 def test_the_level_hides_less_severe_lines_from_aiosd_and_libraries(tmp_path):
     assert [line.partition(":")[0] for line in emit(tmp_path, "error") if not line.startswith("<3>aiosd.example: it broke")] == [
-        "<3>aiosd.example"]
+        "<3>aiosd.example", "<3>uvicorn.error"]
     debug = emit(tmp_path, "debug")
     assert debug[0] == "<7>aiosd.example: debug detail"
 
