@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from aiosd.config import ModelSpec
+from model_specs import model_spec
 
 FIXTURES = Path("/work/shared/fixtures/openclaw")
 
@@ -31,19 +32,7 @@ def openclaw_tools() -> list[dict]:
     return recorded_body("chat-completions-text-turn")["tools"]
 
 
-MODEL = ModelSpec(
-    id="sonnet",
-    kernel_model="claude-sonnet",
-    backend="anthropic",
-    name="sonnet (via AIOS)",
-    tools="prompt",
-    on_text_dropped="retry_without_tools",
-    context_window=200000,
-    max_tokens=8192,
-    input=("text",),
-    reasoning=False,
-    source="map",
-)
+MODEL = model_spec("sonnet", kernel_model="claude-sonnet", backend="anthropic")
 
 
 def model(**changes) -> ModelSpec:

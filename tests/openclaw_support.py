@@ -10,6 +10,7 @@ from pathlib import Path
 import jsonschema
 import json5
 
+from model_specs import model_spec
 from aiosd.config import ModelSpec, OpenClawSettings
 
 OPENCLAW_SCHEMA = Path(__file__).resolve().parents[2] / "shared/fixtures/openclaw/config-schema-2026.9.6.json"
@@ -18,21 +19,7 @@ API_KEY = "sk-aiosd-test-key-0123456789"
 
 
 def spec(model_id: str, **overrides) -> ModelSpec:
-    fields = dict(
-        id=model_id,
-        kernel_model=f"kernel-{model_id}",
-        backend="openai",
-        name=f"{model_id} (via AIOS)",
-        tools="prompt",
-        on_text_dropped="retry_without_tools",
-        context_window=200000,
-        max_tokens=8192,
-        input=("text",),
-        reasoning=False,
-        source="map",
-    )
-    fields.update(overrides)
-    return ModelSpec(**fields)
+    return model_spec(model_id, **{"kernel_model": f"kernel-{model_id}", "backend": "openai", **overrides})
 
 
 def settings(config_path: Path | str | None, **overrides) -> OpenClawSettings:

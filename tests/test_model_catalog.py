@@ -13,6 +13,7 @@ from aiosd.config import ModelDefaults, ModelSettings, ModelSpec
 from aiosd.errors import KernelRejected, KernelUnreachable, ModelNotFound
 from aiosd.kernel_client import KernelClient
 from aiosd.model_catalog import ModelCatalog
+from model_specs import model_spec
 
 from tests.test_kernel_client import kernel_settings
 
@@ -27,19 +28,8 @@ DEFAULTS = ModelDefaults(
 
 
 def mapped(model_id: str, kernel_model: str | None = None) -> ModelSpec:
-    return ModelSpec(
-        id=model_id,
-        kernel_model=kernel_model or model_id,
-        backend=None,
-        name=model_id,
-        tools="prompt",
-        on_text_dropped="retry_without_tools",
-        context_window=100_000,
-        max_tokens=4096,
-        input=("text",),
-        reasoning=False,
-        source="map",
-    )
+    return model_spec(model_id, kernel_model=kernel_model or model_id, name=model_id,
+                      context_window=100_000, max_tokens=4096)
 
 
 def model_settings(*map_entries: ModelSpec, discover: bool = True, refresh_interval: float = 60.0) -> ModelSettings:
