@@ -11,7 +11,7 @@ import pytest
 from aiosd.anthropic_messages import to_openai_chat
 from aiosd.errors import InvalidRequest
 from aiosd_harness import config_for, serve_aiosd
-from fake_kernel import FakeKernel, ToolCall, ToolCalls, Text
+from fake_kernel import FakeKernel, Text
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared/fixtures/openclaw/anthropic-messages-text-turn.jsonl"
 

@@ -384,7 +384,7 @@ def test_temp_files_of_killed_writers_are_cleaned_up(path):
     pid = dead.stdout.strip()
     stale = [path.with_name(f".openclaw.json.aiosd-{pid}-abcd1234.tmp"),
              path.with_name(f".openclaw.json.aiosd-backup.aiosd-{pid}-abcd1234.tmp")]
-    alive = path.with_name(f".openclaw.json.aiosd-1-abcd1234.tmp")  # pid 1 is alive: not ours to delete
+    alive = path.with_name(".openclaw.json.aiosd-1-abcd1234.tmp")  # pid 1 is alive: not ours to delete
     for file in [*stale, alive]:
         file.write_text("{")
     sync(path)
