@@ -1,0 +1,24 @@
+"""Suite-wide guard: no test may read or write the real home directory or OpenClaw's real config."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def isolated_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    saved = {name: os.environ.get(name) for name in ("HOME", "OPENCLAW_HOME", "OPENCLAW_STATE_DIR",
+                                                      "OPENCLAW_CONFIG_PATH", "AIOSD_CONFIG", "NOTIFY_SOCKET",
+                                                      "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")}
+    for name in saved:
+        os.environ.pop(name, None)
+    os.environ["HOME"] = str(home)
+    yield home
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
