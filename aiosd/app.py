@@ -4,141 +4,50 @@ from __future__ import annotations
 
 import hmac
 import logging
-import time
 
 from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
+from litestar.types import ASGIApp
 
-from aiosd import __version__
-from aiosd import anthropic_messages as anthropic
-from aiosd.chat_request import parse_chat_request
-from aiosd.errors import AiosdError, AuthenticationFailed, ClientError
-from aiosd.forwarding import complete
-from aiosd.metrics import UNKNOWN_MODEL
+from aiosd import __version__, completion_routes
+from aiosd.completion_routes import log_error
+from aiosd.errors import AiosdError, AuthenticationFailed
 from aiosd.openapi_docs import ChatCompletionOperation
-from aiosd.request_context import ClientDisconnected, cancel_on_disconnect, read_body, request_id_middleware
-from aiosd.responses import completion_body, estimate_usage, sse_stream
+from aiosd.request_context import request_id_middleware
 
 log = logging.getLogger("aiosd.http")
 
 JSON = "application/json"
-_OUTCOME_BY_CODE = {
-    "invalid_request": "invalid_request",
-    "invalid_api_key": "unauthorized",
-    "model_not_found": "unknown_model",
-    "request_too_large": "too_large",
-    "rate_limit_exceeded": "rate_limited",
-    "kernel_timeout": "kernel_timeout",
-    "kernel_unreachable": "kernel_unreachable",
-    "queue_timeout": "queue_timeout",
-}
 
 
 def build_app(runtime) -> Litestar:
     """The Litestar app serving ``runtime`` (which the daemon swaps configs inside)."""
 
-    def check_auth(request: Request) -> None:
-        keys = runtime.config.auth.keys
-        if not keys:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        presented = token.strip().encode() if scheme.lower() == "bearer" else b""
-        if not presented:  # Anthropic clients send the key as x-api-key
-            presented = request.headers.get("x-api-key", "").strip().encode()
-        # Compare against every key, always, so timing says nothing about which one nearly matched.
-        matched = False
-        for key in keys:
-            matched |= hmac.compare_digest(presented, key.encode())
-        if not matched:
-            raise AuthenticationFailed(
-                "missing or wrong API key: send 'Authorization: Bearer <key>' with one of aiosd's auth.keys"
-            )
+    def check_headers(headers) -> None:
+        check_auth(runtime.config.auth.keys, headers)
 
-    async def run_completion(request: Request, parse):
-        """Auth, parse with ``parse``, forward; returns (chat, completion, usage, headers) or a 499 Response."""
-        started = time.perf_counter()
-        request_id = request.scope["state"]["request_id"]
-        metrics = runtime.metrics
-        try:
-            check_auth(request)
-            body = await read_body(request.receive, request.headers.get("content-length"),
-                                   runtime.config.server.max_body_bytes)
-            chat = parse(body)
-            completion = await cancel_on_disconnect(request.receive, complete(runtime, chat, request_id))
-        except ClientDisconnected:
-            metrics.requests.labels(UNKNOWN_MODEL, "client_disconnected").inc()
-            log.info("request %s: client disconnected before the answer; its queue place or kernel call was cancelled", request_id)
-            return Response(b"", status_code=499)
-        except AiosdError as exc:
-            model_label = getattr(exc, "model_id", None) or UNKNOWN_MODEL
-            metrics.requests.labels(model_label, _OUTCOME_BY_CODE.get(exc.code, "kernel_error")).inc()
-            metrics.request_duration.labels(model_label).observe(time.perf_counter() - started)
-            raise
-        model = completion.model
-        reply = completion.reply
-        headers = {
-            "x-aiosd-attempts": str(completion.attempts),
-            "x-aiosd-usage": "estimated",
-            "x-aiosd-model": model.id,
-        }
-        elapsed = time.perf_counter() - started
-        metrics.requests.labels(model.id, "ok").inc()
-        metrics.request_duration.labels(model.id).observe(elapsed)
-        metrics.overhead.observe(max(0.0, elapsed - completion.waiting))
-        log.info(
-            "request %s: model %s answered in %.2fs (%d attempt%s, finish %s%s)",
-            request_id, model.id, elapsed, completion.attempts, "s" if completion.attempts != 1 else "",
-            reply.finish_reason, f", {len(reply.tool_calls)} tool call(s)" if reply.tool_calls else "",
-        )
-        if chat.is_stream:
-            headers["cache-control"] = "no-cache"
-            headers["x-accel-buffering"] = "no"
-        return chat, completion, estimate_usage(completion.call, reply), headers
+    def check_request(request: Request) -> None:
+        check_auth(runtime.config.auth.keys, request.scope["headers"])
 
-    @post("/v1/chat/completions", status_code=200, summary="Create a chat completion (OpenAI-compatible)",
+    chat_app = completion_routes.completion_app(runtime, completion_routes.OPENAI, check_headers)
+    messages_app = completion_routes.completion_app(runtime, completion_routes.ANTHROPIC, check_headers)
+
+    # POSTs to these exact paths never reach these two handlers: completion_dispatch (below) hands
+    # them to the same ASGI apps before Litestar's router. They give the routes their OpenAPI
+    # description and serve any path variant Litestar matches (a trailing slash).
+    @post(completion_routes.CHAT_PATH, status_code=200, summary="Create a chat completion (OpenAI-compatible)",
           operation_class=ChatCompletionOperation)
-    async def chat_completions(request: Request) -> Response:
-        outcome = await run_completion(request, parse_chat_request)
-        if isinstance(outcome, Response):
-            return outcome
-        chat, completion, usage, headers = outcome
-        model_id, reply = completion.model.id, completion.reply
-        completion_id = "chatcmpl-" + request.scope["state"]["request_id"].removeprefix("req_")
-        created = int(time.time())
-        if chat.is_stream:
-            frames = sse_stream(reply, model_id=model_id, completion_id=completion_id, created=created, usage=usage)
-            # The kernel answers all at once, so the frames go out as one body: Litestar's Stream
-            # runs a sync iterator on a worker thread, one hop per frame (2x the CPU of a plain answer).
-            return Response(b"".join(frames), media_type="text/event-stream", headers=headers)
-        body = completion_body(reply, model_id=model_id, completion_id=completion_id, created=created, usage=usage)
-        return Response(body, media_type=JSON, headers=headers)
+    async def chat_completions() -> ASGIApp:
+        return chat_app
 
-    @post("/v1/messages", status_code=200, summary="Create a message (Anthropic Messages dialect)")
-    async def messages(request: Request) -> Response:
-        try:
-            outcome = await run_completion(request, anthropic.parse_messages_request)
-        except AiosdError as exc:
-            log_error(request, exc)
-            return _error_response(exc, body=anthropic.error_body(exc))
-        except HTTPException as exc:
-            error = _from_http_exception(exc)
-            return _error_response(error, body=anthropic.error_body(error))
-        if isinstance(outcome, Response):
-            return outcome
-        chat, completion, usage, headers = outcome
-        model_id, reply = completion.model.id, completion.reply
-        message_id = "msg_" + request.scope["state"]["request_id"].removeprefix("req_")
-        if chat.is_stream:
-            events = anthropic.iter_message_events(reply, model_id=model_id, message_id=message_id, usage=usage)
-            return Response(b"".join(events), media_type="text/event-stream", headers=headers)  # as above
-        body = anthropic.message_body(reply, model_id=model_id, message_id=message_id, usage=usage)
-        return Response(body, media_type=JSON, headers=headers)
+    @post(completion_routes.MESSAGES_PATH, status_code=200, summary="Create a message (Anthropic Messages dialect)")
+    async def messages() -> ASGIApp:
+        return messages_app
 
     @get("/v1/models", summary="List the models aiosd exposes (OpenAI-compatible)")
     async def list_models(request: Request) -> Response:
-        check_auth(request)
+        check_request(request)
         created = int(runtime.started_wall)
         data = [{"id": m.id, "object": "model", "created": created, "owned_by": f"aios:{m.source}"}
                 for m in runtime.catalog.models()]
@@ -155,7 +64,7 @@ def build_app(runtime) -> Litestar:
 
     @get("/status", summary="The daemon's status as JSON (what `aiosd status` shows)")
     async def status(request: Request) -> Response:
-        check_auth(request)
+        check_request(request)
         return Response(runtime.status(), media_type=JSON)
 
     @get("/metrics", summary="Prometheus metrics", media_type="text/plain")
@@ -175,28 +84,47 @@ def build_app(runtime) -> Litestar:
     )
     # Litestar runs middleware=[...] only once a route matched; around its ASGI handler, 404s and
     # 405s get an X-Request-Id too.
-    app.asgi_handler = request_id_middleware(app.asgi_handler)
+    routes = {completion_routes.CHAT_PATH: chat_app, completion_routes.MESSAGES_PATH: messages_app}
+    app.asgi_handler = request_id_middleware(completion_routes.completion_dispatch(routes, app.asgi_handler))
     return app
 
 
-def _error_response(exc: AiosdError, *, body: bytes | None = None) -> Response:
+def check_auth(keys, headers) -> None:
+    """``AuthenticationFailed`` unless ``headers`` (ASGI pairs) carry one of ``keys`` (none: no auth)."""
+    if not keys:
+        return
+    authorization = api_key = b""
+    for name, value in headers:  # the first of each, as Litestar's Headers.get gives
+        if name == b"authorization" and not authorization:
+            authorization = value
+        elif name == b"x-api-key" and not api_key:
+            api_key = value
+    scheme, _, token = authorization.partition(b" ")
+    presented = token.strip() if scheme.lower() == b"bearer" else b""
+    if not presented:  # Anthropic clients send the key as x-api-key
+        presented = api_key.strip()
+    # Compare against every key, always, so timing says nothing about which one nearly matched.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(presented, key.encode())
+    if not matched:
+        raise AuthenticationFailed(
+            "missing or wrong API key: send 'Authorization: Bearer <key>' with one of aiosd's auth.keys"
+        )
+
+
+def _error_response(exc: AiosdError) -> Response:
     headers = {}
     if exc.retry_after is not None:
         headers["retry-after"] = str(max(1, int(round(exc.retry_after))))
     attempts = getattr(exc, "attempts", None)
     if attempts:
         headers["x-aiosd-attempts"] = str(attempts)
-    return Response(exc.to_body() if body is None else body, status_code=exc.status, media_type=JSON, headers=headers)
-
-
-def log_error(request: Request, exc: AiosdError) -> None:
-    level = logging.INFO if isinstance(exc, ClientError) else logging.WARNING
-    log.log(level, "request %s: %d %s: %s", request.scope.get("state", {}).get("request_id", "-"),
-            exc.status, exc.code, exc.message)
+    return Response(exc.to_body(), status_code=exc.status, media_type=JSON, headers=headers)
 
 
 def aiosd_error_response(request: Request, exc: AiosdError) -> Response:
-    log_error(request, exc)
+    log_error(request.scope.get("state", {}).get("request_id", "-"), exc)
     return _error_response(exc)
 
 

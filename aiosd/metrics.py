@@ -79,6 +79,24 @@ class Metrics:
             self.syncs.labels(result)
         for result in CANARY_RESULTS:
             self.canaries.labels(result)
+        # labels() takes a lock and builds a key on every call; the request path asks for the same
+        # few children each time, so keep them (bounded like the series: known model ids only).
+        self._request_children: dict[tuple[str, str], object] = {}
+        self._duration_children: dict[str, object] = {}
+
+    def requests_child(self, model: str, outcome: str):
+        """``requests.labels(model, outcome)``, cached."""
+        child = self._request_children.get((model, outcome))
+        if child is None:
+            child = self._request_children[(model, outcome)] = self.requests.labels(model, outcome)
+        return child
+
+    def request_duration_child(self, model: str):
+        """``request_duration.labels(model)``, cached."""
+        child = self._duration_children.get(model)
+        if child is None:
+            child = self._duration_children[model] = self.request_duration.labels(model)
+        return child
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE

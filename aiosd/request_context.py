@@ -81,21 +81,28 @@ async def until_disconnect(receive) -> None:
 
 
 async def cancel_on_disconnect(receive, work: Awaitable[T]) -> T:
-    """Run ``work``; if the client disconnects first, cancel it (queue place, retry wait, kernel call)."""
-    work_task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(until_disconnect(receive))
+    """Run ``work``; if the client disconnects first, cancel it (queue place, retry wait, kernel call).
+
+    ``work`` runs in the calling task (one task per request fewer than running it beside the
+    watcher); the watcher cancels the calling task when the client goes away.
+    """
+    caller = asyncio.current_task()
+    disconnected = False
+
+    async def watch() -> None:
+        nonlocal disconnected
+        await until_disconnect(receive)
+        disconnected = True
+        caller.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        done, _ = await asyncio.wait({work_task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
     except asyncio.CancelledError:
-        work_task.cancel()
-        watcher.cancel()
+        # uncancel() leaves 0 when the watcher's cancel was the only one: the server shutting
+        # down (or anyone else) cancelling the request still propagates as a cancellation.
+        if disconnected and caller.uncancel() == 0:
+            raise ClientDisconnected() from None
         raise
-    if work_task in done:
+    finally:
         watcher.cancel()
-        return work_task.result()
-    work_task.cancel()
-    try:
-        await work_task
-    except (asyncio.CancelledError, Exception):
-        pass
-    raise ClientDisconnected()
