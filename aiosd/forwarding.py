@@ -47,7 +47,7 @@ class _Forwarding:
         call = build_kernel_call(self.request, model, agent)
         if call.note:
             log.info("request %s: model %s: %s", self.request_id, model.id, call.note)
-        response, attempts = await self._call(call.body, model)
+        response, attempts = await self._call(call.content, model)
         try:
             reply = call.decode(response)
         except KernelTextDropped as exc:
@@ -60,14 +60,14 @@ class _Forwarding:
                 self.request_id, model.id, model.id,
             )
             call = build_kernel_call(self.request, model, agent, tool_mode_override="none")
-            response, more = await self._call(call.body, model)
+            response, more = await self._call(call.content, model)
             attempts += more
             reply = call.decode(response)
         if reply.warning:
             log.warning("request %s: model %s: %s", self.request_id, model.id, reply.warning)
         return Completion(reply, model, call, attempts, self.waiting)
 
-    async def _call(self, body: dict, model: ModelSpec):
+    async def _call(self, content: bytes, model: ModelSpec):
         metrics = self.runtime.metrics
 
         def on_call(queued: float, call: float, error: BaseException | None) -> None:
@@ -84,7 +84,7 @@ class _Forwarding:
                 self.waiting += report.wait or 0.0
 
         return await forward_query(
-            body,
+            content,
             kernel=self.generation.kernel,
             queue=self.runtime.admission,
             policy=self.generation.retry,

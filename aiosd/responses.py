@@ -56,7 +56,7 @@ def estimate_usage(sent: KernelCall | ChatRequest, reply: Reply) -> Usage:
     """
     if isinstance(sent, KernelCall):
         prompt_bytes, images = sent.prompt_bytes, sent.prompt_images
-        messages = len(sent.body["query_data"]["messages"])
+        messages = sent.message_count
     else:
         prompt_bytes, images = _request_size(sent)
         messages = len(sent.messages)

@@ -87,7 +87,23 @@ def render_tool_instructions(request: ChatRequest) -> str:
         lines.append("- In this answer you must call at least one tool.")
     if request.parallel_tool_calls is False:
         lines.append("- Call at most one tool per answer.")
-    lines.append("\nAvailable tools:\n<tools>")
+    lines.append(_tools_block(tools))
+    return "\n".join(lines)
+
+
+# Rendered <tools> blocks by the identity of the tools list. parse_chat_request hands every request
+# with the same raw tools the same (never changed) list, so OpenClaw's 12 tools with their ~10 KB of
+# JSON Schemas are rendered once, not every turn. Each entry keeps its list alive, so an id is
+# never reused while its entry exists.
+_BLOCKS: dict[int, tuple[Sequence[Tool], str]] = {}
+_BLOCKS_SIZE = 16
+
+
+def _tools_block(tools: Sequence[Tool]) -> str:
+    entry = _BLOCKS.get(id(tools))
+    if entry is not None and entry[0] is tools:
+        return entry[1]
+    lines = ["\nAvailable tools:\n<tools>"]
     for tool in tools:
         fn = tool.function
         lines.append(f'<tool name="{fn.name}">')
@@ -98,7 +114,11 @@ def render_tool_instructions(request: ChatRequest) -> str:
             lines.append(f"<parameters>{compact_json(fn.parameters)}</parameters>")
         lines.append("</tool>")
     lines.append("</tools>")
-    return "\n".join(lines)
+    block = "\n".join(lines)
+    if len(_BLOCKS) >= _BLOCKS_SIZE:
+        del _BLOCKS[next(iter(_BLOCKS))]  # the oldest entry
+    _BLOCKS[id(tools)] = (tools, block)
+    return block
 
 
 # --- history as text -----------------------------------------------------------------------

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from aiosd.chat_request import ChatRequest
 from aiosd.config import ModelSpec, ToolMode
 from aiosd.errors import AiosdError, KernelBadAnswer
@@ -36,7 +38,9 @@ _TOOL_MODES = ("prompt", "native", "none")
 class KernelCall:
     """One ``/query`` to make, and how to read its answer."""
 
-    body: dict  # POST this to /query
+    # The /query body, encoded once (POST this). Only the bytes are kept: the dict's strings (the
+    # 50 KB system prompt twice over, as text and as its cached UTF-8) would stay alive with it.
+    content: bytes
     tool_mode: ToolMode  # effective mode (see module docstring)
     request: ChatRequest
     model: ModelSpec
@@ -48,6 +52,12 @@ class KernelCall:
     note: str | None = None
     # Native mode: LLM-side name -> name offered by the client.
     tool_names: Mapping[str, str] = field(default_factory=dict)
+    message_count: int = 0  # messages sent, for the usage estimate
+
+    @property
+    def body(self) -> dict:
+        """The /query body as JSON values, decoded from ``content`` (for tests, tools and logs)."""
+        return msgspec.json.decode(self.content)
 
     def decode(self, kernel_response: dict) -> Reply:
         """The kernel's ``response`` object (status_code 200) as a Reply.
@@ -126,9 +136,12 @@ def build_kernel_call(
             "message_return_type": "text",
         },
     }
+    content = msgspec.json.encode(body)
+    # After encoding: msgspec keeps each string's UTF-8 form, so measuring it is a copy, not a
+    # second encoding of the 50 KB system prompt.
     prompt_bytes, prompt_images = _prompt_size(messages, tools)
     return KernelCall(
-        body=body,
+        content=content,
         tool_mode=mode,
         request=request,
         model=model,
@@ -136,6 +149,7 @@ def build_kernel_call(
         prompt_images=prompt_images,
         note=note,
         tool_names=names,
+        message_count=len(messages),
     )
 
 
@@ -174,5 +188,5 @@ def _prompt_size(messages: list[dict], tools: list[dict]) -> tuple[int, int]:
 
 
 def _utf8_len(text: str) -> int:
-    # isascii() is a fast scan; encoding only non-ASCII text keeps the 60 KB hot path cheap.
+    # isascii() is a fast scan; non-ASCII text was encoded with the body just before (cached).
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
