@@ -34,6 +34,12 @@ def add_sync_openclaw_parser(subparsers, *, parents: Sequence[argparse.ArgumentP
     )
     parser.add_argument("--dry-run", action="store_true", help="print the diff, write nothing")
     parser.add_argument("--remove", action="store_true", help="take aiosd's provider and allowlist entries out")
+    parser.add_argument(
+        "--map-only",
+        action="store_true",
+        help="when the kernel cannot be asked for its models, sync models.map alone "
+        "(this takes the kernel's discovered models out of OpenClaw's list until the daemon puts them back)",
+    )
     return parser
 
 
@@ -53,6 +59,11 @@ def run_sync_openclaw(
     models: tuple[ModelSpec, ...] = ()
     if not removing:
         models, problem = asyncio.run(current_models(config, kernel_transport))
+        if problem and not getattr(args, "map_only", False):
+            # Syncing the map alone would drop every discovered model from OpenClaw's list.
+            print(f"aiosd: {problem}; not syncing, so OpenClaw keeps the models it lists now. "
+                  "Try again when the kernel answers, or pass --map-only to sync models.map alone.", file=err)
+            return 1
         if problem:
             print(f"aiosd: {problem}; syncing with models.map only ({len(models)} models)", file=err)
     result = sync_openclaw(

@@ -579,11 +579,18 @@ def test_cli_syncs_map_and_discovered_models_map_winning(tmp_path, path):
     assert code == 0 and out.startswith("unchanged: ")
 
 
-def test_cli_with_the_kernel_down_says_so_and_syncs_the_map(tmp_path, path):
+def test_cli_with_the_kernel_down_keeps_the_discovered_models_unless_told_map_only(tmp_path, path):
     config = write_config(tmp_path, path, discover=True)
+    assert run_cli(config, transport=kernel_listing("sonnet", "llama3"))[0] == 0
+    before = path.read_bytes()
+
     code, out, err = run_cli(config, transport=kernel_down())
-    assert code == 0
-    assert "could not list the kernel's models" in err and "models.map only" in err
+    assert code == 1
+    assert "could not list the kernel's models" in err and "not syncing" in err and "--map-only" in err
+    assert path.read_bytes() == before  # llama3 stays in OpenClaw's list
+
+    code, out, err = run_cli(config, "--map-only", transport=kernel_down())
+    assert code == 0 and "models.map only" in err
     rows = json.loads(path.read_text())["models"]["providers"]["aios"]["models"]
     assert [r["id"] for r in rows] == ["sonnet"]
 
