@@ -16,12 +16,8 @@ from aiosd.errors import (
     KernelTimeout,
     KernelUnreachable,
 )
-from aiosd.kernel_client import (
-    KernelClient,
-    parse_retry_after,
-    scrub,
-    summarize_validation_detail,
-)
+from aiosd.kernel_client import KernelClient
+from aiosd.kernel_errors import parse_retry_after, scrub, summarize_validation_detail
 
 BODY = {
     "agent_name": "openclaw",
