@@ -28,7 +28,7 @@ import msgspec
 from aiosd.chat_request import ChatRequest
 from aiosd.config import ModelSpec, ToolMode
 from aiosd.errors import AiosdError, KernelBadAnswer
-from aiosd.reply import FinishReason, Reply, ToolCall  # noqa: F401  (re-exported for callers)
+from aiosd.reply import Reply
 from aiosd import tool_native, tool_prompt
 
 _TOOL_MODES = ("prompt", "native", "none")
