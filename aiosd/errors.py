@@ -3,8 +3,8 @@
 Each subtree means one thing a caller can act on:
 
 - ``ClientError``: the request is wrong; retrying the same request will not help (4xx).
-- ``KernelError``: the AIOS kernel (or the LLM behind it) failed; ``retryable`` says
-  whether the retry policy may try again.
+- ``KernelError``: the AIOS kernel (or the LLM behind it) failed; its ``kernel_status`` is what
+  the retry policy's ``on_status`` is matched against.
 - ``CapacityError``: aiosd itself could not take the request in time (503 + Retry-After).
 
 Every ``AiosdError`` carries what the OpenAI error body needs: HTTP status, ``type`` and
@@ -93,7 +93,6 @@ class KernelError(AiosdError):
     status = 502
     type = "upstream_error"
     code = "kernel_error"
-    retryable = False
 
     def __init__(self, message: str, *, kernel_status: int | None = None, **kwargs) -> None:
         super().__init__(message, **kwargs)
@@ -105,7 +104,6 @@ class KernelUnreachable(KernelError):
 
     status = 502
     code = "kernel_unreachable"
-    retryable = True
 
 
 class KernelTimeout(KernelError):
@@ -113,7 +111,6 @@ class KernelTimeout(KernelError):
 
     status = 504
     code = "kernel_timeout"
-    retryable = False
 
 
 class KernelRejected(KernelError):

@@ -175,11 +175,6 @@ def error_body(err: AiosdError) -> bytes:
     return _encode_safe(err.to_body())
 
 
-def error_frame(err: AiosdError) -> bytes:
-    """An error as an SSE frame, for a failure after the stream's headers went out."""
-    return b"data: " + error_body(err) + b"\n\n"
-
-
 def _encode_safe(value: Any) -> bytes:
     """Compact JSON; text with lone surrogates (possible in model output) is \\u-escaped, not fatal."""
     try:

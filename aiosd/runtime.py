@@ -266,7 +266,7 @@ class Runtime:
                 "reason": reason,
                 "last_answer_seconds_ago": None if kernel.last_success_at is None
                 else round(time.monotonic() - kernel.last_success_at, 3),
-                "recent_latency_seconds": _latency(kernel),
+                "recent_latency_seconds": kernel.recent_latency(),
                 "last_failure": None if kernel.last_failure_at is None else {
                     "seconds_ago": round(time.monotonic() - kernel.last_failure_at, 3),
                     "message": kernel.last_failure,
@@ -282,13 +282,5 @@ class Runtime:
             "openclaw_sync": None if sync is None else sync.as_dict(),
         }
 
-
-def _latency(kernel: KernelClient) -> dict:
-    summary = kernel.latency_summary()
-    return {
-        "count": summary.count,
-        **{name: None if value is None else round(value, 4)
-           for name, value in (("p50", summary.p50), ("p90", summary.p90), ("max", summary.max), ("last", summary.last))},
-    }
 
 
