@@ -77,5 +77,6 @@ def test_systemd_waits_longer_than_the_default_drain():
 
 def test_openclaws_directory_is_the_one_writable_place():
     assert values("ProtectSystem") == ["strict"]
-    assert values("ReadWritePaths") == ["/home/openclaw/.openclaw"]
+    # "-": a state directory OpenClaw has not made yet must not stop the unit from starting.
+    assert values("ReadWritePaths") == ["-/home/openclaw/.openclaw"]
     assert values("User") == ["openclaw"]
