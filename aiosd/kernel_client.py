@@ -33,7 +33,6 @@ from .kernel_wires import (
     NoAnswer,
     Wire,
     aiohttp_available,
-    httpx_aiohttp_transport,
     is_httpx_transport,
 )
 
@@ -44,8 +43,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("aiosd.kernel")
 
-TransportChoice = Literal["aiohttp", "httpx", "httpx-aiohttp"]
-TRANSPORT_CHOICES: tuple[str, ...] = ("aiohttp", "httpx", "httpx-aiohttp")
+TransportChoice = Literal["aiohttp", "httpx"]
+TRANSPORT_CHOICES: tuple[str, ...] = ("aiohttp", "httpx")
 
 QUERY_PATH = "/query"
 LLM_LIST_PATH = "/core/llms/list"
@@ -77,7 +76,6 @@ class KernelClient:
     - None: ``"aiohttp"`` when aiohttp is installed, else ``"httpx"``;
     - ``"aiohttp"``: aiohttp directly (the fast path; see ``kernel_wires``);
     - ``"httpx"``: httpx with its own pool;
-    - ``"httpx-aiohttp"``: httpx over ``httpx_aiohttp.AiohttpTransport`` (kept for comparisons);
     - any ``httpx.AsyncBaseTransport`` (tests: ``httpx.MockTransport``), closed by ``close()``.
 
     Nothing of the kernel's answers leaves this class but the decoded ``response`` object and
@@ -147,8 +145,6 @@ class KernelClient:
             return AiohttpWire(settings)
         if choice == "httpx":
             return HttpxWire(settings, None, owns_transport=True)
-        if choice == "httpx-aiohttp":
-            return HttpxWire(settings, httpx_aiohttp_transport(settings), owns_transport=True)
         # Injected (tests, benchmarks): shared by every pool, closed only by close().
         return HttpxWire(settings, choice, owns_transport=False)
 

@@ -127,11 +127,6 @@ class HttpxWire(Wire):
             raise NoAnswer("the connection was reset") from None
         except (httpx.HTTPError, OSError) as exc:
             raise NoAnswer(type(exc).__name__) from None
-        except Exception as exc:
-            # httpx_aiohttp lets some aiohttp errors (e.g. a bad status line) through unmapped.
-            if type(exc).__module__.startswith("aiohttp"):
-                raise NoAnswer("the answer was not valid HTTP or the connection was cut") from None
-            raise
         return Answer(response.status_code, response.headers.get("retry-after"), response.content, path)
 
     async def aclose(self) -> None:
@@ -192,20 +187,6 @@ class AiohttpWire(Wire):
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
-
-
-def httpx_aiohttp_transport(settings: KernelSettings) -> httpx.AsyncBaseTransport:
-    """httpx_aiohttp's transport with a cookie-less, proxy-less aiohttp session (for comparisons)."""
-    import aiohttp
-    from httpx_aiohttp import AiohttpTransport
-
-    size = settings.max_concurrency + EXTRA_CONNECTIONS
-
-    def make_session() -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=size, keepalive_timeout=KEEPALIVE)
-        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
-
-    return AiohttpTransport(trust_env=False, client=make_session)
 
 
 def is_httpx_transport(value: object) -> bool:

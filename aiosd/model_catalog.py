@@ -147,10 +147,6 @@ class ModelCatalog:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
-    def on_change(self, callback: Callable[[], object]) -> Callable[[], None]:
-        """Call ``callback()`` (no arguments) after every change; returns a remover."""
-        return self.add_listener(lambda _models: callback())
-
     async def first_refresh_done(self, timeout: float | None = None) -> bool:
         """Wait until the first refresh finished (ok or not); False if ``timeout`` ran out first."""
         try:

@@ -256,10 +256,7 @@ class Runtime:
                 {"id": m.id, "kernel_model": m.kernel_model, "source": m.source, "tools": m.tools}
                 for m in self.catalog.models()
             ],
-            "model_refresh": None if self.catalog.last_refresh is None else {
-                "ok": self.catalog.last_refresh.ok, "message": self.catalog.last_refresh.message,
-                "at": self.catalog.last_refresh.at,
-            },
+            "model_refresh": self.catalog.last_refresh_status(),
             "kernel": {
                 "url": config.kernel.url,
                 "ready": ready,

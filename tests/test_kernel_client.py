@@ -361,7 +361,7 @@ async def test_reload_with_a_new_url_uses_a_new_pool_and_lets_calls_in_flight_fi
     assert hosts == ["old.test", "new.test"]
 
 
-@pytest.mark.parametrize("choice", ["aiohttp", "httpx", "httpx-aiohttp", None])
+@pytest.mark.parametrize("choice", ["aiohttp", "httpx", None])
 async def test_transport_choices(choice):
     client = KernelClient(kernel_settings(), transport=choice)
     assert client.transport_name == (choice or "aiohttp")
@@ -440,7 +440,7 @@ def real_body(text: str = "hello", model: str = "gpt-4o-mini") -> dict:
     }
 
 
-TRANSPORTS = ["aiohttp", "httpx", "httpx-aiohttp"]
+TRANSPORTS = ["aiohttp", "httpx"]
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -242,13 +242,13 @@ async def test_background_refresh_retries_a_failed_refresh_sooner(monkeypatch):
 
 
 async def test_the_daemon_facing_helpers():
-    """What the runtime uses: a lister provider, on_change(), run(), first_refresh_done(), status."""
+    """What the daemon and tests use: a lister provider, add_listener(), run(), first_refresh_done(), status."""
     first = FakeLister([{"name": "alpha", "backend": None}])
     second = FakeLister([{"name": "beta", "backend": None}])
     current = [first]
     catalog = ModelCatalog(model_settings(refresh_interval=3600), lambda: current[0])
     changes: list[int] = []
-    catalog.on_change(lambda: changes.append(catalog.version))
+    catalog.add_listener(lambda _models: changes.append(catalog.version))
     assert catalog.last_refresh_status() is None
     assert await catalog.first_refresh_done(timeout=0.01) is False
     task = asyncio.create_task(catalog.run())
