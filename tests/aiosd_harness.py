@@ -53,30 +53,25 @@ openclaw:
   sync: {"true" if openclaw_sync else "false"}
   config_path: "{tmp_path / 'openclaw' / 'openclaw.json'}"
 """
-    merged = _merge_yaml(text, textwrap.dedent(extra))
+    merged = merge_yaml(text, textwrap.dedent(extra))
     path = Path(tmp_path) / "aiosd.yaml"
     path.write_text(merged, encoding="utf-8")
     return load_config(path, env={})
 
 
-def _merge_yaml(base: str, extra: str) -> str:
+def merge_yaml(base: str, extra: str) -> str:
+    """``extra`` laid over ``base`` key by key (maps merge, anything else is replaced)."""
     import yaml
 
-    doc = yaml.safe_load(base)
-    for key, value in (yaml.safe_load(extra) or {}).items():
-        if isinstance(value, dict) and isinstance(doc.get(key), dict):
-            _deep_update(doc[key], value)
-        else:
-            doc[key] = value
-    return yaml.safe_dump(doc, sort_keys=False)
+    def merge(target: dict, update: dict) -> dict:
+        for key, value in update.items():
+            if isinstance(value, dict) and isinstance(target.get(key), dict):
+                merge(target[key], value)
+            else:
+                target[key] = value
+        return target
 
-
-def _deep_update(target: dict, update: dict) -> None:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            _deep_update(target[key], value)
-        else:
-            target[key] = value
+    return yaml.safe_dump(merge(yaml.safe_load(base) or {}, yaml.safe_load(extra) or {}), sort_keys=False)
 
 
 @dataclass

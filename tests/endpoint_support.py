@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from aiosd_harness import config_for, serve_aiosd
+from aiosd_harness import config_for, merge_yaml, serve_aiosd
 from fake_kernel import FakeKernel
 
 # OpenClaw's recorded requests name "mock-model"; "sonnet" is the harness's own id.
@@ -68,21 +68,6 @@ async def stack(tmp_path, extra: str = "", *, kernel: FakeKernel | None = None, 
     finally:
         if own:
             kernel.stop()
-
-
-def merge_yaml(base: str, extra: str) -> str:
-    """``extra`` laid over ``base`` key by key (maps merge, anything else is replaced)."""
-    import yaml
-
-    def merge(target: dict, update: dict) -> dict:
-        for key, value in update.items():
-            if isinstance(value, dict) and isinstance(target.get(key), dict):
-                merge(target[key], value)
-            else:
-                target[key] = value
-        return target
-
-    return yaml.safe_dump(merge(yaml.safe_load(base) or {}, yaml.safe_load(extra) or {}))
 
 
 def chat(content: str = "hello", model: str = "mock-model", **extra) -> dict:
