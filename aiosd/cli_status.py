@@ -154,7 +154,8 @@ def render_status(s: dict) -> str:
     )
     models = s.get("models", [])
     lines.append(f"models     {len(models)}")
-    lines += [f"           {m['id']:<24} -> {m['kernel_model']} ({m['source']}, tools: {m['tools']})" for m in models]
+    width = max((len(m["id"]) for m in models), default=0)
+    lines += [f"           {m['id']:<{width}} -> {m['kernel_model']} ({m['source']}, tools: {m['tools']})" for m in models]
     refresh = s.get("model_refresh")
     if refresh:
         lines.append(f"           kernel's list at {_clock(refresh['at'])}: "
