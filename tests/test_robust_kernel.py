@@ -76,7 +76,7 @@ async def test_kernel_fault_gives_a_well_formed_error_in_bounded_time_and_aiosd_
             if fault == "hang":
                 # aiosd gave up on the call and dropped its connection (the kernel's work goes on).
                 await kernel.wait_for_disconnects_async(1)
-                assert kernel.in_flight == 0
+                await kernel.wait_until_async(lambda k: k.in_flight == 0, what="the kernel's HTTP request to end")
             if fault in ("hang", "slow_drip", "reset_mid_response"):
                 # A connection that timed out or broke is closed, never put back in the pool.
                 await eventually(lambda: connections_to(kernel.port) == 0, what="aiosd closing the broken kernel connection")
