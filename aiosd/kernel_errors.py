@@ -100,26 +100,27 @@ def summarize_validation_detail(detail: object) -> str:
     return f"{where}: {msg}{suffix}"
 
 
+# Statuses whose meaning does not depend on where the kernel reported them:
+# status -> (error class, what it means, client status or None for the class's, error code or None).
+_BY_STATUS: dict[int, tuple[type[KernelError], str, int | None, str | None]] = {
+    429: (KernelRateLimited, "The LLM behind the AIOS kernel is rate limited", None, None),
+    408: (KernelRejected, "The LLM behind the AIOS kernel took too long to answer", 504, "llm_timeout"),
+    503: (KernelRejected, "The AIOS kernel cannot reach its LLM right now", 503, "kernel_llm_unavailable"),
+    504: (KernelRejected, "The AIOS kernel (or a proxy in front of it) timed out", 504, "kernel_timeout"),
+}
+
+
 def kernel_error_for_status(
     code: int, sentence: str | None, *, retry_after: float | None, inside_200: bool
 ) -> KernelError:
     """The client-facing error for a status the kernel reported (inside 200 or as HTTP status)."""
     where = f"status_code {code} inside HTTP 200" if inside_200 else f"HTTP {code}"
     said = f": {scrub(sentence)}" if sentence else ""
-    if code == 429:
-        return KernelRateLimited(
-            f"The LLM behind the AIOS kernel is rate limited ({where}){said}",
-            kernel_status=code,
-            retry_after=retry_after,
-        )
-    if code == 408:
-        return KernelRejected(
-            f"The LLM behind the AIOS kernel took too long to answer ({where}){said}",
-            kernel_status=code,
-            status=504,
-            code="llm_timeout",
-            retry_after=retry_after,
-        )
+    simple = _BY_STATUS.get(code)
+    if simple is not None:
+        kind, what, status, error_code = simple
+        return kind(f"{what} ({where}){said}", kernel_status=code, retry_after=retry_after, status=status,
+                    code=error_code)
     if code == 400 and inside_200:
         err = KernelRejected(
             f"The LLM behind the AIOS kernel rejected the request ({where}){said.rstrip('.')}. "
@@ -137,22 +138,6 @@ def kernel_error_for_status(
             "model configuration are wrong; fix the kernel's config.",
             kernel_status=code,
             code="kernel_llm_misconfigured",
-        )
-    if code == 503:
-        return KernelRejected(
-            f"The AIOS kernel cannot reach its LLM right now ({where}){said}",
-            kernel_status=code,
-            status=503,
-            code="kernel_llm_unavailable",
-            retry_after=retry_after,
-        )
-    if code == 504:
-        return KernelRejected(
-            f"The AIOS kernel (or a proxy in front of it) timed out ({where}){said}",
-            kernel_status=code,
-            status=504,
-            code="kernel_timeout",
-            retry_after=retry_after,
         )
     if code == 500 and sentence and "not all available" in sentence:
         return KernelRejected(
