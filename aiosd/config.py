@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
@@ -42,7 +42,9 @@ class RetrySettings:
 
 
 @dataclass(frozen=True, slots=True)
-class ModelDefaults:
+class ModelTraits:
+    """What a model entry may set and ``models.defaults`` supplies otherwise."""
+
     tools: ToolMode
     on_text_dropped: TextDroppedPolicy
     context_window: int
@@ -50,21 +52,22 @@ class ModelDefaults:
     input: tuple[str, ...]
     reasoning: bool
 
+    def traits(self) -> dict:
+        """These fields as keywords, to build a ModelSpec on top of them."""
+        return {f.name: getattr(self, f.name) for f in fields(ModelTraits)}
+
+
+ModelDefaults = ModelTraits  # ``models.defaults``: the traits of every model that sets none
+
 
 @dataclass(frozen=True, slots=True)
-class ModelSpec:
+class ModelSpec(ModelTraits):
     """One model as OpenClaw sees it, and where aiosd routes it."""
 
     id: str  # the OpenClaw-facing id (provider-local: "sonnet", not "aios/sonnet")
     kernel_model: str  # sent as llms[].name; the kernel routes on this only
     backend: str | None
     name: str  # display name in OpenClaw's list
-    tools: ToolMode
-    on_text_dropped: TextDroppedPolicy
-    context_window: int
-    max_tokens: int
-    input: tuple[str, ...]
-    reasoning: bool
     source: Literal["map", "discovery"]
 
 
@@ -77,18 +80,12 @@ class ModelSettings:
 
     def spec_for_discovered(self, kernel_name: str, backend: str | None) -> ModelSpec:
         """The ModelSpec for a model found at the kernel's /core/llms/list."""
-        d = self.defaults
         return ModelSpec(
+            **self.defaults.traits(),
             id=kernel_name,
             kernel_model=kernel_name,
             backend=backend,
             name=f"{kernel_name} (via AIOS)",
-            tools=d.tools,
-            on_text_dropped=d.on_text_dropped,
-            context_window=d.context_window,
-            max_tokens=d.max_tokens,
-            input=d.input,
-            reasoning=d.reasoning,
             source="discovery",
         )
 

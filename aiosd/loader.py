@@ -283,27 +283,16 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
     )
 
     dm = m["defaults"]
-    defaults = ModelDefaults(
-        tools=dm["tools"],
-        on_text_dropped=dm["on_text_dropped"],
-        context_window=dm["context_window"],
-        max_tokens=dm["max_tokens"],
-        input=tuple(dm["input"]),
-        reasoning=dm["reasoning"],
-    )
+    defaults = ModelDefaults(**{**dm, "input": tuple(dm["input"])})
     specs = []
     for model_id, entry in m["map"].items():
+        traits = {name: entry.get(name, value) for name, value in defaults.traits().items()}
         spec = ModelSpec(
+            **{**traits, "input": tuple(traits["input"])},
             id=model_id,
             kernel_model=entry["kernel_model"],
             backend=entry.get("backend"),
             name=entry.get("name") or f"{model_id} (via AIOS)",
-            tools=entry.get("tools", defaults.tools),
-            on_text_dropped=entry.get("on_text_dropped", defaults.on_text_dropped),
-            context_window=entry.get("context_window", defaults.context_window),
-            max_tokens=entry.get("max_tokens", defaults.max_tokens),
-            input=tuple(entry.get("input", defaults.input)),
-            reasoning=entry.get("reasoning", defaults.reasoning),
             source="map",
         )
         if spec.max_tokens > spec.context_window:

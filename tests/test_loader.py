@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from aiosd.config import Config
+from model_specs import DEFAULTS
 from aiosd.loader import ConfigError, ConfigProblem, load_config
 from aiosd.schema import load_schema, validator
 
@@ -261,6 +262,7 @@ def test_defaults_come_from_the_schema(tmp_path):
     assert (config.models.discover, config.models.refresh_interval, config.models.map) == (True, 60.0, ())
     assert (config.models.defaults.context_window, config.models.defaults.max_tokens, config.models.defaults.tools) == (
         200000, 8192, "prompt")
+    assert config.models.defaults == DEFAULTS  # the tests' model_spec() builds on the real defaults
     assert (config.openclaw.sync, config.openclaw.provider_id, config.openclaw.interval) == (True, "aios", 60.0)
     assert (config.server.drain_timeout, config.server.reload_debounce) == (30.0, 0.1)
     assert config.log_level == "info" and config.auth.keys == ()

@@ -9,22 +9,14 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from aiosd.config import ModelDefaults, ModelSettings, ModelSpec
+from aiosd.config import ModelSettings, ModelSpec
 from aiosd.errors import KernelRejected, KernelUnreachable, ModelNotFound
 from aiosd.kernel_client import KernelClient
 from aiosd.model_catalog import ModelCatalog
-from model_specs import model_spec
+from model_specs import DEFAULTS, model_spec
 
 from tests.test_kernel_client import kernel_settings
 
-DEFAULTS = ModelDefaults(
-    tools="prompt",
-    on_text_dropped="retry_without_tools",
-    context_window=200_000,
-    max_tokens=8192,
-    input=("text",),
-    reasoning=False,
-)
 
 
 def mapped(model_id: str, kernel_model: str | None = None) -> ModelSpec:
