@@ -89,6 +89,7 @@ class _Forwarding:
             queue=self.runtime.admission,
             policy=self.generation.retry,
             deadline=self.deadline,
+            settings=self.generation.config.kernel,  # a reload mid-request does not change its limits
             # Only a log label: the retry log lines then carry the request id too.
             model=f"{model.id}, request {self.request_id}",
             on_attempt=on_attempt,

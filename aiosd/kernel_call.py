@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from .admission import AdmissionQueue
 from .kernel_client import KernelClient, _dumps
+from .config import KernelSettings
 from .retry import AttemptReport, RetryPolicy
 
 
@@ -22,6 +23,7 @@ async def forward_query(
     queue: AdmissionQueue,
     policy: RetryPolicy,
     deadline: float,
+    settings: KernelSettings | None = None,
     model: str | None = None,
     on_attempt: Callable[[AttemptReport], object] | None = None,
     on_call: Callable[[float, float, BaseException | None], object] | None = None,
@@ -33,18 +35,19 @@ async def forward_query(
     between them. Each attempt waits for a kernel slot at most ``kernel.queue_timeout`` (and not
     past the deadline), then calls the kernel for at most ``kernel.timeout`` (and not past the
     deadline). The slot is given back between attempts, so a request sleeping on a 429 does not
-    hold one of the kernel's few slots.
+    hold one of the kernel's few slots. ``settings`` are the request's own kernel settings (its
+    config generation); by default the client's current ones.
     """
     content = body if isinstance(body, bytes) else _dumps(body)  # once, for every attempt
 
     async def attempt(_index: int) -> dict:
-        settings = kernel.settings
+        limits = settings or kernel.settings
         queued_at = clock()
-        async with queue.slot(deadline=min(deadline, queued_at + settings.queue_timeout)):
+        async with queue.slot(deadline=min(deadline, queued_at + limits.queue_timeout)):
             started = clock()
             error = None
             try:
-                return await kernel.query(content, timeout=min(settings.timeout, deadline - started))
+                return await kernel.query(content, timeout=min(limits.timeout, deadline - started))
             except BaseException as exc:
                 error = exc
                 raise

@@ -275,8 +275,6 @@ async def test_one_log_line_per_attempt_without_prompt_text(caplog):
 
 
 async def test_forward_query_serialises_once_releases_the_slot_between_attempts_and_counts_attempts():
-
-
     queue = AdmissionQueue(1)
     sent: list[bytes] = []
     in_flight_seen: list[int] = []
@@ -306,8 +304,6 @@ async def test_forward_query_serialises_once_releases_the_slot_between_attempts_
 
 
 async def test_forward_query_on_a_full_queue_is_503_with_attempts():
-
-
     queue = AdmissionQueue(1)
     await queue.acquire()  # someone else holds the only slot
     kernel = KernelClient(kernel_settings(queue_timeout=0.02), transport=httpx.MockTransport(lambda r: None))
@@ -316,3 +312,16 @@ async def test_forward_query_on_a_full_queue_is_503_with_attempts():
             await forward_query({}, kernel=kernel, queue=queue, policy=RetryPolicy(retry_settings()),
                                 deadline=time.monotonic() + 30)
     assert info.value.status == 503 and info.value.attempts == 1 and info.value.retry_after >= 1
+
+
+async def test_forward_query_keeps_the_requests_own_limits_after_a_reload():
+    queue = AdmissionQueue(1)
+    await queue.acquire()  # someone else holds the only slot
+    # The client has since been reloaded to a long queue timeout; the request started with 20 ms.
+    kernel = KernelClient(kernel_settings(queue_timeout=60), transport=httpx.MockTransport(lambda r: None))
+    async with kernel:
+        started = time.monotonic()
+        with pytest.raises(CapacityError):
+            await forward_query({}, kernel=kernel, queue=queue, policy=RetryPolicy(retry_settings()),
+                                deadline=time.monotonic() + 30, settings=kernel_settings(queue_timeout=0.02))
+    assert time.monotonic() - started < 5
