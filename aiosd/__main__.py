@@ -1,5 +1,5 @@
 """Entry point for ``python -m aiosd``."""
 
-from aiosd.cli import main
+from aiosd.cli.main import main
 
 raise SystemExit(main())

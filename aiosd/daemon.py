@@ -12,11 +12,11 @@ from pathlib import Path
 
 import uvicorn
 
-from aiosd.config import Config
-from aiosd.config_watch import watch_config
-from aiosd.loader import ConfigError, ConfigProblem, load_config
-from aiosd.logs import set_level, setup_logging
-from aiosd.notify import SystemdNotifier
+from aiosd.config.loader import ConfigError, ConfigProblem, load_config
+from aiosd.config.settings import Config
+from aiosd.config.watch import watch_config
+from aiosd.service.logs import set_level, setup_logging
+from aiosd.service.notify import SystemdNotifier
 
 log = logging.getLogger("aiosd.daemon")
 
@@ -58,7 +58,7 @@ class EmbeddedServer(uvicorn.Server):
 
 class Daemon:
     def __init__(self, config_path: Path, config: Config, *, config_digest: str | None = None) -> None:
-        from aiosd.runtime import Runtime
+        from aiosd.service.runtime import Runtime
 
         self.config_path = config_path
         self.notifier = SystemdNotifier()
@@ -71,7 +71,7 @@ class Daemon:
         self._tasks: list[asyncio.Task] = []
 
     async def run(self) -> int:
-        from aiosd.app import build_app
+        from aiosd.api.app import build_app
 
         config = self.runtime.config
         loop = asyncio.get_running_loop()

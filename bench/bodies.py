@@ -7,9 +7,9 @@ from pathlib import Path
 
 import msgspec
 
-from aiosd.chat_request import parse_chat_request
-from aiosd.config import Config
-from aiosd.translate import build_kernel_call
+from aiosd.config.settings import Config
+from aiosd.translate.chat_request import parse_chat_request
+from aiosd.translate.query import build_kernel_call
 
 # shared/ sits beside the repository (as for the test suite).
 FIXTURE = Path(__file__).resolve().parents[2] / "shared/fixtures/openclaw/chat-completions-text-turn.jsonl"

@@ -54,7 +54,7 @@ def http_post(url: str, body: bytes, timeout: float = 10.0) -> tuple[int, dict[s
 
 
 class FakeKernelProcess:
-    """``tests/fake_kernel.py`` with no batching and no LLM latency, in its own process."""
+    """``tests/support/fake_kernel.py`` with no batching and no LLM latency, in its own process."""
 
     def __init__(self, workdir: Path) -> None:
         self.log_path = workdir / "fake-kernel.log"
@@ -64,7 +64,7 @@ class FakeKernelProcess:
     def start(self, timeout: float = 15.0) -> None:
         log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, str(REPO / "tests" / "fake_kernel.py"), "--port", "0", "--batch-interval", "0"],
+            [sys.executable, str(REPO / "tests" / "support" / "fake_kernel.py"), "--port", "0", "--batch-interval", "0"],
             stdout=subprocess.PIPE,
             stderr=log,
             cwd=REPO,

@@ -27,12 +27,19 @@ import bodies  # noqa: E402
 import report  # noqa: E402
 import sync_cost  # noqa: E402
 from procs import (  # noqa: E402
-    AiosdProcess, FakeKernelProcess, NotifySocket, RssSampler, cpu_seconds, free_port, http_get, http_post,
+    AiosdProcess,
+    FakeKernelProcess,
+    NotifySocket,
+    RssSampler,
+    cpu_seconds,
+    free_port,
+    http_get,
+    http_post,
 )
 from report import Figure  # noqa: E402
 from wrk_load import LoadResult, ensure_wrk, run_wrk, write_script  # noqa: E402
 
-from aiosd.loader import load_config  # noqa: E402
+from aiosd.config.loader import load_config  # noqa: E402
 
 MB = 1024 * 1024
 SOAK_REQUESTS = 10_000

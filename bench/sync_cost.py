@@ -9,9 +9,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from aiosd.config import Config, ModelSpec
-from aiosd.openclaw_merge import desired_provider
-from aiosd.openclaw_sync import openclaw_api_key, sync_openclaw
+from aiosd.config.settings import Config, ModelSpec
+from aiosd.openclaw.merge import desired_provider
+from aiosd.openclaw.sync import openclaw_api_key, sync_openclaw
 
 MODELS = 200
 TARGET_BYTES = 1_000_000

@@ -11,15 +11,15 @@ import time
 import httpx
 import pytest
 
-from aiosd_harness import free_port
-from daemon_process import (
+from tests.support.aiosd_harness import free_port
+from tests.support.daemon_process import (
     close_daemon,
     daemon_config,
     start_daemon,
     swap_symlink,
     write_by_rename,
 )
-from fake_kernel import FakeKernel, Hang, LLMFailure, Text
+from tests.support.fake_kernel import FakeKernel, Hang, LLMFailure, Text
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def test_sigint_stops_like_sigterm(daemon):
 
 
 def test_an_invalid_config_at_start_exits_1_without_ready(tmp_path, kernel, port):
-    from daemon_process import AiosdProcess, NotifySocket
+    from tests.support.daemon_process import AiosdProcess, NotifySocket
 
     config = tmp_path / "aiosd.yaml"
     config.write_text(daemon_config(kernel.url, port).replace("retry: {max_retries: 0}", "retry: {backoff: {initial: soon}}"))
@@ -95,7 +95,7 @@ def test_an_invalid_config_at_start_exits_1_without_ready(tmp_path, kernel, port
 
 
 def test_a_busy_listen_address_exits_1_with_one_clear_line_and_no_ready(tmp_path, kernel):
-    from daemon_process import AiosdProcess, NotifySocket
+    from tests.support.daemon_process import AiosdProcess, NotifySocket
 
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", 0))

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from aiosd.durations import parse_duration
-from aiosd.schema import load_schema
+from aiosd.config.durations import parse_duration
+from aiosd.config.schema import load_schema
 
 UNIT = Path(__file__).resolve().parent.parent / "packaging" / "aiosd.service"
 # The unit points at the install location; on a test machine that binary is absent.

@@ -1,0 +1,1 @@
+"""The HTTP surface: the Litestar app, the completion routes, OpenAI and Anthropic response bodies, request context (ids, body limits, disconnects) and the OpenAPI description. No scheduling or kernel I/O of its own."""

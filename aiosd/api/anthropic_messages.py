@@ -1,0 +1,225 @@
+"""The Anthropic Messages dialect (OpenClaw's ``api: "anthropic-messages"``): request in, response and SSE out.
+
+An Anthropic request is rewritten into the OpenAI chat shape and then goes through exactly the
+same validation, translation and forwarding as ``/v1/chat/completions``; only the outer shape
+differs. What does not live here: anything about the kernel.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+
+from aiosd.api.responses import Usage
+from aiosd.errors import AiosdError, InvalidRequest
+from aiosd.translate.chat_request import ChatRequest, parse_chat_request
+from aiosd.translate.reply import Reply
+
+_encode = msgspec.json.Encoder().encode
+
+_STOP_REASONS = {"stop": "end_turn", "tool_calls": "tool_use", "length": "max_tokens"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+def parse_messages_request(body: bytes) -> ChatRequest:
+    """A validated ChatRequest for an Anthropic Messages body; InvalidRequest naming the field otherwise."""
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"Invalid request: the body is not JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise InvalidRequest("Invalid request: the body must be a JSON object")
+    return parse_chat_request(_encode(to_openai_chat(document)))
+
+
+def to_openai_chat(doc: dict) -> dict:
+    """The OpenAI chat-completions body equivalent to an Anthropic Messages body."""
+    messages: list[dict] = []
+    system = doc.get("system")
+    if system is not None:
+        messages.append({"role": "system", "content": _text_blocks(system, "system")})
+    raw_messages = doc.get("messages")
+    if not isinstance(raw_messages, list):
+        raise InvalidRequest("Invalid request: messages: expected an array of messages")
+    for index, message in enumerate(raw_messages):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise InvalidRequest(f"Invalid request: {where}.role: expected 'user' or 'assistant'")
+        content = message.get("content")
+        if isinstance(content, str):
+            messages.append({"role": message["role"], "content": content})
+        elif isinstance(content, list):
+            (_assistant_blocks if message["role"] == "assistant" else _user_blocks)(content, where, messages)
+        else:
+            raise InvalidRequest(f"Invalid request: {where}.content: expected a string or an array of blocks")
+    chat: dict[str, Any] = {"model": doc.get("model"), "messages": messages, "stream": bool(doc.get("stream"))}
+    if isinstance(doc.get("max_tokens"), int):
+        chat["max_tokens"] = doc["max_tokens"]
+    tools = doc.get("tools")
+    if isinstance(tools, list) and tools:
+        chat["tools"] = [_tool(tool, f"tools[{i}]") for i, tool in enumerate(tools)]
+        choice = _tool_choice(doc.get("tool_choice"))
+        if choice is not None:
+            chat["tool_choice"] = choice
+    return chat
+
+
+def _text_blocks(value: Any, where: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        texts = []
+        for i, block in enumerate(value):
+            if not isinstance(block, dict) or not isinstance(block.get("text", ""), str):
+                raise InvalidRequest(f"Invalid request: {where}[{i}]: expected a text block")
+            if block.get("type", "text") == "text":
+                texts.append(block.get("text", ""))
+        return "\n\n".join(texts)
+    raise InvalidRequest(f"Invalid request: {where}: expected a string or an array of text blocks")
+
+
+def _user_blocks(blocks: list, where: str, out: list[dict]) -> None:
+    parts: list[dict] = []
+    for i, block in enumerate(blocks):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text" and isinstance(block.get("text"), str):
+            parts.append({"type": "text", "text": block["text"]})
+        elif kind == "image":
+            parts.append({"type": "image_url", "image_url": {"url": _image_url(block, f"{where}.content[{i}]")}})
+        elif kind == "tool_result":
+            # OpenAI order: tool results follow the assistant's calls, before the user's new text.
+            text = _text_blocks(block.get("content", ""), f"{where}.content[{i}].content")
+            if block.get("is_error"):
+                text = f"[tool error] {text}"
+            out.append({"role": "tool", "tool_call_id": str(block.get("tool_use_id", "")), "content": text})
+        elif kind in ("thinking", "redacted_thinking"):
+            continue
+        else:
+            raise InvalidRequest(f"Invalid request: {where}.content[{i}]: unsupported block type {kind!r}")
+    if parts:
+        out.append({"role": "user", "content": parts})
+
+
+def _assistant_blocks(blocks: list, where: str, out: list[dict]) -> None:
+    texts: list[str] = []
+    calls: list[dict] = []
+    for i, block in enumerate(blocks):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif kind == "tool_use":
+            name = block.get("name")
+            if not isinstance(name, str) or not name:
+                raise InvalidRequest(f"Invalid request: {where}.content[{i}].name: expected a tool name")
+            arguments = block.get("input") if isinstance(block.get("input"), dict) else {}
+            calls.append({"id": str(block.get("id") or f"toolu_{i}"), "type": "function",
+                          "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)}})
+        elif kind in ("thinking", "redacted_thinking"):
+            continue
+        else:
+            raise InvalidRequest(f"Invalid request: {where}.content[{i}]: unsupported block type {kind!r}")
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+    if calls:
+        message["tool_calls"] = calls
+    out.append(message)
+
+
+def _image_url(block: dict, where: str) -> str:
+    source = block.get("source") if isinstance(block.get("source"), dict) else {}
+    if source.get("type") == "base64" and isinstance(source.get("data"), str):
+        return f"data:{source.get('media_type', 'image/png')};base64,{source['data']}"
+    if source.get("type") == "url" and isinstance(source.get("url"), str):
+        return source["url"]
+    raise InvalidRequest(f"Invalid request: {where}.source: expected a base64 or url image source")
+
+
+def _tool(tool: Any, where: str) -> dict:
+    if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+        raise InvalidRequest(f"Invalid request: {where}.name: expected a tool name")
+    function: dict[str, Any] = {"name": tool["name"]}
+    if isinstance(tool.get("description"), str):
+        function["description"] = tool["description"]
+    if isinstance(tool.get("input_schema"), dict):
+        function["parameters"] = tool["input_schema"]
+    return {"type": "function", "function": function}
+
+
+def _tool_choice(choice: Any) -> Any:
+    if not isinstance(choice, dict):
+        return None
+    kind = choice.get("type")
+    if kind == "tool" and isinstance(choice.get("name"), str):
+        return {"type": "function", "function": {"name": choice["name"]}}
+    return {"auto": "auto", "any": "required", "none": "none"}.get(kind)
+
+
+# --- output ------------------------------------------------------------------------------------
+
+
+def _content_blocks(reply: Reply) -> list[dict]:
+    blocks: list[dict] = []
+    if reply.content:
+        blocks.append({"type": "text", "text": reply.content})
+    for call in reply.tool_calls:
+        blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": json.loads(call.arguments_json)})
+    return blocks
+
+
+def message_body(reply: Reply, *, model_id: str, message_id: str, usage: Usage) -> bytes:
+    """The non-streaming Messages response."""
+    return _encode({
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model_id,
+        "content": _content_blocks(reply),
+        "stop_reason": _STOP_REASONS.get(reply.finish_reason, "end_turn"),
+        "stop_sequence": None,
+        "usage": {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens},
+    })
+
+
+def _event(name: str, data: dict) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + _encode(data) + b"\n\n"
+
+
+def iter_message_events(reply: Reply, *, model_id: str, message_id: str, usage: Usage) -> Iterator[bytes]:
+    """message_start, one content block per text/tool call (start, delta, stop), message_delta, message_stop."""
+    yield _event("message_start", {"type": "message_start", "message": {
+        "id": message_id, "type": "message", "role": "assistant", "model": model_id, "content": [],
+        "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": usage.prompt_tokens, "output_tokens": 0},
+    }})
+    for index, block in enumerate(_content_blocks(reply)):
+        if block["type"] == "text":
+            start, delta = {"type": "text", "text": ""}, {"type": "text_delta", "text": block["text"]}
+        else:
+            start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+            delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"], ensure_ascii=False)}
+        yield _event("content_block_start", {"type": "content_block_start", "index": index, "content_block": start})
+        yield _event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+        yield _event("content_block_stop", {"type": "content_block_stop", "index": index})
+    yield _event("message_delta", {
+        "type": "message_delta",
+        "delta": {"stop_reason": _STOP_REASONS.get(reply.finish_reason, "end_turn"), "stop_sequence": None},
+        "usage": {"output_tokens": usage.completion_tokens},
+    })
+    yield _event("message_stop", {"type": "message_stop"})
+
+
+def error_body(err: AiosdError) -> bytes:
+    """Anthropic's error shape: ``{"type": "error", "error": {"type", "message"}}``."""
+    kind = _ERROR_TYPES.get(err.status, "api_error")
+    return _encode({"type": "error", "error": {"type": kind, "message": err.message}})

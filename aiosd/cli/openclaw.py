@@ -1,0 +1,105 @@
+"""``aiosd sync-openclaw``: one OpenClaw config sync (or ``--remove``) from the command line, diff printed."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:  # annotations only: `aiosd run` builds this parser and need not load httpx
+    import httpx
+
+from aiosd.config.settings import Config, ModelSpec
+from aiosd.kernel.client import KernelClient
+from aiosd.kernel.model_catalog import ModelCatalog
+from aiosd.openclaw.sync import openclaw_api_key, sync_openclaw
+
+# The CLI should answer quickly when the kernel is down.
+KERNEL_LIST_TIMEOUT = 5.0
+
+
+def add_sync_openclaw_parser(subparsers, *, parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "sync-openclaw",
+        parents=list(parents),
+        help="update OpenClaw's openclaw.json with aiosd's models once, and print the diff",
+        description=(
+            "Write aiosd's provider and allowlist entries into OpenClaw's config file (openclaw.config_path, "
+            "else where OpenClaw looks), exactly as the daemon does at every openclaw.interval. "
+            "Exit 0 when written or already up to date, 1 when the file was left alone because of a problem."
+        ),
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the diff, write nothing")
+    parser.add_argument("--remove", action="store_true", help="take aiosd's provider and allowlist entries out")
+    parser.add_argument(
+        "--map-only",
+        action="store_true",
+        help="when the kernel cannot be asked for its models, sync models.map alone "
+        "(this takes the kernel's discovered models out of OpenClaw's list until the daemon puts them back)",
+    )
+    return parser
+
+
+def run_sync_openclaw(
+    args: argparse.Namespace,
+    config: Config,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    kernel_transport: httpx.AsyncBaseTransport | None = None,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    """Build the model list (map, plus the kernel's list when discovery is on), sync, print."""
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    removing = bool(getattr(args, "remove", False))
+    models: tuple[ModelSpec, ...] = ()
+    if not removing:
+        models, problem = asyncio.run(current_models(config, kernel_transport))
+        if problem and not getattr(args, "map_only", False):
+            # Syncing the map alone would drop every discovered model from OpenClaw's list.
+            print(f"aiosd: {problem}; not syncing, so OpenClaw keeps the models it lists now. "
+                  "Try again when the kernel answers, or pass --map-only to sync models.map alone.", file=err)
+            return 1
+        if problem:
+            print(f"aiosd: {problem}; syncing with models.map only ({len(models)} models)", file=err)
+    result = sync_openclaw(
+        config.openclaw,
+        models,
+        base_url=config.own_base_url,
+        api_key=openclaw_api_key(config),
+        dry_run=bool(getattr(args, "dry_run", False)),
+        remove=removing,
+        with_diff=True,
+        env=os.environ if env is None else env,
+    )
+    if result.diff:
+        out.write(result.diff)
+        if not result.diff.endswith("\n"):
+            out.write("\n")
+    print(f"{result.outcome}: {result.message}", file=err if result.outcome == "refused" else out)
+    return 0 if result.ok else 1
+
+
+async def current_models(
+    config: Config, kernel_transport: httpx.AsyncBaseTransport | None = None
+) -> tuple[tuple[ModelSpec, ...], str | None]:
+    """The models the daemon would expose now, in its order, and why discovery failed (or None)."""
+    async with KernelClient(config.kernel, transport=kernel_transport) as kernel:
+        catalog = ModelCatalog(config.models, _QuickLister(kernel))
+        if not config.models.discover:
+            return catalog.models(), None
+        result = await catalog.refresh()
+        problem = None if result.ok else f"could not list the kernel's models at {config.kernel.url} ({result.message})"
+        return catalog.models(), problem
+
+
+class _QuickLister:
+    def __init__(self, kernel: KernelClient) -> None:
+        self._kernel = kernel
+
+    async def list_llms(self) -> list[dict]:
+        return await self._kernel.list_llms(timeout=KERNEL_LIST_TIMEOUT)

@@ -1,0 +1,185 @@
+"""``aiosd status``: a running daemon's GET /status, readable in a terminal (or raw with --json)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from aiosd.config.loader import ConfigError, load_config
+from aiosd.config.schema import load_schema
+from aiosd.config.settings import Config
+
+
+def run_status_command(args, config_path: Path) -> int:
+    """Exit 0 when the daemon answered, 1 when it did not. An invalid config file does not stop it:
+    that is exactly when an operator asks whether the daemon still serves its last good config."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        print(
+            f"warning: {config_path} does not load ({len(exc.problems)} problem(s), first: {exc.problems[0]}); "
+            "a running daemon keeps serving its last good config. Asking it anyway.",
+            file=sys.stderr,
+        )
+        listen, key = _lenient_target(config_path)
+    else:
+        listen, key = status_target(config)
+    return run_status(args, listen=listen, api_key=key)
+
+
+def run_status(args, *, listen: str, api_key: str | None) -> int:
+    base = (args.url or f"http://{listen}").rstrip("/")
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = httpx.get(f"{base}/status", headers=headers, timeout=5.0)
+    except httpx.HTTPError as exc:
+        print(f"aiosd is not answering at {base}: {exc or type(exc).__name__}", file=sys.stderr)
+        return 1
+    if response.status_code != 200:
+        print(f"aiosd at {base} answered /status with HTTP {response.status_code}: {_error_message(response)}",
+              file=sys.stderr)
+        return 1
+    try:
+        status = response.json()
+    except ValueError:
+        print(f"the server at {base} answered /status with something that is not JSON; is it aiosd?", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print(render_status(status))
+    return 0
+
+
+def status_target(config: Config) -> tuple[str, str | None]:
+    """host:port to reach ``config``'s daemon on, and the API key to send (None without auth)."""
+    return _reachable(config.listen_host, config.listen_port), (config.auth.keys or (None,))[0]
+
+
+def _reachable(host: str, port: int) -> str:
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _lenient_target(config_path: Path) -> tuple[str, str | None]:
+    """``listen`` and the first usable auth key from a file that does not validate, as far as they read."""
+    try:
+        document = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        document = None
+    document = document if isinstance(document, dict) else {}
+    listen = document.get("listen")
+    if not isinstance(listen, str) or ":" not in listen:
+        listen = load_schema()["properties"]["listen"]["default"]
+    host, _, port = listen.rpartition(":")
+    listen = _reachable(host.strip("[]"), int(port)) if port.isdigit() else listen
+    auth = document.get("auth")
+    keys = auth.get("keys") if isinstance(auth, dict) else None
+    for item in keys if isinstance(keys, list) else ():
+        key = _resolve_key(item, Path(config_path).parent)
+        if key:
+            return listen, key
+    return listen, None
+
+
+def _resolve_key(item, base: Path) -> str | None:
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict) and isinstance(item.get("env"), str):
+        return os.environ.get(item["env"], "").strip() or None
+    if isinstance(item, dict) and isinstance(item.get("file"), str):
+        path = Path(os.path.expanduser(item["file"]))
+        try:
+            lines = (path if path.is_absolute() else base / path).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return lines[0].strip() if lines and lines[0].strip() else None
+    return None
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200] or response.reason_phrase
+
+
+# --- the readable form ---------------------------------------------------------------------------
+
+def render_status(s: dict) -> str:
+    cfg, kernel, calls = s["config"], s["kernel"], s["calls"]
+    reload = cfg.get("last_reload") or {}
+    lines = [
+        f"aiosd {s['version']}, up {_duration(s['uptime_seconds'])}",
+        f"config     {cfg['path']} (generation {cfg['generation']}, listening on {cfg['listen']})",
+    ]
+    if reload:
+        result = "ok" if reload["ok"] else "REFUSED, still serving the last good config"
+        lines.append(f"reload     {result} at {_clock(reload['at'])} ({reload['reason']})")
+        lines += [f"           - {p}" for p in reload.get("problems", [])]
+        lines += [f"           note: {n}" for n in reload.get("notes", [])]
+    ready = "ready" if kernel["ready"] else f"NOT READY: {kernel['reason']}"
+    lines.append(f"kernel     {kernel['url']}: {ready}")
+    if kernel.get("last_answer_seconds_ago") is not None:
+        lines.append(f"           last answer {_duration(kernel['last_answer_seconds_ago'])} ago")
+    failure = kernel.get("last_failure")
+    if failure:
+        lines.append(f"           last failure {_duration(failure['seconds_ago'])} ago: {failure['message']}")
+    latency = kernel.get("recent_latency_seconds") or {}
+    if latency.get("count"):
+        lines.append(
+            f"           latency of the last {latency['count']} calls: p50 {_ms(latency['p50'])}, "
+            f"p90 {_ms(latency['p90'])}, max {_ms(latency['max'])}, last {_ms(latency['last'])}"
+        )
+    canary = kernel.get("canary")
+    if canary and canary.get("enabled"):
+        last = canary.get("last")
+        said = "none sent yet" if not last else (
+            f"last at {_clock(last['at'])}: {'answered' if last['answered'] else 'FAILED'} ({last['message']})")
+        waiting = canary.get("in_flight_seconds")
+        lines.append(f"           canary every {canary['interval_seconds']:g}s, {canary['sent']} sent; {said}"
+                     + (f"; one waiting {_duration(waiting)}" if waiting is not None else ""))
+    lines.append(
+        f"calls      {calls['in_flight']} in flight / {calls['max_concurrency']}, {calls['queued']} queued, "
+        f"{calls['retries_last_5m']} {'retry' if calls['retries_last_5m'] == 1 else 'retries'} in the last 5 minutes"
+    )
+    models = s.get("models", [])
+    lines.append(f"models     {len(models)}")
+    width = max((len(m["id"]) for m in models), default=0)
+    lines += [f"           {m['id']:<{width}} -> {m['kernel_model']} ({m['source']}, tools: {m['tools']})" for m in models]
+    refresh = s.get("model_refresh")
+    if refresh:
+        lines.append(f"           kernel's list at {_clock(refresh['at'])}: "
+                     f"{'ok' if refresh['ok'] else 'FAILED'}, {refresh['message']}")
+    sync = s.get("openclaw_sync")
+    lines.append(f"openclaw   {sync['outcome']} at {_clock(sync['at'])}: {sync['message']}" if sync
+                 else "openclaw   no sync yet")
+    return "\n".join(lines)
+
+
+def _clock(wall: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(wall))
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f}ms"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"

@@ -1,0 +1,372 @@
+"""Reading the YAML config file into a ``Config``, with every problem reported at once and in place."""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from aiosd.config.durations import parse_duration
+from aiosd.config.schema import apply_defaults, validator
+from aiosd.config.settings import (
+    AuthSettings,
+    BackoffSettings,
+    Config,
+    KernelSettings,
+    ModelDefaults,
+    ModelSettings,
+    ModelSpec,
+    OpenClawSettings,
+    RetrySettings,
+    ServerSettings,
+    is_loopback_host,
+)
+from aiosd.config.yaml_positions import (
+    DuplicateKeyError,
+    Position,
+    load_yaml_with_positions,
+    position_of,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One thing wrong with a config file, with where it is."""
+
+    file: str
+    line: int | None
+    column: int | None
+    key: str  # dotted key path, "" for the whole file
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}:{self.column}"
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The config file cannot be used; ``problems`` lists every reason."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+def load_config(path: str | os.PathLike, env: dict[str, str] | None = None) -> Config:
+    """Read, parse, validate and type the config at ``path``; raises ConfigError."""
+    path = Path(path)
+    env = os.environ if env is None else env
+    text = _read_text(path)
+    name = str(path)
+    try:
+        document = load_yaml_with_positions(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([_yaml_problem(name, exc, text)]) from None
+    if document is None:
+        raise ConfigError([ConfigProblem(name, None, None, "", "the file is empty (or only comments); "
+                                         "write at least one key, e.g. 'kernel: {url: \"http://localhost:8000\"}'")])
+    if not isinstance(document, dict):
+        pos = getattr(document, "position", Position(1, 1))
+        raise ConfigError([ConfigProblem(name, pos.line, pos.column, "",
+                                         f"the top level must be a mapping of keys, not a {_kind(document)}")])
+    problems = [p for e in validator().iter_errors(document) for p in _schema_problems(name, document, e)]
+    seen = {p.key for p in problems}
+    problems += [p for p in _value_problems(name, document) if p.key not in seen]
+    if problems:
+        problems.sort(key=lambda p: (p.line or 0, p.column or 0, p.key))
+        raise ConfigError(problems)
+    return _build(name, document, apply_defaults(document), path, env)
+
+
+def _read_text(path: Path) -> str:
+    name = str(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([ConfigProblem(name, None, None, "", "no such file; create it (see config/aiosd.yaml "
+                                         "for a commented example) or pass --config PATH")]) from None
+    except IsADirectoryError:
+        raise ConfigError([ConfigProblem(name, None, None, "", "is a directory, not a config file")]) from None
+    except PermissionError:
+        raise ConfigError([ConfigProblem(name, None, None, "", f"permission denied: the user running aiosd "
+                                         f"(uid {os.getuid()}) cannot read this file")]) from None
+    except OSError as exc:
+        if exc.errno == errno.EISDIR:
+            raise ConfigError([ConfigProblem(name, None, None, "", "is a directory, not a config file")]) from None
+        raise ConfigError([ConfigProblem(name, None, None, "", f"cannot be read: {exc.strerror}")]) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError([ConfigProblem(name, line, column, "", f"is not UTF-8 text: byte 0x{data[exc.start]:02x} "
+                                         "cannot be decoded; save the file as UTF-8")]) from None
+
+
+def _yaml_problem(name: str, exc: yaml.YAMLError, text: str = "") -> ConfigProblem:
+    if isinstance(exc, yaml.reader.ReaderError):
+        # A control character: the reader knows only an offset, and its str() spans two lines.
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        return ConfigProblem(name, line, column, "", f"invalid YAML: character #x{exc.character:04x} is not "
+                             "allowed in a YAML file (control characters must be escaped in a double-quoted string)")
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    if isinstance(exc, DuplicateKeyError):
+        key, message = _dotted(exc.key_path), problem
+    else:
+        context = getattr(exc, "context", None)
+        key, message = "", f"invalid YAML: {problem}" + (f" ({context})" if context else "")
+    if mark is None:
+        return ConfigProblem(name, None, None, key, message)
+    return ConfigProblem(name, mark.line + 1, mark.column + 1, key, message)
+
+
+def _value_problems(name: str, document) -> list[ConfigProblem]:
+    """What JSON Schema cannot see in YAML: keys that are not text, NaN and infinity, numbers no float can hold."""
+    problems: list[ConfigProblem] = []
+
+    def walk(node, path: tuple) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(key, str):
+                    walk(value, path + (key,))
+                else:  # e.g. a model id written as 1 or 2024-01-01; the schema's key checks skip non-strings
+                    text = "null" if key is None else str(key).lower() if isinstance(key, bool) else str(key)
+                    problems.append(_at(name, position_of(document, path + (key,), key=True), _dotted(path + (text,)),
+                                        f"the key {text} is read as {_article(_kind(key))}, not text; put it in quotes"))
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, path + (index,))
+        elif isinstance(node, (int, float)) and not isinstance(node, bool):
+            try:
+                finite = math.isfinite(node)
+            except OverflowError:  # an int with hundreds of digits
+                finite = False
+            if not finite:
+                problems.append(_at(name, position_of(document, path), _dotted(path), f"must be a finite number of "
+                                    f"reasonable size, got {str(node)[:20]}{'...' if len(str(node)) > 20 else ''}"))
+        elif isinstance(node, str) and _DURATION_TEXT.match(node) and not math.isfinite(parse_duration(node)):
+            problems.append(_at(name, position_of(document, path), _dotted(path), "is too large a duration"))
+
+    walk(document, ())
+    return problems
+
+
+_DURATION_TEXT = re.compile(r"^\s*[0-9]{300,}")
+
+
+def _kind(value) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(type(value)) or (
+        "list" if isinstance(value, list) else "mapping" if isinstance(value, dict) else type(value).__name__
+    )
+
+
+def _dotted(path) -> str:
+    out = ""
+    for part in path:
+        if not (isinstance(part, str) and part.isprintable()):
+            part = part if isinstance(part, int) else repr(part)  # a key with a newline must not break the line
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _schema_problems(name: str, document, error: jsonschema.ValidationError) -> list[ConfigProblem]:
+    path = tuple(error.absolute_path)
+    if error.validator != "additionalProperties":
+        return [_schema_problem(name, document, error)]
+    known = sorted(error.schema.get("properties", {}))
+    hint = f"; known keys here: {', '.join(known)}" if known else ""
+    return [
+        _at(name, position_of(document, path + (extra,), key=True), _dotted(path + (extra,)), f"unknown key {extra!r}{hint}")
+        for extra in error.instance
+        if extra not in error.schema.get("properties", {})
+    ]
+
+
+def _schema_problem(name: str, document, error: jsonschema.ValidationError) -> ConfigProblem:
+    path = tuple(error.absolute_path)
+    key = _dotted(path)
+    instance = error.instance
+    kind = error.validator
+    pos = position_of(document, path)
+    if kind == "required":
+        message = f"missing required key {error.message.split(' ')[0]}"
+    elif kind == "type":
+        expected = error.validator_value
+        expected = " or ".join(_TYPE_WORDS.get(t, t) for t in (expected if isinstance(expected, list) else [expected]))
+        if instance is None:
+            message = f"has no value (null); write {_article(expected)} after the colon, or remove the key"
+        else:
+            message = f"must be {_article(expected)}, got {_kind(instance)} {instance!r}"
+    elif kind == "enum":
+        message = f"must be one of {', '.join(repr(v) for v in error.validator_value)}, got {instance!r}"
+    elif kind == "pattern" and _is_duration(error.schema):
+        message = f"expected a duration like '250ms', '20s', '5m' or a number of seconds, got {instance!r}"
+    elif kind == "pattern":
+        message = f"{instance!r} is not valid here: {error.schema.get('description', 'wrong format')}"
+    elif kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        word = "at least" if "inimum" in kind else "at most"
+        message = f"must be {word} {error.validator_value}, got {instance!r}"
+    elif kind == "minLength":
+        message = "must not be empty" if error.validator_value == 1 else f"must be at least {error.validator_value} characters long"
+    elif kind == "propertyNames":
+        message = f"model id {instance!r}: ids may use letters, digits, '.', '_', ':' and '-'"
+    elif kind == "uniqueItems":
+        message = "has the same entry twice"
+    elif kind in ("minItems", "minProperties", "maxProperties"):
+        message = error.message
+    else:
+        message = error.message
+    return _at(name, pos, key, message)
+
+
+# JSON Schema's type names in the words of a YAML file.
+_TYPE_WORDS = {"object": "mapping (indented key: value lines)", "array": "list"}
+
+
+def _article(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
+
+
+def _is_duration(schema: dict) -> bool:
+    return "ms|s|m|h" in schema.get("pattern", "")
+
+
+def _at(name: str, pos: Position | None, key: str, message: str) -> ConfigProblem:
+    return ConfigProblem(name, pos.line if pos else None, pos.column if pos else None, key, message)
+
+
+def _build(name: str, document, d: dict, path: Path, env) -> Config:
+    """Turn the validated, defaulted mapping into typed objects; collects the checks a schema can't express."""
+    problems: list[ConfigProblem] = []
+
+    def problem(key_path: tuple, message: str) -> None:
+        problems.append(_at(name, position_of(document, key_path), _dotted(key_path), message))
+
+    host, _, port_text = d["listen"].rpartition(":")
+    host = host.strip("[]")
+    port = int(port_text)
+    if not 0 < port < 65536:
+        problem(("listen",), f"port must be between 1 and 65535, got {port}")
+
+    k, r, m, o, s = d["kernel"], d["retry"], d["models"], d["openclaw"], d["server"]
+    seconds = parse_duration
+    kernel = KernelSettings(
+        url=k["url"].rstrip("/"),
+        agent_name=k["agent_name"],
+        timeout=seconds(k["timeout"]),
+        connect_timeout=seconds(k["connect_timeout"]),
+        max_concurrency=k["max_concurrency"],
+        queue_timeout=seconds(k["queue_timeout"]),
+        ready_window=seconds(k["ready_window"]),
+        probe_interval=seconds(k["probe_interval"]),
+        probe_model=k["probe_model"],
+    )
+    if kernel.timeout <= 0:
+        problem(("kernel", "timeout"), "must be more than 0")
+    backoff = BackoffSettings(
+        initial=seconds(r["backoff"]["initial"]),
+        multiplier=float(r["backoff"]["multiplier"]),
+        max=seconds(r["backoff"]["max"]),
+        jitter=float(r["backoff"]["jitter"]),
+    )
+    if backoff.max < backoff.initial:
+        problem(("retry", "backoff", "max"), f"must be at least retry.backoff.initial ({r['backoff']['initial']})")
+    retry = RetrySettings(
+        max_retries=r["max_retries"], on_status=frozenset(r["on_status"]), backoff=backoff, budget=seconds(r["budget"])
+    )
+
+    dm = m["defaults"]
+    defaults = ModelDefaults(**{**dm, "input": tuple(dm["input"])})
+    specs = []
+    for model_id, entry in m["map"].items():
+        traits = {name: entry.get(name, value) for name, value in defaults.traits().items()}
+        spec = ModelSpec(
+            **{**traits, "input": tuple(traits["input"])},
+            id=model_id,
+            kernel_model=entry["kernel_model"],
+            backend=entry.get("backend"),
+            name=entry.get("name") or f"{model_id} (via AIOS)",
+            source="map",
+        )
+        if spec.max_tokens > spec.context_window:
+            problem(("models", "map", model_id, "max_tokens"), f"{spec.max_tokens} is more than the context_window ({spec.context_window})")
+        specs.append(spec)
+    models = ModelSettings(
+        discover=m["discover"], refresh_interval=seconds(m["refresh_interval"]), defaults=defaults, map=tuple(specs)
+    )
+    if models.refresh_interval <= 0:
+        problem(("models", "refresh_interval"), "must be more than 0")
+
+    openclaw = OpenClawSettings(
+        sync=o["sync"],
+        config_path=o["config_path"],
+        provider_id=o["provider_id"],
+        interval=seconds(o["interval"]),
+        base_url=o["base_url"],
+        api_key=o["api_key"],
+        create=o["create"],
+        allowlist=o["allowlist"],
+        allow_entries=o["allow_entries"],
+        backup=o["backup"],
+    )
+    if openclaw.sync and openclaw.interval <= 0:
+        problem(("openclaw", "interval"), "must be more than 0")
+
+    keys = []
+    for index, item in enumerate(d["auth"]["keys"]):
+        where = ("auth", "keys", index)
+        if isinstance(item, str):
+            keys.append(item)
+        elif "env" in item:
+            value = env.get(item["env"], "")
+            if len(value.strip()) < 8:
+                problem(where, f"environment variable {item['env']} is not set or holds fewer than 8 characters")
+            keys.append(value.strip())
+        else:
+            key_file = Path(os.path.expanduser(item["file"]))
+            if not key_file.is_absolute():
+                key_file = path.parent / key_file
+            try:
+                value = key_file.read_text(encoding="utf-8").splitlines()[0].strip() if key_file.stat().st_size else ""
+            except (OSError, UnicodeDecodeError, IndexError, ValueError) as exc:  # ValueError: a NUL in the path
+                problem(where, f"cannot read key file {key_file}: {getattr(exc, 'strerror', None) or exc}")
+                value = None
+            if value is not None and len(value) < 8:
+                problem(where, f"key file {key_file} holds no key of at least 8 characters on its first line")
+            keys.append(value or "")
+    auth = AuthSettings(keys=tuple(keys))
+    if not auth.enabled and not d["allow_remote"] and not is_loopback_host(host):
+        problem(("listen",), f"{host} is not a loopback address and auth.keys is empty: anyone who can reach it "
+                "could use your LLMs; add auth.keys, or set allow_remote: true to accept that")
+
+    if problems:
+        raise ConfigError(problems)
+    return Config(
+        listen_host=host,
+        listen_port=port,
+        allow_remote=d["allow_remote"],
+        kernel=kernel,
+        retry=retry,
+        models=models,
+        openclaw=openclaw,
+        auth=auth,
+        server=ServerSettings(
+            max_body_bytes=s["max_body_bytes"],
+            drain_timeout=seconds(s["drain_timeout"]),
+            reload_debounce=seconds(s["reload_debounce"]),
+        ),
+        log_level=d["logging"]["level"],
+        source_path=path,
+    )

@@ -1,0 +1,69 @@
+"""Finding and loading aiosd's JSON Schema, and filling in the defaults it declares."""
+
+from __future__ import annotations
+
+import copy
+import json
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+
+SCHEMA_FILE = "aiosd.schema.json"
+
+
+def schema_path() -> Path:
+    """The schema shipped inside the wheel, or schemas/ of a source checkout."""
+    packaged = resources.files("aiosd") / "schemas" / SCHEMA_FILE
+    if packaged.is_file():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[2] / "schemas" / SCHEMA_FILE
+
+
+@lru_cache(maxsize=1)
+def load_schema() -> dict:
+    return json.loads(schema_path().read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=1)
+def validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(load_schema())
+
+
+def apply_defaults(document: dict, schema: dict | None = None) -> dict:
+    """A copy of ``document`` with every missing key that has a schema default filled in.
+
+    jsonschema validates but never fills defaults; the schema is the one place defaults live,
+    so they are read from it rather than repeated in code.
+    """
+    root = load_schema() if schema is None else schema
+    return _fill(copy.deepcopy(document), root, root)
+
+
+def _resolve(node: dict, root: dict) -> dict:
+    while "$ref" in node:
+        ref = node["$ref"]
+        target = root
+        for part in ref.removeprefix("#/").split("/"):
+            target = target[part]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def _fill(value, node: dict, root: dict):
+    node = _resolve(node, root)
+    if not isinstance(value, dict):
+        return value
+    for key, sub in node.get("properties", {}).items():
+        sub = _resolve(sub, root)
+        if key not in value and "default" in sub:
+            value[key] = copy.deepcopy(sub["default"])
+        if key in value:
+            value[key] = _fill(value[key], sub, root)
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key in value:
+            if key not in node.get("properties", {}):
+                value[key] = _fill(value[key], extra, root)
+    return value

@@ -1,0 +1,274 @@
+"""The models aiosd exposes: ``models.map`` plus what the kernel lists, refreshed in the background.
+
+What lives here: ``ModelCatalog`` (resolve an OpenClaw model id to a ``ModelSpec``, the stable
+list for ``/v1/models`` and the OpenClaw sync, the periodic refresh from ``/core/llms/list``
+that keeps the last good list while the kernel is down, and change notification). What does
+not: talking HTTP to the kernel (``kernel_client``), writing OpenClaw's config (``openclaw``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiosd.config.settings import ModelSettings, ModelSpec
+from aiosd.errors import AiosdError, ModelNotFound
+
+log = logging.getLogger("aiosd.models")
+
+# How many ids a ModelNotFound message lists before "and N more".
+NOT_FOUND_LIST_LIMIT = 20
+# After a failed refresh, try again sooner than refresh_interval (the kernel may be starting).
+FAILED_REFRESH_RETRY = 5.0
+
+
+class ModelLister(Protocol):
+    """What the catalog needs of ``KernelClient``."""
+
+    async def list_llms(self) -> list[dict]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshResult:
+    """The outcome of the latest model-list refresh, for status output."""
+
+    ok: bool
+    message: str
+    at: float  # wall clock (time.time()), for humans
+    at_monotonic: float
+
+
+ChangeListener = Callable[[tuple[ModelSpec, ...]], object]
+
+
+class ModelCatalog:
+    """Map entries first (file order), then discovered kernel models (sorted by id).
+
+    A map id wins over a discovered model of the same id. ``version`` grows by one whenever
+    ``models()`` changes; listeners added with ``add_listener`` are called with the new tuple,
+    and ``await wait_changed(version)`` returns once it moved past ``version``.
+    """
+
+    def __init__(
+        self,
+        settings: ModelSettings,
+        lister: ModelLister | Callable[[], ModelLister],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        # Either the lister itself or a function giving the current one (the daemon replaces its
+        # KernelClient on reload).
+        self._lister_now: Callable[[], ModelLister] = (
+            (lambda: lister) if hasattr(lister, "list_llms") else lister  # type: ignore[assignment,return-value]
+        )
+        self._clock = clock
+        self._wall_clock = wall_clock
+        # The last good discovered list, raw (name, backend): rebuilt into specs on reload.
+        self._discovered: tuple[tuple[str, str | None], ...] = ()
+        self._models: tuple[ModelSpec, ...] = ()
+        self._by_id: dict[str, ModelSpec] = {}
+        self.version = 0
+        self.last_refresh: RefreshResult | None = None
+        self._failure_streak = 0
+        self._listeners: list[ChangeListener] = []
+        self._changed = asyncio.Event()
+        self._refresh_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._first_refresh = asyncio.Event()
+        self._rebuild(initial=True)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def models(self) -> tuple[ModelSpec, ...]:
+        """Every model id that works right now, in stable order."""
+        return self._models
+
+    def resolve(self, model_id: str) -> ModelSpec:
+        """The spec for an OpenClaw model id; ``ModelNotFound`` (404) listing what exists."""
+        spec = self._by_id.get(model_id)
+        if spec is not None:
+            return spec
+        raise ModelNotFound(self._not_found_message(model_id))
+
+    @property
+    def settings(self) -> ModelSettings:
+        return self._settings
+
+    # --- changing -----------------------------------------------------------------------------
+
+    def apply_settings(self, settings: ModelSettings) -> None:
+        """Take a reloaded ``models`` section. Call ``await refresh()`` after it when discovery
+        is on, so a newly enabled discovery does not wait a whole interval."""
+        self._settings = settings
+        self._rebuild()
+        self._wake.set()  # the background loop picks up a new refresh_interval now
+
+    async def refresh(self) -> RefreshResult:
+        """Fetch the kernel's list now. On failure the last good list stays."""
+        async with self._refresh_lock:
+            return await self._refresh_locked()
+
+    async def _refresh_locked(self) -> RefreshResult:
+        if not self._settings.discover:
+            return self._record(True, "discovery is off (models.discover: false)")
+        try:
+            listed = await self._lister_now().list_llms()
+        except AiosdError as exc:
+            result = self._record(False, exc.message)
+            self._failure_streak += 1
+            if self._failure_streak == 1:
+                kept = f"keeping the last good list ({len(self._discovered)} models)" if self._discovered else (
+                    "no discovered models yet"
+                )
+                log.warning("could not refresh the kernel's model list: %s; %s", exc.message, kept)
+            return result
+        if self._failure_streak:
+            log.info("the kernel's model list is available again")
+        self._failure_streak = 0
+        seen: dict[str, str | None] = {}
+        for entry in listed:
+            name = entry.get("name")
+            if isinstance(name, str) and name and name not in seen:
+                backend = entry.get("backend")
+                seen[name] = backend if isinstance(backend, str) else None
+        self._discovered = tuple(sorted(seen.items()))
+        self._rebuild()
+        return self._record(True, f"{len(self._discovered)} models listed by the kernel")
+
+    def add_listener(self, listener: ChangeListener) -> Callable[[], None]:
+        """Call ``listener(models)`` after every change; returns a function that removes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    async def first_refresh_done(self, timeout: float | None = None) -> bool:
+        """Wait until the first refresh finished (ok or not); False if ``timeout`` ran out first."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._first_refresh.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def last_refresh_status(self) -> dict | None:
+        """``last_refresh`` as JSON for status output; None before the first refresh."""
+        result = self.last_refresh
+        if result is None:
+            return None
+        return {
+            "ok": result.ok,
+            "message": result.message,
+            "at": result.at,
+            "seconds_ago": round(self._clock() - result.at_monotonic, 3),
+        }
+
+    async def wait_changed(self, since_version: int) -> int:
+        """Return the current ``version`` once it differs from ``since_version``."""
+        while self.version == since_version:
+            await self._changed.wait()
+        return self.version
+
+    # --- background refresh ---------------------------------------------------------------------
+
+    def start(self, *, refresh_now: bool = True) -> None:
+        """Run ``run()`` as a task of the catalog's own (``stop()`` ends it)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self.run(refresh_now=refresh_now), name="aiosd-model-refresh"
+            )
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    async def run(self, *, refresh_now: bool = True) -> None:
+        """The periodic refresh, forever (run it as a task and cancel it, or use start/stop).
+        The first refresh runs at once unless ``refresh_now`` is False (the caller just awaited
+        ``refresh()``); after a failure the next try comes within ``FAILED_REFRESH_RETRY``."""
+        while True:
+            if refresh_now:
+                await self.refresh()
+            refresh_now = True
+            interval = self._settings.refresh_interval
+            if self.last_refresh is not None and not self.last_refresh.ok:
+                interval = min(interval, FAILED_REFRESH_RETRY)
+            self._wake.clear()
+            try:
+                # apply_settings wakes us so a new interval applies at once.
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _record(self, ok: bool, message: str) -> RefreshResult:
+        result = RefreshResult(ok, message, self._wall_clock(), self._clock())
+        self.last_refresh = result
+        self._first_refresh.set()
+        return result
+
+    def _rebuild(self, *, initial: bool = False) -> None:
+        settings = self._settings
+        specs: list[ModelSpec] = []
+        by_id: dict[str, ModelSpec] = {}
+        for spec in settings.map:
+            if spec.id not in by_id:
+                by_id[spec.id] = spec
+                specs.append(spec)
+        if settings.discover:
+            for name, backend in self._discovered:  # already sorted by name (= id)
+                if name not in by_id:
+                    spec = settings.spec_for_discovered(name, backend)
+                    by_id[spec.id] = spec
+                    specs.append(spec)
+        models = tuple(specs)
+        if models == self._models and not initial:
+            return
+        old_ids = {spec.id for spec in self._models}
+        self._models = models
+        self._by_id = by_id
+        if initial:
+            return
+        new_ids = set(by_id)
+        added = sorted(new_ids - old_ids)
+        removed = sorted(old_ids - new_ids)
+        if added or removed:
+            log.info(
+                "models changed: %d exposed; added %s; removed %s",
+                len(models), ", ".join(added) or "none", ", ".join(removed) or "none",
+            )
+        else:
+            log.info("model settings changed (same %d ids)", len(models))
+        self.version += 1
+        # Wake every waiter, then start a fresh event for the next change.
+        self._changed.set()
+        self._changed = asyncio.Event()
+        for listener in list(self._listeners):
+            try:
+                listener(models)
+            except Exception:  # a broken listener must not stop the catalog
+                log.exception("a model-list listener failed")
+
+    def _not_found_message(self, model_id: str) -> str:
+        shown = repr(model_id if len(model_id) <= 100 else model_id[:99] + "…")
+        ids = [spec.id for spec in self._models]
+        if not ids:
+            why = "the kernel's model list is not available yet" if self._settings.discover else "models.map is empty"
+            return f"The model {shown} does not exist: aiosd exposes no models right now ({why})."
+        listed = ", ".join(ids[:NOT_FOUND_LIST_LIMIT])
+        more = len(ids) - NOT_FOUND_LIST_LIMIT
+        if more > 0:
+            listed += f" and {more} more (GET /v1/models lists them all)"
+        return f"The model {shown} does not exist. Available: {listed}."
+

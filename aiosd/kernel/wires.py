@@ -1,0 +1,203 @@
+"""The HTTP libraries behind ``KernelClient``: wires that send one request and hand back its answer or ``NoAnswer``.
+
+What does not live here: deadlines, which path means what, reading the kernel's JSON, and turning
+answers into errors (``kernel_client`` and ``kernel_errors``).
+
+A wire sends one request and hands back status, Retry-After and body bytes, nothing else (so no
+kernel header can travel further), or raises ``NoAnswer``. Two exist because httpx costs about
+0.6 ms of CPU per call on a small machine and aiohttp about 0.15 ms, against a budget of 1 ms for
+everything aiosd adds; httpx stays for its MockTransport and injected transports. Both are
+imported where used: the aiohttp-only daemon is ~4 MB smaller without httpx (and the CLI
+libraries httpx imports when they are installed).
+"""
+
+from __future__ import annotations
+
+import importlib
+from http.cookiejar import CookieJar, CookiePolicy
+from typing import TYPE_CHECKING
+
+from aiosd import __version__
+from aiosd.config.settings import KernelSettings
+
+if TYPE_CHECKING:
+    import httpx
+
+# Connections beyond max_concurrency: the model-list refresh and the canary must not wait
+# behind a full set of /query calls.
+EXTRA_CONNECTIONS = 4
+# Idle connections are dropped before uvicorn's default keep-alive (5 s) closes them under us: a
+# POST on a connection the kernel just closed fails with no answer, and is not retried by default.
+KEEPALIVE = 4.0
+
+USER_AGENT = f"aiosd/{__version__}"
+_JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
+_ACCEPT_JSON = {"accept": "application/json"}
+
+
+class _RejectAllCookies(CookiePolicy):
+    """A cookie policy that neither stores nor sends cookies: the kernel has no sessions."""
+
+    netscape = True
+    rfc2965 = False
+    hide_cookie2 = True
+
+    def set_ok(self, cookie, request) -> bool:  # noqa: ANN001 - CookiePolicy's signature
+        return False
+
+    def return_ok(self, cookie, request) -> bool:  # noqa: ANN001
+        return False
+
+    def domain_return_ok(self, domain, request) -> bool:  # noqa: ANN001
+        return False
+
+    def path_return_ok(self, path, request) -> bool:  # noqa: ANN001
+        return False
+
+
+class Answer:
+    __slots__ = ("status", "retry_after", "body", "path")
+
+    def __init__(self, status: int, retry_after: str | None, body: bytes, path: str) -> None:
+        self.status = status
+        self.retry_after = retry_after
+        self.body = body
+        self.path = path
+
+
+class NoAnswer(Exception):
+    """No usable HTTP answer; ``why`` is a short human reason."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+class Wire:
+    """One connection pool; replaced pools are closed once their calls have finished."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.retired = False
+
+    async def request(self, method: str, path: str, content: bytes | None) -> Answer:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+
+class HttpxWire(Wire):
+    def __init__(
+        self, settings: KernelSettings, transport: httpx.AsyncBaseTransport | None, *, owns_transport: bool
+    ) -> None:
+        import httpx
+
+        super().__init__()
+        size = settings.max_concurrency + EXTRA_CONNECTIONS
+        self.owns_transport = owns_transport
+        self.connect_timeout = settings.connect_timeout
+        self.client = httpx.AsyncClient(
+            base_url=settings.url.rstrip("/"),
+            transport=transport,
+            limits=httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=KEEPALIVE),
+            # The whole call is bounded by asyncio.timeout in KernelClient; httpx only bounds connecting.
+            timeout=httpx.Timeout(None, connect=settings.connect_timeout),
+            cookies=CookieJar(policy=_RejectAllCookies()),
+            follow_redirects=False,
+            # A daemon talking to its kernel must not be re-routed by someone's HTTP_PROXY.
+            trust_env=False,
+            headers={"user-agent": USER_AGENT},
+        )
+
+    async def request(self, method: str, path: str, content: bytes | None) -> Answer:
+        import httpx
+
+        try:
+            response = await self.client.request(
+                method, path, content=content, headers=_JSON_HEADERS if content is not None else _ACCEPT_JSON
+            )
+        except httpx.ConnectTimeout:
+            raise NoAnswer(f"no connection within {self.connect_timeout:g}s") from None
+        except httpx.ConnectError:
+            raise NoAnswer("connection refused or host not found") from None
+        except httpx.RemoteProtocolError:
+            raise NoAnswer("the answer was not valid HTTP or the connection was cut") from None
+        except (httpx.ReadError, httpx.WriteError):
+            raise NoAnswer("the connection was reset") from None
+        except (httpx.HTTPError, OSError) as exc:
+            raise NoAnswer(type(exc).__name__) from None
+        return Answer(response.status_code, response.headers.get("retry-after"), response.content, path)
+
+    async def aclose(self) -> None:
+        if self.owns_transport:
+            await self.client.aclose()
+
+
+class AiohttpWire(Wire):
+    def __init__(self, settings: KernelSettings) -> None:
+        super().__init__()
+        import aiohttp
+
+        self._aiohttp = aiohttp
+        self.base = settings.url.rstrip("/")
+        self.connect_timeout = settings.connect_timeout
+        self.size = settings.max_concurrency + EXTRA_CONNECTIONS
+        self._session: aiohttp.ClientSession | None = None
+        # The whole call is bounded by asyncio.timeout in KernelClient; aiohttp only bounds connecting.
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout)
+
+    def _session_now(self):  # noqa: ANN202 - aiohttp is imported lazily
+        # Built on first use: an aiohttp session belongs to the running event loop.
+        if self._session is None:
+            aiohttp = self._aiohttp
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.size, keepalive_timeout=KEEPALIVE),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,
+                headers={"user-agent": USER_AGENT},
+                auto_decompress=True,
+            )
+        return self._session
+
+    async def request(self, method: str, path: str, content: bytes | None) -> Answer:
+        aiohttp = self._aiohttp
+        try:
+            async with self._session_now().request(
+                method,
+                self.base + path,
+                data=content,
+                headers=_JSON_HEADERS if content is not None else _ACCEPT_JSON,
+                allow_redirects=False,
+                timeout=self._timeout,
+            ) as response:
+                body = await response.read()
+                return Answer(response.status, response.headers.get("retry-after"), body, path)
+        except aiohttp.ServerTimeoutError:  # a TimeoutError subclass: must not look like our deadline
+            raise NoAnswer(f"no connection within {self.connect_timeout:g}s") from None
+        except aiohttp.ClientConnectorError:
+            raise NoAnswer("connection refused or host not found") from None
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
+            raise NoAnswer("the connection was reset") from None
+        except aiohttp.ClientResponseError:
+            raise NoAnswer("the answer was not valid HTTP") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise NoAnswer(type(exc).__name__) from None
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def is_httpx_transport(value: object) -> bool:
+    import httpx
+
+    return isinstance(value, httpx.AsyncBaseTransport)
+
+
+def aiohttp_available() -> bool:
+    try:
+        importlib.import_module("aiohttp")
+    except ImportError:
+        return False
+    return True

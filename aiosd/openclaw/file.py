@@ -1,0 +1,375 @@
+"""OpenClaw's config file on disk: where it is, reading it as JSON5, replacing it atomically (no merging)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import secrets
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import json5
+
+from aiosd.config.settings import OpenClawSettings
+
+NEW_FILE_MODE = 0o600
+NEW_DIR_MODE = 0o700
+BACKUP_SUFFIX = ".aiosd-backup"
+_TEMP_MARK = ".aiosd-"
+_TEMP_SUFFIX = ".tmp"
+
+
+class OpenClawFileError(Exception):
+    """The file cannot be read, parsed or written. The message says what and where; the file is as it was."""
+
+
+# --- where the file is -------------------------------------------------------------------------
+
+
+def openclaw_home(env: Mapping[str, str] = os.environ) -> str:
+    """What ``~`` means to OpenClaw: $OPENCLAW_HOME, else $HOME."""
+    return env.get("OPENCLAW_HOME") or env.get("HOME") or os.path.expanduser("~")
+
+
+def _expand_user(value: str, env: Mapping[str, str]) -> Path:
+    if value == "~" or value.startswith("~/"):
+        return Path(openclaw_home(env) + value[1:])
+    return Path(os.path.expanduser(value))  # "~user/..." or a plain path
+
+
+def resolve_openclaw_path(settings: OpenClawSettings, env: Mapping[str, str] = os.environ) -> Path:
+    """The file OpenClaw reads: ``openclaw.config_path`` if set, else the way OpenClaw looks for it.
+
+    Explicit path (``~`` is $OPENCLAW_HOME, else $HOME); otherwise $OPENCLAW_CONFIG_PATH, else
+    $OPENCLAW_STATE_DIR/openclaw.json, else ~/.openclaw/openclaw.json.
+    """
+    if settings.config_path:
+        path = _expand_user(settings.config_path, env)
+    elif env.get("OPENCLAW_CONFIG_PATH"):
+        path = _expand_user(env["OPENCLAW_CONFIG_PATH"], env)
+    elif env.get("OPENCLAW_STATE_DIR"):
+        path = _expand_user(env["OPENCLAW_STATE_DIR"], env) / "openclaw.json"
+    else:
+        path = Path(openclaw_home(env)) / ".openclaw" / "openclaw.json"
+    return Path(os.path.abspath(path))
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The file's bytes and metadata as read at one moment; ``raw is None`` means it does not exist."""
+
+    path: Path
+    raw: bytes | None
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+
+    @property
+    def exists(self) -> bool:
+        return self.raw is not None
+
+
+def _refuse_non_regular(path: Path, st: os.stat_result) -> None:
+    if stat.S_ISLNK(st.st_mode):
+        raise OpenClawFileError(
+            f"{path} is a symlink; aiosd does not replace symlinks (set openclaw.config_path to its target)"
+        )
+    if stat.S_ISDIR(st.st_mode):
+        raise OpenClawFileError(f"{path} is a directory, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise OpenClawFileError(f"{path} is not a regular file")
+
+
+def read_snapshot(path: Path) -> Snapshot:
+    """Read the file (never following a symlink at its own name)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return Snapshot(path, None)
+    except NotADirectoryError:
+        raise OpenClawFileError(f"{path}: a parent of it is not a directory") from None
+    except OSError as exc:
+        raise OpenClawFileError(f"cannot look at {path}: {_reason(exc)}") from None
+    _refuse_non_regular(path, st)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return Snapshot(path, None)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OpenClawFileError(f"{path} became a symlink while aiosd read it") from None
+        raise OpenClawFileError(f"cannot read {path}: {_reason(exc)}") from None
+    try:
+        st = os.fstat(fd)
+        _refuse_non_regular(path, st)
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    except OSError as exc:
+        raise OpenClawFileError(f"cannot read {path}: {_reason(exc)}") from None
+    finally:
+        os.close(fd)
+    return Snapshot(path, b"".join(chunks), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+
+
+def read_raw(path: Path) -> bytes | None:
+    """Just the current bytes (None when missing), for the check right before a rename."""
+    return read_snapshot(path).raw
+
+
+_JSON5_ERROR = re.compile(r"^<string>:(?P<line>\d+) (?P<what>.*) at column (?P<col>\d+)$", re.S)
+
+
+def parse_document(raw: bytes, path: Path) -> dict:
+    """Parse the file's bytes as JSON5 into its top-level object; errors say where the file is broken."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise OpenClawFileError(f"{path} is not UTF-8 (byte {exc.start}); not touching it") from None
+    if not text.strip():
+        raise OpenClawFileError(f"{path} is empty; not touching it")
+    try:
+        document = _loads(text)
+    except ValueError as exc:
+        message = str(exc)
+        m = _JSON5_ERROR.match(message)
+        if m:
+            what = m["what"].replace("\n", "\\n").replace("\r", "\\r")
+            where = f"line {m['line']}, column {m['col']}: {what[:1].lower()}{what[1:]}"
+        else:
+            where = message.replace("\n", "\\n")
+        raise OpenClawFileError(f"{path} is not valid JSON5 at {where}; not touching it") from None
+    except RecursionError:
+        raise OpenClawFileError(f"{path} is nested too deeply to parse; not touching it") from None
+    if not isinstance(document, dict):
+        raise OpenClawFileError(f"{path} does not hold a JSON object at the top; not touching it")
+    return document
+
+
+def _loads(text: str):
+    # OpenClaw rewrites the file as plain JSON: the C parser reads 1 MB in ~10 ms, where json5's
+    # pure-Python parser takes ~7 s holding the GIL (stalling the daemon's requests). JSON5 only
+    # for files that are not plain JSON; its errors are the ones reported.
+    try:
+        return json.loads(text)
+    except ValueError:
+        return json5.loads(text)
+
+
+def is_plain_json(raw: bytes) -> bool:
+    """True when re-serialising loses nothing but whitespace (no comments, no JSON5-only syntax)."""
+    try:
+        json.loads(raw.decode("utf-8-sig"))
+    except ValueError:
+        return False
+    return True
+
+
+def render(document: dict) -> str:
+    """The text aiosd writes: 2-space JSON with a trailing newline, as OpenClaw writes it."""
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _nearest_existing_dir(path: Path) -> Path:
+    for candidate in path.parents:
+        if candidate.is_dir():
+            return candidate
+    return Path("/")
+
+
+def _owner_of(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_uid, st.st_gid
+
+
+def _chown_as_root(target: int | Path, uid: int | None, gid: int | None) -> None:
+    """Give the file or directory the intended owner; only root can, and failing to is not fatal."""
+    if uid is None or gid is None or os.geteuid() != 0:
+        return
+    try:
+        if isinstance(target, int):
+            st = os.fstat(target)
+            if (st.st_uid, st.st_gid) != (uid, gid):
+                os.fchown(target, uid, gid)
+        else:
+            st = os.lstat(target)
+            if (st.st_uid, st.st_gid) != (uid, gid):
+                os.chown(target, uid, gid, follow_symlinks=False)
+    except OSError:
+        pass  # e.g. EPERM in a user namespace: the file keeps aiosd's owner
+
+
+def ensure_directory(path: Path) -> None:
+    """Create the file's directory (0700; owned like its nearest existing parent when root)."""
+    directory = path.parent
+    if directory.is_dir():
+        return
+    uid, gid = _owner_of(_nearest_existing_dir(path))
+    missing = [d for d in [directory, *directory.parents] if not d.exists()]
+    try:
+        for d in reversed(missing):
+            os.mkdir(d, NEW_DIR_MODE)
+            os.chmod(d, NEW_DIR_MODE)  # mkdir's mode is filtered by the umask
+            _chown_as_root(d, uid, gid)
+    except FileExistsError:
+        if not directory.is_dir():
+            raise OpenClawFileError(f"cannot create {directory}: a file is in the way") from None
+    except OSError as exc:
+        raise OpenClawFileError(f"cannot create directory {directory}: {_reason(exc)}") from None
+
+
+def intended_owner(snapshot: Snapshot) -> tuple[int | None, int | None]:
+    """The original owner, or for a new file the owner of its directory."""
+    if snapshot.exists:
+        return snapshot.uid, snapshot.gid
+    try:
+        return _owner_of(snapshot.path.parent)
+    except OSError:
+        return None, None
+
+
+def temp_path_for(path: Path) -> Path:
+    return path.with_name(f".{path.name}{_TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{_TEMP_SUFFIX}")
+
+
+def remove_stale_temp_files(path: Path) -> None:
+    """Delete temp files (of the file or its backup) left behind by an aiosd process killed mid-write."""
+    # the backup's prefix first: the file's own prefix is a prefix of it
+    prefixes = (f".{backup_path_for(path).name}{_TEMP_MARK}", f".{path.name}{_TEMP_MARK}")
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return
+    for name in names:
+        prefix = next((p for p in prefixes if name.startswith(p)), None)
+        if prefix is None or not name.endswith(_TEMP_SUFFIX):
+            continue
+        try:
+            pid = int(name[len(prefix) :].split("-", 1)[0])
+        except ValueError:
+            continue
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        try:
+            os.unlink(path.parent / name)
+        except OSError:
+            pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_temp(path: Path, data: bytes, *, mode: int, uid: int | None, gid: int | None) -> Path:
+    """Write ``data`` to a new temp file beside ``path``, with its mode and owner, fsynced."""
+    tmp = temp_path_for(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, NEW_FILE_MODE)
+    except OSError as exc:
+        raise OpenClawFileError(f"cannot write in {path.parent}: {_reason(exc)}") from None
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fchmod(fd, mode)
+        _chown_as_root(fd, uid, gid)
+        os.fsync(fd)
+    except OSError as exc:
+        os.close(fd)
+        discard(tmp)
+        raise OpenClawFileError(f"cannot write {path}: {_reason(exc)}") from None
+    os.close(fd)
+    return tmp
+
+
+def discard(tmp: Path) -> None:
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+
+
+def fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a directory; the rename itself is done
+    finally:
+        os.close(fd)
+
+
+def replace(tmp: Path, path: Path) -> None:
+    """Rename the temp file over the original and make the rename durable."""
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        discard(tmp)
+        raise OpenClawFileError(f"cannot replace {path}: {_reason(exc)}") from None
+    fsync_directory(path.parent)
+
+
+def backup_path_for(path: Path) -> Path:
+    return path.with_name(path.name + BACKUP_SUFFIX)
+
+
+def keep_backup_once(snapshot: Snapshot) -> Path | None:
+    """Save the original beside the file as ``<name>.aiosd-backup`` unless a backup already exists.
+
+    Returns the backup's path when one was written now. The backup is written to a temp file and
+    hard-linked into place, so it is complete or absent and never overwritten.
+    """
+    assert snapshot.raw is not None
+    backup = backup_path_for(snapshot.path)
+    if os.path.lexists(backup):
+        return None
+    tmp = write_temp(
+        backup, snapshot.raw, mode=snapshot.mode or NEW_FILE_MODE, uid=snapshot.uid, gid=snapshot.gid
+    )
+    try:
+        os.link(tmp, backup)
+    except FileExistsError:
+        return None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise OpenClawFileError(f"cannot keep a backup at {backup}: {_reason(exc)}") from None
+        try:  # no hard links here: a rename, still never over an existing backup
+            if os.path.lexists(backup):
+                return None
+            os.replace(tmp, backup)
+        except OSError as exc2:
+            raise OpenClawFileError(f"cannot keep a backup at {backup}: {_reason(exc2)}") from None
+    finally:
+        discard(tmp)
+    fsync_directory(backup.parent)
+    return backup
+
+
+def check_writable(snapshot: Snapshot) -> None:
+    """Refuse a file its owner made read-only for aiosd's user (a rename would bypass that)."""
+    if snapshot.exists and not os.access(snapshot.path, os.W_OK, follow_symlinks=False):
+        raise OpenClawFileError(f"{snapshot.path} is not writable for aiosd's user")

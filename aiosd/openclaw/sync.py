@@ -1,0 +1,241 @@
+"""One sync of OpenClaw's openclaw.json with aiosd's models: read, merge, write if changed, report.
+
+``sync_openclaw`` is blocking (the daemon runs it with ``asyncio.to_thread``) and never raises for
+file problems; it returns a ``SyncResult`` and logs exactly one line on the ``aiosd.openclaw``
+logger. Path handling and atomic writes live in ``openclaw_file``, the pure merge in
+``openclaw_merge``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from aiosd.config.settings import Config, ModelSpec, OpenClawSettings
+from aiosd.openclaw import file as files
+from aiosd.openclaw.file import OpenClawFileError, resolve_openclaw_path
+from aiosd.openclaw.merge import (
+    MergeConflict,
+    allowlists_in,
+    desired_provider,
+    merge,
+    remove,
+)
+
+__all__ = [
+    "SyncResult",
+    "openclaw_api_key",
+    "resolve_openclaw_path",
+    "sync_openclaw",
+]
+
+log = logging.getLogger("aiosd.openclaw")
+
+Outcome = Literal["written", "created", "unchanged", "refused", "removed", "dry_run"]
+
+# How often aiosd merges again on top of someone else's write before giving up until next time.
+MAX_MERGE_ROUNDS = 5
+DEFAULT_API_KEY = "aiosd-local"
+_REDACTED = "<redacted>"
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    """What one sync did. ``message`` is the one human line that was logged; ``diff`` is never logged."""
+
+    outcome: Outcome
+    path: Path | None
+    message: str
+    diff: str = ""
+    at: float = field(default_factory=time.time)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome != "refused"
+
+    @property
+    def changed(self) -> bool:
+        return self.outcome in ("written", "created", "removed")
+
+    def status_line(self) -> str:
+        """For STATUS= and ``aiosd status``: outcome, local time, message."""
+        return f"openclaw {self.outcome} at {time.strftime('%H:%M:%S', time.localtime(self.at))}: {self.message}"
+
+    def as_dict(self) -> dict:
+        return {"outcome": self.outcome, "path": str(self.path) if self.path else None,
+                "message": self.message, "at": self.at}
+
+
+def openclaw_api_key(config: Config) -> str:
+    """The apiKey written for OpenClaw: openclaw.api_key, else the first auth key, else "aiosd-local"."""
+    if config.openclaw.api_key:
+        return config.openclaw.api_key
+    if config.auth.keys:
+        return config.auth.keys[0]
+    return DEFAULT_API_KEY
+
+
+def sync_openclaw(
+    settings: OpenClawSettings,
+    models: Sequence[ModelSpec],
+    *,
+    base_url: str,
+    api_key: str,
+    dry_run: bool = False,
+    remove: bool = False,
+    with_diff: bool = False,
+    env: Mapping[str, str] = os.environ,
+    _before_replace: Callable[[Path], None] | None = None,
+) -> SyncResult:
+    """Bring OpenClaw's file in step with ``models`` (or take aiosd's entries out with ``remove``).
+
+    Blocking; run it with ``asyncio.to_thread`` from the daemon. File problems never raise: they
+    come back as outcome "refused" with the file as it was. ``_before_replace`` is a test hook
+    called with the path after the temp file is written and before the last re-read.
+    ``with_diff`` fills ``SyncResult.diff`` (always filled for ``dry_run``): a whole-file diff of
+    a 1 MB file costs seconds, so the daemon, which never shows it, does not ask for it.
+    """
+    path: Path | None = None
+    try:
+        path = resolve_openclaw_path(settings, env)
+        result = _sync(settings, models, path, base_url, api_key, dry_run, remove, with_diff or dry_run, _before_replace)
+    except (OpenClawFileError, MergeConflict) as exc:
+        reason = str(exc) if isinstance(exc, OpenClawFileError) else f"{path}: {exc}; not touching it"
+        result = SyncResult("refused", path, f"{reason}; will try again at the next sync")
+    except Exception as exc:  # a bug must not take the daemon down; say so loudly, traceback included
+        result = SyncResult("refused", path, f"internal error ({type(exc).__name__}: {exc}); will try again")
+        log.error("openclaw sync refused: %s", result.message, exc_info=True)
+        return result
+    _log(result)
+    return result
+
+
+def _log(result: SyncResult) -> None:
+    if result.outcome == "refused":
+        by_choice = result.message.startswith("not creating")  # openclaw.create: false, file absent
+        log.log(logging.WARNING if by_choice else logging.ERROR, "openclaw sync refused: %s", result.message)
+    else:
+        log.info("openclaw sync %s: %s", result.outcome, result.message)
+
+
+def _sync(
+    settings: OpenClawSettings,
+    models: Sequence[ModelSpec],
+    path: Path,
+    base_url: str,
+    api_key: str,
+    dry_run: bool,
+    removing: bool,
+    with_diff: bool,
+    before_replace: Callable[[Path], None] | None,
+) -> SyncResult:
+    provider_id = settings.provider_id
+    try:
+        provider = None if removing else desired_provider(models, base_url, api_key)
+    except ValueError as exc:
+        return SyncResult("refused", path, f"not writing {path}: {exc}")
+    what = "" if removing else f"provider {provider_id}, {_count(provider['models'])}"
+
+    for _ in range(MAX_MERGE_ROUNDS):
+        snapshot = files.read_snapshot(path)
+        if not snapshot.exists:
+            if removing:
+                return SyncResult("unchanged", path, f"{path} does not exist; nothing to remove")
+            if not settings.create:
+                return SyncResult("refused", path, f"not creating {path}: it does not exist and openclaw.create is off")
+            old_text, document = "", {}
+        else:
+            old_text = snapshot.raw.decode("utf-8-sig", errors="replace")
+            document = files.parse_document(snapshot.raw, path)
+
+        notes: list[str] = []
+        if removing:
+            new_document = remove(document, provider_id, notes=notes)
+            allowlists = []
+        else:
+            new_document = merge(
+                document, provider_id, provider,
+                allowlist=settings.allowlist, allow_entries=settings.allow_entries, notes=notes,
+            )
+            allowlists = allowlists_in(new_document, settings.allowlist)
+        parts = [] if removing else [what, "allowlist: " + (", ".join(allowlists) or "none to maintain")]
+        parts += notes
+
+        new_text = files.render(new_document)
+        if snapshot.exists and files.render(document) == new_text:
+            if removing:
+                return SyncResult("unchanged", path, f"{path} has no entries of provider {provider_id}; nothing to remove")
+            return SyncResult("unchanged", path, _line(f"{path} already up to date", parts))
+
+        diff = _redacted(_diff(old_text, new_text, path)) if with_diff else ""
+        if dry_run:
+            verb = "would create" if not snapshot.exists else "would change"
+            return SyncResult("dry_run", path, _line(f"{verb} {path}", parts), diff)
+
+        if not snapshot.exists:
+            files.ensure_directory(path)
+        files.check_writable(snapshot)
+        files.remove_stale_temp_files(path)
+        uid, gid = files.intended_owner(snapshot)
+        mode = snapshot.mode if snapshot.exists else files.NEW_FILE_MODE
+        tmp = files.write_temp(path, new_text.encode("utf-8"), mode=mode, uid=uid, gid=gid)
+        try:
+            if before_replace is not None:
+                before_replace(path)
+            if files.read_raw(path) != snapshot.raw:
+                files.discard(tmp)
+                continue  # someone else wrote meanwhile: merge again on top of their version
+            backup = None
+            if snapshot.exists and settings.backup and not files.is_plain_json(snapshot.raw):
+                backup = files.keep_backup_once(snapshot)
+            files.replace(tmp, path)
+        except BaseException:
+            files.discard(tmp)
+            raise
+        if backup is not None:
+            parts.append(f"original (JSON5, comments) kept as {backup.name}")
+        if not snapshot.exists:
+            return SyncResult("created", path, _line(f"created {path}", parts), diff)
+        if removing:
+            head = f"took provider {provider_id} and its allowlist entries out of {path}"
+            return SyncResult("removed", path, _line(head, parts), diff)
+        return SyncResult("written", path, _line(f"updated {path}", parts), diff)
+
+    return SyncResult(
+        "refused", path,
+        f"{path} changed {MAX_MERGE_ROUNDS} times while aiosd was writing it; will try again at the next sync",
+    )
+
+
+def _line(head: str, parts: list[str]) -> str:
+    return f"{head} ({'; '.join(parts)})" if parts else head
+
+
+def _count(rows: list) -> str:
+    return f"{len(rows)} model" + ("" if len(rows) == 1 else "s")
+
+
+def _diff(old_text: str, new_text: str, path: Path) -> str:
+    return "".join(
+        difflib.unified_diff(
+            old_text.splitlines(keepends=True),
+            new_text.splitlines(keepends=True),
+            fromfile=f"{path} (before)" if old_text else "/dev/null",
+            tofile=f"{path} (after)",
+        )
+    )
+
+
+_API_KEY_VALUE = re.compile(r"""(["']?apiKey["']?\s*:\s*)(["'])(?:(?!\2)[^\\]|\\.)*\2""")
+
+
+def _redacted(diff: str) -> str:
+    """The diff without any provider's string apiKey (the CLI prints it; it is never logged)."""
+    return _API_KEY_VALUE.sub(lambda m: f'{m[1]}{m[2]}{_REDACTED}{m[2]}', diff)

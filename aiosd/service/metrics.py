@@ -1,0 +1,120 @@
+"""Prometheus metrics: one registry per daemon, every label from a closed set."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    exposition,
+    generate_latest,
+)
+
+# The classic text format every scraper reads (prometheus-client >= 0.22 calls 1.0.0 "latest", which
+# only Prometheus 3 names; generate_latest's output is 0.0.4 as long as names are plain ASCII).
+CONTENT_TYPE = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", exposition.CONTENT_TYPE_LATEST)
+
+# Outcomes a request can end in; anything else is a bug, not a new label value.
+OUTCOMES = (
+    "ok",
+    "invalid_request",
+    "unauthorized",
+    "unknown_model",
+    "too_large",
+    "rate_limited",
+    "kernel_error",
+    "kernel_timeout",
+    "kernel_unreachable",
+    "queue_timeout",
+    "client_disconnected",
+    "internal_error",
+)
+# Every model id a client sends that aiosd does not expose is counted under this one label value.
+UNKNOWN_MODEL = "_unknown"
+RELOAD_RESULTS = ("ok", "refused")
+SYNC_RESULTS = ("written", "created", "unchanged", "refused", "removed", "dry_run")  # openclaw_sync.Outcome
+CANARY_RESULTS = ("answered", "failed")
+STATUS_CLASSES = ("ok", "unreachable", "timeout", "429", "1xx", "2xx", "3xx", "4xx", "5xx", "other")
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "aiosd_requests", "Chat completion requests by model and outcome.", ["model", "outcome"], registry=r
+        )
+        self.request_duration = Histogram(
+            "aiosd_request_duration_seconds", "Whole request time, queue and retries included.", ["model"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.kernel_call_duration = Histogram(
+            "aiosd_kernel_call_duration_seconds", "One /query call to the kernel.", ["result"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.queue_wait = Histogram(
+            "aiosd_queue_wait_seconds", "Time a kernel call waited for a free slot in aiosd's queue.",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.retries = Counter(
+            "aiosd_retries", "Kernel calls retried, by the status class that caused it.", ["status_class"], registry=r
+        )
+        self.retry_wait = Counter(
+            "aiosd_retry_wait_seconds", "Time spent waiting between retries (rate limits mostly).", registry=r
+        )
+        self.in_flight = Gauge("aiosd_kernel_calls_in_flight", "Kernel calls in flight.", registry=r)
+        self.queued = Gauge("aiosd_kernel_calls_queued", "Kernel calls waiting in aiosd's queue.", registry=r)
+        self.reloads = Counter("aiosd_config_reloads", "Config reloads by result.", ["result"], registry=r)
+        self.syncs = Counter("aiosd_openclaw_syncs", "OpenClaw config syncs by result.", ["result"], registry=r)
+        self.overhead = Histogram(
+            "aiosd_overhead_seconds", "aiosd's own time per request: not spent waiting on the kernel, queue or retries.",
+            buckets=_OVERHEAD_BUCKETS, registry=r,
+        )
+        self.models_exposed = Gauge("aiosd_models_exposed", "Models aiosd currently exposes.", registry=r)
+        self.kernel_ready = Gauge("aiosd_kernel_ready", "1 while the kernel has answered recently.", registry=r)
+        self.canaries = Counter(
+            "aiosd_canary_queries", "Canary /query calls (kernel.probe_interval) by result.", ["result"], registry=r
+        )
+        # Every series of a closed label set exists from the start, so rate() sees the first event.
+        for result in RELOAD_RESULTS:
+            self.reloads.labels(result)
+        for result in SYNC_RESULTS:
+            self.syncs.labels(result)
+        for result in CANARY_RESULTS:
+            self.canaries.labels(result)
+        # labels() takes a lock and builds a key on every call; the request path asks for the same
+        # few children each time, so keep them (bounded like the series: known model ids only).
+        self._request_children: dict[tuple[str, str], object] = {}
+        self._duration_children: dict[str, object] = {}
+
+    def requests_child(self, model: str, outcome: str):
+        """``requests.labels(model, outcome)``, cached."""
+        child = self._request_children.get((model, outcome))
+        if child is None:
+            child = self._request_children[(model, outcome)] = self.requests.labels(model, outcome)
+        return child
+
+    def request_duration_child(self, model: str):
+        """``request_duration.labels(model)``, cached."""
+        child = self._duration_children.get(model)
+        if child is None:
+            child = self._duration_children[model] = self.request_duration.labels(model)
+        return child
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE
+
+
+def status_class(status: int | None) -> str:
+    """A kernel status as one of ``STATUS_CLASSES``: 0 is no usable answer, None aiosd's own deadline."""
+    if status is None:
+        return "timeout"
+    if status == 0:
+        return "unreachable"
+    if status == 429:
+        return "429"
+    return f"{status // 100}xx" if 100 <= status < 600 else "other"

@@ -1,0 +1,283 @@
+"""The daemon's live state: the current config generation and the long-lived parts built from it."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from dataclasses import dataclass
+
+from aiosd import __version__
+from aiosd.config.settings import Config
+from aiosd.kernel.admission import AdmissionQueue
+from aiosd.kernel.canary import CanaryState
+from aiosd.kernel.client import KernelClient
+from aiosd.kernel.model_catalog import ModelCatalog
+from aiosd.kernel.retry import RetryPolicy
+from aiosd.service.metrics import Metrics
+
+log = logging.getLogger("aiosd.runtime")
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """What one request runs on from start to end, even if the config is reloaded meanwhile."""
+
+    number: int
+    config: Config
+    kernel: KernelClient  # one client for the daemon's life; it swaps its pool on reload
+    retry: RetryPolicy
+
+
+class Runtime:
+    def __init__(self, config: Config, *, notifier_status=lambda: None, kernel_transport=None) -> None:
+        self.metrics = Metrics()
+        self.started_monotonic = time.monotonic()
+        self.started_wall = time.time()
+        self.kernel = KernelClient(config.kernel, transport=kernel_transport)
+        self.current = Generation(1, config, self.kernel, RetryPolicy(config.retry))
+        self.admission = AdmissionQueue(config.kernel.max_concurrency)
+        self.catalog = ModelCatalog(config.models, self.kernel)
+        self.last_reload = None  # set by the daemon: a ReloadOutcome
+        self.last_sync = None  # an openclaw_sync.SyncResult
+        self.retry_times: collections.deque[float] = collections.deque(maxlen=10_000)
+        self._notifier_status = notifier_status
+        self._tasks: list[asyncio.Task] = []
+        self._sync_wanted = asyncio.Event()
+        self.syncs_done = 0
+        self._sync_finished = asyncio.Condition()
+        self._config_applied = asyncio.Event()  # wakes the canary loop when probe_interval changes
+        self.canary = CanaryState()
+        self._was_ready: bool | None = None  # for logging readiness changes once each
+        self.metrics.models_exposed.set_function(lambda: len(self.catalog.models()))
+        self.metrics.in_flight.set_function(lambda: self.admission.in_flight)
+        self.metrics.queued.set_function(lambda: self.admission.queued)
+        self.metrics.kernel_ready.set_function(lambda: 1.0 if self.readiness()[0] else 0.0)
+
+    # --- shorthands -------------------------------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        return self.current.config
+
+    @property
+    def generation(self) -> int:
+        return self.current.number
+
+    # --- life -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.catalog.add_listener(lambda _models: self._models_changed())
+        self.catalog.start()
+        self._tasks.append(asyncio.create_task(self._openclaw_loop(), name="openclaw-sync"))
+        self._tasks.append(asyncio.create_task(self._canary_loop(), name="kernel-canary"))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.catalog.stop()
+        await self.kernel.close()
+
+    async def apply(self, config: Config) -> list[str]:
+        """Swap in a new config; returns notes for the log (what changed, what needs a restart)."""
+        old = self.current.config
+        notes = []
+        if (config.listen_host, config.listen_port) != (old.listen_host, old.listen_port):
+            notes.append(f"listen changed to {config.listen} but needs a restart (still on {old.listen})")
+        if config.kernel != old.kernel:
+            # Calls in flight finish on the old connection pool; new ones use the new settings.
+            self.kernel.apply_settings(config.kernel)
+        self.current = Generation(self.current.number + 1, config, self.kernel, RetryPolicy(config.retry))
+        self.admission.resize(config.kernel.max_concurrency)
+        self.catalog.apply_settings(config.models)
+        self.record_reload(ok=True)
+        self._sync_wanted.set()
+        self._config_applied.set()
+        asyncio.get_running_loop().create_task(self.catalog.refresh())
+        return notes
+
+    def record_reload(self, *, ok: bool) -> None:
+        self.metrics.reloads.labels("ok" if ok else "refused").inc()
+        self._notifier_status()
+
+    def _models_changed(self) -> None:
+        self._sync_wanted.set()
+        self._notifier_status()
+
+    # --- OpenClaw's config file ---------------------------------------------------------------
+
+    async def sync_openclaw_now(self):
+        from aiosd.openclaw.sync import openclaw_api_key, sync_openclaw
+
+        config = self.config
+        result = await asyncio.to_thread(
+            sync_openclaw,
+            config.openclaw,
+            list(self.catalog.models()),
+            base_url=config.own_base_url,
+            api_key=openclaw_api_key(config),
+        )
+        self.last_sync = result
+        self.metrics.syncs.labels(result.outcome).inc()
+        self._notifier_status()
+        async with self._sync_finished:
+            self.syncs_done += 1
+            self._sync_finished.notify_all()
+        return result
+
+    async def wait_for_sync(self, after: int) -> None:
+        """Return once more than ``after`` OpenClaw syncs have finished (for tests and the CLI)."""
+        async with self._sync_finished:
+            await self._sync_finished.wait_for(lambda: self.syncs_done > after)
+
+    async def _openclaw_loop(self) -> None:
+        # Let the first model-list refresh finish, so the first write already lists the kernel's models.
+        try:
+            await asyncio.wait_for(self.catalog.refresh(), 5.0)
+        except asyncio.TimeoutError:
+            pass
+        while True:
+            self._sync_wanted.clear()
+            if self.config.openclaw.sync:
+                try:
+                    await self.sync_openclaw_now()
+                except Exception:  # a bug here must not stop the daemon serving
+                    log.exception("OpenClaw sync failed unexpectedly; trying again next interval")
+            try:
+                await asyncio.wait_for(self._sync_wanted.wait(), self.config.openclaw.interval)
+            except asyncio.TimeoutError:
+                pass
+
+    # --- readiness ----------------------------------------------------------------------------
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason): the kernel gave a meaningful answer within ``kernel.ready_window`` and
+        nothing has failed since. Only answers count (forwarded calls, model-list refreshes, the
+        canary), never the kernel's /status, which says ok with a dead scheduler."""
+        ready, reason = self._kernel_readiness()
+        if ready != self._was_ready and (self._was_ready is not None or ready):
+            if ready:
+                log.info("kernel ready: it answered within the last %gs", self.config.kernel.ready_window)
+            else:
+                log.warning("kernel not ready: %s", reason)
+        self._was_ready = ready
+        return ready, reason
+
+    def _kernel_readiness(self) -> tuple[bool, str]:
+        kernel = self.kernel
+        url = self.config.kernel.url
+        window = self.config.kernel.ready_window
+        now = time.monotonic()
+        last, failed_at = kernel.last_success_at, kernel.last_failure_at
+        if last is None:
+            tried = "" if failed_at is None else f" (last try {now - failed_at:.1f}s ago: {kernel.last_failure})"
+            return False, f"the kernel at {url} has not answered yet{tried}"
+        if failed_at is not None and failed_at >= last:
+            return False, (f"the kernel at {url} failed {now - failed_at:.1f}s ago: {kernel.last_failure} "
+                           f"(last answer {now - last:.1f}s ago)")
+        age = now - last
+        if age > window:
+            waiting = self.canary.waiting_for(now)
+            canary = "" if waiting is None else f"; a canary /query has been waiting {waiting:.1f}s"
+            return False, f"the kernel at {url} has not answered for {age:.1f}s (ready_window {window:g}s){canary}"
+        return True, "ok"
+
+    async def _canary_loop(self) -> None:
+        from aiosd.kernel.canary import run_canary
+
+        while True:
+            interval = self.config.kernel.probe_interval
+            self._config_applied.clear()
+            if interval <= 0:  # off: costs nothing until a reload turns it on
+                await self._config_applied.wait()
+                continue
+            try:
+                await asyncio.wait_for(self._config_applied.wait(), interval)
+                continue  # reloaded: start over with the new interval
+            except asyncio.TimeoutError:
+                pass
+            kernel = self.kernel
+            last = kernel.last_success_at
+            failed_since = kernel.last_failure_at is not None and (last is None or kernel.last_failure_at >= last)
+            if last is not None and time.monotonic() - last < interval and not failed_since:
+                continue  # real traffic already proved the kernel works
+            # Awaited here, so at most one canary is ever in flight (a hung one holds a kernel worker).
+            try:
+                await run_canary(self)
+            except Exception:  # a bug here must not end the canary for the daemon's life
+                log.exception("kernel canary failed unexpectedly; trying again next interval")
+            self.readiness()  # logs a change of readiness the canary caused
+
+    # --- reporting ----------------------------------------------------------------------------
+
+    def retries_recent(self, window: float = 300.0) -> int:
+        cutoff = time.monotonic() - window
+        return sum(1 for t in self.retry_times if t >= cutoff)
+
+    def status_line(self) -> str:
+        """The one-line STATUS= systemd shows in ``systemctl status``."""
+        parts = [f"gen {self.generation}", f"{len(self.catalog.models())} models"]
+        ready, reason = self.readiness()
+        parts.append("kernel ok" if ready else "kernel not ready")
+        if self.admission.in_flight or self.admission.queued:
+            parts.append(f"{self.admission.in_flight} in flight, {self.admission.queued} queued")
+        reload = self.last_reload
+        if reload is not None and not reload.ok:
+            first = reload.problems[0] if reload.problems else "invalid"
+            parts.append(f"last reload REFUSED ({len(reload.problems)} problem(s): {first}); serving last good config")
+        elif reload is not None and reload.reason != "start":
+            parts.append("last reload ok")
+        if self.last_sync is not None:
+            parts.append(f"openclaw sync {self.last_sync.outcome}")
+        return "; ".join(parts)
+
+    def status(self) -> dict:
+        config = self.config
+        ready, reason = self.readiness()
+        kernel = self.kernel
+        reload = self.last_reload
+        sync = self.last_sync
+        return {
+            "version": __version__,
+            "uptime_seconds": round(time.monotonic() - self.started_monotonic, 3),
+            "started_at": self.started_wall,
+            "config": {
+                "path": str(config.source_path) if config.source_path else None,
+                "generation": self.generation,
+                "listen": config.listen,
+                "last_reload": None if reload is None else {
+                    "ok": reload.ok, "at": reload.at, "reason": reload.reason,
+                    "problems": reload.problems, "notes": reload.notes,
+                },
+            },
+            "models": [
+                {"id": m.id, "kernel_model": m.kernel_model, "source": m.source, "tools": m.tools}
+                for m in self.catalog.models()
+            ],
+            "model_refresh": self.catalog.last_refresh_status(),
+            "kernel": {
+                "url": config.kernel.url,
+                "ready": ready,
+                "reason": reason,
+                "last_answer_seconds_ago": None if kernel.last_success_at is None
+                else round(time.monotonic() - kernel.last_success_at, 3),
+                "recent_latency_seconds": kernel.recent_latency(),
+                "last_failure": None if kernel.last_failure_at is None else {
+                    "seconds_ago": round(time.monotonic() - kernel.last_failure_at, 3),
+                    "message": kernel.last_failure,
+                },
+                "canary": self.canary.as_dict(config.kernel.probe_interval),
+            },
+            "calls": {
+                "in_flight": self.admission.in_flight,
+                "queued": self.admission.queued,
+                "max_concurrency": config.kernel.max_concurrency,
+                "retries_last_5m": self.retries_recent(),
+            },
+            "openclaw_sync": None if sync is None else sync.as_dict(),
+        }
+
+
+

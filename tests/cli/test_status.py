@@ -1,0 +1,100 @@
+"""``aiosd status`` against a real aiosd: readable and --json, after a refused reload, and when nothing answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+
+from aiosd import __version__
+from aiosd.cli.main import main
+from tests.support.aiosd_harness import config_for, free_port, serve_aiosd
+from tests.support.fake_kernel import FakeKernel
+from tests.support.observability import attach_daemon
+
+KEY = "sk-status-0123456789"
+CHAT = {"model": "sonnet", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def keyed_config(tmp_path, kernel_url: str, extra: str = ""):
+    """A config whose API key lives in a file next to it, as an operator would keep it."""
+    (tmp_path / "aiosd.key").write_text(KEY + "\n")
+    return config_for(tmp_path, kernel_url, 'auth: {keys: [{file: "aiosd.key"}]}\n' + extra)
+
+
+async def aiosd_status(*args: str) -> int:
+    # The CLI is synchronous; the daemon it asks runs in this test's loop.
+    return await asyncio.to_thread(main, ["status", *args])
+
+
+async def test_status_reads_well_in_a_terminal(tmp_path, capsys):
+    with FakeKernel() as kernel:
+        config = keyed_config(tmp_path, kernel.url, "models: {discover: true}")
+        async with serve_aiosd(config) as aiosd:
+            async with httpx.AsyncClient(base_url=aiosd.url, headers={"authorization": f"Bearer {KEY}"}) as client:
+                assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
+            code = await aiosd_status("--config", str(config.source_path))
+    out, err = capsys.readouterr()
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0].startswith(f"aiosd {__version__}, up ")
+    assert lines[1] == f"config     {config.source_path} (generation 1, listening on {config.listen})"
+    assert f"kernel     {kernel.url}: ready" in lines
+    assert any(line.strip().startswith("latency of the last 1 calls: p50 ") for line in lines)
+    assert "calls      0 in flight / 4, 0 queued, 0 retries in the last 5 minutes" in lines
+    assert f"models     {1 + len(kernel.models)}" in lines
+    assert any(line.split() == ["sonnet", "->", "gpt-4o-mini", "(map,", "tools:", "prompt)"] for line in lines)
+    assert any(line.split()[:4] == ["qwen2.5:7b", "->", "qwen2.5:7b", "(discovery,"] for line in lines)
+    assert lines[-1] == "openclaw   no sync yet"
+    assert KEY not in out
+
+
+async def test_status_json_is_the_daemons_status_document(tmp_path, capsys):
+    with FakeKernel() as kernel:
+        config = keyed_config(tmp_path, kernel.url)
+        async with serve_aiosd(config) as aiosd:
+            code = await aiosd_status("--config", str(config.source_path), "--json")
+            expected_keys = set(aiosd.runtime.status())
+    document = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert set(document) == expected_keys
+    assert document["kernel"]["ready"] is False
+    assert document["kernel"]["reason"] == f"the kernel at {kernel.url} has not answered yet"
+
+
+async def test_status_works_while_the_file_is_invalid_and_shows_the_refused_reload(tmp_path, capsys):
+    with FakeKernel() as kernel:
+        config = keyed_config(tmp_path, kernel.url)
+        async with serve_aiosd(config) as aiosd:
+            daemon = await attach_daemon(aiosd)
+            text = config.source_path.read_text()
+            config.source_path.write_text(text.replace("max_retries: 3", "max_retries: lots"))
+            assert (await daemon.reload("file changed")).ok is False
+            code = await aiosd_status("--config", str(config.source_path))
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert "does not load (1 problem(s), first:" in err and "retry.max_retries" in err
+    assert "reload     REFUSED, still serving the last good config" in out
+    problem = next(line for line in out.splitlines() if line.strip().startswith("- "))
+    assert "retry.max_retries" in problem
+    assert "(generation 1," in out
+
+
+async def test_status_says_when_nothing_answers(tmp_path, capsys):
+    config = config_for(tmp_path, f"http://127.0.0.1:{free_port()}")  # never served
+    code = await aiosd_status("--config", str(config.source_path))
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert err.startswith(f"aiosd is not answering at http://{config.listen}: ")
+
+
+async def test_status_with_a_wrong_key_says_so(tmp_path, capsys):
+    with FakeKernel() as kernel:
+        config = keyed_config(tmp_path, kernel.url)
+        async with serve_aiosd(config) as aiosd:
+            (tmp_path / "aiosd.key").write_text("sk-not-the-key-at-all\n")
+            code = await aiosd_status("--config", str(config.source_path), "--url", aiosd.url)
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert err.startswith(f"aiosd at {aiosd.url} answered /status with HTTP 401: missing or wrong API key")

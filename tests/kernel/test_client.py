@@ -1,0 +1,608 @@
+"""KernelClient: every way the kernel answers (or does not) becomes a result or the right KernelError."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from aiosd.config.settings import KernelSettings
+from aiosd.errors import (
+    KernelBadAnswer,
+    KernelRateLimited,
+    KernelRejected,
+    KernelTimeout,
+    KernelUnreachable,
+)
+from aiosd.kernel.client import KernelClient
+from aiosd.kernel.errors import parse_retry_after, scrub, summarize_validation_detail
+
+BODY = {
+    "agent_name": "openclaw",
+    "query_type": "llm",
+    "query_data": {"messages": [{"role": "user", "content": "hello"}], "llms": [{"name": "m"}]},
+}
+
+
+def kernel_settings(url: str = "http://kernel.test", **overrides) -> KernelSettings:
+    values = dict(
+        url=url,
+        agent_name="openclaw",
+        timeout=5.0,
+        connect_timeout=1.0,
+        max_concurrency=4,
+        queue_timeout=5.0,
+        ready_window=300.0,
+        probe_interval=0.0,
+        probe_model=None,
+    )
+    values.update(overrides)
+    return KernelSettings(**values)
+
+
+def inner(status_code: int = 200, message: str | None = "Hi!", error: str | None = None) -> dict:
+    return {
+        "response": {
+            "response_class": "llm",
+            "response_message": message,
+            "tool_calls": None,
+            "finished": True,
+            "error": error,
+            "status_code": status_code,
+        },
+        "start_times": [],
+        "end_times": [],
+        "waiting_times": [],
+        "turnaround_times": [],
+    }
+
+
+def client_answering(handler) -> KernelClient:
+    return KernelClient(kernel_settings(), transport=httpx.MockTransport(handler))
+
+
+def answer(status: int = 200, body: object = None, headers: dict | None = None, raw: bytes | None = None):
+    def handler(request: httpx.Request) -> httpx.Response:
+        if raw is not None:
+            return httpx.Response(status, content=raw, headers=headers)
+        return httpx.Response(status, json=body, headers=headers)
+
+    return handler
+
+
+async def query_error(handler) -> BaseException:
+    async with client_answering(handler) as client:
+        with pytest.raises(Exception) as info:
+            await client.query(BODY, timeout=5)
+    return info.value
+
+
+# --- success -------------------------------------------------------------------------------------
+
+
+async def test_success_returns_the_response_object_and_sends_the_body_once_serialised():
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=inner(), headers={"access-control-allow-origin": "*", "set-cookie": "a=b"})
+
+    async with client_answering(handler) as client:
+        result = await client.query(BODY, timeout=5)
+        # A second call: the kernel's cookie must not come back.
+        await client.query(BODY, timeout=5)
+    assert result == inner()["response"]
+    assert seen[0].method == "POST" and seen[0].url.path == "/query"
+    assert json.loads(seen[0].content) == BODY
+    assert seen[0].headers["content-type"] == "application/json"
+    assert "cookie" not in seen[1].headers
+
+
+async def test_pre_serialised_bytes_are_sent_as_they_are():
+    seen: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.content)
+        return httpx.Response(200, json=inner())
+
+    raw = json.dumps(BODY).encode()
+    async with client_answering(handler) as client:
+        await client.query(raw, timeout=5)
+    assert seen == [raw]
+
+
+async def test_success_records_liveness_and_latency():
+    async with client_answering(answer(200, inner())) as client:
+        assert client.last_success_at is None
+        await client.query(BODY, timeout=5)
+        assert client.last_success_at is not None
+        assert client.last_query_answer_at == client.last_success_at
+        assert client.answered_within(60)
+        assert len(client.recent_latencies()) == 1
+        assert client.latency_summary().count == 1
+
+
+async def test_latency_ring_keeps_only_the_last_calls():
+    client = KernelClient(kernel_settings(), transport=httpx.MockTransport(answer(200, inner())), latency_window=3)
+    async with client:
+        for _ in range(5):
+            await client.query(BODY, timeout=5)
+        assert len(client.recent_latencies()) == 3
+
+
+# --- errors inside HTTP 200 ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kernel_code", "error_type", "client_status", "words"),
+    [
+        (429, KernelRateLimited, 429, "rate limited"),
+        (408, KernelRejected, 504, "too long"),
+        (400, KernelRejected, 400, "rejected the request"),
+        (401, KernelRejected, 502, "credentials"),
+        (404, KernelRejected, 502, "model configuration"),
+        (500, KernelRejected, 502, "failed"),
+        (502, KernelRejected, 502, "failed"),
+        (503, KernelRejected, 503, "cannot reach its LLM"),
+    ],
+)
+async def test_errors_inside_http_200_are_mapped(kernel_code, error_type, client_status, words):
+    err = await query_error(answer(200, inner(kernel_code, None, "Generic kernel sentence")))
+    assert type(err) is error_type
+    assert err.kernel_status == kernel_code
+    assert err.status == client_status
+    assert words in err.message
+    assert "Generic kernel sentence" in err.message
+
+
+async def test_an_error_inside_200_proves_the_kernel_works():
+    async with client_answering(answer(200, inner(429, None, "Rate Limit Exceeded"))) as client:
+        with pytest.raises(KernelRateLimited):
+            await client.query(BODY, timeout=5)
+        assert client.last_query_answer_at is not None
+
+
+async def test_llm_400_is_the_clients_content_error():
+    err = await query_error(answer(200, inner(400, None, "bad request")))
+    assert err.type == "invalid_request_error"
+    assert err.code == "llm_rejected_request"
+
+
+async def test_unknown_model_points_at_the_kernel_config():
+    err = await query_error(answer(200, inner(500, None, "Selected LLMs are not all available: x")))
+    assert err.status == 502 and err.code == "kernel_model_unavailable"
+
+
+async def test_secrets_in_the_kernel_sentence_are_redacted():
+    sentence = "AuthenticationError: Incorrect API key provided: sk-proj-abcdefghijklmnop1234"
+    err = await query_error(answer(200, inner(401, None, sentence)))
+    assert "sk-proj" not in err.message and "[redacted]" in err.message
+
+
+async def test_retry_after_header_is_kept_on_the_error():
+    err = await query_error(answer(200, inner(429, None, "slow down"), headers={"retry-after": "7"}))
+    assert err.retry_after == 7.0
+
+
+# --- HTTP-level errors --------------------------------------------------------------------------------
+
+
+async def test_422_is_summarised_in_one_sentence_without_the_input():
+    detail = [
+        {"type": "missing", "loc": ["body", "query_data", "LLMQuery", "messages"], "msg": "Field required",
+         "input": {"secret prompt": "do not echo"}},
+        {"type": "missing", "loc": ["body", "query_data", "ToolQuery", "tools"], "msg": "Field required",
+         "input": {"secret prompt": "do not echo"}},
+        {"type": "missing", "loc": ["body", "query_data", "MemoryQuery"], "msg": "Field required", "input": None},
+    ]
+    err = await query_error(answer(422, {"detail": detail}))
+    assert type(err) is KernelRejected and err.status == 502 and err.kernel_status == 422
+    assert "body.query_data.LLMQuery.messages: Field required (and 2 more problems)" in err.message
+    assert "secret prompt" not in err.message
+    assert "\n" not in err.message
+
+
+async def test_500_detail_becomes_the_message():
+    err = await query_error(answer(500, {"detail": "boom"}))
+    assert type(err) is KernelRejected and err.status == 502 and err.kernel_status == 500
+    assert "boom" in err.message
+
+
+async def test_500_provider_explains_the_stuck_kernel():
+    err = await query_error(answer(500, {"detail": "'provider'"}))
+    assert "restart" in err.message
+
+
+async def test_http_429_with_retry_after_is_rate_limited():
+    err = await query_error(answer(429, {"detail": "x"}, headers={"retry-after": "3"}))
+    assert type(err) is KernelRateLimited and err.status == 429 and err.retry_after == 3.0
+
+
+async def test_http_503_stays_503():
+    err = await query_error(answer(503, raw=b"unavailable"))
+    assert err.status == 503 and err.kernel_status == 503
+
+
+async def test_http_404_says_the_url_is_wrong():
+    err = await query_error(answer(404, {"detail": "Not Found"}))
+    assert err.code == "kernel_wrong_url" and err.status == 502
+
+
+async def test_http_level_failures_do_not_count_as_liveness():
+    async with client_answering(answer(500, {"detail": "boom"})) as client:
+        with pytest.raises(KernelRejected):
+            await client.query(BODY, timeout=5)
+        assert client.last_success_at is None
+
+
+# --- no usable answer -------------------------------------------------------------------------------------
+
+
+async def test_connection_refused_is_unreachable_with_status_0():
+    def handler(request):
+        raise httpx.ConnectError("refused", request=request)
+
+    err = await query_error(handler)
+    assert type(err) is KernelUnreachable and err.kernel_status == 0 and err.status == 502
+
+
+async def test_garbage_on_the_wire_is_unreachable():
+    def handler(request):
+        raise httpx.RemoteProtocolError("illegal status line", request=request)
+
+    err = await query_error(handler)
+    assert type(err) is KernelUnreachable and err.kernel_status == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"<html>hello</html>", b'{"status": "ok"}', b'{"response": "text"}', b'{"response": {"status_code": "200"}}'],
+)
+async def test_200_that_is_not_a_query_answer_is_a_bad_answer(body):
+    err = await query_error(answer(200, raw=body))
+    assert type(err) is KernelBadAnswer and err.kernel_status == 0
+
+
+async def test_own_deadline_is_a_timeout_without_kernel_status():
+    async def handler(request):
+        await asyncio.Event().wait()  # the kernel hangs forever
+
+    err = await query_error_with_timeout(handler, 0.05)
+    assert type(err) is KernelTimeout and err.kernel_status is None and err.status == 504
+
+
+async def query_error_with_timeout(handler, timeout: float) -> BaseException:
+    async with client_answering(handler) as client:
+        with pytest.raises(Exception) as info:
+            await client.query(BODY, timeout=timeout)
+    return info.value
+
+
+async def test_cancelling_a_call_propagates_and_is_not_a_timeout():
+    started = asyncio.Event()
+
+    async def handler(request):
+        started.set()
+        await asyncio.Event().wait()
+
+    async with client_answering(handler) as client:
+        task = asyncio.create_task(client.query(BODY, timeout=5))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert client._wire.in_flight == 0
+
+
+# --- the model list ---------------------------------------------------------------------------------------
+
+
+async def test_list_llms_keeps_only_name_and_backend():
+    listing = {
+        "status": "success",
+        "llms": [
+            {"name": "gpt-4o-mini", "backend": "openai", "hostname": "http://10.0.0.5:8000", "api_key": "sk-secret123456"},
+            {"name": "qwen", "backend": "ollama", "hostname": "http://localhost:11434"},
+            {"backend": "broken"},
+            "nonsense",
+        ],
+    }
+    async with client_answering(answer(200, listing)) as client:
+        models = await client.list_llms()
+        assert client.last_success_at is not None
+        assert client.last_query_answer_at is None  # a list does not prove the scheduler runs
+    assert models == [{"name": "gpt-4o-mini", "backend": "openai"}, {"name": "qwen", "backend": "ollama"}]
+    assert "hostname" not in repr(models) and "sk-secret" not in repr(models)
+
+
+async def test_list_llms_before_the_llm_core_is_up_is_not_ready():
+    listing = {"status": "warning", "message": "LLM core not initialized", "llms": []}
+    async with client_answering(answer(200, listing)) as client:
+        with pytest.raises(KernelRejected) as info:
+            await client.list_llms()
+        assert client.last_success_at is None
+    assert info.value.code == "kernel_not_ready" and info.value.status == 503
+    assert "not initialized" in info.value.message
+
+
+async def test_list_llms_unreachable():
+    def handler(request):
+        raise httpx.ConnectError("refused", request=request)
+
+    async with client_answering(handler) as client:
+        with pytest.raises(KernelUnreachable):
+            await client.list_llms()
+
+
+# --- configuration ------------------------------------------------------------------------------------------
+
+
+async def test_reload_with_a_new_url_uses_a_new_pool_and_lets_calls_in_flight_finish():
+    release = asyncio.Event()
+    hosts: list[str] = []
+
+    async def handler(request):
+        hosts.append(request.url.host)
+        if request.url.host == "old.test":
+            await release.wait()
+        return httpx.Response(200, json=inner())
+
+    client = KernelClient(kernel_settings("http://old.test"), transport=httpx.MockTransport(handler))
+    async with client:
+        slow = asyncio.create_task(client.query(BODY, timeout=5))
+        while not hosts:
+            await asyncio.sleep(0)
+        client.apply_settings(kernel_settings("http://new.test"))
+        await client.query(BODY, timeout=5)
+        release.set()
+        assert (await slow)["status_code"] == 200
+    assert hosts == ["old.test", "new.test"]
+
+
+@pytest.mark.parametrize("choice", ["aiohttp", "httpx", None])
+async def test_transport_choices(choice):
+    client = KernelClient(kernel_settings(), transport=choice)
+    assert client.transport_name == (choice or "aiohttp")
+    await client.close()
+
+
+def test_unknown_transport_is_refused():
+    with pytest.raises(ValueError):
+        KernelClient(kernel_settings(), transport="carrier-pigeon")  # type: ignore[arg-type]
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def test_parse_retry_after():
+    assert parse_retry_after("5") == 5.0
+    assert parse_retry_after(" 1.5 ") == 1.5
+    assert parse_retry_after("-3") == 0.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("nan") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
+
+
+def test_scrub_bounds_and_flattens():
+    assert scrub("a\n  b") == "a b"
+    assert len(scrub("x" * 1000)) <= 300
+    assert "[redacted]" in scrub('{"api_key": "abc123"}')
+    assert "[redacted]" in scrub("Authorization: Bearer abc.def")
+
+
+def test_summarize_validation_detail_shapes():
+    assert summarize_validation_detail("plain") == "plain"
+    assert summarize_validation_detail([]) == "no detail given"
+    assert summarize_validation_detail([{"loc": ["body"], "msg": "bad"}]) == "body: bad"
+
+
+# --- against the fake kernel, a real HTTP server on loopback -------------------------------------------
+
+import tests.support.fake_kernel as fake_kernel  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def shared_kernel():
+    with fake_kernel.FakeKernel() as server:
+        yield server
+
+
+@pytest.fixture
+def kernel(shared_kernel):
+    # One server for the module (starting one costs ~0.1 s); each test gets an empty script.
+    shared_kernel.clear_script()
+    yield shared_kernel
+    shared_kernel.clear_script()
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def real_body(text: str = "hello", model: str = "gpt-4o-mini") -> dict:
+    return {
+        "agent_name": "openclaw",
+        "query_type": "llm",
+        "query_data": {
+            "messages": [{"role": "user", "content": text}],
+            "llms": [{"name": model, "backend": "openai"}],
+            "tools": [],
+            "action_type": "chat",
+            "message_return_type": "text",
+        },
+    }
+
+
+TRANSPORTS = ["aiohttp", "httpx"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_real_kernel_answers(kernel, transport):
+    async with KernelClient(kernel_settings(kernel.url), transport=transport) as client:
+        result = await client.query(real_body("hi there"), timeout=5)
+        again = await client.query(real_body("second"), timeout=5)
+    assert result["response_message"] == "echo: hi there" and result["status_code"] == 200
+    assert again["response_message"] == "echo: second"
+    assert kernel.queries[-2] == real_body("hi there")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_real_kernel_down_is_unreachable(transport):
+    url = f"http://127.0.0.1:{closed_port()}"
+    async with KernelClient(kernel_settings(url), transport=transport) as client:
+        with pytest.raises(KernelUnreachable) as info:
+            await client.query(real_body(), timeout=5)
+        with pytest.raises(KernelUnreachable):
+            await client.list_llms()
+    assert info.value.kernel_status == 0 and url in info.value.message
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_real_kernel_hanging_past_the_deadline_times_out(kernel, transport):
+    hang = fake_kernel.Hang()
+    kernel.script(hang)
+    try:
+        async with KernelClient(kernel_settings(kernel.url), transport=transport) as client:
+            with pytest.raises(KernelTimeout):
+                await client.query(real_body(), timeout=0.2)
+            # The pool is still usable after the abandoned call.
+            assert (await client.query(real_body("after"), timeout=5))["response_message"] == "echo: after"
+    finally:
+        hang.release()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_real_kernel_429_inside_200(kernel, transport):
+    kernel.script(fake_kernel.LLMFailure(429))
+    async with KernelClient(kernel_settings(kernel.url), transport=transport) as client:
+        with pytest.raises(KernelRateLimited) as info:
+            await client.query(real_body(), timeout=5)
+        assert client.last_query_answer_at is not None
+    assert info.value.status == 429 and info.value.kernel_status == 429
+    assert "Rate Limit Exceeded" in info.value.message
+
+
+async def test_real_kernel_429_twice_then_success_with_the_retry_policy(kernel):
+    from aiosd.kernel.retry import RetryPolicy
+    from tests.kernel.test_retry import retry_settings
+
+    kernel.script(fake_kernel.LLMFailure(429), fake_kernel.LLMFailure(429))
+    policy = RetryPolicy(retry_settings(initial=0.01, max=0.01))
+    async with KernelClient(kernel_settings(kernel.url)) as client:
+        result, attempts = await policy.run(lambda _: client.query(real_body("third"), timeout=5))
+    assert attempts == 3 and result["response_message"] == "echo: third"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_real_kernel_http_retry_after_is_kept(kernel, transport):
+    kernel.script(fake_kernel.RetryAfter(7))
+    async with KernelClient(kernel_settings(kernel.url), transport=transport) as client:
+        with pytest.raises(KernelRateLimited) as info:
+            await client.query(real_body(), timeout=5)
+    assert info.value.retry_after == 7.0
+
+
+@pytest.mark.parametrize(
+    ("item", "error_type", "kernel_status"),
+    [
+        (lambda fk: fk.Garbage(), KernelBadAnswer, 0),
+        (lambda fk: fk.ResetMidBody(), KernelUnreachable, 0),
+        (lambda fk: fk.Unprocessable(), KernelRejected, 422),
+        (lambda fk: fk.ServerError("'provider'"), KernelRejected, 500),
+        (lambda fk: fk.TooSlow(), KernelRejected, 408),
+        (lambda fk: fk.Unreachable(), KernelRejected, 503),
+        (lambda fk: fk.LLMFailure(401), KernelRejected, 401),
+    ],
+)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_real_kernel_faults(kernel, item, error_type, kernel_status, transport):
+    kernel.script(item(fake_kernel))
+    async with KernelClient(kernel_settings(kernel.url), transport=transport) as client:
+        with pytest.raises(error_type) as info:
+            await client.query(real_body(), timeout=5)
+    assert info.value.kernel_status == kernel_status
+    assert "\n" not in info.value.message
+
+
+async def test_real_kernel_unknown_model(kernel):
+    async with KernelClient(kernel_settings(kernel.url)) as client:
+        with pytest.raises(KernelRejected) as info:
+            await client.query(real_body(model="nope"), timeout=5)
+    assert info.value.code == "kernel_model_unavailable"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_real_kernel_model_list_drops_hostname_and_api_key(kernel, transport):
+    async with KernelClient(kernel_settings(kernel.url), transport=transport) as client:
+        models = await client.list_llms()
+    assert models == [
+        {"name": "gpt-4o-mini", "backend": "openai"},
+        {"name": "qwen2.5:7b", "backend": "ollama"},
+        {"name": "meta-llama/Llama-3.1-8B-Instruct", "backend": "vllm"},
+    ]
+
+
+async def test_real_kernel_model_list_before_the_llm_core_is_up():
+    with fake_kernel.FakeKernel(llm_core_ready=False) as server:
+        async with KernelClient(kernel_settings(server.url)) as client:
+            with pytest.raises(KernelRejected) as info:
+                await client.list_llms()
+    assert info.value.code == "kernel_not_ready"
+
+
+
+@pytest.fixture
+async def junk_server():
+    """A TCP server that answers anything with bytes that are not HTTP, then hangs up."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\x00\x01\x02garbage\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_garbage_on_the_wire_from_a_real_socket_is_unreachable(junk_server, transport):
+    async with KernelClient(kernel_settings(junk_server), transport=transport) as client:
+        with pytest.raises(KernelUnreachable) as info:
+            await client.query(real_body(), timeout=5)
+    assert info.value.kernel_status == 0
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_reload_to_another_kernel_url_takes_effect(kernel, transport):
+    async with KernelClient(kernel_settings(kernel.url), transport=transport) as client:
+        await client.query(real_body(), timeout=5)
+        old_wire = client._wire
+        down = f"http://127.0.0.1:{closed_port()}"
+        client.apply_settings(kernel_settings(down))
+        assert client._wire is not old_wire
+        with pytest.raises(KernelUnreachable):
+            await client.query(real_body(), timeout=5)
+        down_wire = client._wire
+        client.apply_settings(kernel_settings(down, timeout=1.0))  # nothing the pool depends on
+        assert client._wire is down_wire
+        client.apply_settings(kernel_settings(kernel.url))
+        assert (await client.query(real_body("back"), timeout=5))["response_message"] == "echo: back"
+
+
+async def test_recent_latency_for_status_output():
+    async with client_answering(answer(200, inner())) as client:
+        assert client.recent_latency() is None
+        await client.query(BODY, timeout=5)
+        latency = client.recent_latency()
+    assert latency["count"] == 1 and set(latency) == {"count", "p50", "p90", "max", "last"}
+    json.dumps(latency)

@@ -1,0 +1,162 @@
+"""Robustness against a failing kernel: every fault ends in a well-formed OpenAI error in bounded time, and aiosd stays healthy."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.support.aiosd_harness import config_for, free_port, serve_aiosd
+from tests.support.fake_kernel import (
+    Drip,
+    FakeKernel,
+    Garbage,
+    Hang,
+    LLMFailure,
+    ResetMidBody,
+)
+from tests.support.robust import (
+    assert_idle,
+    assert_openai_error,
+    connections_to,
+    eventually,
+    other_tasks,
+)
+
+# A 0.5 s kernel deadline; every fault must reach the client well within BOUND (loose: not a speed test).
+FAST_FAILING = """
+kernel: {timeout: "500ms", connect_timeout: "1s", queue_timeout: "1s", max_concurrency: 4}
+retry: {max_retries: 3, on_status: [429], budget: "1s", backoff: {initial: "10ms", multiplier: 1.0, max: "20ms", jitter: 0.0}}
+"""
+BOUND = 5.0
+HELLO = [{"role": "user", "content": "hello"}]
+
+# fault name -> (script items, HTTP status the client gets, OpenAI error code)
+FAULTS = {
+    "reset_mid_response": ([ResetMidBody()], 502, "kernel_unreachable"),
+    "garbage_answer": ([Garbage()], 502, "kernel_bad_answer"),
+    "slow_drip": ([Drip(interval=0.2, chunk_size=8)], 504, "kernel_timeout"),
+    "hang": ([Hang()], 504, "kernel_timeout"),
+    "429_storm": ([LLMFailure(429)] * 50, 429, "rate_limit_exceeded"),
+}
+CLIENTS = ["httpx", "openai", "openai_stream"]
+
+
+async def ask(client_kind: str, aiosd, messages=HELLO):
+    """One chat completion with the given client; returns (status, error object or None, text or None)."""
+    if client_kind == "httpx":
+        async with httpx.AsyncClient(base_url=aiosd.base_url, timeout=30) as client:
+            response = await client.post("/chat/completions", json={"model": "sonnet", "messages": messages})
+        if response.status_code == 200:
+            return 200, None, response.json()["choices"][0]["message"]["content"]
+        return response.status_code, assert_openai_error(response, response.status_code), None
+    client = openai.AsyncOpenAI(base_url=aiosd.base_url, api_key="unused", max_retries=0, timeout=30)
+    try:
+        if client_kind == "openai_stream":
+            stream = await client.chat.completions.create(model="sonnet", messages=messages, stream=True)
+            text = "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices])
+        else:
+            completion = await client.chat.completions.create(model="sonnet", messages=messages)
+            text = completion.choices[0].message.content
+        return 200, None, text
+    except openai.APIStatusError as exc:
+        assert isinstance(exc.body, dict), exc.body  # the SDK parsed an OpenAI error object
+        assert exc.body["message"] and exc.body["type"] and exc.body["code"]
+        assert "Traceback" not in exc.response.text
+        return exc.status_code, exc.body, None
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("client_kind", CLIENTS)
+@pytest.mark.parametrize("fault", list(FAULTS))
+async def test_kernel_fault_gives_a_well_formed_error_in_bounded_time_and_aiosd_recovers(tmp_path, fault, client_kind):
+    items, status, code = FAULTS[fault]
+    with FakeKernel() as kernel:
+        async with serve_aiosd(config_for(tmp_path, kernel.url, FAST_FAILING)) as aiosd:
+            baseline_tasks = set(asyncio.all_tasks())
+            kernel.script(*items)
+
+            started = time.monotonic()
+            got_status, error, _ = await ask(client_kind, aiosd)
+            elapsed = time.monotonic() - started
+
+            assert (got_status, error["code"]) == (status, code), error
+            assert elapsed < BOUND
+            if fault == "hang":
+                # aiosd gave up on the call and dropped its connection (the kernel's work goes on).
+                await kernel.wait_for_disconnects_async(1)
+                await kernel.wait_until_async(lambda k: k.in_flight == 0, what="the kernel's HTTP request to end")
+            if fault in ("hang", "slow_drip", "reset_mid_response"):
+                # A connection that timed out or broke is closed, never put back in the pool.
+                await eventually(lambda: connections_to(kernel.port) == 0, what="aiosd closing the broken kernel connection")
+            assert_idle(aiosd)
+
+            kernel.clear_script()
+            assert await ask(client_kind, aiosd) == (200, None, "echo: hello")
+            assert_idle(aiosd)
+            await eventually(lambda: not other_tasks(baseline_tasks), what="request tasks finishing")
+        assert connections_to(kernel.port) == 0
+
+
+@pytest.mark.parametrize("client_kind", CLIENTS)
+async def test_kernel_refusing_connections_gives_502_then_serving_resumes_when_it_is_back(tmp_path, client_kind):
+    kernel = FakeKernel(port=free_port())  # not started yet: nothing listens on its port
+    async with serve_aiosd(config_for(tmp_path, kernel.url, FAST_FAILING)) as aiosd:
+        started = time.monotonic()
+        status, error, _ = await ask(client_kind, aiosd)
+        assert (status, error["code"]) == (502, "kernel_unreachable")
+        assert "unreachable" in error["message"]
+        assert time.monotonic() - started < BOUND
+        assert_idle(aiosd)
+        with kernel:
+            assert await ask(client_kind, aiosd) == (200, None, "echo: hello")
+            assert_idle(aiosd)
+
+
+async def test_a_429_storm_across_many_concurrent_clients_ends_in_429s_and_frees_every_slot(tmp_path):
+    with FakeKernel() as kernel:
+        async with serve_aiosd(config_for(tmp_path, kernel.url, FAST_FAILING)) as aiosd:
+            kernel.script(*[LLMFailure(429)] * 10_000)
+            started = time.monotonic()
+            async with httpx.AsyncClient(base_url=aiosd.base_url, timeout=30,
+                                         limits=httpx.Limits(max_connections=40)) as client:
+                responses = await asyncio.gather(*[
+                    client.post("/chat/completions", json={"model": "sonnet", "messages": HELLO}) for _ in range(40)
+                ])
+            assert time.monotonic() - started < BOUND
+            for response in responses:
+                # Either the retries ran out (429) or the queue behind 4 slots did (503): both tell
+                # the client to come back later, with Retry-After.
+                error = assert_openai_error(response, (429, 503))
+                assert error["code"] in ("rate_limit_exceeded", "queue_timeout")
+                assert int(response.headers["retry-after"]) >= 1
+            assert any(r.status_code == 429 for r in responses)
+            assert kernel.max_in_flight <= 4  # the storm never broke through aiosd's concurrency cap
+            assert_idle(aiosd)
+
+            kernel.clear_script()
+            assert await ask("openai", aiosd) == (200, None, "echo: hello")
+
+
+async def test_a_hung_kernel_holding_every_slot_makes_later_requests_503_not_hang(tmp_path):
+    hang = Hang()
+    with FakeKernel() as kernel:
+        config = config_for(tmp_path, kernel.url, FAST_FAILING + 'kernel: {timeout: "3s", queue_timeout: "200ms", max_concurrency: 1}')
+        async with serve_aiosd(config) as aiosd:
+            kernel.script(hang)
+            async with httpx.AsyncClient(base_url=aiosd.base_url, timeout=30) as client:
+                first = asyncio.create_task(client.post("/chat/completions", json={"model": "sonnet", "messages": HELLO}))
+                await kernel.wait_for_in_flight_async(1)
+                started = time.monotonic()
+                second = await client.post("/chat/completions", json={"model": "sonnet", "messages": HELLO})
+                assert time.monotonic() - started < BOUND
+                error = assert_openai_error(second, 503)
+                assert error["code"] == "queue_timeout"
+                assert second.headers["retry-after"]
+                hang.release()
+                assert (await first).status_code == 200
+            assert_idle(aiosd)

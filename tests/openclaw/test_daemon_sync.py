@@ -1,0 +1,109 @@
+"""The running daemon keeps openclaw.json in step: at start, on model-list changes, after reloads, every interval."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+
+import httpx
+
+from tests.support.aiosd_harness import config_for, serve_aiosd
+from tests.support.fake_kernel import FakeKernel
+from tests.support.openclaw import assert_valid_openclaw
+
+
+def provider_ids(path) -> list[str]:
+    document = json.loads(path.read_text())
+    return [row["id"] for row in document["models"]["providers"]["aios"]["models"]]
+
+
+async def synced(aiosd, count: int) -> None:
+    await asyncio.wait_for(aiosd.runtime.wait_for_sync(count), 5)
+
+
+async def test_at_start_the_file_lists_mapped_and_discovered_models_and_validates(tmp_path):
+    with FakeKernel() as kernel:
+        config = config_for(tmp_path, kernel.url, "models: {discover: true}", openclaw_sync=True)
+        async with serve_aiosd(config) as aiosd:
+            await synced(aiosd, 0)
+            path = tmp_path / "openclaw" / "openclaw.json"
+            document = assert_valid_openclaw(path)
+            ids = provider_ids(path)
+            assert ids[0] == "sonnet"
+            assert set(ids[1:]) == {m["name"] for m in kernel.models}
+            provider = document["models"]["providers"]["aios"]
+            assert provider["baseUrl"] == aiosd.base_url
+            assert "hostname" not in json.dumps(document) and "api_key" not in json.dumps(document)
+            assert aiosd.runtime.status()["openclaw_sync"]["outcome"] == "created"
+
+
+async def test_a_model_the_kernel_starts_listing_reaches_openclaw_without_a_restart(tmp_path):
+    with FakeKernel() as kernel:
+        config = config_for(tmp_path, kernel.url, "models: {discover: true}", openclaw_sync=True)
+        async with serve_aiosd(config) as aiosd:
+            await synced(aiosd, 0)
+            done = aiosd.runtime.syncs_done
+            kernel.models.append({"name": "new-model", "backend": "openai", "hostname": "http://10.9.9.9"})
+            await aiosd.runtime.catalog.refresh()
+            await synced(aiosd, done)
+            path = tmp_path / "openclaw" / "openclaw.json"
+            assert "new-model" in provider_ids(path)
+            assert_valid_openclaw(path)
+            # And GET /v1/models agrees with the file.
+            async with httpx.AsyncClient(base_url=aiosd.base_url) as client:
+                listed = [m["id"] for m in (await client.get("/models")).json()["data"]]
+            assert listed == provider_ids(path)
+
+
+async def test_a_reload_that_adds_a_mapped_model_rewrites_the_file(tmp_path):
+    with FakeKernel() as kernel:
+        config = config_for(tmp_path, kernel.url, openclaw_sync=True)
+        async with serve_aiosd(config) as aiosd:
+            await synced(aiosd, 0)
+            done = aiosd.runtime.syncs_done
+            extra = replace(config.models.map[0], id="haiku", name="haiku (via AIOS)")
+            await aiosd.runtime.apply(replace(config, models=replace(config.models, map=(*config.models.map, extra))))
+            await synced(aiosd, done)
+            assert provider_ids(tmp_path / "openclaw" / "openclaw.json") == ["sonnet", "haiku"]
+
+
+async def test_every_interval_a_removed_provider_is_put_back_and_an_unchanged_file_is_not_rewritten(tmp_path):
+    with FakeKernel() as kernel:
+        config = config_for(tmp_path, kernel.url, 'openclaw: {interval: "50ms"}', openclaw_sync=True)
+        async with serve_aiosd(config) as aiosd:
+            await synced(aiosd, 0)
+            path = tmp_path / "openclaw" / "openclaw.json"
+            mtime = path.stat().st_mtime_ns
+            done = aiosd.runtime.syncs_done
+            await synced(aiosd, done + 1)  # two more interval syncs, nothing to change
+            assert path.stat().st_mtime_ns == mtime
+            assert aiosd.runtime.last_sync.outcome == "unchanged"
+
+            document = json.loads(path.read_text())
+            document["models"]["providers"] = {"other": {"baseUrl": "http://x/v1", "models": []}}
+            path.write_text(json.dumps(document))
+            done = aiosd.runtime.syncs_done
+            await synced(aiosd, done)
+            restored = json.loads(path.read_text())["models"]["providers"]
+            assert set(restored) == {"other", "aios"}
+
+
+async def test_an_unparseable_file_is_left_alone_and_the_daemon_keeps_serving(tmp_path):
+    path = tmp_path / "openclaw" / "openclaw.json"
+    path.parent.mkdir()
+    broken = '{"models": {"providers": {,}}'
+    path.write_text(broken)
+    with FakeKernel() as kernel:
+        config = config_for(tmp_path, kernel.url, openclaw_sync=True)
+        async with serve_aiosd(config) as aiosd:
+            await synced(aiosd, 0)
+            assert path.read_text() == broken
+            status = aiosd.runtime.status()["openclaw_sync"]
+            assert status["outcome"] == "refused"
+            assert "line 1" in status["message"]
+            assert "refused" in aiosd.runtime.status_line() or "openclaw sync refused" in aiosd.runtime.status_line()
+            async with httpx.AsyncClient(base_url=aiosd.base_url) as client:
+                reply = await client.post("/chat/completions", json={"model": "sonnet", "messages": [
+                    {"role": "user", "content": "still there?"}]})
+            assert reply.status_code == 200

@@ -1,0 +1,630 @@
+"""Syncing OpenClaw's openclaw.json on disk: never damaging it, writing only when needed, saying what happened.
+
+Every file aiosd writes here is validated against OpenClaw's own config schema. All files live in
+pytest's temp directories; HOME and OPENCLAW_* point there. The suite runs as root, which ignores
+file modes, so "unwritable" and "disk full" are simulated by making ``os.open``, ``os.write`` or
+``os.replace`` fail with the errno the kernel would give (EACCES, ENOSPC, EROFS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import io
+import json
+import logging
+import os
+import random
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import json5
+import pytest
+
+from aiosd.openclaw.file import BACKUP_SUFFIX, resolve_openclaw_path
+from aiosd.openclaw.sync import MAX_MERGE_ROUNDS, sync_openclaw
+from tests.support.openclaw import (
+    API_KEY,
+    BASE_URL,
+    assert_valid_openclaw,
+    rich_file,
+    settings,
+    spec,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SONNET, OPUS = spec("sonnet"), spec("opus", reasoning=True)
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    """No test may ever see the real ~/.openclaw."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("OPENCLAW_HOME", "OPENCLAW_CONFIG_PATH", "OPENCLAW_STATE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+@pytest.fixture
+def path(tmp_path) -> Path:
+    directory = tmp_path / "state"
+    directory.mkdir(mode=0o700)
+    return directory / "openclaw.json"
+
+
+def sync(path: Path, models=(SONNET,), **kwargs):
+    """One sync with test settings; every file aiosd wrote must be valid for OpenClaw."""
+    overrides = kwargs.pop("settings", {})
+    result = sync_openclaw(settings(path, **overrides), list(models), base_url=BASE_URL, api_key=API_KEY, **kwargs)
+    if result.changed:
+        assert_valid_openclaw(path)
+    return result
+
+
+def leftovers(path: Path) -> list[str]:
+    return sorted(n for n in os.listdir(path.parent) if n.endswith(".tmp"))
+
+
+# --- where the file is -------------------------------------------------------------------------
+
+
+def test_path_follows_openclaws_own_rules():
+    s = settings(None)
+    assert resolve_openclaw_path(s, {"HOME": "/h"}) == Path("/h/.openclaw/openclaw.json")
+    assert resolve_openclaw_path(s, {"HOME": "/h", "OPENCLAW_HOME": "/oc"}) == Path("/oc/.openclaw/openclaw.json")
+    assert resolve_openclaw_path(s, {"HOME": "/h", "OPENCLAW_STATE_DIR": "/state"}) == Path("/state/openclaw.json")
+    env = {"HOME": "/h", "OPENCLAW_STATE_DIR": "/state", "OPENCLAW_CONFIG_PATH": "~/cfg/oc.json5"}
+    assert resolve_openclaw_path(s, env) == Path("/h/cfg/oc.json5")
+    # an explicit openclaw.config_path wins; ~ is $OPENCLAW_HOME, else $HOME
+    explicit = settings("~/x/openclaw.json")
+    assert resolve_openclaw_path(explicit, env) == Path("/h/x/openclaw.json")
+    assert resolve_openclaw_path(explicit, {**env, "OPENCLAW_HOME": "/oc"}) == Path("/oc/x/openclaw.json")
+    assert resolve_openclaw_path(settings("/etc/oc.json"), env) == Path("/etc/oc.json")
+
+
+def test_default_path_is_used_when_nothing_is_configured(isolated_home):
+    result = sync_openclaw(settings(None), [SONNET], base_url=BASE_URL, api_key=API_KEY)
+    assert result.outcome == "created"
+    assert result.path == isolated_home / ".openclaw" / "openclaw.json"
+    assert stat.S_IMODE(os.stat(result.path.parent).st_mode) == 0o700
+
+
+# --- a missing file ----------------------------------------------------------------------------
+
+
+def test_a_missing_file_is_created_with_only_aiosds_keys(tmp_path):
+    path = tmp_path / "new" / "dir" / "openclaw.json"
+    result = sync(path)
+    assert result.outcome == "created" and result.ok and result.changed
+    document = json.loads(path.read_text())
+    assert list(document) == ["models"] and list(document["models"]["providers"]) == ["aios"]
+    assert path.read_text().endswith("}\n")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+    assert not (path.parent / ("openclaw.json" + BACKUP_SUFFIX)).exists()
+
+
+def test_a_missing_file_is_not_created_when_create_is_off(tmp_path, caplog):
+    path = tmp_path / "absent" / "openclaw.json"
+    with caplog.at_level(logging.INFO, logger="aiosd.openclaw"):
+        result = sync(path, settings={"create": False})
+    assert result.outcome == "refused" and "openclaw.create" in result.message
+    assert not path.parent.exists()
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+
+
+# --- writing only when needed ------------------------------------------------------------------
+
+
+def test_nothing_is_written_when_nothing_changed(path):
+    assert sync(path).outcome == "created"
+    before = os.stat(path)
+    time.sleep(0.01)
+    result = sync(path)
+    assert result.outcome == "unchanged" and not result.changed and result.diff == ""
+    after = os.stat(path)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_a_file_that_differs_only_in_comments_and_layout_is_not_rewritten(path):
+    sync(path, [SONNET, OPUS])
+    document = json.loads(path.read_text())
+    text = "// mine\n" + json.dumps(document, indent=4).replace('"models": [', '"models": [ // the catalog\n')
+    text = text.rstrip()[:-1] + ",}"  # a JSON5 trailing comma
+    path.write_text(text)
+    os.chmod(path, 0o600)
+    assert sync(path, [SONNET, OPUS]).outcome == "unchanged"
+    assert path.read_text() == text
+
+
+def test_a_changed_model_list_is_written(path):
+    sync(path, [SONNET])
+    result = sync(path, [SONNET, OPUS], with_diff=True)
+    assert result.outcome == "written"
+    ids = [row["id"] for row in json.loads(path.read_text())["models"]["providers"]["aios"]["models"]]
+    assert ids == ["sonnet", "opus"]
+    assert any(line.startswith("+") and '"id": "opus"' in line for line in result.diff.splitlines())
+
+
+def test_the_daemons_syncs_skip_the_diff_nobody_reads(path):
+    sync(path, [SONNET])
+    assert sync(path, [SONNET, OPUS]).diff == ""
+
+
+# --- an existing file of either generation -------------------------------------------------------
+
+
+@pytest.mark.parametrize("model_policy", [True, False], ids=["modelPolicy", "legacy-map"])
+def test_an_existing_hand_edited_file_keeps_everything_else(path, model_policy):
+    original = rich_file(model_policy=model_policy)
+    path.write_text(original)
+    os.chmod(path, 0o640)
+    result = sync(path, [SONNET, OPUS])
+    assert result.outcome == "written"
+    document = json.loads(path.read_text())  # plain JSON now
+    expected = json5.loads(original)
+    for key in ("meta", "gateway", "logging"):
+        assert document[key] == expected[key]
+    assert document["models"]["providers"]["openrouter"] == expected["models"]["providers"]["openrouter"]
+    defaults = document["agents"]["defaults"]
+    assert defaults["model"] == expected["agents"]["defaults"]["model"]
+    assert defaults["models"]["openrouter/qwen"] == {"alias": "q"}
+    assert defaults["models"]["aios/sonnet"] == {"alias": "s"}  # the alias survives
+    assert "aios/old" not in defaults["models"] and "aios/opus" in defaults["models"]
+    if model_policy:
+        assert defaults["modelPolicy"]["allow"] == ["openrouter/qwen", "q", "aios/*"]
+    else:
+        assert "modelPolicy" not in defaults
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    # the comments are gone from the file, so the original was kept beside it, once
+    backup = path.with_name(path.name + BACKUP_SUFFIX)
+    assert backup.read_text() == original
+    assert "kept as openclaw.json.aiosd-backup" in result.message
+    path.write_text("// edited again\n" + path.read_text())
+    assert sync(path, [SONNET]).outcome == "written"
+    assert backup.read_text() == original
+
+
+def test_no_backup_for_plain_json_or_when_switched_off(path):
+    path.write_text(json.dumps({"gateway": {"port": 18789}}))
+    assert sync(path).outcome == "written"
+    path.write_text("// c\n" + json.dumps({"gateway": {"port": 18789}}))
+    assert sync(path, settings={"backup": False}).outcome == "written"
+    assert not path.with_name(path.name + BACKUP_SUFFIX).exists()
+
+
+def test_owner_is_kept(path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the file another owner")
+    path.write_text("{}")
+    os.chown(path, 1234, 2345)
+    assert sync(path).outcome == "written"
+    st = os.stat(path)
+    assert (st.st_uid, st.st_gid) == (1234, 2345)
+
+
+def test_a_new_file_belongs_to_the_owner_of_its_directory(path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the directory another owner")
+    os.chown(path.parent, 1234, 2345)
+    assert sync(path).outcome == "created"
+    st = os.stat(path)
+    assert (st.st_uid, st.st_gid) == (1234, 2345)
+
+
+# --- someone else writing at the same time ---------------------------------------------------------
+
+
+def test_a_concurrent_writer_between_read_and_rename_keeps_its_change(path):
+    path.write_text(json.dumps({"gateway": {"port": 18789}}, indent=2))
+    calls = []
+
+    def openclaw_writes(p: Path) -> None:
+        calls.append(p)
+        if len(calls) == 1:  # OpenClaw saves its own change (temp + rename) while aiosd is mid-write
+            document = json.loads(p.read_text())
+            document["logging"] = {"level": "debug"}
+            document.setdefault("agents", {})["defaults"] = {"modelPolicy": {"allow": ["openai/gpt-4o"]}}
+            tmp = p.with_name("openclaw.json.openclaw-tmp")
+            tmp.write_text(json.dumps(document, indent=2))
+            os.replace(tmp, p)
+
+    result = sync(path, [SONNET], _before_replace=openclaw_writes)
+    assert result.outcome == "written" and len(calls) == 2
+    document = json.loads(path.read_text())
+    assert document["logging"] == {"level": "debug"} and document["gateway"] == {"port": 18789}
+    assert document["agents"]["defaults"]["modelPolicy"]["allow"] == ["openai/gpt-4o", "aios/*"]
+    assert "aios" in document["models"]["providers"]
+    assert leftovers(path) == []
+
+
+def test_a_concurrent_writer_who_already_wrote_aiosds_entries_means_no_write(path):
+    path.write_text("{}")
+    wanted = None
+
+    def writes_the_same(p: Path) -> None:
+        nonlocal wanted
+        if wanted is None:
+            wanted = sync_openclaw(settings(p), [SONNET], base_url=BASE_URL, api_key=API_KEY).outcome
+
+    result = sync(path, _before_replace=writes_the_same)
+    assert wanted == "written" and result.outcome == "unchanged"
+    assert leftovers(path) == []
+
+
+def test_a_file_that_keeps_changing_is_left_to_the_other_writer(path):
+    path.write_text("{}")
+    rounds = []
+
+    def always_writes(p: Path) -> None:
+        rounds.append(1)
+        p.write_text(json.dumps({"gateway": {"port": 18000 + len(rounds)}}))
+
+    result = sync(path, _before_replace=always_writes)
+    assert result.outcome == "refused" and "changed" in result.message
+    assert len(rounds) == MAX_MERGE_ROUNDS
+    assert json.loads(path.read_text()) == {"gateway": {"port": 18000 + MAX_MERGE_ROUNDS}}
+    assert leftovers(path) == []
+
+
+# --- never damaging the file ---------------------------------------------------------------------
+
+
+def test_an_unparseable_file_is_not_touched_and_the_error_says_where(path, caplog):
+    broken = '{\n  gateway: { port: 18789 },\n  models: { providers: { x: } }\n}\n'
+    path.write_text(broken)
+    with caplog.at_level(logging.INFO, logger="aiosd.openclaw"):
+        result = sync(path)
+        again = sync(path)  # and the next interval tries again, with the same answer
+    assert result.outcome == again.outcome == "refused"
+    assert "line 3, column 29" in result.message and "not valid JSON5" in result.message
+    assert path.read_text() == broken and leftovers(path) == []
+    assert [r.levelno for r in caplog.records] == [logging.ERROR, logging.ERROR]
+    path.write_text('{ gateway: { port: 18789 } }')  # fixed by hand: the next sync writes
+    assert sync(path).outcome == "written"
+
+
+@pytest.mark.parametrize("content, says", [("", "empty"), ("  \n", "empty"), ("[1, 2]", "JSON object"),
+                                           (b"\xff\xfe{}", "not UTF-8"), ('{"a": 1}{"b": 2}', "JSON5")])
+def test_an_empty_truncated_or_strange_file_is_not_touched(path, content, says):
+    (path.write_bytes if isinstance(content, bytes) else path.write_text)(content)
+    result = sync(path)
+    assert result.outcome == "refused" and says in result.message
+    assert (path.read_bytes() if isinstance(content, bytes) else path.read_text()) == content
+
+
+def test_a_symlink_is_refused_and_its_target_untouched(path, tmp_path):
+    target = tmp_path / "real.json"
+    target.write_text("{}")
+    path.symlink_to(target)
+    result = sync(path)
+    assert result.outcome == "refused" and "symlink" in result.message
+    assert path.is_symlink() and target.read_text() == "{}"
+
+
+def test_a_directory_in_place_of_the_file_is_refused(path):
+    path.mkdir()
+    result = sync(path)
+    assert result.outcome == "refused" and "is a directory" in result.message
+    assert path.is_dir() and leftovers(path) == []
+
+
+def test_a_directory_that_cannot_be_created_is_refused(tmp_path):
+    (tmp_path / "blocker").write_text("a file where the directory should be")
+    result = sync(tmp_path / "blocker" / "sub" / "openclaw.json")
+    assert result.outcome == "refused"
+
+
+def test_an_unwritable_directory_is_refused(path, monkeypatch):
+    """Simulated: root may write anywhere, so creating the temp file fails with EACCES instead."""
+    path.write_text("{}")
+    real_open = os.open
+
+    def deny_new_files(file, flags, *args, **kwargs):
+        if flags & os.O_CREAT:
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", deny_new_files)
+    result = sync(path)
+    assert result.outcome == "refused" and "Permission denied" in result.message
+    assert str(path.parent) in result.message
+    assert path.read_text() == "{}"
+
+
+def test_a_read_only_file_is_refused(path, monkeypatch):
+    """Simulated: root passes every access check, so os.access answers as it would for another user."""
+    path.write_text("{}")
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)
+    result = sync(path)
+    assert result.outcome == "refused" and "not writable" in result.message
+    assert path.read_text() == "{}"
+
+
+def test_a_full_disk_leaves_the_original_and_no_temp_file(path, monkeypatch):
+    """Simulated: os.write fails with ENOSPC part-way through the temp file."""
+    original = rich_file(model_policy=True)
+    path.write_text(original)
+    real_write = os.write
+
+    def write_some_then_fail(fd, data):
+        if len(data) > 100:
+            real_write(fd, bytes(data[:100]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write_some_then_fail)
+    result = sync(path)
+    assert result.outcome == "refused" and "No space left on device" in result.message
+    assert path.read_text() == original and leftovers(path) == []
+
+
+def test_a_read_only_file_system_at_rename_leaves_the_original(path, monkeypatch):
+    """Simulated: os.replace fails with EROFS."""
+    path.write_text('{"gateway": {"port": 1}}')
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(os, "replace", read_only)
+    result = sync(path)
+    assert result.outcome == "refused" and "Read-only file system" in result.message
+    assert path.read_text() == '{"gateway": {"port": 1}}' and leftovers(path) == []
+
+
+def test_a_conflicting_value_where_aiosd_writes_is_refused(path):
+    path.write_text('{"models": {"providers": ["not", "an", "object"]}}')
+    result = sync(path)
+    assert result.outcome == "refused" and "models.providers is not an object" in result.message
+
+
+def test_temp_files_of_killed_writers_are_cleaned_up(path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = dead.stdout.strip()
+    stale = [path.with_name(f".openclaw.json.aiosd-{pid}-abcd1234.tmp"),
+             path.with_name(f".openclaw.json.aiosd-backup.aiosd-{pid}-abcd1234.tmp")]
+    alive = path.with_name(".openclaw.json.aiosd-1-abcd1234.tmp")  # pid 1 is alive: not ours to delete
+    for file in [*stale, alive]:
+        file.write_text("{")
+    sync(path)
+    assert [file.exists() for file in [*stale, alive]] == [False, False, True]
+
+
+KILL_CHILD = textwrap.dedent("""
+    import sys
+    from aiosd.config.settings import ModelSpec, OpenClawSettings
+    from aiosd.openclaw.sync import sync_openclaw
+
+    s = OpenClawSettings(sync=True, config_path=sys.argv[1], provider_id="aios", interval=60.0, base_url=None,
+                         api_key=None, create=True, allowlist="auto", allow_entries="wildcard", backup=True)
+
+    def spec(i):
+        return ModelSpec(id=f"m{i}", kernel_model=f"m{i}", backend=None, name=f"m{i} (via AIOS)", tools="prompt",
+                         on_text_dropped="error", context_window=100000 + i, max_tokens=4096, input=("text",),
+                         reasoning=False, source="map")
+
+    lists = [[spec(0)], [spec(0), spec(1)], [spec(i) for i in range(40)]]
+    print("ready", flush=True)
+    i = 0
+    while True:
+        sync_openclaw(s, lists[i % 3], base_url="http://127.0.0.1:8700/v1", api_key="k" * (8 + i % 5))
+        i += 1
+""")
+
+
+def test_a_writer_killed_at_random_points_leaves_a_file_that_parses(tmp_path):
+    """SIGKILL aiosd mid-sync, many times: the file is always whole (the old or the new version)."""
+    rng = random.Random(4)
+    rounds, parallel = 30, 2
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    mid_write = 0
+    for batch in range(rounds // parallel):
+        procs = []
+        for n in range(parallel):
+            directory = tmp_path / f"run{batch}-{n}"
+            directory.mkdir()
+            path = directory / "openclaw.json"
+            path.write_text("// seed\n{ gateway: { port: 18789 } }\n")
+            proc = subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(path)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+            procs.append((proc, path))
+        for proc, path in procs:
+            assert proc.stdout.readline() == b"ready\n"
+        for proc, path in procs:
+            time.sleep(rng.uniform(0, 0.04))
+            proc.send_signal(signal.SIGKILL)
+        for proc, path in procs:
+            proc.wait()
+            proc.stdout.close()
+            document = json5.loads(path.read_text())
+            assert document["gateway"] == {"port": 18789}
+            if "models" in document:
+                assert_valid_openclaw(document)
+            mid_write += bool(leftovers(path))
+            # the next sync finishes the job and removes the dead writer's temp file
+            assert sync(path).ok and leftovers(path) == []
+    print(f"{mid_write} of {rounds} kills left a temp file behind (killed mid-write)")
+
+
+# --- --dry-run and --remove ------------------------------------------------------------------------
+
+
+def test_dry_run_prints_the_diff_and_writes_nothing(path):
+    original = rich_file(model_policy=True)
+    path.write_text(original)
+    before = os.stat(path)
+    result = sync(path, [SONNET, OPUS], dry_run=True)
+    assert result.outcome == "dry_run" and not result.changed
+    assert path.read_text() == original and os.stat(path).st_mtime_ns == before.st_mtime_ns
+    assert not path.with_name(path.name + BACKUP_SUFFIX).exists()
+    assert '-// OpenClaw config, edited by hand' in result.diff
+    assert any(line.startswith("+") and '"aios/*"' in line for line in result.diff.splitlines())
+    assert API_KEY not in result.diff and "sk-or-other-provider-secret" not in result.diff
+    assert "<redacted>" in result.diff
+
+
+def test_dry_run_of_a_missing_file_creates_nothing(tmp_path):
+    path = tmp_path / "nothing" / "openclaw.json"
+    result = sync(path, dry_run=True)
+    assert result.outcome == "dry_run" and "would create" in result.message
+    assert result.diff.startswith("--- /dev/null") and not path.parent.exists()
+
+
+def test_remove_takes_aiosds_entries_out_again(path):
+    original = rich_file(model_policy=True)
+    path.write_text(original)
+    assert sync(path).outcome == "written"
+    dry = sync(path, remove=True, dry_run=True)
+    assert dry.outcome == "dry_run" and '-      "aios": {' in dry.diff
+    result = sync(path, remove=True)
+    assert result.outcome == "removed" and result.changed
+    document = json.loads(path.read_text())
+    assert list(document["models"]["providers"]) == ["openrouter"]
+    assert document["agents"]["defaults"]["modelPolicy"]["allow"] == ["openrouter/qwen", "q"]
+    assert document["agents"]["defaults"]["models"] == {"openrouter/qwen": {"alias": "q"}}
+    assert sync(path, remove=True).outcome == "unchanged"
+
+
+def test_remove_never_creates_a_file(tmp_path):
+    path = tmp_path / "none" / "openclaw.json"
+    assert sync(path, remove=True).outcome == "unchanged"
+    assert not path.parent.exists()
+
+
+# --- what it says ----------------------------------------------------------------------------------
+
+
+def test_every_sync_logs_one_line_without_the_api_key(path, caplog):
+    with caplog.at_level(logging.DEBUG, logger="aiosd.openclaw"):
+        results = [sync(path), sync(path), sync(path, [OPUS]), sync(path, dry_run=True), sync(path, remove=True)]
+        path.write_text("{ broken")
+        results.append(sync(path))
+    assert [r.outcome for r in results] == ["created", "unchanged", "written", "dry_run", "removed", "refused"]
+    records = [r for r in caplog.records if r.name == "aiosd.openclaw"]
+    assert len(records) == len(results)
+    assert [r.levelno for r in records] == [logging.INFO] * 5 + [logging.ERROR]
+    for record, result in zip(records, results):
+        line = record.getMessage()
+        assert "\n" not in line and API_KEY not in line and result.message in line
+    assert "1 model" in results[0].message and "allowlist" in results[0].message
+
+
+def test_status_line_names_the_outcome(path):
+    result = sync(path)
+    assert result.status_line().startswith("openclaw created at ")
+    assert result.as_dict()["outcome"] == "created" and result.as_dict()["path"] == str(path)
+
+
+# --- the command line --------------------------------------------------------------------------------
+
+
+def write_config(tmp_path: Path, openclaw_path: Path, *, discover: bool, extra: str = "") -> Path:
+    config = tmp_path / "aiosd.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        listen: 127.0.0.1:8711
+        kernel:
+          url: http://127.0.0.1:9
+        models:
+          discover: {str(discover).lower()}
+          map:
+            sonnet: {{kernel_model: claude-sonnet, backend: anthropic}}
+        openclaw:
+          config_path: {openclaw_path}
+        """) + extra)
+    return config
+
+
+def kernel_listing(*names):
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/core/llms/list"
+        llms = [{"name": n, "backend": "ollama", "hostname": "http://secret-host", "api_key": "kernel-secret"}
+                for n in names]
+        return httpx.Response(200, json={"status": "success", "llms": llms})
+
+    return httpx.MockTransport(handler)
+
+
+def kernel_down():
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("Connection refused", request=request)
+
+    return httpx.MockTransport(handler)
+
+
+def run_cli(config_file: Path, *argv: str, transport=None):
+    from aiosd.cli.openclaw import add_sync_openclaw_parser, run_sync_openclaw
+    from aiosd.config.loader import load_config
+
+    parser = argparse.ArgumentParser()
+    add_sync_openclaw_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["sync-openclaw", *argv])
+    out, err = io.StringIO(), io.StringIO()
+    code = run_sync_openclaw(args, load_config(config_file), stdout=out, stderr=err, kernel_transport=transport)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_syncs_map_and_discovered_models_map_winning(tmp_path, path):
+    config = write_config(tmp_path, path, discover=True)
+    code, out, err = run_cli(config, transport=kernel_listing("sonnet", "llama3"))
+    assert code == 0 and err == ""
+    assert out.rstrip().splitlines()[-1].startswith("created: created ")
+    document = assert_valid_openclaw(path)
+    rows = document["models"]["providers"]["aios"]["models"]
+    assert [(r["id"], r["name"]) for r in rows] == [("sonnet", "sonnet (via AIOS)"), ("llama3", "llama3 (via AIOS)")]
+    provider = document["models"]["providers"]["aios"]
+    assert provider["baseUrl"] == "http://127.0.0.1:8711/v1" and provider["apiKey"] == "aiosd-local"
+    assert "kernel-secret" not in path.read_text() and "secret-host" not in path.read_text()
+    code, out, _ = run_cli(config, transport=kernel_listing("sonnet", "llama3"))
+    assert code == 0 and out.startswith("unchanged: ")
+
+
+def test_cli_with_the_kernel_down_keeps_the_discovered_models_unless_told_map_only(tmp_path, path):
+    config = write_config(tmp_path, path, discover=True)
+    assert run_cli(config, transport=kernel_listing("sonnet", "llama3"))[0] == 0
+    before = path.read_bytes()
+
+    code, out, err = run_cli(config, transport=kernel_down())
+    assert code == 1
+    assert "could not list the kernel's models" in err and "not syncing" in err and "--map-only" in err
+    assert path.read_bytes() == before  # llama3 stays in OpenClaw's list
+
+    code, out, err = run_cli(config, "--map-only", transport=kernel_down())
+    assert code == 0 and "models.map only" in err
+    rows = json.loads(path.read_text())["models"]["providers"]["aios"]["models"]
+    assert [r["id"] for r in rows] == ["sonnet"]
+
+
+def test_cli_dry_run_prints_the_diff_and_remove_takes_it_out(tmp_path, path):
+    config = write_config(tmp_path, path, discover=False,
+                          extra="auth:\n  keys: [cli-test-secret-key]\n")
+    code, out, _ = run_cli(config, "--dry-run")
+    assert code == 0 and "+++ " in out and "would create" in out and not path.exists()
+    assert "cli-test-secret-key" not in out
+    assert run_cli(config)[0] == 0
+    assert json.loads(path.read_text())["models"]["providers"]["aios"]["apiKey"] == "cli-test-secret-key"
+    code, out, _ = run_cli(config, "--remove")
+    assert code == 0 and "removed: " in out
+    assert json.loads(path.read_text()) == {}
+
+
+def test_cli_exits_1_when_refused(tmp_path, path):
+    config = write_config(tmp_path, path, discover=False)
+    path.write_text("{ nope")
+    code, out, err = run_cli(config)
+    assert code == 1 and out == "" and err.startswith("refused: ") and "line 1" in err
+
+
+def test_cli_end_to_end_through_main(tmp_path, path, capsys):
+    from aiosd.cli.main import main
+
+    config = write_config(tmp_path, path, discover=False)
+    assert main(["sync-openclaw", "--config", str(config), "--dry-run"]) == 0
+    assert "would create" in capsys.readouterr().out and not path.exists()

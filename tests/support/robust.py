@@ -1,0 +1,143 @@
+"""Helpers for the robustness suite: leak counters (tasks, TCP connections), OpenAI error checks, aiosd in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tests.support.aiosd_harness import RunningAiosd, serve_aiosd
+
+# /proc/net/tcp state codes (include/net/tcp_states.h).
+TCP_ESTABLISHED = "01"
+TCP_LISTEN = "0A"
+
+
+@dataclass(frozen=True)
+class TcpSocket:
+    local_port: int
+    remote_port: int
+    state: str
+
+
+def own_tcp_sockets() -> list[TcpSocket]:
+    """Every TCP socket this process holds open (fds resolved through /proc/net/tcp{,6})."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    sockets = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[9] in inodes:
+                        sockets.append(TcpSocket(int(fields[1].rsplit(":", 1)[1], 16),
+                                                 int(fields[2].rsplit(":", 1)[1], 16), fields[3]))
+        except FileNotFoundError:
+            continue
+    return sockets
+
+
+def connections_to(port: int) -> int:
+    """Open client-side connections of this process to ``port`` (any state but LISTEN)."""
+    return sum(1 for s in own_tcp_sockets() if s.remote_port == port and s.state != TCP_LISTEN)
+
+
+def connections_from_clients_to(port: int) -> int:
+    """Server-side connections this process holds on its listening ``port``."""
+    return sum(1 for s in own_tcp_sockets() if s.local_port == port and s.state != TCP_LISTEN)
+
+
+async def eventually(predicate: Callable[[], bool], *, timeout: float = 5.0, what: str = "condition") -> None:
+    """Wait (yielding to the loop) until ``predicate()`` holds; for state no event announces."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout}s")
+        await asyncio.sleep(0.005)
+
+
+def other_tasks(baseline: set[asyncio.Task]) -> set[asyncio.Task]:
+    """Tasks alive now that were not in ``baseline`` (the calling task excluded)."""
+    current = asyncio.current_task()
+    return {t for t in asyncio.all_tasks() if t not in baseline and t is not current and not t.done()}
+
+
+def assert_openai_error(response, status: int | tuple[int, ...]) -> dict:
+    """The response is an OpenAI error body with the given status; returns its ``error`` object."""
+    statuses = (status,) if isinstance(status, int) else status
+    assert response.status_code in statuses, (response.status_code, response.text[:500])
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    assert "Traceback" not in response.text
+    error = response.json()["error"]
+    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["type"], str) and error["type"]
+    assert isinstance(error["code"], str) and error["code"]
+    return error
+
+
+def assert_idle(aiosd: RunningAiosd) -> None:
+    """aiosd holds no kernel slot and nobody waits in its queue."""
+    admission = aiosd.runtime.admission
+    assert (admission.in_flight, admission.queued) == (0, 0)
+
+
+class AiosdInThread:
+    """aiosd served from its own event loop in a background thread, for synchronous callers
+    (hypothesis' and schemathesis' test functions cannot share the server's loop)."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self.aiosd: RunningAiosd | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._started = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="aiosd-under-test", daemon=True)
+
+    def __enter__(self) -> RunningAiosd:
+        self._thread.start()
+        if not self._started.wait(10) or self.aiosd is None:
+            raise RuntimeError("aiosd did not start in its thread") from self._error
+        return self.aiosd
+
+    def __exit__(self, *exc_info) -> None:
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def call(self, fn: Callable[[], object]):
+        """Run ``fn`` on aiosd's loop and return its result (to read its state safely)."""
+
+        async def run():
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(5)
+
+    def _run(self) -> None:
+        async def main():
+            self.loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            try:
+                async with serve_aiosd(self.config) as aiosd:
+                    self.aiosd = aiosd
+                    self._started.set()
+                    await self._stop.wait()
+            except BaseException as exc:
+                self._error = exc
+                raise
+            finally:
+                self._started.set()
+
+        with contextlib.suppress(BaseException):
+            asyncio.run(main())
