@@ -11,8 +11,7 @@ from aiosd.config.settings import Config
 from aiosd.translate.chat_request import parse_chat_request
 from aiosd.translate.query import build_kernel_call
 
-# shared/ sits beside the repository (as for the test suite).
-FIXTURE = Path(__file__).resolve().parents[2] / "shared/fixtures/openclaw/chat-completions-text-turn.jsonl"
+FIXTURE = Path(__file__).resolve().parents[1] / "tests/fixtures/openclaw/chat-completions-text-turn.jsonl"
 # The model id OpenClaw sent in the recording; the bench config maps it to a kernel model.
 FIXTURE_MODEL = "mock-model"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx
 import pytest
@@ -11,9 +10,10 @@ import pytest
 from aiosd.api.anthropic_messages import to_openai_chat
 from aiosd.errors import InvalidRequest
 from tests.support.aiosd_harness import config_for, serve_aiosd
+from tests.support.chat_fixtures import FIXTURES
 from tests.support.fake_kernel import FakeKernel, Text
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared/fixtures/openclaw/anthropic-messages-text-turn.jsonl"
+FIXTURE = FIXTURES / "anthropic-messages-text-turn.jsonl"
 
 
 def recorded() -> tuple[dict, dict]:

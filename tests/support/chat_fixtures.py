@@ -9,7 +9,8 @@ from pathlib import Path
 from aiosd.config.settings import ModelSpec
 from tests.support.model_specs import model_spec
 
-FIXTURES = Path("/work/shared/fixtures/openclaw")
+# Requests OpenClaw really sent, and its config schema, recorded into the repository.
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "openclaw"
 
 
 def recorded_requests() -> list[tuple[str, bytes]]:

@@ -11,9 +11,10 @@ import json5
 import jsonschema
 
 from aiosd.config.settings import ModelSpec, OpenClawSettings
+from tests.support.chat_fixtures import FIXTURES
 from tests.support.model_specs import model_spec
 
-OPENCLAW_SCHEMA = Path(__file__).resolve().parents[3] / "shared/fixtures/openclaw/config-schema-2026.9.6.json"
+OPENCLAW_SCHEMA = FIXTURES / "config-schema-2026.9.6.json"
 BASE_URL = "http://127.0.0.1:8700/v1"
 API_KEY = "sk-aiosd-test-key-0123456789"
 

@@ -1,4 +1,4 @@
-"""The fake AIOS kernel behaves as shared/reference/aios-kernel.md says the real one does (guards the fake against drift)."""
+"""The fake AIOS kernel behaves as the real one is documented to (guards the fake against drift)."""
 
 from __future__ import annotations
 
