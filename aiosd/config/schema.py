@@ -5,20 +5,16 @@ from __future__ import annotations
 import copy
 import json
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 import jsonschema
 
-SCHEMA_FILE = "aiosd.schema.json"
+from aiosd.config.shipped import SCHEMA, shipped_file
 
 
 def schema_path() -> Path:
     """The schema shipped inside the wheel, or schemas/ of a source checkout."""
-    packaged = resources.files("aiosd") / "schemas" / SCHEMA_FILE
-    if packaged.is_file():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parents[2] / "schemas" / SCHEMA_FILE
+    return shipped_file(SCHEMA)
 
 
 @lru_cache(maxsize=1)

@@ -343,3 +343,16 @@ def test_every_schema_default_is_itself_valid(tmp_path):
     # An empty mapping for every section gets all defaults; the result must load.
     text = "".join(f"{key}: {{}}\n" for key, node in load_schema()["properties"].items() if node.get("type") == "object")
     assert isinstance(load_config(write(tmp_path, text), env={}), Config)
+
+
+def test_the_installed_package_ships_its_schema_and_the_example_config(tmp_path):
+    """A wheel holds both files where the code looks for them, so a non-editable install finds them."""
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "-w", str(tmp_path), str(REPO)], check=True, capture_output=True)
+    names = zipfile.ZipFile(next(tmp_path.glob("aiosd-*.whl"))).namelist()
+    assert "aiosd/schemas/aiosd.schema.json" in names
+    assert "aiosd/examples/aiosd.yaml" in names
