@@ -102,7 +102,7 @@ class Daemon:
             await self.runtime.close()
             self.notifier.close()
             return 1
-        log.info("listening on http://%s (kernel %s, config %s)", config.listen, config.kernel.url, self.config_path)
+        log.info("listening on http://%s (kernel %s, config %s)", config.listen, config.kernel.shown_url, self.config_path)
         # Watch before READY=1: an edit made right after systemd reports us started must not be missed.
         watching = asyncio.Event()
         self._tasks.append(asyncio.create_task(self._watch(watching), name="config-watch"))

@@ -84,7 +84,7 @@ def _check(config_path: Path) -> int:
         return 1
     models = ", ".join(m.id for m in config.models.map) or "none mapped"
     discover = " (plus the kernel's own list)" if config.models.discover else ""
-    print(f"{config_path}: valid; listens on {config.listen}, kernel {config.kernel.url}, models: {models}{discover}")
+    print(f"{config_path}: valid; listens on {config.listen}, kernel {config.kernel.shown_url}, models: {models}{discover}")
     return 0
 
 

@@ -93,7 +93,7 @@ async def current_models(
         if not config.models.discover:
             return catalog.models(), None
         result = await catalog.refresh()
-        problem = None if result.ok else f"could not list the kernel's models at {config.kernel.url} ({result.message})"
+        problem = None if result.ok else f"could not list the kernel's models at {config.kernel.shown_url} ({result.message})"
         return catalog.models(), problem
 
 

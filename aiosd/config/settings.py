@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 ToolMode = Literal["prompt", "native", "none"]
 TextDroppedPolicy = Literal["retry_without_tools", "error"]
@@ -23,6 +24,11 @@ class KernelSettings:
     ready_window: float
     probe_interval: float  # 0 means no canary
     probe_model: str | None
+
+    @property
+    def shown_url(self) -> str:
+        """``url`` as it may appear in a log line, a status page or an error: without a password."""
+        return redact_url(self.url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +163,14 @@ class Config:
             host = "::1"
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.listen_port}/v1"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``, so it can be shown anywhere."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
 def is_loopback_host(host: str) -> bool:

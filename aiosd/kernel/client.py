@@ -309,7 +309,7 @@ class KernelClient:
             )) from None
         except NoAnswer as exc:
             raise self._failed(KernelUnreachable(
-                f"The AIOS kernel at {self._settings.url} is unreachable ({exc.why})", kernel_status=0
+                f"The AIOS kernel at {self._settings.shown_url} is unreachable ({exc.why})", kernel_status=0
             )) from None
         finally:
             wire.in_flight -= 1
@@ -329,7 +329,7 @@ class KernelClient:
 
     def _bad_answer(self, what: str, *, path: str = QUERY_PATH) -> KernelBadAnswer:
         return self._failed(KernelBadAnswer(
-            f"The server at {self._settings.url} answered {path} with HTTP 200 but {what}; "
+            f"The server at {self._settings.shown_url} answered {path} with HTTP 200 but {what}; "
             "is kernel.url an AIOS kernel?",
             kernel_status=0,
         ))

@@ -167,7 +167,7 @@ class Runtime:
 
     def _kernel_readiness(self) -> tuple[bool, str]:
         kernel = self.kernel
-        url = self.config.kernel.url
+        url = self.config.kernel.shown_url
         window = self.config.kernel.ready_window
         now = time.monotonic()
         last, failed_at = kernel.last_success_at, kernel.last_failure_at
@@ -258,7 +258,7 @@ class Runtime:
             ],
             "model_refresh": self.catalog.last_refresh_status(),
             "kernel": {
-                "url": config.kernel.url,
+                "url": config.kernel.shown_url,
                 "ready": ready,
                 "reason": reason,
                 "last_answer_seconds_ago": None if kernel.last_success_at is None

@@ -207,3 +207,19 @@ async def test_a_dead_scheduler_makes_aiosd_unready_though_the_kernel_status_say
     assert kernel_status["status"] == "ok"  # why aiosd never asks the kernel's /status
     assert "has not answered for" in down["reason"] and "a canary /query has been waiting" in down["reason"]
     assert status["in_flight_seconds"] > 0.4
+
+
+async def test_a_password_in_kernel_url_is_never_shown(tmp_path, caplog):
+    """/readyz is unauthenticated: a kernel URL's user:password must not reach it, /status or the log."""
+    dead_kernel = f"http://alice:s3cret-pw@127.0.0.1:{free_port()}"
+    config = config_for(tmp_path, dead_kernel, "models: {discover: true}")
+    caplog.set_level(logging.DEBUG)
+    async with serve_aiosd(config) as aiosd:
+        await aiosd.runtime.catalog.first_refresh_done(5)
+        async with httpx.AsyncClient(base_url=aiosd.url) as client:
+            readyz = (await client.get("/readyz")).text
+            status = (await client.get("/status")).text
+            chat = (await client.post("/v1/chat/completions", json=CHAT)).text
+    assert "***@127.0.0.1" in readyz
+    for shown in (readyz, status, chat, caplog.text):
+        assert "s3cret-pw" not in shown and "alice" not in shown
