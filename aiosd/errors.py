@@ -80,6 +80,14 @@ class CapacityError(AiosdError):
     code = "queue_timeout"
 
 
+class QueueLimitExceeded(CapacityError):
+    """An API key is over its own limit (``max_queued``/``max_in_flight``): 429 with Retry-After."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
 # --- the kernel's (or its LLM's) fault ---------------------------------------------------------
 
 

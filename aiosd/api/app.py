@@ -25,8 +25,8 @@ JSON = "application/json"
 def build_app(runtime) -> Litestar:
     """The Litestar app serving ``runtime`` (which the daemon swaps configs inside)."""
 
-    def check_headers(headers) -> None:
-        check_auth(runtime.config.auth.keys, headers)
+    def check_headers(headers) -> int | None:
+        return check_auth(runtime.config.auth.keys, headers)
 
     def check_request(request: Request) -> None:
         check_auth(runtime.config.auth.keys, request.scope["headers"])
@@ -90,10 +90,11 @@ def build_app(runtime) -> Litestar:
     return app
 
 
-def check_auth(keys, headers) -> None:
-    """``AuthenticationFailed`` unless ``headers`` (ASGI pairs) carry one of ``keys`` (none: no auth)."""
+def check_auth(keys, headers) -> int | None:
+    """``AuthenticationFailed`` unless ``headers`` (ASGI pairs) carry one of ``keys`` (none: no auth).
+    Returns the index of the key presented (None when auth is off), for the scheduler."""
     if not keys:
-        return
+        return None
     authorization = api_key = b""
     for name, value in headers:  # the first of each, as Litestar's Headers.get gives
         if name == b"authorization" and not authorization:
@@ -105,13 +106,15 @@ def check_auth(keys, headers) -> None:
     if not presented:  # Anthropic clients send the key as x-api-key
         presented = api_key.strip()
     # Compare against every key, always, so timing says nothing about which one nearly matched.
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(presented, key.encode())
-    if not matched:
+    matched = None
+    for index, key in enumerate(keys):
+        if hmac.compare_digest(presented, key.encode()) and matched is None:
+            matched = index
+    if matched is None:
         raise AuthenticationFailed(
             "missing or wrong API key: send 'Authorization: Bearer <key>' with one of aiosd's auth.keys"
         )
+    return matched
 
 
 def _error_response(exc: AiosdError) -> Response:
@@ -121,6 +124,9 @@ def _error_response(exc: AiosdError) -> Response:
     attempts = getattr(exc, "attempts", None)
     if attempts:
         headers["x-aiosd-attempts"] = str(attempts)
+    kernels = getattr(exc, "kernels", None)
+    if kernels:
+        headers["x-aiosd-kernels"] = ",".join(kernels)
     return Response(exc.to_body(), status_code=exc.status, media_type=JSON, headers=headers)
 
 

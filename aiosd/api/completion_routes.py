@@ -102,6 +102,9 @@ def error_headers(exc: AiosdError) -> list[tuple[bytes, bytes]]:
     attempts = getattr(exc, "attempts", None)
     if attempts:
         headers.append((b"x-aiosd-attempts", str(attempts).encode()))
+    kernels = getattr(exc, "kernels", None)
+    if kernels:  # pool kernel names: from the config, plain ASCII
+        headers.append((b"x-aiosd-kernels", ",".join(kernels).encode()))
     return headers
 
 
@@ -111,9 +114,9 @@ async def _send(send, status: int, headers: list[tuple[bytes, bytes]], body: byt
     await send({"type": "http.response.body", "body": body})
 
 
-def completion_app(runtime, dialect: Dialect, check_auth: Callable[[list], None]):
+def completion_app(runtime, dialect: Dialect, check_auth: Callable[[list], int | None]):
     """The raw ASGI app answering one completion route in ``dialect``'s shape; ``check_auth(headers)``
-    raises ``AuthenticationFailed`` for a request without a valid key."""
+    raises ``AuthenticationFailed`` for a request without a valid key, else returns the key's index."""
 
     async def serve(scope, receive, send) -> None:
         started = time.perf_counter()
@@ -121,7 +124,7 @@ def completion_app(runtime, dialect: Dialect, check_auth: Callable[[list], None]
         metrics = runtime.metrics
         try:
             headers = scope["headers"]
-            check_auth(headers)
+            key_index = check_auth(headers)
             content_length = None
             for name, value in headers:
                 if name == b"content-length":
@@ -130,7 +133,7 @@ def completion_app(runtime, dialect: Dialect, check_auth: Callable[[list], None]
             body = await read_body(receive, content_length, runtime.config.server.max_body_bytes)
             chat = dialect.parse(body)
             del body  # 60 KB less held while the kernel answers
-            completion = await cancel_on_disconnect(receive, complete(runtime, chat, request_id))
+            completion = await cancel_on_disconnect(receive, complete(runtime, chat, request_id, key_index=key_index, headers=headers))
         except ClientDisconnected:
             metrics.requests_child(UNKNOWN_MODEL, "client_disconnected").inc()
             log.info("request %s: client disconnected before the answer; its queue place or kernel call was cancelled", request_id)
@@ -154,16 +157,18 @@ def completion_app(runtime, dialect: Dialect, check_auth: Callable[[list], None]
         metrics.requests_child(model.id, "ok").inc()
         metrics.request_duration_child(model.id).observe(elapsed)
         metrics.overhead.observe(max(0.0, elapsed - completion.waiting))
+        kernels = ",".join(completion.kernels)
         log.info(
-            "request %s: model %s answered in %.2fs (%d attempt%s, finish %s%s)",
+            "request %s: model %s answered in %.2fs (%d attempt%s on %s, finish %s%s)",
             request_id, model.id, elapsed, completion.attempts, "s" if completion.attempts != 1 else "",
-            reply.finish_reason, f", {len(reply.tool_calls)} tool call(s)" if reply.tool_calls else "",
+            kernels or "-", reply.finish_reason, f", {len(reply.tool_calls)} tool call(s)" if reply.tool_calls else "",
         )
         body, is_stream = dialect.answer(chat, completion, estimate_usage(completion.call, reply), request_id)
         headers = [
             (b"x-aiosd-attempts", str(completion.attempts).encode()),
             (b"x-aiosd-usage", b"estimated"),
             (b"x-aiosd-model", model.id.encode()),
+            (b"x-aiosd-kernels", kernels.encode()),
         ]
         if is_stream:
             headers.extend(_STREAM_HEADERS)

@@ -6,8 +6,9 @@ import errno
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jsonschema
 import yaml
@@ -17,15 +18,19 @@ from aiosd.config.schema import apply_defaults, validator
 from aiosd.config.settings import (
     AuthSettings,
     BackoffSettings,
+    ClientKey,
     Config,
+    HealthSettings,
     KernelSettings,
     ModelDefaults,
     ModelSettings,
     ModelSpec,
     OpenClawSettings,
     RetrySettings,
+    SchedulerSettings,
     ServerSettings,
     is_loopback_host,
+    redact_url,
 )
 from aiosd.config.yaml_positions import (
     DuplicateKeyError,
@@ -272,6 +277,8 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
         ready_window=seconds(k["ready_window"]),
         probe_interval=seconds(k["probe_interval"]),
         probe_model=k["probe_model"],
+        name=_kernel_name(k["url"]),
+        agent_name_per_key=k["agent_name_per_key"],
     )
     if kernel.timeout <= 0:
         problem(("kernel", "timeout"), "must be more than 0")
@@ -299,6 +306,7 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
             backend=entry.get("backend"),
             name=entry.get("name") or f"{model_id} (via AIOS)",
             source="map",
+            priority=entry.get("priority"),
         )
         if spec.max_tokens > spec.context_window:
             problem(("models", "map", model_id, "max_tokens"), f"{spec.max_tokens} is more than the context_window ({spec.context_window})")
@@ -329,6 +337,11 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
         where = ("auth", "keys", index)
         if isinstance(item, str):
             keys.append(item)
+        elif sum(form in item for form in ("key", "env", "file")) != 1:
+            problem(where, "give the key exactly one way: key: <the key>, env: <VARIABLE> or file: <PATH>")
+            keys.append("")
+        elif "key" in item:
+            keys.append(item["key"])
         elif "env" in item:
             value = env.get(item["env"], "")
             if len(value.strip()) < 8:
@@ -346,7 +359,58 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
             if value is not None and len(value) < 8:
                 problem(where, f"key file {key_file} holds no key of at least 8 characters on its first line")
             keys.append(value or "")
-    auth = AuthSettings(keys=tuple(keys))
+    # --- the pool and its scheduler (issue 12) -------------------------------------------------
+    sc, h = d["scheduler"], d["health"]
+    scheduler = SchedulerSettings(
+        classes=tuple(sc["classes"]),
+        default_class=sc["default_class"],
+        aging=seconds(sc["aging"]),
+        priority_header=sc["priority_header"].lower(),
+    )
+    known_classes = ", ".join(scheduler.classes)
+    if scheduler.default_class not in scheduler.classes:
+        problem(("scheduler", "default_class"), f"{scheduler.default_class!r} is not one of scheduler.classes ({known_classes})")
+    for spec in specs:
+        if spec.priority is not None and spec.priority not in scheduler.classes:
+            problem(("models", "map", spec.id, "priority"), f"{spec.priority!r} is not one of scheduler.classes ({known_classes})")
+    health = HealthSettings(
+        consecutive_failures=h["consecutive_failures"],
+        base_ejection=seconds(h["base_ejection"]),
+        max_ejection=seconds(h["max_ejection"]),
+    )
+    if health.max_ejection < health.base_ejection:
+        problem(("health", "max_ejection"), f"must be at least health.base_ejection ({h['base_ejection']})")
+    pool = []
+    for index, entry in enumerate(d["kernels"]):
+        member = replace(
+            kernel,
+            url=entry["url"].rstrip("/"),
+            name=entry.get("name") or _kernel_name(entry["url"]),
+            max_concurrency=entry.get("max_concurrency", kernel.max_concurrency),
+            weight=float(entry.get("weight", 1)),
+            labels=tuple(sorted((entry.get("labels") or {}).items())),
+        )
+        if any(other.name == member.name for other in pool):
+            problem(("kernels", index, "name"), f"two kernels are named {member.name!r}; give each a distinct name")
+        pool.append(member)
+    clients = []
+    for index, item in enumerate(d["auth"]["keys"]):
+        item = item if isinstance(item, dict) else {}
+        client = ClientKey(
+            name=item.get("name") or f"key-{index + 1}",
+            priority=item.get("priority"),
+            weight=float(item.get("weight", 1)),
+            max_in_flight=item.get("max_in_flight"),
+            max_queued=item.get("max_queued"),
+        )
+        if client.priority is not None and client.priority not in scheduler.classes:
+            problem(("auth", "keys", index, "priority"), f"{client.priority!r} is not one of scheduler.classes ({known_classes})")
+        if any(other.name == client.name for other in clients):
+            problem(("auth", "keys", index, "name"), f"two keys are named {client.name!r}; give each a distinct name")
+        clients.append(client)
+    # --- end of the pool block ------------------------------------------------------------------
+
+    auth = AuthSettings(keys=tuple(keys), clients=tuple(clients))
     if not auth.enabled and not d["allow_remote"] and not is_loopback_host(host):
         problem(("listen",), f"{host} is not a loopback address and auth.keys is empty: anyone who can reach it "
                 "could use your LLMs; add auth.keys, or set allow_remote: true to accept that")
@@ -369,4 +433,12 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
         ),
         log_level=d["logging"]["level"],
         source_path=path,
+        kernels=tuple(pool),
+        scheduler=scheduler,
+        health=health,
     )
+
+
+def _kernel_name(url: str) -> str:
+    """A pool member's default name: its URL's host:port, never a password."""
+    return urlsplit(redact_url(url)).netloc.rpartition("@")[2] or "kernel"

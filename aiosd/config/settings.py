@@ -24,6 +24,13 @@ class KernelSettings:
     ready_window: float
     probe_interval: float  # 0 means no canary
     probe_model: str | None
+    # One member of the pool (``kernels:``; ``kernel:`` alone is a pool of one): its name in logs,
+    # status and metrics, its share when loads tie, and free-form labels shown in status.
+    name: str = "kernel"
+    weight: float = 1.0
+    labels: tuple[tuple[str, str], ...] = ()
+    # Send agent_name as "<agent_name>.<key name>" so the kernel's logs and memory tell keys apart.
+    agent_name_per_key: bool = False
 
     @property
     def shown_url(self) -> str:
@@ -75,6 +82,7 @@ class ModelSpec(ModelTraits):
     backend: str | None
     name: str  # display name in OpenClaw's list
     source: Literal["map", "discovery"]
+    priority: str | None = None  # models.map.<id>.priority: the scheduler class of its requests
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,12 +119,58 @@ class OpenClawSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientKey:
+    """Who an API key belongs to, for the scheduler: never the secret itself."""
+
+    name: str
+    priority: str | None = None  # scheduler class; None: scheduler.default_class
+    weight: float = 1.0  # share within its class against other keys
+    max_in_flight: int | None = None
+    max_queued: int | None = None
+
+
+ANONYMOUS = ClientKey("anonymous")  # every request when auth is off
+
+
+@dataclass(frozen=True, slots=True)
 class AuthSettings:
     keys: tuple[str, ...]  # resolved secrets; never logged
+    clients: tuple[ClientKey, ...] = ()  # one per key, same order
 
     @property
     def enabled(self) -> bool:
         return bool(self.keys)
+
+    def client_at(self, index: int | None) -> ClientKey:
+        """The ``ClientKey`` of ``keys[index]``; ``ANONYMOUS`` for None (auth off)."""
+        if index is None or not 0 <= index < len(self.clients):
+            return ANONYMOUS
+        return self.clients[index]
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSettings:
+    """``scheduler:``: priority classes (highest first), aging, and the header that may lower a class."""
+
+    classes: tuple[str, ...] = ("interactive", "background")
+    default_class: str = "interactive"
+    aging: float = 30.0  # seconds of waiting that raise a request one class; 0: never
+    priority_header: str = "x-aiosd-priority"
+
+    def index_of(self, name: str | None) -> int | None:
+        try:
+            return self.classes.index(name) if name is not None else None
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSettings:
+    """``health:``: outlier ejection of pool members (Envoy's consecutive gateway failures)."""
+
+    consecutive_failures: int = 3
+    base_ejection: float = 10.0
+    max_ejection: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +195,16 @@ class Config:
     server: ServerSettings
     log_level: str
     source_path: Path | None = field(default=None, compare=False)
+    # The pool: every kernel, each with the shared ``kernel:`` settings and its own url/slots.
+    # Empty means a pool of one: ``kernel`` itself (see ``pool``).
+    kernels: tuple[KernelSettings, ...] = ()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    health: HealthSettings = HealthSettings()
+
+    @property
+    def pool(self) -> tuple[KernelSettings, ...]:
+        """The kernels aiosd forwards to (at least one)."""
+        return self.kernels or (self.kernel,)
 
     @property
     def listen(self) -> str:

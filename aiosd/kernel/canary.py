@@ -57,14 +57,17 @@ def canary_body(config, models) -> dict:
     return {"agent_name": config.kernel.agent_name, "query_type": "llm", "query_data": query_data}
 
 
-async def run_canary(runtime) -> bool:
-    """Ask the kernel one tiny question; True when its scheduler answered (even with an error inside
-    HTTP 200: a rate-limited LLM still proves the kernel schedules). The caller awaits it, so at most
-    one canary is in flight."""
+async def run_canary(runtime, member) -> bool:
+    """Ask one pool kernel (``member``) one tiny question; True when its scheduler answered (even
+    with an error inside HTTP 200: a rate-limited LLM still proves the kernel schedules). The caller
+    awaits it, so at most one canary per kernel is in flight."""
     config = runtime.config
-    kernel = runtime.kernel
-    state: CanaryState = runtime.canary
-    body = canary_body(config, runtime.catalog.models())
+    kernel = member.client
+    state: CanaryState = member.canary
+    models = runtime.catalog.models()
+    if member.models is not None and not config.kernel.probe_model:
+        models = [m for m in models if m.kernel_model in member.models] or models  # one this kernel serves
+    body = canary_body(config, models)
     model = body["query_data"].get("llms", [{"name": "the kernel's first model"}])[0]["name"]
     answered_before = kernel.last_query_answer_at
     state.sent += 1
@@ -76,11 +79,11 @@ async def run_canary(runtime) -> bool:
         # HTTP 200 does, a hang, refusal or garbage does not.
         answered = kernel.last_query_answer_at != answered_before
         message = exc.message
-        log.log(logging.INFO if answered else logging.WARNING, "kernel canary (%s): %s%s", model, message,
+        log.log(logging.INFO if answered else logging.WARNING, "kernel canary (%s on %s): %s%s", model, member.name, message,
                 " (the scheduler answered: counts as ready)" if answered else "")
     else:
         answered, message = True, "answered"
-        log.debug("kernel canary (%s) answered", model)
+        log.debug("kernel canary (%s on %s) answered", model, member.name)
     finally:
         state.in_flight_since = None
     state.last_at = time.time()

@@ -2,7 +2,7 @@
 
 What lives here: ``RetryPolicy`` (backoff with jitter, the kernel's Retry-After as a floor, the
 per-request wait budget and deadline) and the one log line per attempt. What does not: the call
-itself (``kernel_client``) and the concurrency cap (``admission``; the HTTP layer takes a slot
+itself (``kernel_client``) and the concurrency cap (``scheduler``; ``call`` takes a slot
 inside each attempt, so a request waiting between retries does not hold one).
 
 The kernel already retries its LLM 3 times before it reports a 429 or 5xx; every retry here costs

@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from aiosd.config.settings import ModelSpec
+from aiosd.config.settings import ClientKey, ModelSpec
 from aiosd.errors import AiosdError, KernelTextDropped
 from aiosd.kernel.call import forward_query
 from aiosd.kernel.retry import AttemptReport
@@ -26,24 +26,34 @@ class Completion:
     attempts: int
     # Seconds spent waiting on others (kernel, queue, retry waits): the rest is aiosd's own overhead.
     waiting: float
+    kernels: list[str]  # the pool kernel of each call, in order (X-Aiosd-Kernels)
 
 
 class _Forwarding:
     """The state of one request's trip to the kernel (possibly several calls, each possibly retried)."""
 
-    def __init__(self, runtime, request: ChatRequest, request_id: str) -> None:
+    def __init__(self, runtime, request: ChatRequest, request_id: str, client: ClientKey,
+                 priority_header: str | None) -> None:
         self.runtime = runtime
         self.generation = runtime.current  # the config this request runs on, start to end
         self.request = request
         self.request_id = request_id
+        self.client = client
+        self.priority_header = priority_header
         self.waiting = 0.0
+        self.kernels: list[str] = []
         config = self.generation.config
+        # Every retry may take a whole kernel call, and a failover one more per other kernel.
+        calls = config.retry.max_retries + len(config.pool)
         self.deadline = time.monotonic() + config.kernel.queue_timeout + config.retry.budget + (
-            config.kernel.timeout * (config.retry.max_retries + 1)
+            config.kernel.timeout * calls
         )
 
     async def run(self, model: ModelSpec) -> Completion:
-        agent = self.generation.config.kernel.agent_name
+        kernel_settings = self.generation.config.kernel
+        agent = kernel_settings.agent_name
+        if kernel_settings.agent_name_per_key:
+            agent = f"{agent}.{self.client.name}"
         call = build_kernel_call(self.request, model, agent)
         if call.note:
             log.info("request %s: model %s: %s", self.request_id, model.id, call.note)
@@ -65,7 +75,7 @@ class _Forwarding:
             reply = call.decode(response)
         if reply.warning:
             log.warning("request %s: model %s: %s", self.request_id, model.id, reply.warning)
-        return Completion(reply, model, call, attempts, self.waiting)
+        return Completion(reply, model, call, attempts, self.waiting, self.kernels)
 
     async def _call(self, content: bytes, model: ModelSpec):
         metrics = self.runtime.metrics
@@ -83,25 +93,50 @@ class _Forwarding:
                 metrics.retry_wait.inc(report.wait or 0.0)
                 self.waiting += report.wait or 0.0
 
-        return await forward_query(
-            content,
-            kernel=self.generation.kernel,
-            queue=self.runtime.admission,
-            policy=self.generation.retry,
-            deadline=self.deadline,
-            settings=self.generation.config.kernel,  # a reload mid-request does not change its limits
-            # Only a log label: the retry log lines then carry the request id too.
-            model=f"{model.id}, request {self.request_id}",
-            on_attempt=on_attempt,
-            on_call=on_call,
-        )
+        scheduler = self.runtime.scheduler
+        key = scheduler.key_state(self.client)
+        level = scheduler.class_level(self.client.priority, model.priority, self.priority_header)
+        try:
+            result = await forward_query(
+                content,
+                scheduler=scheduler,
+                kernel_model=model.kernel_model,
+                key=key,
+                level=level,
+                policy=self.generation.retry,
+                deadline=self.deadline,
+                settings=self.generation.config.kernel,  # a reload mid-request does not change its limits
+                # Only a log label: the retry log lines then carry the request id too.
+                model=f"{model.id}, request {self.request_id}",
+                on_attempt=on_attempt,
+                on_call=on_call,
+            )
+        except AiosdError as exc:
+            self.kernels.extend(getattr(exc, "kernels", ()))
+            exc.kernels = list(self.kernels)  # type: ignore[attr-defined]
+            raise
+        self.kernels.extend(result.kernels)
+        return result.response, result.attempts
 
 
-async def complete(runtime, request: ChatRequest, request_id: str) -> Completion:
-    """Resolve the model and run the call; raises AiosdError subclasses for everything a client should see."""
+async def complete(runtime, request: ChatRequest, request_id: str, *, key_index: int | None = None,
+                   headers=()) -> Completion:
+    """Resolve the model and run the call; raises AiosdError subclasses for everything a client should see.
+
+    ``key_index``: which of ``auth.keys`` the request presented (None: auth off), for its scheduler
+    class, share and limits; ``headers`` (ASGI pairs) may carry ``scheduler.priority_header``.
+    """
     model = runtime.catalog.resolve(request.model)
+    config = runtime.config
+    client = config.auth.client_at(key_index)
+    wanted = config.scheduler.priority_header.encode()
+    header = None
+    for name, value in headers:
+        if name == wanted:
+            header = value[:64].decode("latin-1")
+            break
     try:
-        return await _Forwarding(runtime, request, request_id).run(model)
+        return await _Forwarding(runtime, request, request_id, client, header).run(model)
     except AiosdError as exc:
         exc.model_id = model.id  # a known id: safe as a metrics label
         _add_context(exc, model)
@@ -114,5 +149,8 @@ def _add_context(exc: AiosdError, model: ModelSpec) -> None:
     facts = [f"model {model.id!r} (kernel model {model.kernel_model!r})"]
     if attempts and "attempt" not in exc.message:
         facts.append(f"{attempts} attempt{'s' if attempts != 1 else ''}")
+    kernels = getattr(exc, "kernels", None)
+    if kernels and len(set(kernels)) > 1:
+        facts.append(f"kernels tried: {', '.join(kernels)}")
     exc.message = f"{exc.message} [{'; '.join(facts)}]"
     exc.args = (exc.message, *exc.args[1:])

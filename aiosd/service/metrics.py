@@ -10,6 +10,7 @@ from prometheus_client import (
     exposition,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 # The classic text format every scraper reads (prometheus-client >= 0.22 calls 1.0.0 "latest", which
 # only Prometheus 3 names; generate_latest's output is 0.0.4 as long as names are plain ASCII).
@@ -91,6 +92,11 @@ class Metrics:
         self._request_children: dict[tuple[str, str], object] = {}
         self._duration_children: dict[str, object] = {}
 
+    def watch_pool(self, pool, scheduler) -> None:
+        """Per kernel and per class/key figures, read from ``pool`` and ``scheduler`` at each scrape
+        (kernel and key names come from the config: a closed set)."""
+        self.registry.register(_PoolCollector(pool, scheduler))
+
     def requests_child(self, model: str, outcome: str):
         """``requests.labels(model, outcome)``, cached."""
         child = self._request_children.get((model, outcome))
@@ -118,3 +124,50 @@ def status_class(status: int | None) -> str:
     if status == 429:
         return "429"
     return f"{status // 100}xx" if 100 <= status < 600 else "other"
+
+
+class _PoolCollector:
+    """Reads the pool and the scheduler when /metrics is scraped."""
+
+    def __init__(self, pool, scheduler) -> None:
+        self._pool = pool
+        self._scheduler = scheduler
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        k = ["kernel"]
+        in_flight = GaugeMetricFamily("aiosd_pool_kernel_in_flight", "Calls in flight on each kernel.", labels=k)
+        slots = GaugeMetricFamily("aiosd_pool_kernel_slots", "max_concurrency of each kernel.", labels=k)
+        healthy = GaugeMetricFamily("aiosd_pool_kernel_healthy", "1 while the kernel is in the rotation, 0 while ejected.", labels=k)
+        latency = GaugeMetricFamily("aiosd_pool_kernel_latency_seconds", "Moving average of each kernel's call time.", labels=k)
+        ejections = CounterMetricFamily("aiosd_pool_kernel_ejections", "Times each kernel was ejected.", labels=k)
+        calls = CounterMetricFamily("aiosd_pool_kernel_calls", "Calls made to each kernel.", labels=k)
+        failures = CounterMetricFamily("aiosd_pool_kernel_failures", "Calls to each kernel that failed.", labels=k)
+        for member in self._pool:
+            name = [member.name]
+            in_flight.add_metric(name, member.in_flight)
+            slots.add_metric(name, member.slots)
+            healthy.add_metric(name, 0 if member.health.ejected else 1)
+            if member.latency is not None:
+                latency.add_metric(name, member.latency)
+            ejections.add_metric(name, member.health.ejections_total)
+            calls.add_metric(name, member.calls_total)
+            failures.add_metric(name, member.failures_total)
+        yield from (in_flight, slots, healthy, latency, ejections, calls, failures)
+        ck = ["class", "key"]
+        queued = GaugeMetricFamily("aiosd_scheduler_queued", "Requests waiting, by class and API key name.", labels=ck)
+        admitted = CounterMetricFamily("aiosd_scheduler_admitted", "Kernel slots handed out, by class and key.", labels=ck)
+        rejected = CounterMetricFamily("aiosd_scheduler_rejected", "Requests refused by a per-key limit (429).", labels=ck)
+        timed_out = CounterMetricFamily("aiosd_scheduler_timed_out", "Requests that waited past kernel.queue_timeout.", labels=ck)
+        wait = CounterMetricFamily("aiosd_scheduler_wait_seconds", "Time spent waiting for a slot, by class and key.", labels=ck)
+        for item in self._scheduler.classes_status():
+            for key in item["keys"]:
+                labels = [item["class"], key["key"]]
+                queued.add_metric(labels, key["queued"])
+                admitted.add_metric(labels, key["admitted"])
+                rejected.add_metric(labels, key["rejected"])
+                timed_out.add_metric(labels, key["timed_out"])
+                wait.add_metric(labels, key["wait_seconds_total"])
+        yield from (queued, admitted, rejected, timed_out, wait)

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 
 from aiosd import __version__
 from aiosd.config.settings import Config
-from aiosd.kernel.admission import AdmissionQueue
 from aiosd.kernel.canary import CanaryState
 from aiosd.kernel.client import KernelClient
 from aiosd.kernel.model_catalog import ModelCatalog
+from aiosd.kernel.pool import KernelPool, PoolKernel
 from aiosd.kernel.retry import RetryPolicy
+from aiosd.kernel.scheduler import Scheduler
 from aiosd.service.metrics import Metrics
 
 log = logging.getLogger("aiosd.runtime")
@@ -26,7 +27,6 @@ class Generation:
 
     number: int
     config: Config
-    kernel: KernelClient  # one client for the daemon's life; it swaps its pool on reload
     retry: RetryPolicy
 
 
@@ -35,10 +35,14 @@ class Runtime:
         self.metrics = Metrics()
         self.started_monotonic = time.monotonic()
         self.started_wall = time.time()
-        self.kernel = KernelClient(config.kernel, transport=kernel_transport)
-        self.current = Generation(1, config, self.kernel, RetryPolicy(config.retry))
-        self.admission = AdmissionQueue(config.kernel.max_concurrency)
-        self.catalog = ModelCatalog(config.models, self.kernel)
+        # The kernels (one client each for the daemon's life; reloads add, change and remove them)
+        # and the one queue in front of them.
+        self.pool = KernelPool(config.pool, config.health, transport=kernel_transport)
+        self.scheduler = Scheduler(self.pool, config.scheduler)
+        self.admission = self.scheduler  # the gauges tests and older callers read: in_flight, queued
+        self.current = Generation(1, config, RetryPolicy(config.retry))
+        # The catalog lists every kernel at once through the pool; each kernel keeps its own list.
+        self.catalog = ModelCatalog(config.models, self.pool)
         self.last_reload = None  # set by the daemon: a ReloadOutcome
         self.last_sync = None  # an openclaw_sync.SyncResult
         self.retry_times: collections.deque[float] = collections.deque(maxlen=10_000)
@@ -48,12 +52,30 @@ class Runtime:
         self.syncs_done = 0
         self._sync_finished = asyncio.Condition()
         self._config_applied = asyncio.Event()  # wakes the canary loop when probe_interval changes
-        self.canary = CanaryState()
         self._was_ready: bool | None = None  # for logging readiness changes once each
+        self._pool_changed = asyncio.Event()  # wakes the health loop when a kernel is ejected
         self.metrics.models_exposed.set_function(lambda: len(self.catalog.models()))
-        self.metrics.in_flight.set_function(lambda: self.admission.in_flight)
-        self.metrics.queued.set_function(lambda: self.admission.queued)
+        self.metrics.in_flight.set_function(lambda: self.scheduler.in_flight)
+        self.metrics.queued.set_function(lambda: self.scheduler.queued)
         self.metrics.kernel_ready.set_function(lambda: 1.0 if self.readiness()[0] else 0.0)
+        self.metrics.watch_pool(self.pool, self.scheduler)
+        dispatch = self.scheduler.dispatch
+
+        def on_pool_change() -> None:
+            dispatch()
+            self._pool_changed.set()
+
+        self.pool.on_change = on_pool_change
+
+    @property
+    def kernel(self) -> KernelClient:
+        """The first kernel's client (a pool of one: the kernel)."""
+        return self.pool.first().client
+
+    @property
+    def canary(self) -> CanaryState:
+        """The first kernel's canary state (each kernel has its own)."""
+        return self.pool.first().canary
 
     # --- shorthands -------------------------------------------------------------------------
 
@@ -72,13 +94,14 @@ class Runtime:
         self.catalog.start()
         self._tasks.append(asyncio.create_task(self._openclaw_loop(), name="openclaw-sync"))
         self._tasks.append(asyncio.create_task(self._canary_loop(), name="kernel-canary"))
+        self._tasks.append(asyncio.create_task(self._health_loop(), name="kernel-health"))
 
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.catalog.stop()
-        await self.kernel.close()
+        await self.pool.close()
 
     async def apply(self, config: Config) -> list[str]:
         """Swap in a new config; returns notes for the log (what changed, what needs a restart)."""
@@ -86,11 +109,12 @@ class Runtime:
         notes = []
         if (config.listen_host, config.listen_port) != (old.listen_host, old.listen_port):
             notes.append(f"listen changed to {config.listen} but needs a restart (still on {old.listen})")
-        if config.kernel != old.kernel:
-            # Calls in flight finish on the old connection pool; new ones use the new settings.
-            self.kernel.apply_settings(config.kernel)
-        self.current = Generation(self.current.number + 1, config, self.kernel, RetryPolicy(config.retry))
-        self.admission.resize(config.kernel.max_concurrency)
+        # Kernels join, change (calls in flight finish on their old connections) or leave (calls in
+        # flight there finish, nothing new goes there); waiting requests move to whatever is free.
+        for note in self.pool.apply(config.pool, config.health):
+            log.info("%s", note)
+        self.current = Generation(self.current.number + 1, config, RetryPolicy(config.retry))
+        self.scheduler.apply(config.scheduler)
         self.catalog.apply_settings(config.models)
         self.record_reload(ok=True)
         self._sync_wanted.set()
@@ -153,21 +177,33 @@ class Runtime:
     # --- readiness ----------------------------------------------------------------------------
 
     def readiness(self) -> tuple[bool, str]:
-        """(ready, reason): the kernel gave a meaningful answer within ``kernel.ready_window`` and
-        nothing has failed since. Only answers count (forwarded calls, model-list refreshes, the
-        canary), never the kernel's /status, which says ok with a dead scheduler."""
-        ready, reason = self._kernel_readiness()
+        """(ready, reason): ready while at least one kernel of the pool is, i.e. it gave a meaningful
+        answer within ``kernel.ready_window``, nothing has failed since and it is not ejected. Only
+        answers count (forwarded calls, model-list refreshes, the canary), never the kernel's
+        /status, which says ok with a dead scheduler."""
+        states = [(member, *self._kernel_readiness(member)) for member in self.pool]
+        ready_ones = [member for member, ok, _ in states if ok]
+        ready = bool(ready_ones)
+        if len(states) == 1:
+            reason = states[0][2]
+        elif ready:
+            reason = "ok" if len(ready_ones) == len(states) else (
+                f"ok: {len(ready_ones)} of {len(states)} kernels ready; "
+                + "; ".join(f"{m.name}: {why}" for m, ok, why in states if not ok))
+        else:
+            reason = f"none of the {len(states)} kernels is ready: " + "; ".join(f"{m.name}: {why}" for m, _, why in states)
         if ready != self._was_ready and (self._was_ready is not None or ready):
             if ready:
-                log.info("kernel ready: it answered within the last %gs", self.config.kernel.ready_window)
+                log.info("kernel ready: %s", "it answered within the last %gs" % self.config.kernel.ready_window
+                         if len(states) == 1 else reason)
             else:
                 log.warning("kernel not ready: %s", reason)
         self._was_ready = ready
         return ready, reason
 
-    def _kernel_readiness(self) -> tuple[bool, str]:
-        kernel = self.kernel
-        url = self.config.kernel.shown_url
+    def _kernel_readiness(self, member: PoolKernel) -> tuple[bool, str]:
+        kernel = member.client
+        url = member.settings.shown_url
         window = self.config.kernel.ready_window
         now = time.monotonic()
         last, failed_at = kernel.last_success_at, kernel.last_failure_at
@@ -177,9 +213,12 @@ class Runtime:
         if failed_at is not None and failed_at >= last:
             return False, (f"the kernel at {url} failed {now - failed_at:.1f}s ago: {kernel.last_failure} "
                            f"(last answer {now - last:.1f}s ago)")
+        view = member.health.view()
+        if view.state != "healthy":
+            return False, f"the kernel at {url} is ejected from the pool ({view.state}) after failing repeatedly"
         age = now - last
         if age > window:
-            waiting = self.canary.waiting_for(now)
+            waiting = member.canary.waiting_for(now)
             canary = "" if waiting is None else f"; a canary /query has been waiting {waiting:.1f}s"
             return False, f"the kernel at {url} has not answered for {age:.1f}s (ready_window {window:g}s){canary}"
         return True, "ok"
@@ -198,17 +237,44 @@ class Runtime:
                 continue  # reloaded: start over with the new interval
             except asyncio.TimeoutError:
                 pass
-            kernel = self.kernel
-            last = kernel.last_success_at
-            failed_since = kernel.last_failure_at is not None and (last is None or kernel.last_failure_at >= last)
-            if last is not None and time.monotonic() - last < interval and not failed_since:
-                continue  # real traffic already proved the kernel works
-            # Awaited here, so at most one canary is ever in flight (a hung one holds a kernel worker).
-            try:
-                await run_canary(self)
-            except Exception:  # a bug here must not end the canary for the daemon's life
-                log.exception("kernel canary failed unexpectedly; trying again next interval")
+            due = []
+            for member in self.pool:
+                kernel = member.client
+                last = kernel.last_success_at
+                failed_since = kernel.last_failure_at is not None and (last is None or kernel.last_failure_at >= last)
+                if last is not None and time.monotonic() - last < interval and not failed_since:
+                    continue  # real traffic already proved the kernel works
+                due.append(member)
+            # Awaited here, so at most one canary per kernel is ever in flight (a hung one holds a kernel worker).
+            results = await asyncio.gather(*(run_canary(self, member) for member in due), return_exceptions=True)
+            for member, result in zip(due, results):
+                if isinstance(result, BaseException):  # a bug here must not end the canary for the daemon's life
+                    log.error("kernel canary on %s failed unexpectedly (%r); trying again next interval", member.name, result)
+                else:
+                    self.pool.note_health(member, member.health.record_probe(result))
             self.readiness()  # logs a change of readiness the canary caused
+
+    async def _health_loop(self) -> None:
+        """Probe ejected kernels (their model list) as their backoff ends, so they rejoin by themselves."""
+        while True:
+            self._pool_changed.clear()
+            wait = self.pool.next_probe_in()
+            try:
+                if wait is None:
+                    await self._pool_changed.wait()
+                    continue
+                if wait > 0:
+                    await asyncio.wait_for(self._pool_changed.wait(), wait)
+                    continue
+            except asyncio.TimeoutError:
+                pass
+            try:
+                await self.pool.probe_ejected()
+            except Exception:  # a bug here must not end the probing
+                log.exception("probing ejected kernels failed unexpectedly; trying again shortly")
+            # A probe that failed again set a longer backoff; one that succeeded cleared it.
+            await asyncio.sleep(0.05)
+            self.readiness()
 
     # --- reporting ----------------------------------------------------------------------------
 
@@ -220,9 +286,13 @@ class Runtime:
         """The one-line STATUS= systemd shows in ``systemctl status``."""
         parts = [f"gen {self.generation}", f"{len(self.catalog.models())} models"]
         ready, reason = self.readiness()
-        parts.append("kernel ok" if ready else "kernel not ready")
-        if self.admission.in_flight or self.admission.queued:
-            parts.append(f"{self.admission.in_flight} in flight, {self.admission.queued} queued")
+        if len(self.pool) == 1:
+            parts.append("kernel ok" if ready else "kernel not ready")
+        else:
+            healthy = sum(1 for member in self.pool if not member.health.ejected)
+            parts.append(f"{healthy}/{len(self.pool)} kernels healthy" + ("" if ready else ", none ready"))
+        if self.scheduler.in_flight or self.scheduler.queued:
+            parts.append(f"{self.scheduler.in_flight} in flight, {self.scheduler.queued} queued")
         reload = self.last_reload
         if reload is not None and not reload.ok:
             first = reload.problems[0] if reload.problems else "invalid"
@@ -271,13 +341,37 @@ class Runtime:
                 "canary": self.canary.as_dict(config.kernel.probe_interval),
             },
             "calls": {
-                "in_flight": self.admission.in_flight,
-                "queued": self.admission.queued,
-                "max_concurrency": config.kernel.max_concurrency,
+                "in_flight": self.scheduler.in_flight,
+                "queued": self.scheduler.queued,
+                "max_concurrency": self.pool.slots,
                 "retries_last_5m": self.retries_recent(),
             },
             "openclaw_sync": None if sync is None else sync.as_dict(),
+            **self.pool_status(),
         }
+
+    def pool_status(self) -> dict:
+        """The pool and the scheduler as plain data (for /status, ``aiosd status`` and the status page).
+
+        ``{"kernels": [...], "classes": [...]}``:
+
+        - each kernel: ``name``, ``url`` (password redacted), ``labels``, ``weight``, ``health``
+          ("healthy", "ejected" while its backoff runs, "probing" once it is over until a probe
+          succeeds), ``ready`` and ``reason`` (as /readyz judges it), ``consecutive_failures``,
+          ``ejections`` (total), ``ejected_for_seconds``, ``in_flight``, ``max_concurrency``,
+          ``models`` (its last model list, null before one), ``latency_seconds`` (moving average),
+          ``calls``, ``failures``, ``last_answer_seconds_ago``, ``last_failure``;
+        - each class, highest first: ``class``, ``queued``, and ``keys``, one per API key seen in
+          that class: ``key`` (its name, never the secret), ``queued``, ``key_in_flight``,
+          ``admitted``, ``rejected`` (per-key limits), ``timed_out``, ``cancelled``,
+          ``wait_seconds_mean``, ``wait_seconds_total``.
+        """
+        kernels = []
+        for member in self.pool:
+            item = member.status()
+            item["ready"], item["reason"] = self._kernel_readiness(member)
+            kernels.append(item)
+        return {"kernels": kernels, "classes": self.scheduler.classes_status()}
 
 
 

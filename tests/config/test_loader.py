@@ -157,7 +157,7 @@ models:
         (5, 13, "retry.backoff.inital"),
         (8, 31, "models.map.sonnet.colour"),
     ]
-    assert found[0].message.startswith("unknown key 'lisen'; known keys here: allow_remote, auth, kernel, listen")
+    assert found[0].message.startswith("unknown key 'lisen'; known keys here: allow_remote, auth, health, kernel, kernels, listen")
     assert "known keys here: initial, jitter, max, multiplier" in found[2].message
 
 

@@ -18,9 +18,10 @@ from aiosd.errors import (
     KernelTimeout,
     KernelUnreachable,
 )
-from aiosd.kernel.admission import AdmissionQueue
+from aiosd.config.settings import ANONYMOUS, HealthSettings, SchedulerSettings
 from aiosd.kernel.call import forward_query
-from aiosd.kernel.client import KernelClient
+from aiosd.kernel.pool import KernelPool
+from aiosd.kernel.scheduler import Scheduler
 from aiosd.kernel.retry import AttemptReport, RetryPolicy
 from tests.kernel.test_client import inner, kernel_settings
 
@@ -280,54 +281,60 @@ async def test_one_log_line_per_attempt_without_prompt_text(caplog):
 # --- forward_query: queue, call and retries together ------------------------------------------------------
 
 
+def one_kernel(handler, **settings) -> Scheduler:
+    """A scheduler in front of a pool of one kernel answered by ``handler`` (an httpx mock)."""
+    pool = KernelPool((kernel_settings(**settings),), HealthSettings(), transport=httpx.MockTransport(handler))
+    return Scheduler(pool, SchedulerSettings())
+
+
+async def forward(scheduler: Scheduler, body, policy: RetryPolicy, **kwargs):
+    kwargs.setdefault("settings", scheduler.pool.first().settings)
+    return await forward_query(body, scheduler=scheduler, kernel_model="m", key=scheduler.key_state(ANONYMOUS),
+                               level=0, policy=policy, deadline=time.monotonic() + 30, **kwargs)
+
+
 async def test_forward_query_serialises_once_releases_the_slot_between_attempts_and_counts_attempts():
-    queue = AdmissionQueue(1)
     sent: list[bytes] = []
     in_flight_seen: list[int] = []
     answers = [inner(429, None, "Rate Limit Exceeded"), inner(200, "done")]
 
     def handler(request: httpx.Request) -> httpx.Response:
         sent.append(request.content)
-        in_flight_seen.append(queue.in_flight)
+        in_flight_seen.append(scheduler.in_flight)
         return httpx.Response(200, json=answers.pop(0))
 
     waits: list[float] = []
 
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
-        in_flight_seen.append(queue.in_flight)  # nobody holds the slot while we wait
+        in_flight_seen.append(scheduler.in_flight)  # nobody holds the slot while we wait
 
     body = {"agent_name": "openclaw", "query_type": "llm", "query_data": {"messages": [{"role": "user", "content": "x"}]}}
     policy = RetryPolicy(retry_settings(initial=0.5), sleep=sleep)
-    async with KernelClient(kernel_settings(), transport=httpx.MockTransport(handler)) as kernel:
-        response, attempts = await forward_query(
-            body, kernel=kernel, queue=queue, policy=policy, deadline=time.monotonic() + 30, model="m"
-        )
-    assert response["response_message"] == "done" and attempts == 2
+    scheduler = one_kernel(handler, max_concurrency=1)
+    result = await forward(scheduler, body, policy, model="m")
+    await scheduler.pool.close()
+    assert result.response["response_message"] == "done" and result.attempts == 2
     assert sent[0] == sent[1] and json.loads(sent[0]) == body
     assert waits == [0.5] and in_flight_seen == [1, 0, 1]
-    assert queue.in_flight == 0
+    assert scheduler.in_flight == 0
 
 
 async def test_forward_query_on_a_full_queue_is_503_with_attempts():
-    queue = AdmissionQueue(1)
-    await queue.acquire()  # someone else holds the only slot
-    kernel = KernelClient(kernel_settings(queue_timeout=0.02), transport=httpx.MockTransport(lambda r: None))
-    async with kernel:
-        with pytest.raises(CapacityError) as info:
-            await forward_query({}, kernel=kernel, queue=queue, policy=RetryPolicy(retry_settings()),
-                                deadline=time.monotonic() + 30)
+    scheduler = one_kernel(lambda r: None, max_concurrency=1, queue_timeout=0.02)
+    await scheduler.acquire("m", key=scheduler.key_state(ANONYMOUS))  # someone else holds the only slot
+    with pytest.raises(CapacityError) as info:
+        await forward(scheduler, {}, RetryPolicy(retry_settings()))
+    await scheduler.pool.close()
     assert info.value.status == 503 and info.value.attempts == 1 and info.value.retry_after >= 1
 
 
 async def test_forward_query_keeps_the_requests_own_limits_after_a_reload():
-    queue = AdmissionQueue(1)
-    await queue.acquire()  # someone else holds the only slot
-    # The client has since been reloaded to a long queue timeout; the request started with 20 ms.
-    kernel = KernelClient(kernel_settings(queue_timeout=60), transport=httpx.MockTransport(lambda r: None))
-    async with kernel:
-        started = time.monotonic()
-        with pytest.raises(CapacityError):
-            await forward_query({}, kernel=kernel, queue=queue, policy=RetryPolicy(retry_settings()),
-                                deadline=time.monotonic() + 30, settings=kernel_settings(queue_timeout=0.02))
+    # The pool has since been reloaded to a long queue timeout; the request started with 20 ms.
+    scheduler = one_kernel(lambda r: None, max_concurrency=1, queue_timeout=60)
+    await scheduler.acquire("m", key=scheduler.key_state(ANONYMOUS))  # someone else holds the only slot
+    started = time.monotonic()
+    with pytest.raises(CapacityError):
+        await forward(scheduler, {}, RetryPolicy(retry_settings()), settings=kernel_settings(queue_timeout=0.02))
+    await scheduler.pool.close()
     assert time.monotonic() - started < 5

@@ -1,0 +1,382 @@
+"""aiosd's one queue in front of the kernel pool: priority classes, weighted fair share across API keys, aging, per-key limits.
+
+What lives here: ``Scheduler`` (waiters grouped class -> key -> arrival order; on every arrival,
+freed slot, health or pool change it hands free slots out: the highest effective class first,
+within it the key with the least weighted service so far, that key's oldest request some free
+kernel can serve, on the least loaded such kernel) and its per-class/key figures. What does not:
+the kernels themselves (``pool``), one request's attempts and failover (``call``).
+
+Why a queue of our own rather than letting the kernel queue: the kernel's FIFO scheduler runs
+everything it holds as one batch and waits for the slowest, a hung call holds one of its few
+worker threads for good, and a client that disconnects does not cancel work inside the kernel.
+Work that waits here can still be cancelled for free, and can go to whichever kernel frees first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiosd.config.durations import format_duration
+from aiosd.config.settings import ClientKey, SchedulerSettings
+from aiosd.errors import CapacityError, QueueLimitExceeded
+from aiosd.kernel.pool import KernelPool, PoolKernel
+
+# Bounds of the Retry-After sent with a queue timeout or a per-key limit.
+MIN_RETRY_AFTER = 1.0
+MAX_RETRY_AFTER = 60.0
+# Weight of the newest slot hold time in the running estimate.
+HOLD_EWMA_WEIGHT = 0.2
+
+
+@dataclass
+class KeyState:
+    """One API key's place in the scheduler: its share, limits, and what it has now."""
+
+    name: str
+    weight: float = 1.0
+    max_in_flight: int | None = None
+    max_queued: int | None = None
+    in_flight: int = 0
+    queued: int = 0
+    # Weighted service received (stride scheduling): the key with the least goes first.
+    served: float = 0.0
+    last_served: float = -math.inf
+
+
+@dataclass
+class ClassKeyStats:
+    """Figures for one (class, key) pair, for /status and /metrics."""
+
+    admitted: int = 0
+    rejected: int = 0
+    timed_out: int = 0
+    cancelled: int = 0
+    wait_seconds_total: float = 0.0
+    wait_max_recent: float = 0.0
+
+
+@dataclass(eq=False)
+class _Waiter:
+    key: KeyState
+    level: int  # base class index (0 = highest)
+    kernel_model: str
+    exclude: frozenset[str]
+    enqueued_at: float
+    seq: int
+    future: asyncio.Future = field(repr=False)
+
+
+class Scheduler:
+    """Hands kernel slots of ``pool`` to requests.
+
+    ``kernel = await scheduler.acquire(kernel_model, key=..., level=..., deadline=...)`` returns the
+    ``PoolKernel`` whose slot the caller now holds; ``scheduler.release(kernel, key, ...)`` gives it
+    back. ``deadline`` (monotonic, on ``clock``) bounds the wait: past it ``CapacityError`` (503)
+    with ``retry_after``. A waiter that is cancelled leaves the queue; a slot handed to it in the
+    same instant is passed on, never lost. ``exclude`` names kernels this request must not use
+    (failover). Per-key limits: a key at ``max_in_flight`` waits; with ``max_queued`` requests
+    already waiting, a new one gets ``QueueLimitExceeded`` (429).
+    """
+
+    def __init__(self, pool: KernelPool, settings: SchedulerSettings, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.pool = pool
+        self.settings = settings
+        self._clock = clock
+        self._keys: dict[str, KeyState] = {}
+        # class index -> key name -> waiters in arrival order
+        self._queues: list[dict[str, deque[_Waiter]]] = [dict() for _ in settings.classes]
+        self._waiting = 0
+        self._seq = itertools.count()
+        self._vtime = 0.0  # the ``served`` of the key served last: where a key that was idle starts
+        self.stats: dict[tuple[str, str], ClassKeyStats] = {}
+        self._hold_estimate: float | None = None
+        self.admitted_total = 0
+        self.timed_out_total = 0
+        self.cancelled_total = 0
+        self.time_queued_total = 0.0
+        pool.on_change = self.dispatch
+
+    # --- gauges -------------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return self.pool.in_flight
+
+    @property
+    def queued(self) -> int:
+        return self._waiting
+
+    @property
+    def limit(self) -> int:
+        return self.pool.slots
+
+    # --- configuration --------------------------------------------------------------------------
+
+    def apply(self, settings: SchedulerSettings) -> None:
+        """Take reloaded classes. Waiters keep their place; a class that disappeared sends its
+        waiters to the lowest class, a renamed order re-files them by name."""
+        old_names = self.settings.classes
+        self.settings = settings
+        queues: list[dict[str, deque[_Waiter]]] = [dict() for _ in settings.classes]
+        for old_level, by_key in enumerate(self._queues):
+            name = old_names[old_level] if old_level < len(old_names) else None
+            level = settings.index_of(name)
+            level = len(settings.classes) - 1 if level is None else level
+            for key_name, waiters in by_key.items():
+                for waiter in waiters:
+                    waiter.level = level
+                target = queues[level].setdefault(key_name, deque())
+                target.extend(waiters)
+                if len(target) > len(waiters):  # merged two classes: keep arrival order
+                    queues[level][key_name] = deque(sorted(target, key=lambda w: w.seq))
+        self._queues = queues
+        self.dispatch()
+
+    def key_state(self, client: ClientKey) -> KeyState:
+        """The scheduler's state for ``client`` (created on first use; limits follow reloads)."""
+        state = self._keys.get(client.name)
+        if state is None:
+            state = self._keys[client.name] = KeyState(client.name)
+        state.weight = client.weight
+        state.max_in_flight = client.max_in_flight
+        state.max_queued = client.max_queued
+        return state
+
+    def class_level(self, key_class: str | None, model_class: str | None, header: str | None) -> int:
+        """The class index of a request: the key's class, else the model's, else the default;
+        a header naming a known lower class lowers it, a higher one is ignored."""
+        settings = self.settings
+        level = settings.index_of(key_class)
+        if level is None:
+            level = settings.index_of(model_class)
+        if level is None:
+            level = settings.index_of(settings.default_class) or 0
+        wanted = settings.index_of(header.strip().lower() if header else None)
+        if wanted is not None and wanted > level:
+            level = wanted
+        return level
+
+    # --- use --------------------------------------------------------------------------------------
+
+    async def acquire(self, kernel_model: str, *, key: KeyState, level: int = 0,
+                      deadline: float | None = None, exclude: frozenset[str] = frozenset(),
+                      new_request: bool = True) -> PoolKernel:
+        """Wait for a slot on a kernel serving ``kernel_model``; see the class docstring.
+        ``new_request`` False (a failover or retry of a request already admitted) skips the
+        ``max_queued`` check."""
+        level = min(level, len(self._queues) - 1)
+        stats = self._stats(level, key.name)
+        if not self._waiting and (key.max_in_flight is None or key.in_flight < key.max_in_flight):
+            kernel = self._pick_kernel(kernel_model, exclude)
+            if kernel is not None:  # fast path: a free slot and nobody waiting
+                self._grant(kernel, key)
+                stats.admitted += 1
+                return kernel
+        if new_request and key.max_queued is not None and key.queued >= key.max_queued:
+            stats.rejected += 1
+            raise self._limit_error(key)
+        waiter = _Waiter(key, level, kernel_model, exclude, self._clock(), next(self._seq),
+                         asyncio.get_running_loop().create_future())
+        self._enqueue(waiter)
+        started = waiter.enqueued_at
+        try:
+            self.dispatch()
+            if deadline is None:
+                kernel = await waiter.future
+            else:
+                async with asyncio.timeout(deadline - started):
+                    kernel = await waiter.future
+        except BaseException as exc:
+            waited = self._clock() - started
+            self.time_queued_total += waited
+            stats.wait_seconds_total += waited
+            if waiter.future.done() and not waiter.future.cancelled():
+                # The slot was handed over just as we were cancelled or timed out: pass it on.
+                self.release(waiter.future.result(), key)
+            else:
+                waiter.future.cancel()
+                self._forget(waiter)
+            if isinstance(exc, TimeoutError):
+                self.timed_out_total += 1
+                stats.timed_out += 1
+                raise self._timeout_error(waited, kernel_model) from None
+            if isinstance(exc, asyncio.CancelledError):
+                self.cancelled_total += 1
+                stats.cancelled += 1
+            raise
+        waited = self._clock() - started
+        self.time_queued_total += waited
+        stats.wait_seconds_total += waited
+        stats.wait_max_recent = max(stats.wait_max_recent * 0.9, waited)
+        stats.admitted += 1
+        return kernel
+
+    def release(self, kernel: PoolKernel, key: KeyState, *, held: float | None = None) -> None:
+        """Give back a slot ``acquire`` returned (``held``: how long, for the Retry-After estimate)."""
+        kernel.in_flight -= 1
+        key.in_flight -= 1
+        if held is not None:
+            self._hold_estimate = held if self._hold_estimate is None else (
+                self._hold_estimate + HOLD_EWMA_WEIGHT * (held - self._hold_estimate))
+        self.pool.released(kernel)
+        self.dispatch()
+
+    def can_fail_over(self, kernel_model: str, exclude: frozenset[str]) -> bool:
+        """Whether a healthy kernel serving ``kernel_model`` is left outside ``exclude``."""
+        return any(not k.health.ejected and k.name not in exclude for k in self.pool.serving(kernel_model))
+
+    def retry_after_estimate(self) -> float:
+        """Seconds until a new request would likely get a slot, clamped to [1, 60]."""
+        hold = self._hold_estimate if self._hold_estimate is not None else 5.0
+        rounds = (self.queued + 1) / max(1, self.pool.slots)
+        return float(min(MAX_RETRY_AFTER, max(MIN_RETRY_AFTER, math.ceil(hold * rounds))))
+
+    # --- dispatch ---------------------------------------------------------------------------------
+
+    def dispatch(self) -> None:
+        """Hand every free slot some waiter can use: highest effective class, then the key with the
+        least weighted service, then that key's oldest servable request. Cheap when nobody waits."""
+        while self._waiting:
+            choice = self._choose()
+            if choice is None:
+                return
+            waiter, kernel = choice
+            self._forget(waiter)
+            self._grant(kernel, waiter.key)
+            waiter.future.set_result(kernel)
+
+    def _choose(self) -> tuple[_Waiter, PoolKernel] | None:
+        if not any(k.free for k in self.pool):
+            return None
+        now = self._clock()
+        aging = self.settings.aging
+        best = None
+        best_rank = None
+        for level, by_key in enumerate(self._queues):
+            for waiters in by_key.values():
+                if not waiters:
+                    continue
+                key = waiters[0].key
+                if key.max_in_flight is not None and key.in_flight >= key.max_in_flight:
+                    continue
+                # The oldest request of this key (in this class) that a free kernel can serve.
+                for waiter in waiters:
+                    kernel = self._pick_kernel(waiter.kernel_model, waiter.exclude)
+                    if kernel is None:
+                        continue
+                    effective = level
+                    if aging > 0:
+                        effective = max(0, level - int((now - waiter.enqueued_at) // aging))
+                    rank = (effective, key.served, key.last_served, waiter.seq)
+                    if best_rank is None or rank < best_rank:
+                        best, best_rank = (waiter, kernel), rank
+                    break
+        return best
+
+    def _pick_kernel(self, kernel_model: str, exclude: frozenset[str]) -> PoolKernel | None:
+        """The least loaded free kernel serving ``kernel_model`` outside ``exclude``; healthy ones
+        only, unless none serving the model is healthy (then the ejected ones: better a try than a wait)."""
+        serving = [k for k in self.pool.serving(kernel_model) if k.name not in exclude]
+        healthy = [k for k in serving if not k.health.ejected]
+        candidates = [k for k in (healthy or serving) if k.free]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda k: (k.load, -k.settings.weight, k.latency or 0.0))
+
+    def _grant(self, kernel: PoolKernel, key: KeyState) -> None:
+        kernel.in_flight += 1
+        key.in_flight += 1
+        self.admitted_total += 1
+        self._vtime = key.served
+        key.served += 1.0 / key.weight
+        key.last_served = self._clock()
+
+    def _enqueue(self, waiter: _Waiter) -> None:
+        key = waiter.key
+        if key.queued == 0 and key.in_flight == 0:
+            # A key that was idle starts level with the others, not with credit saved up.
+            key.served = max(key.served, self._vtime)
+        self._queues[waiter.level].setdefault(key.name, deque()).append(waiter)
+        key.queued += 1
+        self._waiting += 1
+
+    def _forget(self, waiter: _Waiter) -> None:
+        for level, by_key in enumerate(self._queues):
+            waiters = by_key.get(waiter.key.name)
+            if waiters is None:
+                continue
+            try:
+                waiters.remove(waiter)
+            except ValueError:
+                continue
+            if not waiters:
+                del by_key[waiter.key.name]
+            waiter.key.queued -= 1
+            self._waiting -= 1
+            return
+
+    def _stats(self, level: int, key_name: str) -> ClassKeyStats:
+        name = self.settings.classes[level]
+        stats = self.stats.get((name, key_name))
+        if stats is None:
+            stats = self.stats[(name, key_name)] = ClassKeyStats()
+        return stats
+
+    # --- errors and reporting ---------------------------------------------------------------------
+
+    def _timeout_error(self, waited: float, kernel_model: str) -> CapacityError:
+        serving = self.pool.serving(kernel_model)
+        slots = sum(k.slots for k in serving)
+        return CapacityError(
+            f"aiosd's queue for the AIOS kernels is full: waited {format_duration(waited)} for one of "
+            f"{slots} kernel slots on {len(serving)} kernel{'s' if len(serving) != 1 else ''} serving "
+            f"{kernel_model!r} ({self.queued} request{'s' if self.queued != 1 else ''} still waiting). "
+            "Try again later, or raise max_concurrency or add kernels.",
+            retry_after=self.retry_after_estimate(),
+        )
+
+    def _limit_error(self, key: KeyState) -> QueueLimitExceeded:
+        if key.max_queued == 0 and key.max_in_flight is not None:
+            what = (f"API key {key.name!r} has {key.in_flight} kernel calls in flight, its max_in_flight "
+                    f"({key.max_in_flight}), and may not queue more (max_queued 0)")
+        else:
+            what = (f"API key {key.name!r} already has {key.queued} requests waiting, its max_queued "
+                    f"({key.max_queued})")
+        return QueueLimitExceeded(f"{what}. Try again later, or raise the key's limit in auth.keys.",
+                                  retry_after=self.retry_after_estimate())
+
+    def classes_status(self) -> list[dict]:
+        """Per class, then per key: waiting now, in flight, admitted, rejected, timed out, mean wait."""
+        out = []
+        for level, name in enumerate(self.settings.classes):
+            keys = []
+            for (class_name, key_name), stats in sorted(self.stats.items()):
+                if class_name != name:
+                    continue
+                key = self._keys.get(key_name)
+                queued_now = len(self._queues[level].get(key_name, ()))
+                done = stats.admitted + stats.timed_out + stats.cancelled
+                keys.append({
+                    "key": key_name,
+                    "queued": queued_now,
+                    "key_in_flight": 0 if key is None else key.in_flight,
+                    "admitted": stats.admitted,
+                    "rejected": stats.rejected,
+                    "timed_out": stats.timed_out,
+                    "cancelled": stats.cancelled,
+                    "wait_seconds_mean": round(stats.wait_seconds_total / done, 3) if done else None,
+                    "wait_seconds_total": round(stats.wait_seconds_total, 3),
+                })
+            out.append({
+                "class": name,
+                "queued": sum(len(w) for w in self._queues[level].values()),
+                "keys": keys,
+            })
+        return out
