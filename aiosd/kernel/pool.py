@@ -234,8 +234,8 @@ class KernelPool:
         if errors and not union and len(errors) == len(members):
             error = errors[0]
             if len(members) > 1:
-                error = type(error)(f"no kernel of the pool could list its models; first: {error.message}",
-                                    kernel_status=getattr(error, "kernel_status", 0))
+                error.message = f"no kernel of the pool could list its models; {members[0].name}: {error.message}"
+                error.args = (error.message,)
             raise error
         self.on_change()  # a model list may have made waiting requests servable
         return list(union.values())

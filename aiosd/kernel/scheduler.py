@@ -249,6 +249,8 @@ class Scheduler:
                 return
             waiter, kernel = choice
             self._forget(waiter)
+            if waiter.future.done():  # cancelled or timed out, its task not yet run to remove it
+                continue
             self._grant(kernel, waiter.key)
             waiter.future.set_result(kernel)
 

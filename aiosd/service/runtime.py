@@ -255,25 +255,40 @@ class Runtime:
             self.readiness()  # logs a change of readiness the canary caused
 
     async def _health_loop(self) -> None:
-        """Probe ejected kernels (their model list) as their backoff ends, so they rejoin by themselves."""
+        """Probe ejected kernels (their model list) as their backoff ends, so they rejoin by themselves;
+        with discovery off, also refresh each kernel's model list (routing needs it either way)."""
+        from aiosd.errors import AiosdError
+        from aiosd.kernel.model_catalog import FAILED_REFRESH_RETRY
+
+        next_list = time.monotonic()
         while True:
             self._pool_changed.clear()
-            wait = self.pool.next_probe_in()
+            waits = []
+            probe = self.pool.next_probe_in()
+            if probe is not None:
+                waits.append(probe)
+            # With discovery on, the catalog lists every kernel; a pool of one routes everything to it anyway.
+            listing = not self.config.models.discover and len(self.pool) > 1
+            if listing:
+                waits.append(max(0.0, next_list - time.monotonic()))
+            if not waits or min(waits) > 0:
+                try:
+                    await asyncio.wait_for(self._pool_changed.wait(), min(waits) if waits else None)
+                    continue  # a kernel ejected or the pool changed: work out the next wake-up again
+                except asyncio.TimeoutError:
+                    pass
             try:
-                if wait is None:
-                    await self._pool_changed.wait()
-                    continue
-                if wait > 0:
-                    await asyncio.wait_for(self._pool_changed.wait(), wait)
-                    continue
-            except asyncio.TimeoutError:
-                pass
-            try:
-                await self.pool.probe_ejected()
+                if listing and time.monotonic() >= next_list:
+                    try:
+                        await self.pool.list_llms()
+                        next_list = time.monotonic() + self.config.models.refresh_interval
+                    except AiosdError:
+                        next_list = time.monotonic() + min(FAILED_REFRESH_RETRY, self.config.models.refresh_interval)
+                if self.pool.next_probe_in() == 0:
+                    await self.pool.probe_ejected()
             except Exception:  # a bug here must not end the probing
-                log.exception("probing ejected kernels failed unexpectedly; trying again shortly")
-            # A probe that failed again set a longer backoff; one that succeeded cleared it.
-            await asyncio.sleep(0.05)
+                log.exception("probing the pool's kernels failed unexpectedly; trying again shortly")
+            await asyncio.sleep(0.05)  # a probe that failed again set a longer backoff
             self.readiness()
 
     # --- reporting ----------------------------------------------------------------------------
