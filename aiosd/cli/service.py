@@ -277,12 +277,16 @@ def _check_privileges(args, layout: Layout) -> None:
 def _write_text_atomically(path: Path, text: str, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.aiosd-tmp")
-    with open(temp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(temp, mode)
-    os.replace(temp, path)
+    try:
+        with open(temp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, path)  # a reader sees the old unit or the new one, never half of one
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 def _install_example_config(layout: Layout, group_id: int | None) -> bool:
@@ -383,6 +387,9 @@ def install(args) -> int:
         steps.say(f"not started (--no-start): systemctl{_user_flag(layout)} enable --now aiosd")
 
     if layout.mode == "user" and not args.dry_run:
+        if steps.failed:
+            steps.say("note: systemctl --user needs your own login session (not su or sudo); on a server without "
+                      "one, `loginctl enable-linger` starts your user manager")
         _linger_hint(steps, layout)
     for warning in warnings:
         steps.say(f"warning: {warning}")

@@ -129,6 +129,12 @@ def test_an_explicit_state_directory_wins(env):
     assert values(system_unit(env), "ReadWritePaths") == ["-/srv/oc"]
 
 
+def test_a_relative_state_directory_is_refused(env, capsys):
+    assert service(env, "install", "--system", "--openclaw-user", ME.pw_name, "--openclaw-state-dir", "oc") == 1
+    assert "--openclaw-state-dir must be an absolute path, got 'oc'" in capsys.readouterr().err
+    assert not system_unit(env).exists()
+
+
 def test_openclaw_config_path_outside_the_state_directory_is_writable_too(env):
     own_config(env, 'openclaw: {config_path: "/srv/shared/openclaw.json"}\n')
     assert service(env, "install", "--system", "--openclaw-user", ME.pw_name, "--openclaw-state-dir", "/srv/oc") == 0
@@ -211,7 +217,9 @@ def test_a_failing_systemctl_is_reported_and_the_exit_code_says_so(env, capsys):
 def test_a_missing_systemctl_is_reported(env, capsys):
     code = main(["service", "install", "--user", "--root", str(env.root), "--systemctl", str(env.tmp / "nowhere")])
     assert code == 1
-    assert "FAILED: systemctl --user daemon-reload:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "FAILED: systemctl --user daemon-reload:" in out
+    assert "systemctl --user needs your own login session" in out
 
 
 def test_an_unknown_openclaw_user_is_refused_before_anything_is_written(env, capsys):
