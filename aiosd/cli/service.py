@@ -293,11 +293,12 @@ def _install_example_config(layout: Layout, group_id: int | None) -> bool:
     """Copy the example config to ``layout.config_path`` unless a file is there; True if it was copied."""
     layout.config_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if layout.mode == "user" else 0o755)
     try:
-        # "x": never replace a config, even one that appeared since we looked.
-        with open(layout.config_path, "xb") as handle:
-            handle.write(example_config_path().read_bytes())
+        # O_EXCL: never replace a config, even one that appeared since we looked; 0600 until its owner is set.
+        descriptor = os.open(layout.config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return False
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(example_config_path().read_bytes())
     # The config may hold API keys: readable by root and the service's group only.
     if layout.mode == "system":
         if os.geteuid() == 0 and group_id is not None:
