@@ -1,0 +1,217 @@
+"""The pool benchmark (issue 12): fake kernels like the real one (about 1 s per call, 6 slots each) behind one aiosd.
+
+    python3 bench/pool.py            # about 2 minutes
+    python3 bench/pool.py --quick    # about 30 s: checks the harness (figures are rougher)
+
+Measures, each against its target: throughput with 1, 2 and 3 kernels (>= 0.9 x N times one
+kernel), slot utilisation under saturation with 3 kernels (>= 95%: the share of the kernels' slots
+busy while requests wait), and the queue wait p95 of an interactive key's requests while a
+background key floods the pool (<= one kernel call, 1 s), next to the same traffic sent by one key
+in one class (what the old FIFO queue did). The fake kernels run in this process's threads (each
+its own event loop, as in the tests), aiosd in this process's loop; the load is a few dozen
+requests a second, so neither is CPU bound.
+
+Exit status: 0 when every figure meets its target, 1 when one misses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent)]
+
+import httpx  # noqa: E402
+
+from tests.support.aiosd_harness import config_for, serve_aiosd  # noqa: E402
+from tests.support.fake_kernel import FakeKernel  # noqa: E402
+
+CALL_SECONDS = 1.0
+SLOTS = 6
+CHAT = {"model": "sonnet", "messages": [{"role": "user", "content": "hi"}]}
+USER_KEY = "interactive-key-0001"
+CRON_KEY = "background-key-0001"
+
+
+@dataclass(frozen=True)
+class Plan:
+    window: float  # seconds measured after warm-up
+    warm_up: float
+    interactive_samples: int
+
+
+FULL = Plan(window=20.0, warm_up=3.0, interactive_samples=40)
+QUICK = Plan(window=5.0, warm_up=2.0, interactive_samples=10)
+
+
+def start_kernels(n: int) -> list[FakeKernel]:
+    return [FakeKernel(workers=SLOTS, llm_latency=CALL_SECONDS, record=False).start() for _ in range(n)]
+
+
+def pool_config(workdir: Path, kernels: list[FakeKernel], extra: str = ""):
+    entries = "\n".join(f'  - {{url: "{k.url}", name: k{i}, max_concurrency: {SLOTS}}}' for i, k in enumerate(kernels))
+    text = f"""
+kernels:
+{entries}
+kernel: {{timeout: 30s, queue_timeout: 300s}}
+{extra}
+"""
+    return config_for(workdir, kernels[0].url, text)
+
+
+async def saturate(n: int, plan: Plan, workdir: Path) -> dict:
+    """Throughput and slot utilisation with ``n`` kernels and three times as many requests as slots."""
+    kernels = start_kernels(n)
+    try:
+        async with serve_aiosd(pool_config(workdir, kernels)) as aiosd:
+            limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+            async with httpx.AsyncClient(base_url=aiosd.url, timeout=120, limits=limits) as client:
+                finished: list[float] = []
+                failures = 0
+                stop = asyncio.Event()
+
+                async def loop() -> None:
+                    nonlocal failures
+                    while not stop.is_set():
+                        response = await client.post("/v1/chat/completions", json=CHAT)
+                        if response.status_code == 200:
+                            finished.append(time.monotonic())
+                        else:
+                            failures += 1
+
+                workers = [asyncio.create_task(loop()) for _ in range(3 * SLOTS * n)]
+                await asyncio.sleep(plan.warm_up)
+                start = time.monotonic()
+                busy_samples: list[float] = []
+                while time.monotonic() - start < plan.window:
+                    busy_samples.append(sum(k.busy_workers for k in kernels) / (SLOTS * n))
+                    await asyncio.sleep(0.01)
+                end = time.monotonic()
+                stop.set()
+                await asyncio.gather(*workers)
+        done = sum(1 for t in finished if start <= t < end)
+        return {
+            "kernels": n,
+            "requests_per_second": done / (end - start),
+            "utilisation": statistics.fmean(busy_samples),
+            "failures": failures,
+        }
+    finally:
+        for kernel in kernels:
+            kernel.stop()
+
+
+async def interactive_under_flood(plan: Plan, workdir: Path, *, separate_classes: bool) -> dict:
+    """Two kernels (12 slots), 48 background requests always waiting; an interactive request every
+    0.3 s. ``separate_classes`` False sends both from one key in one class (first come, first served)."""
+    kernels = start_kernels(2)
+    extra = f"""
+auth:
+  keys:
+    - {{key: "{USER_KEY}", name: user}}
+    - {{key: "{CRON_KEY}", name: cron, priority: background}}
+"""
+    user_key = USER_KEY if separate_classes else CRON_KEY
+    try:
+        async with serve_aiosd(pool_config(workdir, kernels, extra)) as aiosd:
+            limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+            async with httpx.AsyncClient(base_url=aiosd.url, timeout=300, limits=limits) as client:
+                stop = asyncio.Event()
+
+                async def flood() -> None:
+                    while not stop.is_set():
+                        await client.post("/v1/chat/completions", json=CHAT, headers={"authorization": f"Bearer {CRON_KEY}"})
+
+                flooders = [asyncio.create_task(flood()) for _ in range(60)]
+                await asyncio.sleep(plan.warm_up)
+                waits: list[float] = []
+                statuses: list[int] = []
+
+                async def one() -> None:
+                    sent = time.monotonic()
+                    response = await client.post("/v1/chat/completions", json=CHAT,
+                                                 headers={"authorization": f"Bearer {user_key}"})
+                    statuses.append(response.status_code)
+                    # What the request waited beyond its own kernel call: the queue (and aiosd's few ms).
+                    waits.append(max(0.0, time.monotonic() - sent - CALL_SECONDS))
+
+                singles = []
+                for _ in range(plan.interactive_samples):
+                    singles.append(asyncio.create_task(one()))
+                    await asyncio.sleep(0.3)
+                await asyncio.gather(*singles)
+                stop.set()
+                await asyncio.gather(*flooders)
+        waits.sort()
+        return {
+            "separate_classes": separate_classes,
+            "samples": len(waits),
+            "wait_p50": waits[len(waits) // 2],
+            "wait_p95": waits[min(len(waits) - 1, int(0.95 * len(waits)))],
+            "errors": sum(1 for s in statuses if s != 200),
+        }
+    finally:
+        for kernel in kernels:
+            kernel.stop()
+
+
+async def run(plan: Plan) -> tuple[list[tuple[str, str, str, bool]], dict]:
+    workdir = Path(tempfile.mkdtemp(prefix="aiosd-pool-bench-"))
+    runs = {}
+    for n in (1, 2, 3):
+        (workdir / str(n)).mkdir()
+        runs[n] = await saturate(n, plan, workdir / str(n))
+        print(f"  {n} kernel(s): {runs[n]['requests_per_second']:.2f} req/s, "
+              f"utilisation {runs[n]['utilisation']:.1%}, failures {runs[n]['failures']}", flush=True)
+    (workdir / "p").mkdir()
+    (workdir / "f").mkdir()
+    priority = await interactive_under_flood(plan, workdir / "p", separate_classes=True)
+    fifo = await interactive_under_flood(plan, workdir / "f", separate_classes=False)
+    one = runs[1]["requests_per_second"]
+    rows = []
+    for n in (1, 2, 3):
+        ratio = runs[n]["requests_per_second"] / (n * one)
+        rows.append((f"throughput, {n} kernel(s)", f"{runs[n]['requests_per_second']:.2f} req/s ({ratio:.2f} x N x one)",
+                     ">= 0.9 x N" if n > 1 else "", n == 1 or ratio >= 0.9))
+    utilisation = runs[3]["utilisation"]
+    rows.append(("slot utilisation, 3 kernels saturated", f"{utilisation:.1%}", ">= 95%", utilisation >= 0.95))
+    rows.append(("interactive queue wait p50 / p95 under a background flood",
+                 f"{priority['wait_p50']:.3f} / {priority['wait_p95']:.3f} s", "p95 <= 1 s",
+                 priority["wait_p95"] <= CALL_SECONDS and priority["errors"] == 0))
+    rows.append(("same traffic from one key in one class (FIFO), p50 / p95",
+                 f"{fifo['wait_p50']:.3f} / {fifo['wait_p95']:.3f} s", "(for comparison)", True))
+    failures = sum(r["failures"] for r in runs.values())
+    rows.append(("failed requests", str(failures + priority["errors"] + fifo["errors"]), "0",
+                 failures + priority["errors"] + fifo["errors"] == 0))
+    return rows, {"saturation": runs, "interactive": priority, "fifo": fifo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short windows: checks the harness works")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "pool.json", help="JSON results file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    rows, details = asyncio.run(run(QUICK if args.quick else FULL))
+    width = max(len(r[0]) for r in rows)
+    print()
+    for name, value, target, ok in rows:
+        verdict = "" if not target or target.startswith("(") else ("pass" if ok else "MISS")
+        print(f"{name:<{width}}  {value:<34} {target:<16} {verdict}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"mode": "quick" if args.quick else "full", **details}, indent=2, default=str))
+    print(f"\nJSON written to {args.out}")
+    return 0 if all(ok for *_, ok in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
