@@ -152,6 +152,27 @@ def render_status(s: dict) -> str:
         f"calls      {calls['in_flight']} in flight / {calls['max_concurrency']}, {calls['queued']} queued, "
         f"{calls['retries_last_5m']} {'retry' if calls['retries_last_5m'] == 1 else 'retries'} in the last 5 minutes"
     )
+    kernels = s.get("kernels") or []
+    if len(kernels) > 1:
+        lines.append(f"pool       {len(kernels)} kernels")
+        for k in kernels:
+            state = k["health"] if k["health"] != "healthy" else ("ready" if k["ready"] else "not ready")
+            ejected = f", ejected for {_duration(k['ejected_for_seconds'])} more" if k.get("ejected_for_seconds") else ""
+            lines.append(
+                f"           {k['name']} {k['url']}: {state}{ejected}; {k['in_flight']}/{k['max_concurrency']} in flight, "
+                f"{k['calls']} calls, {k['failures']} failed, {k['ejections']} ejection(s), latency {_ms(k['latency_seconds'])}"
+            )
+    for c in s.get("classes") or []:
+        if not c["keys"] and not c["queued"]:
+            continue
+        lines.append(f"class      {c['class']}: {c['queued']} queued")
+        for key in c["keys"]:
+            mean = key["wait_seconds_mean"]
+            lines.append(
+                f"           key {key['key']}: {key['queued']} queued, {key['key_in_flight']} in flight, "
+                f"{key['admitted']} admitted, {key['rejected']} rejected, {key['timed_out']} timed out, "
+                f"mean wait {'-' if mean is None else _duration(mean)}"
+            )
     models = s.get("models", [])
     lines.append(f"models     {len(models)}")
     width = max((len(m["id"]) for m in models), default=0)

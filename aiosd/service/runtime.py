@@ -342,8 +342,8 @@ class Runtime:
                 for m in self.catalog.models()
             ],
             "model_refresh": self.catalog.last_refresh_status(),
-            "kernel": {
-                "url": config.kernel.shown_url,
+            "kernel": {  # the first kernel of the pool (a pool of one: the kernel); readiness is the pool's
+                "url": self.pool.first().settings.shown_url,
                 "ready": ready,
                 "reason": reason,
                 "last_answer_seconds_ago": None if kernel.last_success_at is None
