@@ -285,6 +285,10 @@ class Scheduler:
     def _pick_kernel(self, kernel_model: str, exclude: frozenset[str]) -> PoolKernel | None:
         """The least loaded free kernel serving ``kernel_model`` outside ``exclude``; healthy ones
         only, unless none serving the model is healthy (then the ejected ones: better a try than a wait)."""
+        members = self.pool.members
+        if len(members) == 1:  # a pool of one serves every model (its own error says what it lacks)
+            for only in members.values():
+                return only if only.free and only.name not in exclude else None
         serving = [k for k in self.pool.serving(kernel_model) if k.name not in exclude]
         healthy = [k for k in serving if not k.health.ejected]
         candidates = [k for k in (healthy or serving) if k.free]
