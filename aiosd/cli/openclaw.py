@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # annotations only: `aiosd run` builds this parser and need n
 from aiosd.config.settings import Config, ModelSpec
 from aiosd.kernel.client import KernelClient
 from aiosd.kernel.model_catalog import ModelCatalog
+from aiosd.kernel.pool import KernelPool
 from aiosd.openclaw.sync import openclaw_api_key, sync_openclaw
 
 # The CLI should answer quickly when the kernel is down.
@@ -88,12 +89,23 @@ async def current_models(
     config: Config, kernel_transport: httpx.AsyncBaseTransport | None = None
 ) -> tuple[tuple[ModelSpec, ...], str | None]:
     """The models the daemon would expose now, in its order, and why discovery failed (or None)."""
-    async with KernelClient(config.kernel, transport=kernel_transport) as kernel:
+    if len(config.pool) > 1:  # the union of every pool kernel's list, as the daemon shows it
+        pool = KernelPool(config.pool, config.health, transport=kernel_transport)
+        try:
+            catalog = ModelCatalog(config.models, pool)
+            if not config.models.discover:
+                return catalog.models(), None
+            result = await asyncio.wait_for(catalog.refresh(), KERNEL_LIST_TIMEOUT)
+        finally:
+            await pool.close()
+        problem = None if result.ok else f"could not list the models of the kernel pool ({result.message})"
+        return catalog.models(), problem
+    async with KernelClient(config.pool[0], transport=kernel_transport) as kernel:
         catalog = ModelCatalog(config.models, _QuickLister(kernel))
         if not config.models.discover:
             return catalog.models(), None
         result = await catalog.refresh()
-        problem = None if result.ok else f"could not list the kernel's models at {config.kernel.shown_url} ({result.message})"
+        problem = None if result.ok else f"could not list the kernel's models at {config.pool[0].shown_url} ({result.message})"
         return catalog.models(), problem
 
 

@@ -441,4 +441,6 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
 
 def _kernel_name(url: str) -> str:
     """A pool member's default name: its URL's host:port, never a password."""
-    return urlsplit(redact_url(url)).netloc.rpartition("@")[2] or "kernel"
+    host = urlsplit(redact_url(url)).netloc.rpartition("@")[2]
+    # Shown in a response header and as a metrics label: plain ASCII only.
+    return re.sub(r"[^A-Za-z0-9._:\[\]-]", "_", host)[:64] or "kernel"

@@ -55,8 +55,9 @@ class Health:
 
     A kernel is ejected after ``consecutive_failures`` gateway failures in a row, for
     ``base_ejection * 2**(n-1)`` (n = ejections in a row), at most ``max_ejection``. Once the
-    backoff is over it rejoins at its next successful probe (or successful call, when the pool
-    had to use it anyway); a failed probe after the backoff ejects it again for longer. Ejections in
+    backoff is over it rejoins at its next successful probe; a successful call (the pool had to use
+    it anyway, nothing healthy serving the model) brings it back at once; a failed probe after the
+    backoff ejects it again for longer. Ejections in
     a row are forgotten after ``max_ejection`` of good health.
     """
 
@@ -78,9 +79,11 @@ class Health:
         return self.ejected_until is not None and self._clock() >= self.ejected_until
 
     def record_success(self) -> bool:
-        """A call got a meaningful answer. Returns True when this brought the kernel back."""
+        """A call got a meaningful answer. Returns True when this brought the kernel back: a real
+        answer (the pool used the kernel while nothing healthy served the model) ends an ejection at
+        once, backoff or not, since it proves more than a probe."""
         self.consecutive_failures = 0
-        return self._rejoin()
+        return self._rejoin(early=True)
 
     def record_failure(self, error: BaseException) -> bool:
         """A call failed; returns True when this failure ejected the kernel (only gateway failures count)."""
@@ -135,10 +138,10 @@ class Health:
         self.ejections_total += 1
         self.ejected_until = now + self.backoff()
 
-    def _rejoin(self) -> bool:
+    def _rejoin(self, *, early: bool = False) -> bool:
         if self.ejected_until is None:
             return False
-        if not self.backoff_over():
+        if not early and not self.backoff_over():
             return False  # Envoy keeps an ejected host out for its whole backoff
         self.ejected_until = None
         self.consecutive_failures = 0

@@ -64,3 +64,11 @@ def test_what_fails_over_and_what_ejects():
     assert fails_over(KernelRateLimited("429", kernel_status=429)) and not is_gateway_failure(KernelRateLimited("429", kernel_status=429))
     assert not fails_over(KernelRejected("context too long", kernel_status=400))
     assert not fails_over(KernelRejected("bad body", kernel_status=422))
+
+
+def test_a_real_answer_ends_an_ejection_at_once_a_probe_only_after_the_backoff():
+    now = [0.0]
+    h = health(now, consecutive_failures=1)
+    h.record_failure(REFUSED)
+    assert h.record_probe(True) is None and h.ejected
+    assert h.record_success() and not h.ejected

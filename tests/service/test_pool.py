@@ -187,3 +187,42 @@ kernel: {agent_name_per_key: true}
     classes = {c["class"]: {k["key"]: k for k in c["keys"]} for c in status["classes"]}
     assert classes["background"]["cron"]["rejected"] == 1 and classes["background"]["cron"]["admitted"] == 2
     assert classes["interactive"]["user"]["admitted"] == 1
+
+
+async def test_with_the_slots_full_of_background_work_an_interactive_request_starts_at_the_next_free_slot(tmp_path):
+    from tests.support.fake_kernel import Hang
+
+    # One client (no keys), so fair share across keys cannot be what puts the interactive turn first:
+    # its class comes from the model (OpenClaw's heartbeat model pointed at a background alias).
+    extra = """
+models:
+  map:
+    heartbeat: {kernel_model: "gpt-4o-mini", priority: background}
+kernel: {max_concurrency: 2}
+"""
+
+    def turn(text: str, model: str = "heartbeat") -> dict:
+        return {"model": model, "messages": [{"role": "user", "content": text}]}
+
+    with FakeKernel() as kernel:
+        hangs = [Hang(), Hang()]
+        kernel.script(*hangs)
+        config = config_for(tmp_path, kernel.url, extra)
+        async with serve_aiosd(config) as aiosd, httpx.AsyncClient(base_url=aiosd.url, timeout=10) as client:
+            background = [asyncio.create_task(client.post("/v1/chat/completions", json=turn(f"background {i}")))
+                          for i in range(6)]
+            await kernel.wait_for_in_flight_async(2)
+            await _until(lambda: aiosd.runtime.scheduler.queued == 4, "four background requests to queue")
+            user = asyncio.create_task(client.post("/v1/chat/completions", json=turn("interactive", "sonnet")))
+            await _until(lambda: aiosd.runtime.scheduler.queued == 5, "the interactive request to queue")
+            hangs[0].release()
+            await kernel.wait_for_queries_async(3)
+            hangs[1].release()
+            answers = await asyncio.gather(user, *background)
+            metrics = (await client.get("/metrics")).text
+    assert [a.status_code for a in answers] == [200] * 7
+    third = kernel.queries[2]["query_data"]["messages"][-1]["content"]
+    assert "interactive" in third  # the first slot that freed went to it, ahead of 4 older background turns
+    assert 'aiosd_scheduler_admitted_total{class="background",key="anonymous"} 6.0' in metrics
+    assert 'aiosd_scheduler_admitted_total{class="interactive",key="anonymous"} 1.0' in metrics
+    assert 'aiosd_pool_kernel_calls_total{kernel="127.0.0.1:' in metrics
