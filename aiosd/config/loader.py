@@ -405,7 +405,9 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
         )
         if client.priority is not None and client.priority not in scheduler.classes:
             problem(("auth", "keys", index, "priority"), f"{client.priority!r} is not one of scheduler.classes ({known_classes})")
-        if any(other.name == client.name for other in clients):
+        if client.name == "anonymous":
+            problem(("auth", "keys", index, "name"), "'anonymous' is how aiosd names requests without a key; choose another name")
+        elif any(other.name == client.name for other in clients):
             problem(("auth", "keys", index, "name"), f"two keys are named {client.name!r}; give each a distinct name")
         clients.append(client)
     # --- end of the pool block ------------------------------------------------------------------
