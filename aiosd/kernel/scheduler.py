@@ -44,6 +44,7 @@ class KeyState:
     max_queued: int | None = None
     in_flight: int = 0
     queued: int = 0
+    client: ClientKey | None = None  # the config entry the limits above were taken from
     # Weighted service received (stride scheduling): the key with the least goes first.
     served: float = 0.0
     last_served: float = -math.inf
@@ -97,6 +98,7 @@ class Scheduler:
         self._vtime = 0.0  # the ``served`` of the key served last: where a key that was idle starts
         self.stats: dict[tuple[str, str], ClassKeyStats] = {}
         self._hold_estimate: float | None = None
+        self._index_classes(settings)
         self.admitted_total = 0
         self.timed_out_total = 0
         self.cancelled_total = 0
@@ -119,11 +121,16 @@ class Scheduler:
 
     # --- configuration --------------------------------------------------------------------------
 
+    def _index_classes(self, settings: SchedulerSettings) -> None:
+        self._class_index = {name: index for index, name in enumerate(settings.classes)}
+        self._default_level = self._class_index.get(settings.default_class, 0)
+
     def apply(self, settings: SchedulerSettings) -> None:
         """Take reloaded classes. Waiters keep their place; a class that disappeared sends its
         waiters to the lowest class, a renamed order re-files them by name."""
         old_names = self.settings.classes
         self.settings = settings
+        self._index_classes(settings)
         queues: list[dict[str, deque[_Waiter]]] = [dict() for _ in settings.classes]
         for old_level, by_key in enumerate(self._queues):
             name = old_names[old_level] if old_level < len(old_names) else None
@@ -144,6 +151,9 @@ class Scheduler:
         state = self._keys.get(client.name)
         if state is None:
             state = self._keys[client.name] = KeyState(client.name)
+        elif state.client is client:
+            return state  # the same config entry as last time: nothing to update
+        state.client = client
         state.weight = client.weight
         state.max_in_flight = client.max_in_flight
         state.max_queued = client.max_queued
@@ -152,15 +162,15 @@ class Scheduler:
     def class_level(self, key_class: str | None, model_class: str | None, header: str | None) -> int:
         """The class index of a request: the key's class, else the model's, else the default;
         a header naming a known lower class lowers it, a higher one is ignored."""
-        settings = self.settings
-        level = settings.index_of(key_class)
+        index = self._class_index
+        level = index.get(key_class) if key_class is not None else None
         if level is None:
-            level = settings.index_of(model_class)
-        if level is None:
-            level = settings.index_of(settings.default_class) or 0
-        wanted = settings.index_of(header.strip().lower() if header else None)
-        if wanted is not None and wanted > level:
-            level = wanted
+            level = index.get(model_class, self._default_level) if model_class is not None else self._default_level
+        if header:
+            named = header.strip()
+            wanted = index.get(named, index.get(named.lower()))
+            if wanted is not None and wanted > level:
+                level = wanted
         return level
 
     # --- use --------------------------------------------------------------------------------------
@@ -288,7 +298,9 @@ class Scheduler:
         members = self.pool.members
         if len(members) == 1:  # a pool of one serves every model (its own error says what it lacks)
             for only in members.values():
-                return only if only.free and only.name not in exclude else None
+                if only.in_flight < only.settings.max_concurrency and not only.removed and only.name not in exclude:
+                    return only
+                return None
         serving = [k for k in self.pool.serving(kernel_model) if k.name not in exclude]
         healthy = [k for k in serving if not k.health.ejected]
         candidates = [k for k in (healthy or serving) if k.free]
