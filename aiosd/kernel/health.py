@@ -22,6 +22,8 @@ def is_gateway_failure(error: BaseException) -> bool:
     if isinstance(error, (KernelUnreachable, KernelTimeout, KernelBadAnswer)):
         return not getattr(error, "code", "") == "kernel_dropped_text"
     if isinstance(error, KernelError):
+        if error.code == "kernel_model_unavailable":
+            return False  # about the model asked for (this kernel lacks it), not about the kernel
         status = error.kernel_status
         return error.code == "kernel_not_ready" or (status is not None and status >= 500)
     return False
@@ -30,11 +32,12 @@ def is_gateway_failure(error: BaseException) -> bool:
 def fails_over(error: BaseException) -> bool:
     """True when another kernel may well answer what this one could not: every gateway failure, a
     429 (this kernel's LLM quota), and the kernel's own LLM misconfiguration (401/403/404). Not a
-    400 (the request's content) nor 422 (the body's shape: the same on every kernel)."""
+    400 (the request's content) nor 422 (the body's shape: the same on every kernel). A kernel that
+    lacks the model fails over too (another may have it) but is not ejected for it."""
     if is_gateway_failure(error):
         return True
     if isinstance(error, KernelError):
-        return error.kernel_status in (429, 401, 403, 404, 408)
+        return error.kernel_status in (429, 401, 403, 404, 408) or error.code == "kernel_model_unavailable"
     return False
 
 

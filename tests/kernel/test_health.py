@@ -72,3 +72,12 @@ def test_a_real_answer_ends_an_ejection_at_once_a_probe_only_after_the_backoff()
     h.record_failure(REFUSED)
     assert h.record_probe(True) is None and h.ejected
     assert h.record_success() and not h.ejected
+
+
+def test_a_kernel_lacking_the_model_fails_over_but_is_not_ejected_for_it():
+    from aiosd.kernel.errors import kernel_error_for_status
+
+    lacking = kernel_error_for_status(500, "Selected LLMs are not all available.", retry_after=None, inside_200=True)
+    now = [0.0]
+    h = health(now, consecutive_failures=1)
+    assert fails_over(lacking) and not h.record_failure(lacking) and not h.ejected
