@@ -226,3 +226,23 @@ kernel: {max_concurrency: 2}
     assert 'aiosd_scheduler_admitted_total{class="background",key="anonymous"} 6.0' in metrics
     assert 'aiosd_scheduler_admitted_total{class="interactive",key="anonymous"} 1.0' in metrics
     assert 'aiosd_pool_kernel_calls_total{kernel="127.0.0.1:' in metrics
+
+
+async def test_the_priority_header_lowers_a_requests_class_and_never_raises_it(tmp_path):
+    extra = """
+auth:
+  keys:
+    - {key: "user-key-123", name: user}
+    - {key: "cron-key-123", name: cron, priority: background}
+"""
+    with FakeKernel() as kernel:
+        async with serve_aiosd(config_for(tmp_path, kernel.url, extra)) as aiosd, \
+                httpx.AsyncClient(base_url=aiosd.url, timeout=10) as client:
+            lowered = await client.post("/v1/chat/completions", json=CHAT, headers={
+                "authorization": "Bearer user-key-123", "x-aiosd-priority": "background"})
+            not_raised = await client.post("/v1/chat/completions", json=CHAT, headers={
+                "authorization": "Bearer cron-key-123", "x-aiosd-priority": "interactive"})
+            status = (await client.get("/status", headers={"authorization": "Bearer user-key-123"})).json()
+    assert lowered.status_code == not_raised.status_code == 200
+    classes = {c["class"]: [k["key"] for k in c["keys"]] for c in status["classes"]}
+    assert classes == {"interactive": [], "background": ["cron", "user"]}
