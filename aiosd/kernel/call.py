@@ -60,6 +60,8 @@ async def forward_query(
     result = ForwardResult({}, 0)
     label = model or kernel_model
 
+    first_queued: list[float] = []  # when the request first asked for a slot: its place and age
+
     async def attempt(index: int) -> dict:
         tried: set[str] = set()
         while True:
@@ -68,7 +70,10 @@ async def forward_query(
                 kernel_model, key=key, level=level, exclude=frozenset(tried),
                 deadline=min(deadline, queued_at + settings.queue_timeout),
                 new_request=index == 0 and not tried,
+                since=first_queued[0] if first_queued else None,
             )
+            if not first_queued:
+                first_queued.append(queued_at)
             started = clock()
             result.attempts += 1
             result.kernels.append(kernel.name)

@@ -177,10 +177,10 @@ class Scheduler:
 
     async def acquire(self, kernel_model: str, *, key: KeyState, level: int = 0,
                       deadline: float | None = None, exclude: frozenset[str] = frozenset(),
-                      new_request: bool = True) -> PoolKernel:
+                      new_request: bool = True, since: float | None = None) -> PoolKernel:
         """Wait for a slot on a kernel serving ``kernel_model``; see the class docstring.
         ``new_request`` False (a failover or retry of a request already admitted) skips the
-        ``max_queued`` check."""
+        ``max_queued`` check; ``since`` (when the request first queued) keeps its place and its age."""
         level = min(level, len(self._queues) - 1)
         stats = self._stats(level, key.name)
         if not self._waiting and (key.max_in_flight is None or key.in_flight < key.max_in_flight):
@@ -192,10 +192,10 @@ class Scheduler:
         if new_request and key.max_queued is not None and key.queued >= key.max_queued:
             stats.rejected += 1
             raise self._limit_error(key)
-        waiter = _Waiter(key, level, kernel_model, exclude, self._clock(), next(self._seq),
-                         asyncio.get_running_loop().create_future())
+        started = self._clock()
+        waiter = _Waiter(key, level, kernel_model, exclude, started if since is None else min(since, started),
+                         next(self._seq), asyncio.get_running_loop().create_future())
         self._enqueue(waiter)
-        started = waiter.enqueued_at
         try:
             self.dispatch()
             if deadline is None:
@@ -286,7 +286,7 @@ class Scheduler:
                     effective = level
                     if aging > 0:
                         effective = max(0, level - int((now - waiter.enqueued_at) // aging))
-                    rank = (effective, key.served, key.last_served, waiter.seq)
+                    rank = (effective, key.served, key.last_served, waiter.enqueued_at, waiter.seq)
                     if best_rank is None or rank < best_rank:
                         best, best_rank = (waiter, kernel), rank
                     break
@@ -321,7 +321,11 @@ class Scheduler:
         if key.queued == 0 and key.in_flight == 0:
             # A key that was idle starts level with the others, not with credit saved up.
             key.served = max(key.served, self._vtime)
-        self._queues[waiter.level].setdefault(key.name, deque()).append(waiter)
+        waiters = self._queues[waiter.level].setdefault(key.name, deque())
+        place = len(waiters)
+        while place and waiters[place - 1].enqueued_at > waiter.enqueued_at:
+            place -= 1  # a failover or retry goes back to where it first queued, not to the end
+        waiters.insert(place, waiter)
         key.queued += 1
         self._waiting += 1
 

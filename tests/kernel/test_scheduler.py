@@ -270,3 +270,21 @@ def test_the_class_comes_from_key_then_model_and_a_header_may_only_lower_it():
     assert s.class_level(None, None, "background") == 1  # lowered
     assert s.class_level("background", None, "interactive") == 1  # never raised
     assert s.class_level(None, None, "nonsense") == 0
+
+
+async def test_a_failover_keeps_the_place_it_first_queued_at():
+    now = [100.0]
+    s = scheduler_for(1, clock=lambda: now[0])
+    a = key(s)
+    held = await s.acquire("m", key=a)
+    now[0] = 101.0
+    later = asyncio.create_task(s.acquire("m", key=a))
+    await settle()
+    # A request that first queued at 100.5 failed on another kernel and asks again now (at 102).
+    now[0] = 102.0
+    failover = asyncio.create_task(s.acquire("m", key=a, new_request=False, since=100.5))
+    await settle()
+    s.release(held, a)
+    await settle()
+    assert failover.done() and not later.done()
+    later.cancel()
