@@ -120,14 +120,15 @@ class KernelPool:
 
     def __init__(self, settings: tuple[KernelSettings, ...], health: HealthSettings, *, transport=None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._transport = transport
+        self._shared_transport = transport  # an injected httpx transport (tests, benchmarks): closed once, by close()
+        self._transport = _unclosable(transport)
         self._clock = clock
         self._health = health
         self.members: dict[str, PoolKernel] = {}
         self._leaving: list[PoolKernel] = []  # removed by a reload, calls still in flight
         self.on_change: Callable[[], object] = lambda: None
         for item in settings:
-            self.members[item.name] = PoolKernel(item, health, transport=transport, clock=clock)
+            self.members[item.name] = PoolKernel(item, health, transport=self._transport, clock=clock)
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -264,6 +265,24 @@ class KernelPool:
     async def close(self) -> None:
         for member in [*self.members.values(), *self._leaving]:
             await member.client.close()
+        if self._shared_transport is not None and not isinstance(self._shared_transport, str):
+            await self._shared_transport.aclose()
+
+
+def _unclosable(transport):
+    """An injected httpx transport shared by every member, which a member leaving the pool must not close."""
+    if transport is None or isinstance(transport, str):
+        return transport
+    import httpx  # only here: the aiohttp-only daemon never imports httpx
+
+    class Shared(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request):
+            return await transport.handle_async_request(request)
+
+        async def aclose(self) -> None:
+            pass
+
+    return Shared()
 
 
 def _counts_for_health(error: AiosdError) -> bool:

@@ -1,0 +1,49 @@
+"""KernelPool: members join and leave on reload without disturbing the others; per-kernel model lists and health."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from aiosd.config.settings import HealthSettings
+from aiosd.kernel.pool import KernelPool
+from tests.kernel.test_client import inner, kernel_settings
+
+BODY = {"agent_name": "a", "query_type": "llm", "query_data": {"messages": [{"role": "user", "content": "x"}]}}
+
+
+class ClosableTransport(httpx.MockTransport):
+    """A mock that, like a real transport, cannot be used once closed."""
+
+    closed = False
+
+    async def handle_async_request(self, request):
+        assert not self.closed, "the shared transport was closed"
+        return await super().handle_async_request(request)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_a_kernel_leaving_does_not_close_the_transport_the_others_share():
+    transport = ClosableTransport(lambda request: httpx.Response(200, json=inner(200, "ok")))
+    pool = KernelPool((kernel_settings("http://a.test", name="a"), kernel_settings("http://b.test", name="b")),
+                      HealthSettings(), transport=transport)
+    notes = pool.apply((kernel_settings("http://b.test", name="b"),), HealthSettings())
+    for _ in range(5):
+        await asyncio.sleep(0)  # a's client closes in the background
+    assert "kernel a removed from the pool" in notes[0]
+    assert (await pool.members["b"].client.query(BODY, timeout=1))["response_message"] == "ok"
+    await pool.close()
+    assert transport.closed  # once, by the pool itself
+
+
+async def test_each_kernel_keeps_its_own_model_list_and_the_union_is_returned():
+    def lister(names):
+        return lambda request: httpx.Response(200, json={"status": "success", "llms": [{"name": n, "backend": "openai"} for n in names]})
+
+    pool = KernelPool((kernel_settings("http://a.test", name="a"),), HealthSettings(), transport=httpx.MockTransport(lister(["x", "y"])))
+    listed = await pool.list_llms()
+    assert {m["name"] for m in listed} == {"x", "y"} and pool.members["a"].models == {"x", "y"}
+    await pool.close()
