@@ -80,7 +80,7 @@ def run_sync_openclaw(
         out.write(result.diff)
         if not result.diff.endswith("\n"):
             out.write("\n")
-    print(f"{result.outcome}: {result.message}", file=err if result.outcome == "refused" else out)
+    print(f"{result.outcome}: {result.message}", file=out if result.ok else err)
     return 0 if result.ok else 1
 
 

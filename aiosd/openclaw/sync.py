@@ -24,6 +24,7 @@ from aiosd.openclaw.file import OpenClawFileError, resolve_openclaw_path
 from aiosd.openclaw.merge import (
     MergeConflict,
     allowlists_in,
+    describe_changes,
     desired_provider,
     merge,
     remove,
@@ -38,7 +39,8 @@ __all__ = [
 
 log = logging.getLogger("aiosd.openclaw")
 
-Outcome = Literal["written", "created", "unchanged", "refused", "removed", "dry_run"]
+# "missing": the file does not exist and openclaw.create is off, so aiosd left it so.
+Outcome = Literal["written", "created", "unchanged", "missing", "refused", "removed", "dry_run"]
 
 # How often aiosd merges again on top of someone else's write before giving up until next time.
 MAX_MERGE_ROUNDS = 5
@@ -58,7 +60,8 @@ class SyncResult:
 
     @property
     def ok(self) -> bool:
-        return self.outcome != "refused"
+        """False when the file was left alone although aiosd wanted to change it (the CLI exits 1)."""
+        return self.outcome not in ("refused", "missing")
 
     @property
     def changed(self) -> bool:
@@ -92,6 +95,7 @@ def sync_openclaw(
     remove: bool = False,
     with_diff: bool = False,
     env: Mapping[str, str] = os.environ,
+    previous: SyncResult | None = None,
     _before_replace: Callable[[Path], None] | None = None,
 ) -> SyncResult:
     """Bring OpenClaw's file in step with ``models`` (or take aiosd's entries out with ``remove``).
@@ -101,6 +105,7 @@ def sync_openclaw(
     called with the path after the temp file is written and before the last re-read.
     ``with_diff`` fills ``SyncResult.diff`` (always filled for ``dry_run``): a whole-file diff of
     a 1 MB file costs seconds, so the daemon, which never shows it, does not ask for it.
+    ``previous`` is the last sync's result: a missing file is warned about once, then at debug.
     """
     path: Path | None = None
     try:
@@ -111,18 +116,32 @@ def sync_openclaw(
         result = SyncResult("refused", path, f"{reason}; will try again at the next sync")
     except Exception as exc:  # a bug must not take the daemon down; say so loudly, traceback included
         result = SyncResult("refused", path, f"internal error ({type(exc).__name__}: {exc}); will try again")
-        log.error("openclaw sync refused: %s", result.message, exc_info=True)
+        log.error("openclaw sync refused: %s", _printable(result.message), exc_info=True)
         return result
-    _log(result)
+    _log(result, previous)
     return result
 
 
-def _log(result: SyncResult) -> None:
+def _log(result: SyncResult, previous: SyncResult | None) -> None:
+    """One line: changes at info, nothing-to-do at debug, problems at warning/error."""
     if result.outcome == "refused":
-        by_choice = result.message.startswith("not creating")  # openclaw.create: false, file absent
-        log.log(logging.WARNING if by_choice else logging.ERROR, "openclaw sync refused: %s", result.message)
+        level = logging.ERROR
+    elif result.outcome == "missing":
+        repeated = previous is not None and previous.outcome == "missing" and previous.path == result.path
+        level = logging.DEBUG if repeated else logging.WARNING
+    elif result.outcome == "unchanged":
+        level = logging.DEBUG
     else:
-        log.info("openclaw sync %s: %s", result.outcome, result.message)
+        level = logging.INFO
+    log.log(level, "openclaw sync %s: %s", result.outcome, _printable(result.message))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    """Control characters (from a kernel's model id, a path) escaped, so one event stays one line."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
 
 
 def _sync(
@@ -149,7 +168,10 @@ def _sync(
             if removing:
                 return SyncResult("unchanged", path, f"{path} does not exist; nothing to remove")
             if not settings.create:
-                return SyncResult("refused", path, f"not creating {path}: it does not exist and openclaw.create is off")
+                return SyncResult("missing", path, (
+                    f"{path} does not exist and openclaw.create is off; aiosd would create it with provider {provider_id} "
+                    f"({_count(provider['models'])}). Set openclaw.create: true to let it, or openclaw.config_path "
+                    "to the file OpenClaw reads"))
             old_text, document = "", {}
         else:
             old_text = snapshot.raw.decode("utf-8-sig", errors="replace")
@@ -167,6 +189,7 @@ def _sync(
             allowlists = allowlists_in(new_document, settings.allowlist)
         parts = [] if removing else [what, "allowlist: " + (", ".join(allowlists) or "none to maintain")]
         parts += notes
+        changes = describe_changes(document, new_document, provider_id) + notes
 
         new_text = files.render(new_document)
         if snapshot.exists and files.render(document) == new_text:
@@ -177,7 +200,7 @@ def _sync(
         diff = _redacted(_diff(old_text, new_text, path)) if with_diff else ""
         if dry_run:
             verb = "would create" if not snapshot.exists else "would change"
-            return SyncResult("dry_run", path, _line(f"{verb} {path}", parts), diff)
+            return SyncResult("dry_run", path, _line(f"{verb} {path}", changes), diff)
 
         if not snapshot.exists:
             files.ensure_directory(path)
@@ -200,13 +223,13 @@ def _sync(
             files.discard(tmp)
             raise
         if backup is not None:
-            parts.append(f"original (JSON5, comments) kept as {backup.name}")
+            changes.append(f"original (JSON5, comments) kept as {backup.name}")
         if not snapshot.exists:
             return SyncResult("created", path, _line(f"created {path}", parts), diff)
         if removing:
             head = f"took provider {provider_id} and its allowlist entries out of {path}"
-            return SyncResult("removed", path, _line(head, parts), diff)
-        return SyncResult("written", path, _line(f"updated {path}", parts), diff)
+            return SyncResult("removed", path, _line(head, changes), diff)
+        return SyncResult("written", path, _line(f"updated {path}", changes), diff)
 
     return SyncResult(
         "refused", path,

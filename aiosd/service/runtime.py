@@ -118,6 +118,7 @@ class Runtime:
             list(self.catalog.models()),
             base_url=config.own_base_url,
             api_key=openclaw_api_key(config),
+            previous=self.last_sync,
         )
         self.last_sync = result
         self.metrics.syncs.labels(result.outcome).inc()

@@ -107,3 +107,21 @@ async def test_an_unparseable_file_is_left_alone_and_the_daemon_keeps_serving(tm
                 reply = await client.post("/chat/completions", json={"model": "sonnet", "messages": [
                     {"role": "user", "content": "still there?"}]})
             assert reply.status_code == 200
+
+
+async def test_by_default_a_missing_file_is_not_created_and_status_says_missing(tmp_path, caplog):
+    import logging
+
+    with FakeKernel() as kernel:
+        config = config_for(tmp_path, kernel.url, 'openclaw: {create: false, interval: "50ms"}', openclaw_sync=True)
+        path = tmp_path / "openclaw" / "openclaw.json"
+        with caplog.at_level(logging.DEBUG, logger="aiosd.openclaw"):
+            async with serve_aiosd(config) as aiosd:
+                await synced(aiosd, 2)  # three syncs: the first at start, two interval ones
+                status = aiosd.runtime.status()["openclaw_sync"]
+                line = aiosd.runtime.status_line()
+        assert not path.parent.exists()
+        assert status["outcome"] == "missing" and "openclaw.create: true" in status["message"]
+        assert "openclaw sync missing" in line
+        levels = [r.levelno for r in caplog.records if r.name == "aiosd.openclaw"]
+        assert levels[0] == logging.WARNING and set(levels[1:]) == {logging.DEBUG} and len(levels) >= 3

@@ -63,7 +63,9 @@ def path(tmp_path) -> Path:
 def sync(path: Path, models=(SONNET,), **kwargs):
     """One sync with test settings; every file aiosd wrote must be valid for OpenClaw."""
     overrides = kwargs.pop("settings", {})
-    result = sync_openclaw(settings(path, **overrides), list(models), base_url=BASE_URL, api_key=API_KEY, **kwargs)
+    kwargs.setdefault("base_url", BASE_URL)
+    kwargs.setdefault("api_key", API_KEY)
+    result = sync_openclaw(settings(path, **overrides), list(models), **kwargs)
     if result.changed:
         assert_valid_openclaw(path)
     return result
@@ -112,13 +114,28 @@ def test_a_missing_file_is_created_with_only_aiosds_keys(tmp_path):
     assert not (path.parent / ("openclaw.json" + BACKUP_SUFFIX)).exists()
 
 
-def test_a_missing_file_is_not_created_when_create_is_off(tmp_path, caplog):
+def test_a_missing_file_is_not_created_when_create_is_off_and_that_is_said_once(tmp_path, caplog):
     path = tmp_path / "absent" / "openclaw.json"
-    with caplog.at_level(logging.INFO, logger="aiosd.openclaw"):
-        result = sync(path, settings={"create": False})
-    assert result.outcome == "refused" and "openclaw.create" in result.message
+    with caplog.at_level(logging.DEBUG, logger="aiosd.openclaw"):
+        first = sync(path, [SONNET, OPUS], settings={"create": False})
+        again = sync(path, [SONNET, OPUS], settings={"create": False}, previous=first)
+    assert first.outcome == again.outcome == "missing" and not first.ok
+    # what it would do, and how to let it
+    assert "would create it with provider aios (2 models)" in first.message
+    assert "openclaw.create: true" in first.message and str(path) in first.message
     assert not path.parent.exists()
-    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    # a warning at the first sync, debug at every one after it
+    assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.DEBUG]
+
+
+def test_create_is_off_unless_the_config_says_so(tmp_path):
+    from aiosd.config.loader import load_config
+
+    config = tmp_path / "aiosd.yaml"
+    config.write_text("openclaw: {sync: true}\n")
+    assert load_config(config, env={}).openclaw.create is False
+    config.write_text("openclaw: {create: true}\n")
+    assert load_config(config, env={}).openclaw.create is True
 
 
 # --- writing only when needed ------------------------------------------------------------------
@@ -510,11 +527,34 @@ def test_every_sync_logs_one_line_without_the_api_key(path, caplog):
     assert [r.outcome for r in results] == ["created", "unchanged", "written", "dry_run", "removed", "refused"]
     records = [r for r in caplog.records if r.name == "aiosd.openclaw"]
     assert len(records) == len(results)
-    assert [r.levelno for r in records] == [logging.INFO] * 5 + [logging.ERROR]
+    # nothing to do is debug (a minute's interval must not fill the journal); changes are info
+    levels = [logging.INFO, logging.DEBUG, logging.INFO, logging.INFO, logging.INFO, logging.ERROR]
+    assert [r.levelno for r in records] == levels
     for record, result in zip(records, results):
         line = record.getMessage()
         assert "\n" not in line and API_KEY not in line and result.message in line
     assert "1 model" in results[0].message and "allowlist" in results[0].message
+
+
+def test_a_changed_sync_says_what_changed_in_one_line(path, caplog):
+    sync(path, [SONNET, spec("haiku")])
+    with caplog.at_level(logging.INFO, logger="aiosd.openclaw"):
+        result = sync(path, [SONNET, OPUS], base_url="http://127.0.0.1:9999/v1", api_key="sk-another-key-123456")
+    [record] = caplog.records
+    line = record.getMessage()
+    assert record.levelno == logging.INFO and "\n" not in line
+    assert "models added: opus" in line and "models removed: haiku" in line
+    assert "baseUrl http://127.0.0.1:8700/v1 -> http://127.0.0.1:9999/v1" in line
+    assert "apiKey replaced" in line and "sk-another-key" not in line and API_KEY not in line
+    assert result.message in line
+
+
+def test_a_model_id_with_control_characters_stays_on_one_log_line(path, caplog):
+    with caplog.at_level(logging.INFO, logger="aiosd.openclaw"):
+        sync(path, [SONNET])
+        sync(path, [SONNET, spec("evil\nINFO fake line\x1b[31m")])
+    line = caplog.records[-1].getMessage()
+    assert "\n" not in line and "\x1b" not in line and "evil\\x0aINFO fake line\\x1b[31m" in line
 
 
 def test_status_line_names_the_outcome(path):
@@ -526,7 +566,7 @@ def test_status_line_names_the_outcome(path):
 # --- the command line --------------------------------------------------------------------------------
 
 
-def write_config(tmp_path: Path, openclaw_path: Path, *, discover: bool, extra: str = "") -> Path:
+def write_config(tmp_path: Path, openclaw_path: Path, *, discover: bool, extra: str = "", create: bool = True) -> Path:
     config = tmp_path / "aiosd.yaml"
     config.write_text(textwrap.dedent(f"""\
         listen: 127.0.0.1:8711
@@ -538,6 +578,7 @@ def write_config(tmp_path: Path, openclaw_path: Path, *, discover: bool, extra: 
             sonnet: {{kernel_model: claude-sonnet, backend: anthropic}}
         openclaw:
           config_path: {openclaw_path}
+          create: {str(create).lower()}
         """) + extra)
     return config
 
@@ -613,6 +654,13 @@ def test_cli_dry_run_prints_the_diff_and_remove_takes_it_out(tmp_path, path):
     code, out, _ = run_cli(config, "--remove")
     assert code == 0 and "removed: " in out
     assert json.loads(path.read_text()) == {}
+
+
+def test_cli_with_create_off_and_no_file_says_how_to_enable_and_exits_1(tmp_path, path):
+    config = write_config(tmp_path, path, discover=False, create=False)
+    code, out, err = run_cli(config)
+    assert code == 1 and out == "" and not path.exists()
+    assert err.startswith("missing: ") and "openclaw.create: true" in err
 
 
 def test_cli_exits_1_when_refused(tmp_path, path):
