@@ -84,7 +84,17 @@ def _refuse_non_regular(path: Path, st: os.stat_result) -> None:
     if stat.S_ISDIR(st.st_mode):
         raise OpenClawFileError(f"{path} is a directory, not a file")
     if not stat.S_ISREG(st.st_mode):
-        raise OpenClawFileError(f"{path} is not a regular file")
+        raise OpenClawFileError(f"{path} is {_kind(st.st_mode)}, not a regular file; not touching it")
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
 
 
 def read_snapshot(path: Path) -> Snapshot:
@@ -99,7 +109,9 @@ def read_snapshot(path: Path) -> Snapshot:
         raise OpenClawFileError(f"cannot look at {path}: {_reason(exc)}") from None
     _refuse_non_regular(path, st)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: if a FIFO is swapped in after the lstat, opening it must not wait for a
+        # writer forever (fstat below then refuses it); on a regular file the flag changes nothing.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return Snapshot(path, None)
     except OSError as exc:

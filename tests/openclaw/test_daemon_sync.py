@@ -125,3 +125,40 @@ async def test_by_default_a_missing_file_is_not_created_and_status_says_missing(
         assert "openclaw sync missing" in line
         levels = [r.levelno for r in caplog.records if r.name == "aiosd.openclaw"]
         assert levels[0] == logging.WARNING and set(levels[1:]) == {logging.DEBUG} and len(levels) >= 3
+
+
+async def test_a_sync_stuck_in_the_file_system_is_abandoned_and_does_not_hold_up_shutdown(tmp_path, monkeypatch):
+    """A thread blocked in the file system (as on a hung mount) is simulated by a sync that waits
+    on an event; the runtime must stop waiting for it, say so, start no second one, and close."""
+    import threading
+    import time
+
+    import aiosd.openclaw.sync as sync_module
+
+    release = threading.Event()
+    calls = []
+
+    def stuck_sync(*args, **kwargs):
+        calls.append(1)
+        release.wait(30)
+        raise AssertionError("released only when the test ends")
+
+    monkeypatch.setattr(sync_module, "sync_openclaw", stuck_sync)
+    monkeypatch.setattr("aiosd.service.runtime.OPENCLAW_SYNC_TIMEOUT", 0.2)
+    try:
+        with FakeKernel() as kernel:
+            config = config_for(tmp_path, kernel.url, 'openclaw: {interval: "50ms"}', openclaw_sync=True)
+            async with serve_aiosd(config) as aiosd:
+                await synced(aiosd, 0)
+                first = aiosd.runtime.last_sync
+                assert first.outcome == "refused" and "did not finish within 0.2s" in first.message
+                await synced(aiosd, aiosd.runtime.syncs_done)
+                second = aiosd.runtime.last_sync
+                assert second.outcome == "refused" and "not starting another" in second.message
+                assert len(calls) == 1
+                assert aiosd.runtime.status()["openclaw_sync"]["outcome"] == "refused"
+                closing = time.monotonic()
+            assert time.monotonic() - closing < 5  # shutdown did not wait for the stuck thread
+            assert not release.is_set()
+    finally:
+        release.set()

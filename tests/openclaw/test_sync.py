@@ -676,3 +676,54 @@ def test_cli_end_to_end_through_main(tmp_path, path, capsys):
     config = write_config(tmp_path, path, discover=False)
     assert main(["sync-openclaw", "--config", str(config), "--dry-run"]) == 0
     assert "would create" in capsys.readouterr().out and not path.exists()
+
+
+# --- a FIFO or other special file --------------------------------------------------------------
+
+
+def test_a_fifo_in_place_of_the_file_is_refused(path):
+    os.mkfifo(path)
+    result = sync(path)
+    assert result.outcome == "refused" and "is a FIFO (named pipe), not a regular file" in result.message
+    assert stat.S_ISFIFO(os.lstat(path).st_mode)
+
+
+def test_a_fifo_swapped_in_after_the_check_does_not_hang_the_sync(path, monkeypatch):
+    """The race of issue 11: the file is regular when aiosd looks, a FIFO when it opens it."""
+    import threading
+
+    path.write_text("{}")
+    real_lstat = os.lstat
+    swapped = []
+
+    def lstat_then_swap(p, *args, **kwargs):
+        st = real_lstat(p, *args, **kwargs)
+        if Path(p) == path and not swapped:
+            swapped.append(True)
+            os.unlink(path)
+            os.mkfifo(path)  # a real FIFO, with no writer: a blocking open waits for one forever
+        return st
+
+    monkeypatch.setattr(os, "lstat", lstat_then_swap)
+    results = []
+    thread = threading.Thread(target=lambda: results.append(sync(path)), daemon=True)
+    thread.start()
+    thread.join(5)
+    if thread.is_alive():  # unblock the stuck reader before failing, so the test run can end
+        fd = os.open(path, os.O_WRONLY)
+        os.close(fd)
+        thread.join(5)
+        pytest.fail("the sync hung on a FIFO")
+    [result] = results
+    assert result.outcome == "refused" and "FIFO" in result.message and "not touching it" in result.message
+    assert stat.S_ISFIFO(real_lstat(path).st_mode) and leftovers(path) == []
+
+
+def test_a_socket_in_place_of_the_file_is_refused(tmp_path):
+    import socket
+
+    path = tmp_path / "oc.json"  # short: a socket path must fit in 108 bytes
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        result = sync(path)
+    assert result.outcome == "refused" and "is a socket, not a regular file" in result.message
