@@ -128,7 +128,8 @@ def read_snapshot(path: Path) -> Snapshot:
         raise OpenClawFileError(f"cannot read {path}: {_reason(exc)}") from None
     finally:
         os.close(fd)
-    return Snapshot(path, b"".join(chunks), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+    # Only the permission bits are carried over to what aiosd writes: never set-id or sticky bits.
+    return Snapshot(path, b"".join(chunks), stat.S_IMODE(st.st_mode) & 0o777, st.st_uid, st.st_gid)
 
 
 def read_raw(path: Path) -> bytes | None:
@@ -359,9 +360,8 @@ def keep_backup_once(snapshot: Snapshot) -> Path | None:
     backup = backup_path_for(snapshot.path)
     if os.path.lexists(backup):
         return None
-    tmp = write_temp(
-        backup, snapshot.raw, mode=snapshot.mode or NEW_FILE_MODE, uid=snapshot.uid, gid=snapshot.gid
-    )
+    # 0600 whatever the original's mode: the copy holds the same secrets and nobody else needs it.
+    tmp = write_temp(backup, snapshot.raw, mode=NEW_FILE_MODE, uid=snapshot.uid, gid=snapshot.gid)
     try:
         os.link(tmp, backup)
     except FileExistsError:
@@ -379,6 +379,14 @@ def keep_backup_once(snapshot: Snapshot) -> Path | None:
         discard(tmp)
     fsync_directory(backup.parent)
     return backup
+
+
+def readable_by_others(mode: int | None) -> str | None:
+    """Who besides the owner may read a file of this mode ("group", "others", "group and others"), or None."""
+    if mode is None:
+        return None
+    who = [name for bit, name in ((stat.S_IRGRP, "group"), (stat.S_IROTH, "others")) if mode & bit]
+    return " and ".join(who) or None
 
 
 def check_writable(snapshot: Snapshot) -> None:

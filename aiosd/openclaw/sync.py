@@ -8,10 +8,12 @@ logger. Path handling and atomic writes live in ``openclaw_file``, the pure merg
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 import os
 import re
+import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +59,8 @@ class SyncResult:
     message: str
     diff: str = ""
     at: float = field(default_factory=time.time)
+    # Warnings already given by this or an earlier sync (passed on through ``previous``), so each is said once.
+    warned: frozenset[str] = frozenset()
 
     @property
     def ok(self) -> bool:
@@ -119,7 +123,28 @@ def sync_openclaw(
         log.error("openclaw sync refused: %s", _printable(result.message), exc_info=True)
         return result
     _log(result, previous)
-    return result
+    warned = previous.warned if previous is not None else frozenset()
+    if result.outcome in ("written", "created", "unchanged") and not remove and result.path is not None:
+        warned |= _warn_if_readable_by_others(result.path, api_key, warned)
+    return dataclasses.replace(result, warned=warned) if warned != result.warned else result
+
+
+def _warn_if_readable_by_others(path: Path, api_key: str, warned: frozenset[str]) -> frozenset[str]:
+    """Once per file: say so when the file holding aiosd's API key can be read by other users."""
+    key = f"mode:{path}"
+    if key in warned or api_key == DEFAULT_API_KEY:  # the default key opens nothing: aiosd has no auth then
+        return frozenset()
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return frozenset()
+    who = files.readable_by_others(stat.S_IMODE(st.st_mode)) if stat.S_ISREG(st.st_mode) else None
+    if who is None:
+        return frozenset()
+    log.warning("%s holds aiosd's API key for OpenClaw and is readable by %s (mode %04o); aiosd keeps the mode "
+                "it found; to fix it run: chmod 600 %s", _printable(str(path)), who, stat.S_IMODE(st.st_mode),
+                _printable(str(path)))
+    return frozenset({key})
 
 
 def _log(result: SyncResult, previous: SyncResult | None) -> None:

@@ -727,3 +727,60 @@ def test_a_socket_in_place_of_the_file_is_refused(tmp_path):
         server.bind(str(path))
         result = sync(path)
     assert result.outcome == "refused" and "is a socket, not a regular file" in result.message
+
+
+# --- file modes ----------------------------------------------------------------------------------
+
+
+def test_what_aiosd_creates_is_0600_whatever_the_umask(tmp_path):
+    path = tmp_path / "fresh" / "openclaw.json"
+    old = os.umask(0)
+    try:
+        assert sync(path).outcome == "created"
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+
+
+def test_the_backup_is_0600_even_when_the_original_is_world_readable(path):
+    path.write_text("// a comment\n{}")
+    os.chmod(path, 0o644)
+    result = sync(path)
+    backup = path.with_name(path.name + BACKUP_SUFFIX)
+    assert result.outcome == "written" and backup.exists()
+    assert stat.S_IMODE(os.stat(backup).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644  # the file's own mode is the user's choice
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o400])
+def test_an_existing_files_mode_is_kept_and_never_widened(path, mode):
+    path.write_text("{}")
+    os.chmod(path, mode | stat.S_ISUID)  # a set-id bit is never carried over
+    assert sync(path).outcome == "written"
+    assert stat.S_IMODE(os.stat(path).st_mode) == mode
+
+
+def test_a_world_readable_file_with_aiosds_key_is_warned_about_once_with_the_chmod(path, caplog):
+    path.write_text("{}")
+    os.chmod(path, 0o644)
+    with caplog.at_level(logging.WARNING, logger="aiosd.openclaw"):
+        first = sync(path)
+        second = sync(path, [SONNET, OPUS], previous=first)
+        third = sync(path, previous=second)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [first.outcome, second.outcome, third.outcome] == ["written", "written", "written"]
+    assert len(warnings) == 1
+    assert str(path) in warnings[0] and f"chmod 600 {path}" in warnings[0] and "others" in warnings[0]
+    assert API_KEY not in warnings[0]
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+
+
+def test_no_mode_warning_for_a_private_file_or_the_default_key(path, caplog):
+    path.write_text("{}")
+    os.chmod(path, 0o600)
+    with caplog.at_level(logging.WARNING, logger="aiosd.openclaw"):
+        sync(path)
+        os.chmod(path, 0o644)
+        sync(path, api_key="aiosd-local")  # no auth: the key opens nothing
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
