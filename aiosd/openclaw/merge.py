@@ -56,7 +56,9 @@ def model_row(spec: ModelSpec) -> dict:
     }
 
 
-def desired_provider(models: Sequence[ModelSpec], base_url: str, api_key: str) -> dict:
+def desired_provider(
+    models: Sequence[ModelSpec], base_url: str, api_key: str, timeout_seconds: int | None = None
+) -> dict:
     """The provider entry aiosd wants, one row per model (the first spec wins for a repeated id)."""
     if not base_url:
         raise ValueError("base_url must not be empty")
@@ -65,7 +67,18 @@ def desired_provider(models: Sequence[ModelSpec], base_url: str, api_key: str) -
     rows: dict[str, dict] = {}
     for spec in models:
         rows.setdefault(spec.id, model_row(spec))
-    return {"baseUrl": base_url, "apiKey": api_key, "api": API, "models": list(rows.values())}
+    provider = {"baseUrl": base_url, "apiKey": api_key, "api": API}
+    if timeout_seconds is not None:
+        provider["timeoutSeconds"] = timeout_seconds
+    provider["models"] = list(rows.values())
+    return provider
+
+
+def existing_timeout(document: dict, provider_id: str) -> int | None:
+    """The provider's timeoutSeconds in the document, when it is one OpenClaw accepts (an integer > 0)."""
+    provider = _provider_of(document, provider_id)
+    value = provider.get("timeoutSeconds") if provider is not None else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 # --- merging ----------------------------------------------------------------------------------
@@ -147,6 +160,8 @@ def _merge_provider(old: dict | None, new: dict) -> dict:
     if not isinstance(old.get("apiKey"), dict):  # a SecretRef the user chose stays
         out["apiKey"] = new["apiKey"]
     out["api"] = new["api"]
+    if "timeoutSeconds" in new:
+        out["timeoutSeconds"] = new["timeoutSeconds"]
     old_rows = {}
     if isinstance(old.get("models"), list):
         for row in old["models"]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import math
 import os
 import re
 import stat
@@ -28,6 +29,7 @@ from aiosd.openclaw.merge import (
     allowlists_in,
     describe_changes,
     desired_provider,
+    existing_timeout,
     merge,
     remove,
 )
@@ -35,6 +37,7 @@ from aiosd.openclaw.merge import (
 __all__ = [
     "SyncResult",
     "openclaw_api_key",
+    "provider_timeout_seconds",
     "resolve_openclaw_path",
     "sync_openclaw",
 ]
@@ -47,6 +50,8 @@ Outcome = Literal["written", "created", "unchanged", "missing", "refused", "remo
 # How often aiosd merges again on top of someone else's write before giving up until next time.
 MAX_MERGE_ROUNDS = 5
 DEFAULT_API_KEY = "aiosd-local"
+# Added to aiosd's worst case for one request: the answer still has to be streamed back after it.
+TIMEOUT_MARGIN_SECONDS = 30
 _REDACTED = "<redacted>"
 
 
@@ -61,6 +66,10 @@ class SyncResult:
     at: float = field(default_factory=time.time)
     # Warnings already given by this or an earlier sync (passed on through ``previous``), so each is said once.
     warned: frozenset[str] = frozenset()
+    # The provider's timeoutSeconds in the file when aiosd chose it (so a later sync may change it);
+    # None when the value there is the user's.
+    timeout_written: int | None = None
+    timeout_kept_user: int | None = None  # the user's own timeoutSeconds, kept
 
     @property
     def ok(self) -> bool:
@@ -89,12 +98,26 @@ def openclaw_api_key(config: Config) -> str:
     return DEFAULT_API_KEY
 
 
+def provider_timeout_seconds(config: Config) -> int:
+    """aiosd's longest time for one request, as the config defines it, rounded up plus a margin.
+
+    The same bound the forwarding puts on a request: waiting for a kernel slot
+    (``kernel.queue_timeout``), every attempt (``retry.max_retries + 1`` times ``kernel.timeout``) and
+    the waits between them (``retry.budget``). OpenClaw aborts a silent stream after its provider's
+    ``timeoutSeconds`` (120 s, 300 s on loopback, when unset), so this is what it must wait at least.
+    """
+    kernel, retry = config.kernel, config.retry
+    worst = kernel.queue_timeout + kernel.timeout * (retry.max_retries + 1) + retry.budget
+    return math.ceil(worst) + TIMEOUT_MARGIN_SECONDS
+
+
 def sync_openclaw(
     settings: OpenClawSettings,
     models: Sequence[ModelSpec],
     *,
     base_url: str,
     api_key: str,
+    timeout_seconds: int | None = None,
     dry_run: bool = False,
     remove: bool = False,
     with_diff: bool = False,
@@ -110,11 +133,16 @@ def sync_openclaw(
     ``with_diff`` fills ``SyncResult.diff`` (always filled for ``dry_run``): a whole-file diff of
     a 1 MB file costs seconds, so the daemon, which never shows it, does not ask for it.
     ``previous`` is the last sync's result: a missing file is warned about once, then at debug.
+    ``timeout_seconds`` is the provider's timeoutSeconds aiosd wants (``provider_timeout_seconds``);
+    ``settings.timeout_seconds`` overrides it, a value the user wrote into the file is kept.
     """
     path: Path | None = None
     try:
         path = resolve_openclaw_path(settings, env)
-        result = _sync(settings, models, path, base_url, api_key, dry_run, remove, with_diff or dry_run, _before_replace)
+        ours = frozenset({previous.timeout_written} if previous and previous.timeout_written else ())
+        timeouts = (timeout_seconds, ours)
+        result = _sync(settings, models, path, base_url, api_key, timeouts, dry_run, remove, with_diff or dry_run,
+                       _before_replace)
     except (OpenClawFileError, MergeConflict) as exc:
         reason = str(exc) if isinstance(exc, OpenClawFileError) else f"{path}: {exc}; not touching it"
         result = SyncResult("refused", path, f"{reason}; will try again at the next sync")
@@ -124,9 +152,25 @@ def sync_openclaw(
         return result
     _log(result, previous)
     warned = previous.warned if previous is not None else frozenset()
+    timeout_written = result.timeout_written
     if result.outcome in ("written", "created", "unchanged") and not remove and result.path is not None:
         warned |= _warn_if_readable_by_others(result.path, api_key, warned)
-    return dataclasses.replace(result, warned=warned) if warned != result.warned else result
+        warned |= _warn_if_users_timeout_is_short(result, timeout_seconds, warned)
+    elif previous is not None and result.outcome not in ("removed", "dry_run"):
+        timeout_written = previous.timeout_written  # nothing written: what aiosd wrote before is still its own
+    return dataclasses.replace(result, warned=warned, timeout_written=timeout_written)
+
+
+def _warn_if_users_timeout_is_short(result: SyncResult, wanted: int | None, warned: frozenset[str]) -> frozenset[str]:
+    kept = result.timeout_kept_user
+    key = f"timeout:{result.path}:{kept}"
+    if kept is None or wanted is None or kept >= wanted or key in warned:
+        return frozenset()
+    log.warning("%s: the provider's timeoutSeconds is %d, shorter than aiosd's longest time for one request "
+                "(%d s with queueing and retries): OpenClaw may abort answers aiosd is still waiting for. aiosd "
+                "keeps the value found there; delete it to let aiosd set it, or set openclaw.timeout_seconds",
+                _printable(str(result.path)), kept, wanted)
+    return frozenset({key})
 
 
 def _warn_if_readable_by_others(path: Path, api_key: str, warned: frozenset[str]) -> frozenset[str]:
@@ -175,6 +219,7 @@ def _sync(
     path: Path,
     base_url: str,
     api_key: str,
+    timeouts: tuple[int | None, frozenset[int]],
     dry_run: bool,
     removing: bool,
     with_diff: bool,
@@ -203,10 +248,14 @@ def _sync(
             document = files.parse_document(snapshot.raw, path)
 
         notes: list[str] = []
+        timeout_written = timeout_kept_user = None
         if removing:
             new_document = remove(document, provider_id, notes=notes)
             allowlists = []
         else:
+            timeout, owned = _choose_timeout(document, provider_id, settings.timeout_seconds, *timeouts)
+            timeout_written, timeout_kept_user = (timeout, None) if owned else (None, timeout)
+            provider = desired_provider(models, base_url, api_key, timeout)
             new_document = merge(
                 document, provider_id, provider,
                 allowlist=settings.allowlist, allow_entries=settings.allow_entries, notes=notes,
@@ -220,7 +269,7 @@ def _sync(
         if snapshot.exists and files.render(document) == new_text:
             if removing:
                 return SyncResult("unchanged", path, f"{path} has no entries of provider {provider_id}; nothing to remove")
-            return SyncResult("unchanged", path, _line(f"{path} already up to date", parts))
+            return SyncResult("unchanged", path, _line(f"{path} already up to date", parts), timeout_written=timeout_written, timeout_kept_user=timeout_kept_user)
 
         diff = _redacted(_diff(old_text, new_text, path)) if with_diff else ""
         if dry_run:
@@ -250,16 +299,30 @@ def _sync(
         if backup is not None:
             changes.append(f"original (JSON5, comments) kept as {backup.name}")
         if not snapshot.exists:
-            return SyncResult("created", path, _line(f"created {path}", parts), diff)
+            return SyncResult("created", path, _line(f"created {path}", parts), diff, timeout_written=timeout_written, timeout_kept_user=timeout_kept_user)
         if removing:
             head = f"took provider {provider_id} and its allowlist entries out of {path}"
             return SyncResult("removed", path, _line(head, changes), diff)
-        return SyncResult("written", path, _line(f"updated {path}", changes), diff)
+        return SyncResult("written", path, _line(f"updated {path}", changes), diff, timeout_written=timeout_written, timeout_kept_user=timeout_kept_user)
 
     return SyncResult(
         "refused", path,
         f"{path} changed {MAX_MERGE_ROUNDS} times while aiosd was writing it; will try again at the next sync",
     )
+
+
+def _choose_timeout(
+    document: dict, provider_id: str, configured: int | None, wanted: int | None, ours: frozenset[int]
+) -> tuple[int | None, bool]:
+    """(timeoutSeconds to write, whether it is aiosd's own): openclaw.timeout_seconds when set; else the
+    user's value in the file, kept; else ``wanted``. A value aiosd wrote before (``ours``) or would
+    write now is not the user's."""
+    if configured is not None:
+        return configured, True
+    found = existing_timeout(document, provider_id)
+    if found is not None and found not in ours and found != wanted:
+        return found, False
+    return wanted, True
 
 
 def _line(head: str, parts: list[str]) -> str:

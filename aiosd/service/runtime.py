@@ -117,7 +117,7 @@ class Runtime:
     # --- OpenClaw's config file ---------------------------------------------------------------
 
     async def sync_openclaw_now(self):
-        from aiosd.openclaw.sync import openclaw_api_key, sync_openclaw
+        from aiosd.openclaw.sync import openclaw_api_key, provider_timeout_seconds, sync_openclaw
 
         config = self.config
         result = await self._sync_in_own_thread(functools.partial(
@@ -126,6 +126,7 @@ class Runtime:
             list(self.catalog.models()),
             base_url=config.own_base_url,
             api_key=openclaw_api_key(config),
+            timeout_seconds=provider_timeout_seconds(config),
             previous=self.last_sync,
         ))
         self.last_sync = result

@@ -162,3 +162,13 @@ async def test_a_sync_stuck_in_the_file_system_is_abandoned_and_does_not_hold_up
             assert not release.is_set()
     finally:
         release.set()
+
+
+async def test_the_daemon_writes_its_worst_case_as_the_providers_timeout_seconds(tmp_path):
+    with FakeKernel() as kernel:
+        config = config_for(tmp_path, kernel.url, openclaw_sync=True)
+        async with serve_aiosd(config) as aiosd:
+            await synced(aiosd, 0)
+    document = assert_valid_openclaw(tmp_path / "openclaw" / "openclaw.json")
+    # the harness: 5 s queue + 4 attempts x 5 s + 1 s of retry waits = 26 s, + 30 s margin
+    assert document["models"]["providers"]["aios"]["timeoutSeconds"] == 56

@@ -421,7 +421,8 @@ KILL_CHILD = textwrap.dedent("""
     from aiosd.openclaw.sync import sync_openclaw
 
     s = OpenClawSettings(sync=True, config_path=sys.argv[1], provider_id="aios", interval=60.0, base_url=None,
-                         api_key=None, create=True, allowlist="auto", allow_entries="wildcard", backup=True)
+                         api_key=None, create=True, allowlist="auto", allow_entries="wildcard", backup=True,
+                         timeout_seconds=None)
 
     def spec(i):
         return ModelSpec(id=f"m{i}", kernel_model=f"m{i}", backend=None, name=f"m{i} (via AIOS)", tools="prompt",
@@ -784,3 +785,62 @@ def test_no_mode_warning_for_a_private_file_or_the_default_key(path, caplog):
         os.chmod(path, 0o644)
         sync(path, api_key="aiosd-local")  # no auth: the key opens nothing
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+# --- the provider's timeoutSeconds ------------------------------------------------------------------
+
+
+def timeout_in(path: Path):
+    return json5.loads(path.read_text())["models"]["providers"]["aios"].get("timeoutSeconds")
+
+
+def test_timeout_seconds_is_aiosds_worst_case_for_one_request_rounded_up_plus_a_margin(tmp_path):
+    from aiosd.config.loader import load_config
+    from aiosd.openclaw.sync import provider_timeout_seconds
+
+    config = tmp_path / "aiosd.yaml"
+    config.write_text("kernel: {timeout: 1.2s, queue_timeout: 0.5s}\n"
+                      "retry: {max_retries: 1, budget: 0.11s}\n")
+    # 0.5 s queue + 2 attempts x 1.2 s + 0.11 s of retry waits = 3.01 s -> 4 s, + 30 s
+    assert provider_timeout_seconds(load_config(config, env={})) == 34
+    config.write_text("logging: {level: info}\n")  # the defaults: 300 s queue + 4 x 600 s + 120 s of retry waits
+    assert provider_timeout_seconds(load_config(config, env={})) == 2820 + 30
+
+
+def test_timeout_seconds_is_written_and_follows_aiosds_config(path):
+    first = sync(path, timeout_seconds=56)
+    assert first.outcome == "created" and timeout_in(path) == 56  # and valid for OpenClaw (sync checks)
+    second = sync(path, timeout_seconds=120, previous=first)
+    assert second.outcome == "written" and timeout_in(path) == 120
+    assert "timeoutSeconds 56 -> 120" in second.message
+    assert sync(path, timeout_seconds=120, previous=second).outcome == "unchanged"
+
+
+def test_a_timeout_the_user_wrote_into_openclaw_json_is_kept_and_a_short_one_warned_about_once(path, caplog):
+    path.write_text(rich_file(model_policy=True))  # its aios provider sets timeoutSeconds: 900
+    with caplog.at_level(logging.WARNING, logger="aiosd.openclaw"):
+        first = sync(path, timeout_seconds=2850)
+        second = sync(path, [SONNET, OPUS], timeout_seconds=2850, previous=first)
+    assert first.outcome == second.outcome == "written" and timeout_in(path) == 900
+    warnings = [r.getMessage() for r in caplog.records if "timeoutSeconds" in r.getMessage()]
+    assert len(warnings) == 1 and "is 900, shorter than" in warnings[0] and "2850 s" in warnings[0]
+
+
+def test_openclaw_timeout_seconds_in_aiosds_config_wins(path):
+    path.write_text(rich_file(model_policy=False))
+    assert sync(path, timeout_seconds=2850, settings={"timeout_seconds": 4000}).outcome == "written"
+    assert timeout_in(path) == 4000
+
+
+def test_timeout_seconds_in_aiosds_config_must_be_a_positive_integer(tmp_path):
+    from aiosd.config.loader import ConfigError
+    from aiosd.config.loader import load_config
+
+    config = tmp_path / "aiosd.yaml"
+    config.write_text("openclaw: {timeout_seconds: 0}\n")
+    with pytest.raises(ConfigError, match="timeout_seconds"):
+        load_config(config, env={})
+    config.write_text("openclaw: {timeout_seconds: 900}\n")
+    assert load_config(config, env={}).openclaw.timeout_seconds == 900
+    config.write_text("logging: {level: info}\n")
+    assert load_config(config, env={}).openclaw.timeout_seconds is None
