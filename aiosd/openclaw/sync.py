@@ -24,6 +24,7 @@ from typing import Literal
 from aiosd.config.settings import Config, ModelSpec, OpenClawSettings
 from aiosd.openclaw import file as files
 from aiosd.openclaw.file import OpenClawFileError, resolve_openclaw_path
+from aiosd.openclaw.lock import LockBusy, holding_openclaw_lock
 from aiosd.openclaw.merge import (
     MergeConflict,
     allowlists_in,
@@ -45,7 +46,8 @@ __all__ = [
 log = logging.getLogger("aiosd.openclaw")
 
 # "missing": the file does not exist and openclaw.create is off, so aiosd left it so.
-Outcome = Literal["written", "created", "unchanged", "missing", "refused", "removed", "dry_run"]
+# "busy": OpenClaw held its lock on the file for longer than aiosd waits; the next sync writes.
+Outcome = Literal["written", "created", "unchanged", "missing", "busy", "refused", "removed", "dry_run"]
 
 # How often aiosd merges again on top of someone else's write before giving up until next time.
 MAX_MERGE_ROUNDS = 5
@@ -74,7 +76,7 @@ class SyncResult:
     @property
     def ok(self) -> bool:
         """False when the file was left alone although aiosd wanted to change it (the CLI exits 1)."""
-        return self.outcome not in ("refused", "missing")
+        return self.outcome not in ("refused", "missing", "busy")
 
     @property
     def changed(self) -> bool:
@@ -195,6 +197,8 @@ def _log(result: SyncResult, previous: SyncResult | None) -> None:
     """One line: changes at info, nothing-to-do at debug, problems at warning/error."""
     if result.outcome == "refused":
         level = logging.ERROR
+    elif result.outcome == "busy":
+        level = logging.WARNING
     elif result.outcome == "missing":
         repeated = previous is not None and previous.outcome == "missing" and previous.path == result.path
         level = logging.DEBUG if repeated else logging.WARNING
@@ -213,6 +217,20 @@ def _printable(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
 
 
+@dataclass(slots=True)
+class _Plan:
+    """What one merge of aiosd's entries into one version of the file gives."""
+
+    document: dict
+    new_document: dict
+    text: str
+    unchanged: bool
+    parts: list[str]
+    changes: list[str]
+    timeout_written: int | None = None
+    timeout_kept_user: int | None = None
+
+
 def _sync(
     settings: OpenClawSettings,
     models: Sequence[ModelSpec],
@@ -227,31 +245,17 @@ def _sync(
 ) -> SyncResult:
     provider_id = settings.provider_id
     try:
-        provider = None if removing else desired_provider(models, base_url, api_key)
+        desired_provider(models, base_url, api_key)  # refuses an empty base URL or key
     except ValueError as exc:
         return SyncResult("refused", path, f"not writing {path}: {exc}")
-    what = "" if removing else f"provider {provider_id}, {_count(provider['models'])}"
 
-    for _ in range(MAX_MERGE_ROUNDS):
-        snapshot = files.read_snapshot(path)
-        if not snapshot.exists:
-            if removing:
-                return SyncResult("unchanged", path, f"{path} does not exist; nothing to remove")
-            if not settings.create:
-                return SyncResult("missing", path, (
-                    f"{path} does not exist and openclaw.create is off; aiosd would create it with provider {provider_id} "
-                    f"({_count(provider['models'])}). Set openclaw.create: true to let it, or openclaw.config_path "
-                    "to the file OpenClaw reads"))
-            old_text, document = "", {}
-        else:
-            old_text = snapshot.raw.decode("utf-8-sig", errors="replace")
-            document = files.parse_document(snapshot.raw, path)
-
+    def plan_for(snapshot: files.Snapshot) -> _Plan:
+        document = files.parse_document(snapshot.raw, path) if snapshot.exists else {}
         notes: list[str] = []
         timeout_written = timeout_kept_user = None
         if removing:
             new_document = remove(document, provider_id, notes=notes)
-            allowlists = []
+            parts = list(notes)
         else:
             timeout, owned = _choose_timeout(document, provider_id, settings.timeout_seconds, *timeouts)
             timeout_written, timeout_kept_user = (timeout, None) if owned else (None, timeout)
@@ -261,54 +265,143 @@ def _sync(
                 allowlist=settings.allowlist, allow_entries=settings.allow_entries, notes=notes,
             )
             allowlists = allowlists_in(new_document, settings.allowlist)
-        parts = [] if removing else [what, "allowlist: " + (", ".join(allowlists) or "none to maintain")]
-        parts += notes
+            parts = [f"provider {provider_id}, {_count(provider['models'])}",
+                     "allowlist: " + (", ".join(allowlists) or "none to maintain"), *notes]
+        text = files.render(new_document)
+        unchanged = snapshot.exists and files.render(document) == text
         changes = describe_changes(document, new_document, provider_id) + notes
+        return _Plan(document, new_document, text, unchanged, parts, changes, timeout_written, timeout_kept_user)
 
-        new_text = files.render(new_document)
-        if snapshot.exists and files.render(document) == new_text:
-            if removing:
-                return SyncResult("unchanged", path, f"{path} has no entries of provider {provider_id}; nothing to remove")
-            return SyncResult("unchanged", path, _line(f"{path} already up to date", parts), timeout_written=timeout_written, timeout_kept_user=timeout_kept_user)
+    snapshot = files.read_snapshot(path)
+    try:
+        plan = plan_for(snapshot)
+    except OpenClawFileError:
+        # Broken, or caught half-way through another writer's in-place rewrite: look again once
+        # it has settled, and refuse only a file that stays broken.
+        settled = files.read_settled(path)
+        if settled.same_file_as(snapshot):
+            raise
+        snapshot, plan = settled, plan_for(settled)
+    if not snapshot.exists:
+        if removing:
+            return SyncResult("unchanged", path, f"{path} does not exist; nothing to remove")
+        if not settings.create:
+            return _missing(path, provider_id, models)
+    if plan.unchanged:
+        return _unchanged(path, provider_id, plan, removing)
+    diff = ""
+    if with_diff:
+        old_text = snapshot.raw.decode("utf-8-sig", errors="replace") if snapshot.exists else ""
+        diff = _redacted(_diff(old_text, plan.text, path))
+    if dry_run:
+        verb = "would create" if not snapshot.exists else "would change"
+        return SyncResult("dry_run", path, _line(f"{verb} {path}", plan.changes), diff)
 
-        diff = _redacted(_diff(old_text, new_text, path)) if with_diff else ""
-        if dry_run:
-            verb = "would create" if not snapshot.exists else "would change"
-            return SyncResult("dry_run", path, _line(f"{verb} {path}", changes), diff)
+    if not snapshot.exists:
+        files.ensure_directory(path)
+    try:
+        with holding_openclaw_lock(path, owner=files.intended_owner(snapshot)):
+            return _write(settings, path, plan_for, (snapshot, plan), removing, diff, before_replace)
+    except LockBusy as exc:
+        return SyncResult("busy", path, f"{path}: {exc}; aiosd writes it at the next sync")
 
-        if not snapshot.exists:
-            files.ensure_directory(path)
-        files.check_writable(snapshot)
+
+def _write(settings, path: Path, plan_for, planned, removing: bool, diff: str, before_replace) -> SyncResult:
+    """Write aiosd's entries, never undoing another writer's change.
+
+    Each round merges into ``base`` and replaces ``expected`` (what must be at the path right
+    before the swap: checked by inode and bytes). A change between the read and the swap means
+    reading again. A change caught by the swap itself (the file aiosd replaced is not the one it
+    expected) means another writer's version was just replaced: aiosd merges again on top of it
+    and writes that, at once."""
+    provider_id = settings.provider_id
+    base = expected = files.read_snapshot(path)  # under the lock: the latest version
+    existed = base.exists
+    first = None
+    wrote = backup = None
+    checks_failed = conflicts = 0
+    while True:
+        if not base.exists and not removing and not settings.create:
+            return _missing(path, provider_id, ())
+        if not base.exists and removing:
+            return SyncResult("unchanged", path, f"{path} does not exist; nothing to remove")
+        # the version read before taking the lock, unchanged since: its merge is already done
+        plan = planned[1] if base.same_file_as(planned[0]) else plan_for(base)
+        first = first or plan
+        if plan.unchanged and base is expected:
+            if not wrote:
+                return _unchanged(path, provider_id, plan, removing)
+            break
+        # Another writer's version that already has aiosd's entries goes back in as it was.
+        data = base.raw if plan.unchanged else plan.text.encode("utf-8")
+        files.check_writable(expected)
         files.remove_stale_temp_files(path)
-        uid, gid = files.intended_owner(snapshot)
-        mode = snapshot.mode if snapshot.exists else files.NEW_FILE_MODE
-        tmp = files.write_temp(path, new_text.encode("utf-8"), mode=mode, uid=uid, gid=gid)
+        uid, gid = files.intended_owner(expected if expected.exists else base)
+        mode = next((s.mode for s in (expected, base) if s.exists), files.NEW_FILE_MODE)
+        tmp = files.write_temp(path, data, mode=mode, uid=uid, gid=gid)
         try:
             if before_replace is not None:
                 before_replace(path)
-            if files.read_raw(path) != snapshot.raw:
+            current = files.read_snapshot(path)
+            if not current.same_file_as(expected):
                 files.discard(tmp)
-                continue  # someone else wrote meanwhile: merge again on top of their version
-            backup = None
-            if snapshot.exists and settings.backup and not files.is_plain_json(snapshot.raw):
-                backup = files.keep_backup_once(snapshot)
-            files.replace(tmp, path)
+                checks_failed += 1
+                if checks_failed >= MAX_MERGE_ROUNDS:
+                    break
+                # someone else wrote meanwhile: merge again on top of their version
+                base = expected = current if (not current.exists or files.parses(current.raw)) \
+                    else files.read_settled(path)
+                continue
+            if backup is None and expected.exists and settings.backup and not files.is_plain_json(expected.raw):
+                backup = files.keep_backup_once(expected) or False
+            ours = files.snapshot_of_temp(tmp, data, path)
+            done, replaced = files.put_in_place(tmp, path, expected, ours)
         except BaseException:
             files.discard(tmp)
             raise
-        if backup is not None:
-            changes.append(f"original (JSON5, comments) kept as {backup.name}")
-        if not snapshot.exists:
-            return SyncResult("created", path, _line(f"created {path}", parts), diff, timeout_written=timeout_written, timeout_kept_user=timeout_kept_user)
-        if removing:
-            head = f"took provider {provider_id} and its allowlist entries out of {path}"
-            return SyncResult("removed", path, _line(head, changes), diff)
-        return SyncResult("written", path, _line(f"updated {path}", changes), diff, timeout_written=timeout_written, timeout_kept_user=timeout_kept_user)
+        if not done:  # another writer got there first; their version is in place: start again from it
+            checks_failed += 1
+            if checks_failed >= MAX_MERGE_ROUNDS:
+                break
+            base = expected = files.read_settled(path)
+            continue
+        wrote = True
+        if (replaced is None or replaced.same_file_as(expected) or not replaced.exists
+                or not files.parses(replaced.raw) or conflicts >= MAX_MERGE_ROUNDS):
+            break
+        # Only where the file system cannot swap: the rename replaced another writer's version
+        # (written after aiosd's check), so merge again on top of theirs, and write that at once.
+        conflicts += 1
+        base, expected = replaced, ours
+    if not wrote or checks_failed >= MAX_MERGE_ROUNDS:
+        return SyncResult("refused", path, (
+            f"{path} changed {MAX_MERGE_ROUNDS} times while aiosd was writing it; will try again at the next sync"))
+    changes = list(first.changes)
+    if conflicts:
+        changes.append(f"merged again on top of {conflicts} concurrent write(s)")
+    if backup:
+        changes.append(f"original (JSON5, comments) kept as {backup.name}")
+    timeouts = {"timeout_written": plan.timeout_written, "timeout_kept_user": plan.timeout_kept_user}
+    if not existed:
+        return SyncResult("created", path, _line(f"created {path}", first.parts), diff, **timeouts)
+    if removing:
+        head = f"took provider {provider_id} and its allowlist entries out of {path}"
+        return SyncResult("removed", path, _line(head, changes), diff)
+    return SyncResult("written", path, _line(f"updated {path}", changes), diff, **timeouts)
 
-    return SyncResult(
-        "refused", path,
-        f"{path} changed {MAX_MERGE_ROUNDS} times while aiosd was writing it; will try again at the next sync",
-    )
+
+def _missing(path: Path, provider_id: str, models: Sequence[ModelSpec]) -> SyncResult:
+    return SyncResult("missing", path, (
+        f"{path} does not exist and openclaw.create is off; aiosd would create it with provider {provider_id} "
+        f"({_count(list(models))}). Set openclaw.create: true to let it, or openclaw.config_path "
+        "to the file OpenClaw reads"))
+
+
+def _unchanged(path: Path, provider_id: str, plan: _Plan, removing: bool) -> SyncResult:
+    if removing:
+        return SyncResult("unchanged", path, f"{path} has no entries of provider {provider_id}; nothing to remove")
+    return SyncResult("unchanged", path, _line(f"{path} already up to date", plan.parts),
+                      timeout_written=plan.timeout_written, timeout_kept_user=plan.timeout_kept_user)
 
 
 def _choose_timeout(

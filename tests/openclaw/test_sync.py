@@ -277,6 +277,39 @@ def test_a_concurrent_writer_who_already_wrote_aiosds_entries_means_no_write(pat
     assert leftovers(path) == []
 
 
+@pytest.mark.parametrize("how", ["rename", "in-place"])
+def test_a_writer_between_the_last_check_and_the_swap_is_not_undone(path, monkeypatch, how):
+    """The writer lands after aiosd's last re-read, right before its swap (simulated by running the
+    writer inside the first swap call): the swap sees it replaced a file it did not expect, puts
+    the writer's version back at once, and merges again on top of it."""
+    import aiosd.openclaw.file as files
+
+    path.write_text(json.dumps({"gateway": {"port": 18789}}, indent=2))
+    real = files._renameat2
+    landed = []
+
+    def writer_lands_first(src, dst, flags):
+        if not landed and flags == files._RENAME_EXCHANGE:
+            landed.append(True)
+            document = json.loads(path.read_text())
+            document["logging"] = {"level": "debug"}
+            if how == "rename":
+                other = path.with_name("openclaw.json.openclaw-tmp")
+                other.write_text(json.dumps(document, indent=2))
+                os.replace(other, path)
+            else:
+                with open(path, "w") as f:
+                    f.write(json.dumps(document, indent=2))
+        return real(src, dst, flags)
+
+    monkeypatch.setattr(files, "_renameat2", writer_lands_first)
+    result = sync(path, [SONNET])
+    assert landed and result.outcome == "written"
+    document = json.loads(path.read_text())
+    assert document["logging"] == {"level": "debug"} and "aios" in document["models"]["providers"]
+    assert leftovers(path) == []
+
+
 def test_a_file_that_keeps_changing_is_left_to_the_other_writer(path):
     path.write_text("{}")
     rounds = []
@@ -385,13 +418,16 @@ def test_a_full_disk_leaves_the_original_and_no_temp_file(path, monkeypatch):
 
 
 def test_a_read_only_file_system_at_rename_leaves_the_original(path, monkeypatch):
-    """Simulated: os.replace fails with EROFS."""
+    """Simulated: the rename (renameat2, or os.replace where that is missing) fails with EROFS."""
+    import aiosd.openclaw.file as files
+
     path.write_text('{"gateway": {"port": 1}}')
 
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
     monkeypatch.setattr(os, "replace", read_only)
+    monkeypatch.setattr(files, "_renameat2", read_only)
     result = sync(path)
     assert result.outcome == "refused" and "Read-only file system" in result.message
     assert path.read_text() == '{"gateway": {"port": 1}}' and leftovers(path) == []
