@@ -1,9 +1,9 @@
 """One sync of OpenClaw's openclaw.json with aiosd's models: read, merge, write if changed, report.
 
 ``sync_openclaw`` is blocking (the daemon runs it with ``asyncio.to_thread``) and never raises for
-file problems; it returns a ``SyncResult`` and logs exactly one line on the ``aiosd.openclaw``
-logger. Path handling and atomic writes live in ``openclaw_file``, the pure merge in
-``openclaw_merge``.
+file problems; it returns a ``SyncResult`` and logs one line on the ``aiosd.openclaw`` logger
+(plus a warning, once, about a file others can read or a short user timeout). Path handling and
+atomic writes live in ``file``, OpenClaw's write lock in ``lock``, the pure merge in ``merge``.
 """
 
 from __future__ import annotations
@@ -269,7 +269,7 @@ def _sync(
                      "allowlist: " + (", ".join(allowlists) or "none to maintain"), *notes]
         text = files.render(new_document)
         unchanged = snapshot.exists and files.render(document) == text
-        changes = describe_changes(document, new_document, provider_id) + notes
+        changes = [] if unchanged else describe_changes(document, new_document, provider_id) + notes
         return _Plan(document, new_document, text, unchanged, parts, changes, timeout_written, timeout_kept_user)
 
     snapshot = files.read_snapshot(path)
@@ -306,7 +306,15 @@ def _sync(
         return SyncResult("busy", path, f"{path}: {exc}; aiosd writes it at the next sync")
 
 
-def _write(settings, path: Path, plan_for, planned, removing: bool, diff: str, before_replace) -> SyncResult:
+def _write(
+    settings: OpenClawSettings,
+    path: Path,
+    plan_for: Callable[[files.Snapshot], _Plan],
+    planned: tuple[files.Snapshot, _Plan],
+    removing: bool,
+    diff: str,
+    before_replace: Callable[[Path], None] | None,
+) -> SyncResult:
     """Write aiosd's entries, never undoing another writer's change.
 
     Each round merges into ``base`` and replaces ``expected`` (what must be at the path right

@@ -24,6 +24,8 @@ log = logging.getLogger("aiosd.runtime")
 # The longest one OpenClaw sync may take (it waits up to a few seconds for OpenClaw's lock; the
 # file I/O itself takes milliseconds) before the daemon stops waiting for its thread.
 OPENCLAW_SYNC_TIMEOUT = 30.0
+# After a sync found OpenClaw writing its file (outcome "busy"), the next one comes this soon.
+OPENCLAW_BUSY_RETRY = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +149,12 @@ class Runtime:
         from aiosd.openclaw.sync import SyncResult
 
         path = resolve_openclaw_path(self.config.openclaw)
+        last = self.last_sync
+        # what the last sync knew (warnings given, aiosd's own timeoutSeconds) is not forgotten
+        carried = {} if last is None else {"warned": last.warned, "timeout_written": last.timeout_written}
         stuck = self._stuck_sync
         if stuck is not None and stuck[0].is_alive():
-            return SyncResult("refused", path, (
+            return SyncResult("refused", path, **carried, message=(
                 f"the sync started {time.monotonic() - stuck[1]:.0f}s ago has not returned (a file system that "
                 "does not answer?); not starting another until it does"))
         loop = asyncio.get_running_loop()
@@ -176,7 +181,7 @@ class Runtime:
             value, error = await asyncio.wait_for(asyncio.shield(done), self.sync_timeout)
         except asyncio.TimeoutError:
             self._stuck_sync = (thread, started)
-            result = SyncResult("refused", path, (
+            result = SyncResult("refused", path, **carried, message=(
                 f"the sync did not finish within {self.sync_timeout:g}s (a file system that does not answer?); "
                 "aiosd stops waiting for it and tries again once it returns"))
             log.error("openclaw sync refused: %s", result.message)
@@ -203,8 +208,11 @@ class Runtime:
                     await self.sync_openclaw_now()
                 except Exception:  # a bug here must not stop the daemon serving
                     log.exception("OpenClaw sync failed unexpectedly; trying again next interval")
+            wait = self.config.openclaw.interval
+            if self.last_sync is not None and self.last_sync.outcome == "busy":
+                wait = min(wait, OPENCLAW_BUSY_RETRY)
             try:
-                await asyncio.wait_for(self._sync_wanted.wait(), self.config.openclaw.interval)
+                await asyncio.wait_for(self._sync_wanted.wait(), wait)
             except asyncio.TimeoutError:
                 pass
 

@@ -172,3 +172,27 @@ async def test_the_daemon_writes_its_worst_case_as_the_providers_timeout_seconds
     document = assert_valid_openclaw(tmp_path / "openclaw" / "openclaw.json")
     # the harness: 5 s queue + 4 attempts x 5 s + 1 s of retry waits = 26 s, + 30 s margin
     assert document["models"]["providers"]["aios"]["timeoutSeconds"] == 56
+
+
+async def test_when_openclaw_holds_its_lock_the_daemon_tries_again_soon_not_a_whole_interval_later(tmp_path, monkeypatch):
+    import os
+
+    import aiosd.openclaw.lock as lock_module
+
+    monkeypatch.setattr(lock_module, "WAIT", 0.05)
+    monkeypatch.setattr("aiosd.service.runtime.OPENCLAW_BUSY_RETRY", 0.1)
+    path = tmp_path / "openclaw" / "openclaw.json"
+    path.parent.mkdir()
+    path.write_text('{"gateway": {"port": 18789}}')
+    lock = lock_module.lock_path_for(path)
+    lock.write_text(json.dumps({"pid": os.getppid(), "createdAt": "2099-01-01T00:00:00.000Z"}))
+    with FakeKernel() as kernel:
+        config = config_for(tmp_path, kernel.url, 'openclaw: {interval: "600s"}', openclaw_sync=True)
+        async with serve_aiosd(config) as aiosd:
+            await synced(aiosd, 0)
+            assert aiosd.runtime.last_sync.outcome == "busy"
+            assert "openclaw sync busy" in aiosd.runtime.status_line()
+            lock.unlink()  # OpenClaw is done
+            await synced(aiosd, aiosd.runtime.syncs_done)
+            assert aiosd.runtime.last_sync.outcome == "written"
+    assert "aios" in json.loads(path.read_text())["models"]["providers"]
