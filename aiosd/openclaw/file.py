@@ -453,7 +453,11 @@ def put_in_place(tmp: Path, path: Path, expected: Snapshot, ours: Snapshot) -> t
             return _create(tmp, path), None
         if _renameat2(tmp, path, _RENAME_EXCHANGE):
             # The temp name now holds what was at ``path``: nobody else knows that name.
-            if read_snapshot(tmp).same_file_as(expected):
+            try:
+                replaced_expected = read_snapshot(tmp).same_file_as(expected)
+            except OpenClawFileError:  # a symlink or a FIFO was renamed in: not what aiosd expected
+                replaced_expected = False
+            if replaced_expected:
                 discard(tmp)
                 fsync_directory(path.parent)
                 return True, None

@@ -1,6 +1,6 @@
 """One sync of OpenClaw's openclaw.json with aiosd's models: read, merge, write if changed, report.
 
-``sync_openclaw`` is blocking (the daemon runs it with ``asyncio.to_thread``) and never raises for
+``sync_openclaw`` is blocking (the daemon runs it in a thread of its own) and never raises for
 file problems; it returns a ``SyncResult`` and logs one line on the ``aiosd.openclaw`` logger
 (plus a warning, once, about a file others can read or a short user timeout). Path handling and
 atomic writes live in ``file``, OpenClaw's write lock in ``lock``, the pure merge in ``merge``.
@@ -129,8 +129,8 @@ def sync_openclaw(
 ) -> SyncResult:
     """Bring OpenClaw's file in step with ``models`` (or take aiosd's entries out with ``remove``).
 
-    Blocking; run it with ``asyncio.to_thread`` from the daemon. File problems never raise: they
-    come back as outcome "refused" with the file as it was. ``_before_replace`` is a test hook
+    Blocking: the daemon runs it in a thread. File problems never raise: they come back as outcome
+    "refused" (or "busy", "missing") with the file as it was. ``_before_replace`` is a test hook
     called with the path after the temp file is written and before the last re-read.
     ``with_diff`` fills ``SyncResult.diff`` (always filled for ``dry_run``): a whole-file diff of
     a 1 MB file costs seconds, so the daemon, which never shows it, does not ask for it.
