@@ -16,7 +16,7 @@ from aiosd.config.settings import Config, ModelSpec
 from aiosd.kernel.client import KernelClient
 from aiosd.kernel.model_catalog import ModelCatalog
 from aiosd.kernel.pool import KernelPool
-from aiosd.openclaw.sync import openclaw_api_key, sync_openclaw
+from aiosd.openclaw.sync import openclaw_api_key, provider_timeout_seconds, sync_openclaw
 
 # The CLI should answer quickly when the kernel is down.
 KERNEL_LIST_TIMEOUT = 5.0
@@ -72,6 +72,7 @@ def run_sync_openclaw(
         models,
         base_url=config.own_base_url,
         api_key=openclaw_api_key(config),
+        timeout_seconds=provider_timeout_seconds(config),
         dry_run=bool(getattr(args, "dry_run", False)),
         remove=removing,
         with_diff=True,
@@ -81,7 +82,7 @@ def run_sync_openclaw(
         out.write(result.diff)
         if not result.diff.endswith("\n"):
             out.write("\n")
-    print(f"{result.outcome}: {result.message}", file=err if result.outcome == "refused" else out)
+    print(f"{result.outcome}: {result.message}", file=out if result.ok else err)
     return 0 if result.ok else 1
 
 
