@@ -42,6 +42,7 @@ from aiosd.kernel.wires import (
     Answer,
     HttpxWire,
     NoAnswer,
+    RefusedAnswer,
     Wire,
     aiohttp_available,
     is_httpx_transport,
@@ -299,7 +300,7 @@ class KernelClient:
         wire.in_flight += 1
         try:
             async with asyncio.timeout(timeout):
-                return await wire.request(method, path, content)
+                return await wire.request(method, path, content, self._settings.max_answer_bytes)
         except TimeoutError:
             what = "answer" if path == QUERY_PATH else "list its models"
             raise self._failed(KernelTimeout(
@@ -310,6 +311,12 @@ class KernelClient:
         except NoAnswer as exc:
             raise self._failed(KernelUnreachable(
                 f"The AIOS kernel at {self._settings.shown_url} is unreachable ({exc.why})", kernel_status=0
+            )) from None
+        except RefusedAnswer as exc:
+            raise self._failed(KernelBadAnswer(
+                f"The server at {self._settings.shown_url} sent {exc.why} to {path}; aiosd refused it "
+                "unread and closed the connection",
+                kernel_status=0,
             )) from None
         finally:
             wire.in_flight -= 1

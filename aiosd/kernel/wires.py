@@ -4,7 +4,11 @@ What does not live here: deadlines, which path means what, reading the kernel's 
 answers into errors (``kernel_client`` and ``kernel_errors``).
 
 A wire sends one request and hands back status, Retry-After and body bytes, nothing else (so no
-kernel header can travel further), or raises ``NoAnswer``. Two exist because httpx costs about
+kernel header can travel further), or raises ``NoAnswer`` (nothing usable came back) or
+``RefusedAnswer`` (an answer aiosd will not read: larger than ``kernel.max_answer_bytes``, or
+compressed). Bodies are read with that cap, checked against Content-Length before reading and
+while reading, and asked for uncompressed (``Accept-Encoding: identity``): a 1 MB gzip body can
+inflate to gigabytes, so no wire ever decompresses. Two exist because httpx costs about
 0.6 ms of CPU per call on a small machine and aiohttp about 0.15 ms, against a budget of 1 ms for
 everything aiosd adds; httpx stays for its MockTransport and injected transports. Both are
 imported where used: the aiohttp-only daemon is ~4 MB smaller without httpx (and the CLI
@@ -31,6 +35,8 @@ EXTRA_CONNECTIONS = 4
 KEEPALIVE = 4.0
 
 USER_AGENT = f"aiosd/{__version__}"
+# The libraries' own default asks for gzip (and br/zstd when installed) and inflates it unbounded.
+_DEFAULT_HEADERS = {"user-agent": USER_AGENT, "accept-encoding": "identity"}
 _JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
 _ACCEPT_JSON = {"accept": "application/json"}
 
@@ -73,6 +79,36 @@ class NoAnswer(Exception):
         self.why = why
 
 
+class RefusedAnswer(Exception):
+    """An HTTP answer aiosd would not read to the end; ``why`` says what it was ("an answer
+    larger than ..."). Its connection is closed, never reused."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+def _too_large(limit: int) -> RefusedAnswer:
+    return RefusedAnswer(f"an answer larger than {limit} bytes (kernel.max_answer_bytes)")
+
+
+def _check_head(content_encoding: str | None, content_length: int | None, limit: int) -> None:
+    """Refuse an answer on its headers alone: compressed although aiosd asked for identity, or
+    announcing more than ``limit`` bytes."""
+    if content_encoding and content_encoding.strip().lower() not in ("", "identity"):
+        shown = content_encoding.strip()[:40].encode("ascii", "backslashreplace").decode()
+        raise RefusedAnswer(f"a compressed answer (Content-Encoding: {shown}) although aiosd asked for none")
+    if content_length is not None and content_length > limit:
+        raise _too_large(limit)
+
+
+def _content_length(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None  # the HTTP library refuses a malformed one itself
+
+
 class Wire:
     """One connection pool; replaced pools are closed once their calls have finished."""
 
@@ -80,7 +116,8 @@ class Wire:
         self.in_flight = 0
         self.retired = False
 
-    async def request(self, method: str, path: str, content: bytes | None) -> Answer:
+    async def request(self, method: str, path: str, content: bytes | None, limit: int) -> Answer:
+        """Send one request; its answer with a body of at most ``limit`` bytes."""
         raise NotImplementedError
 
     async def aclose(self) -> None:
@@ -107,16 +144,22 @@ class HttpxWire(Wire):
             follow_redirects=False,
             # A daemon talking to its kernel must not be re-routed by someone's HTTP_PROXY.
             trust_env=False,
-            headers={"user-agent": USER_AGENT},
+            headers=_DEFAULT_HEADERS,
         )
 
-    async def request(self, method: str, path: str, content: bytes | None) -> Answer:
+    async def request(self, method: str, path: str, content: bytes | None, limit: int) -> Answer:
         import httpx
 
+        request = self.client.build_request(
+            method, path, content=content, headers=_JSON_HEADERS if content is not None else _ACCEPT_JSON
+        )
         try:
-            response = await self.client.request(
-                method, path, content=content, headers=_JSON_HEADERS if content is not None else _ACCEPT_JSON
-            )
+            response = await self.client.send(request, stream=True)
+            try:
+                body = await self._read(response, limit)
+            finally:
+                # Unread body left: httpcore closes the connection instead of pooling it.
+                await response.aclose()
         except httpx.ConnectTimeout:
             raise NoAnswer(f"no connection within {self.connect_timeout:g}s") from None
         except httpx.ConnectError:
@@ -127,7 +170,22 @@ class HttpxWire(Wire):
             raise NoAnswer("the connection was reset") from None
         except (httpx.HTTPError, OSError) as exc:
             raise NoAnswer(type(exc).__name__) from None
-        return Answer(response.status_code, response.headers.get("retry-after"), response.content, path)
+        return Answer(response.status_code, response.headers.get("retry-after"), body, path)
+
+    @staticmethod
+    async def _read(response: httpx.Response, limit: int) -> bytes:
+        headers = response.headers
+        _check_head(headers.get("content-encoding"), _content_length(headers.get("content-length")), limit)
+        chunks: list[bytes] = []
+        size = 0
+        # Content-Encoding was refused above, so httpx's decoder here is the identity (aiter_raw
+        # would refuse a MockTransport's already-loaded body).
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def aclose(self) -> None:
         if self.owns_transport:
@@ -155,12 +213,12 @@ class AiohttpWire(Wire):
                 connector=aiohttp.TCPConnector(limit=self.size, keepalive_timeout=KEEPALIVE),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 trust_env=False,
-                headers={"user-agent": USER_AGENT},
-                auto_decompress=True,
+                headers=_DEFAULT_HEADERS,
+                auto_decompress=False,
             )
         return self._session
 
-    async def request(self, method: str, path: str, content: bytes | None) -> Answer:
+    async def request(self, method: str, path: str, content: bytes | None, limit: int) -> Answer:
         aiohttp = self._aiohttp
         try:
             async with self._session_now().request(
@@ -171,7 +229,11 @@ class AiohttpWire(Wire):
                 allow_redirects=False,
                 timeout=self._timeout,
             ) as response:
-                body = await response.read()
+                try:
+                    body = await self._read(response, limit)
+                except RefusedAnswer:
+                    response.close()  # drops the connection: the rest of the body is never read
+                    raise
                 return Answer(response.status, response.headers.get("retry-after"), body, path)
         except aiohttp.ServerTimeoutError:  # a TimeoutError subclass: must not look like our deadline
             raise NoAnswer(f"no connection within {self.connect_timeout:g}s") from None
@@ -183,6 +245,18 @@ class AiohttpWire(Wire):
             raise NoAnswer("the answer was not valid HTTP") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise NoAnswer(type(exc).__name__) from None
+
+    @staticmethod
+    async def _read(response, limit: int) -> bytes:  # noqa: ANN001 - aiohttp is imported lazily
+        _check_head(response.headers.get("content-encoding"), response.content_length, limit)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def aclose(self) -> None:
         if self._session is not None:
