@@ -13,7 +13,6 @@ becomes (``kernel_errors``), building the /query body or reading ``response_mess
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import deque
@@ -31,6 +30,7 @@ from aiosd.errors import (
     KernelTimeout,
     KernelUnreachable,
 )
+from aiosd.kernel.answer_json import UnreadableJSON, loads_answer
 from aiosd.kernel.errors import (
     kernel_error_for_http_answer,
     kernel_error_for_status,
@@ -212,9 +212,9 @@ class KernelClient:
                 answer.status, answer.body, answer.path, retry_after=retry_after
             ))
         try:
-            data = json.loads(answer.body)
-        except ValueError:
-            raise self._bad_answer("its body is not JSON") from None
+            data = loads_answer(answer.body)
+        except UnreadableJSON as exc:
+            raise self._bad_answer(f"its body {exc.why}") from None
         inner = data.get("response") if isinstance(data, dict) else None
         if not isinstance(inner, dict):
             raise self._bad_answer("it has no 'response' object")
@@ -246,9 +246,9 @@ class KernelClient:
                 answer.status, answer.body, answer.path, retry_after=retry_after
             ))
         try:
-            data = json.loads(answer.body)
-        except ValueError:
-            raise self._bad_answer("its model list is not JSON", path=LLM_LIST_PATH) from None
+            data = loads_answer(answer.body)
+        except UnreadableJSON as exc:
+            raise self._bad_answer(f"its model list {exc.why}", path=LLM_LIST_PATH) from None
         if not isinstance(data, dict):
             raise self._bad_answer("its model list is not an object", path=LLM_LIST_PATH)
         status = data.get("status")

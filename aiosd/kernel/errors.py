@@ -35,12 +35,12 @@ a kernel worker for good, and a retry would take another one).
 from __future__ import annotations
 
 import email.utils
-import json
 import math
 import re
 import time
 
 from aiosd.errors import KernelError, KernelRateLimited, KernelRejected
+from aiosd.kernel.answer_json import UnreadableJSON, loads_answer
 
 MESSAGE_LIMIT = 300
 
@@ -158,9 +158,9 @@ def kernel_error_for_http_answer(
 ) -> KernelError:
     """The error for a non-200 HTTP answer from the kernel: its status, body bytes, and the path asked."""
     try:
-        data = json.loads(body) if body else None
-    except ValueError:
-        data = None
+        data = loads_answer(body) if body else None
+    except UnreadableJSON:
+        data = None  # the status alone says enough
     detail = data.get("detail") if isinstance(data, dict) else None
     if code == 422:
         return KernelRejected(

@@ -222,7 +222,7 @@ def _arguments_object(arguments: str) -> dict | None:
         return {}
     try:
         value = json.loads(arguments)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 

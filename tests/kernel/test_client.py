@@ -606,3 +606,59 @@ async def test_recent_latency_for_status_output():
         latency = client.recent_latency()
     assert latency["count"] == 1 and set(latency) == {"count", "p50", "p90", "max", "last"}
     json.dumps(latency)
+
+
+# --- deeply nested JSON -------------------------------------------------------------------------------
+
+DEEP = b"[" * 100_000 + b"]" * 100_000  # json.loads raises RecursionError on it
+
+
+def nested(levels: int, leaf: object = 1) -> object:
+    for _ in range(levels):
+        leaf = [leaf]
+    return leaf
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        DEEP,
+        b'{"response": ' + DEEP + b"}",
+        # Decodes, but deep enough that encoding the reply or quoting it in an error would recurse too far.
+        json.dumps({"response": {"status_code": 200, "response_message": None,
+                                 "tool_calls": [{"name": "t", "parameters": {"x": nested(900)}}]}}).encode(),
+    ],
+    ids=["100000_levels", "inside_response", "900_levels_in_tool_arguments"],
+)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_deeply_nested_json_from_the_kernel_is_a_bad_answer_not_a_crash(kernel, transport, body):
+    kernel.script(fake_kernel.RawResponse(200, body, [("content-type", "application/json")]))
+    async with KernelClient(kernel_settings(kernel.url), transport=transport) as client:
+        with pytest.raises(KernelBadAnswer) as info:
+            await client.query(real_body(), timeout=5)
+    assert info.value.status == 502 and info.value.code == "kernel_bad_answer"
+    assert "nested more than 64 levels deep" in info.value.message
+
+
+@pytest.mark.parametrize("status", [422, 500, 429])
+async def test_deeply_nested_json_in_a_kernel_error_answer_keeps_the_status_mapping(status):
+    body = b'{"detail": ' + DEEP + b"}"
+    err = await query_error(answer(status, raw=body))
+    assert isinstance(err, KernelRejected) and err.kernel_status == status
+    assert err.status == (429 if status == 429 else 502)
+
+
+async def test_deeply_nested_model_list_is_a_bad_answer():
+    for body in (DEEP, json.dumps({"status": "success", "llms": [{"name": "m", "backend": nested(200)}]}).encode()):
+        async with client_answering(answer(200, raw=body)) as client:
+            with pytest.raises(KernelBadAnswer, match=r"/core/llms/list.*model list is nested more than 64 levels"):
+                await client.list_llms()
+
+
+def test_nesting_is_measured_without_recursion():
+    from aiosd.kernel.answer_json import loads_answer, nesting_exceeds
+
+    assert not nesting_exceeds({"a": [1, {"b": [2]}]}, 4)
+    assert nesting_exceeds({"a": [1, {"b": [[2]]}]}, 4)
+    assert nesting_exceeds(nested(100_000), 64)  # built in Python: 100,000 levels, no RecursionError
+    assert loads_answer(json.dumps(nested(63)).encode()) == nested(63)

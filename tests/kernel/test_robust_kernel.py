@@ -16,6 +16,7 @@ from tests.support.fake_kernel import (
     Garbage,
     Hang,
     LLMFailure,
+    RawResponse,
     ResetMidBody,
 )
 from tests.support.robust import (
@@ -41,6 +42,8 @@ FAULTS = {
     "slow_drip": ([Drip(interval=0.2, chunk_size=8)], 504, "kernel_timeout"),
     "hang": ([Hang()], 504, "kernel_timeout"),
     "429_storm": ([LLMFailure(429)] * 50, 429, "rate_limit_exceeded"),
+    # json.loads raises RecursionError on it: once a 500 with a traceback.
+    "100000_levels_of_json": ([RawResponse(200, b"[" * 100_000 + b"]" * 100_000)], 502, "kernel_bad_answer"),
 }
 CLIENTS = ["httpx", "openai", "openai_stream"]
 

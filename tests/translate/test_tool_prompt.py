@@ -118,6 +118,12 @@ def test_arguments_that_are_not_an_object_are_shown_not_lost():
     assert '<parameter name="arguments">ls -la</parameter>' in history_as_text(req, tool_instructions=None)[1]["content"]
 
 
+def test_arguments_nested_deeper_than_json_can_follow_are_shown_not_a_crash():
+    deep = "[" * 100_000 + "]" * 100_000  # json.loads raises RecursionError on it
+    req = request([{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [_call("c", "exec", deep)]}])
+    assert f'<parameter name="arguments">{deep}</parameter>' in history_as_text(req, tool_instructions=None)[1]["content"]
+
+
 # --- parsing the reply ---------------------------------------------------------------------
 
 
