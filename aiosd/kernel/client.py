@@ -259,6 +259,7 @@ class KernelClient:
                 f"The AIOS kernel is not ready to list its models (status {scrub(status, 40)}{said})",
                 status=503,
                 code="kernel_not_ready",
+                reason="the kernel's LLM core is not ready",
             ))
         llms = data.get("llms")
         if not isinstance(llms, list):
@@ -307,16 +308,19 @@ class KernelClient:
                 f"The AIOS kernel did not {what} within {timeout:g}s (aiosd's deadline for one call). "
                 "The kernel can hang; check its log.",
                 kernel_status=None,
+                reason=f"no answer within {timeout:g}s",
             )) from None
         except NoAnswer as exc:
+            state = "is unreachable" if exc.connecting else f"gave no usable answer to {path}"
             raise self._failed(KernelUnreachable(
-                f"The AIOS kernel at {self._settings.shown_url} is unreachable ({exc.why})", kernel_status=0
+                f"The AIOS kernel at {self._settings.shown_url} {state} ({exc.why})", kernel_status=0, reason=exc.why
             )) from None
         except RefusedAnswer as exc:
             raise self._failed(KernelBadAnswer(
                 f"The server at {self._settings.shown_url} sent {exc.why} to {path}; aiosd refused it "
                 "unread and closed the connection",
                 kernel_status=0,
+                reason=exc.why,
             )) from None
         finally:
             wire.in_flight -= 1
@@ -339,6 +343,7 @@ class KernelClient:
             f"The server at {self._settings.shown_url} answered {path} with HTTP 200 but {what}; "
             "is kernel.url an AIOS kernel?",
             kernel_status=0,
+            reason=f"HTTP 200 but {what}",
         ))
 
     def _failed(self, error: KernelError) -> KernelError:

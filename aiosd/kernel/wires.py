@@ -17,9 +17,13 @@ libraries httpx imports when they are installed).
 
 from __future__ import annotations
 
+import errno
 import importlib
+import os
+import socket
 from http.cookiejar import CookieJar, CookiePolicy
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from aiosd import __version__
 from aiosd.config.settings import KernelSettings
@@ -72,11 +76,57 @@ class Answer:
 
 
 class NoAnswer(Exception):
-    """No usable HTTP answer; ``why`` is a short human reason."""
+    """No usable HTTP answer; ``why`` is a short human reason ("connection refused"), and
+    ``connecting`` whether it happened before a connection was made (the kernel is unreachable)."""
 
-    def __init__(self, why: str) -> None:
+    def __init__(self, why: str, *, connecting: bool = False) -> None:
         super().__init__(why)
         self.why = why
+        self.connecting = connecting
+
+
+# --- what went wrong, in words: the same for both libraries --------------------------------------
+
+CONNECTION_REFUSED = "connection refused"
+CONNECTION_RESET = "connection reset by the kernel"
+CLOSED_WITHOUT_ANSWER = "the kernel closed the connection without answering"
+CUT_MID_ANSWER = "the connection closed in the middle of the answer"
+NOT_HTTP = "the answer was not valid HTTP"
+
+
+def _os_errors(exc: BaseException):
+    """The OSErrors behind ``exc`` (its causes and contexts), outermost first."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError):
+            yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def connect_failure(exc: BaseException, host: str, connect_timeout: float) -> NoAnswer:
+    """Why no connection could be made, from the OSError the library wrapped."""
+    errors = list(_os_errors(exc))
+    for error in errors:
+        if isinstance(error, socket.gaierror):
+            said = error.strerror or str(error)
+            return NoAnswer(f"host name {host!r} not found (DNS: {said})", connecting=True)
+    for error in errors:
+        if error.errno == errno.ECONNREFUSED:
+            return NoAnswer(CONNECTION_REFUSED, connecting=True)
+        if error.errno in (errno.ETIMEDOUT, errno.EINPROGRESS) or isinstance(error, TimeoutError):
+            return NoAnswer(f"no connection within {connect_timeout:g}s, kernel.connect_timeout", connecting=True)
+        if error.errno is not None and error.errno > 0:
+            return NoAnswer(f"cannot connect: {os.strerror(error.errno).lower()}", connecting=True)
+    return NoAnswer("cannot connect", connecting=True)
+
+
+def broken_connection(exc: BaseException) -> NoAnswer:
+    """Why a connection that was made gave no usable answer."""
+    for error in _os_errors(exc):
+        if error.errno in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED):
+            return NoAnswer(CONNECTION_RESET)
+    return NoAnswer(CUT_MID_ANSWER)
 
 
 class RefusedAnswer(Exception):
@@ -134,6 +184,7 @@ class HttpxWire(Wire):
         size = settings.max_concurrency + EXTRA_CONNECTIONS
         self.owns_transport = owns_transport
         self.connect_timeout = settings.connect_timeout
+        self.host = urlsplit(settings.url).hostname or "?"  # for "host name ... not found"
         self.client = httpx.AsyncClient(
             base_url=settings.url.rstrip("/"),
             transport=transport,
@@ -161,15 +212,22 @@ class HttpxWire(Wire):
                 # Unread body left: httpcore closes the connection instead of pooling it.
                 await response.aclose()
         except httpx.ConnectTimeout:
-            raise NoAnswer(f"no connection within {self.connect_timeout:g}s") from None
-        except httpx.ConnectError:
-            raise NoAnswer("connection refused or host not found") from None
-        except httpx.RemoteProtocolError:
-            raise NoAnswer("the answer was not valid HTTP or the connection was cut") from None
-        except (httpx.ReadError, httpx.WriteError):
-            raise NoAnswer("the connection was reset") from None
+            raise NoAnswer(f"no connection within {self.connect_timeout:g}s, kernel.connect_timeout",
+                           connecting=True) from None
+        except httpx.ConnectError as exc:
+            raise connect_failure(exc, self.host, self.connect_timeout) from None
+        except httpx.RemoteProtocolError as exc:
+            # h11's words tell a connection closed before or during the answer from garbage.
+            said = str(exc)
+            if said.startswith("Server disconnected without sending a response"):
+                raise NoAnswer(CLOSED_WITHOUT_ANSWER) from None
+            if said.startswith("peer closed connection without sending complete message body"):
+                raise NoAnswer(CUT_MID_ANSWER) from None
+            raise NoAnswer(NOT_HTTP) from None
+        except (httpx.ReadError, httpx.WriteError) as exc:
+            raise broken_connection(exc) from None
         except (httpx.HTTPError, OSError) as exc:
-            raise NoAnswer(type(exc).__name__) from None
+            raise broken_connection(exc) from None
         return Answer(response.status_code, response.headers.get("retry-after"), body, path)
 
     @staticmethod
@@ -200,6 +258,7 @@ class AiohttpWire(Wire):
         self._aiohttp = aiohttp
         self.base = settings.url.rstrip("/")
         self.connect_timeout = settings.connect_timeout
+        self.host = urlsplit(settings.url).hostname or "?"  # for "host name ... not found"
         self.size = settings.max_concurrency + EXTRA_CONNECTIONS
         self._session: aiohttp.ClientSession | None = None
         # The whole call is bounded by asyncio.timeout in KernelClient; aiohttp only bounds connecting.
@@ -236,15 +295,21 @@ class AiohttpWire(Wire):
                     raise
                 return Answer(response.status, response.headers.get("retry-after"), body, path)
         except aiohttp.ServerTimeoutError:  # a TimeoutError subclass: must not look like our deadline
-            raise NoAnswer(f"no connection within {self.connect_timeout:g}s") from None
-        except aiohttp.ClientConnectorError:
-            raise NoAnswer("connection refused or host not found") from None
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
-            raise NoAnswer("the connection was reset") from None
+            raise NoAnswer(f"no connection within {self.connect_timeout:g}s, kernel.connect_timeout",
+                           connecting=True) from None
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc, getattr(aiohttp, "ClientConnectorDNSError", ())):  # aiohttp >= 3.10
+                said = exc.os_error.strerror or str(exc.os_error)
+                raise NoAnswer(f"host name {self.host!r} not found (DNS: {said})", connecting=True) from None
+            raise connect_failure(exc.os_error, self.host, self.connect_timeout) from None
+        except aiohttp.ServerDisconnectedError:
+            raise NoAnswer(CLOSED_WITHOUT_ANSWER) from None
+        except aiohttp.ClientPayloadError as exc:
+            raise broken_connection(exc) from None
         except aiohttp.ClientResponseError:
-            raise NoAnswer("the answer was not valid HTTP") from None
+            raise NoAnswer(NOT_HTTP) from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise NoAnswer(type(exc).__name__) from None
+            raise broken_connection(exc) from None
 
     @staticmethod
     async def _read(response, limit: int) -> bytes:  # noqa: ANN001 - aiohttp is imported lazily
