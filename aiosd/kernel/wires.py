@@ -233,7 +233,10 @@ class HttpxWire(Wire):
     @staticmethod
     async def _read(response: httpx.Response, limit: int) -> bytes:
         headers = response.headers
-        _check_head(headers.get("content-encoding"), _content_length(headers.get("content-length")), limit)
+        declared = _content_length(headers.get("content-length"))
+        _check_head(headers.get("content-encoding"), declared, limit)
+        if declared is not None:  # h11 reads exactly that many bytes: bounded, and the fast path
+            return await response.aread()
         chunks: list[bytes] = []
         size = 0
         # Content-Encoding was refused above, so httpx's decoder here is the identity (aiter_raw
@@ -313,7 +316,10 @@ class AiohttpWire(Wire):
 
     @staticmethod
     async def _read(response, limit: int) -> bytes:  # noqa: ANN001 - aiohttp is imported lazily
-        _check_head(response.headers.get("content-encoding"), response.content_length, limit)
+        declared = response.content_length
+        _check_head(response.headers.get("content-encoding"), declared, limit)
+        if declared is not None:  # aiohttp reads exactly that many bytes: bounded, and the fast path
+            return await response.read()
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_any():
