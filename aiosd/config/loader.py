@@ -272,6 +272,7 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
         ready_window=seconds(k["ready_window"]),
         probe_interval=seconds(k["probe_interval"]),
         probe_model=k["probe_model"],
+        max_answer_bytes=k["max_answer_bytes"],
     )
     if kernel.timeout <= 0:
         problem(("kernel", "timeout"), "must be more than 0")
