@@ -277,6 +277,7 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
         ready_window=seconds(k["ready_window"]),
         probe_interval=seconds(k["probe_interval"]),
         probe_model=k["probe_model"],
+        max_answer_bytes=k["max_answer_bytes"],
         name=_kernel_name(k["url"]),
         agent_name_per_key=k["agent_name_per_key"],
     )
