@@ -102,5 +102,5 @@ def test_version(tmp_path):
 def test_no_command_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exited:
         main([])
-    assert exited.value.code == 2
+    assert exited.value.code == 64
     assert "the following arguments are required: COMMAND" in capsys.readouterr().err
