@@ -105,9 +105,13 @@ def add_check(commands, parents) -> None:
 
 
 def _check(args) -> int:
-    config = _load_or_report(args.config)
-    if config is None:
-        print(f"{args.config}: invalid, see above", file=sys.stderr)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        if not exc.missing:  # "no config at ..." is the whole story
+            print(f"{args.config}: invalid, see above", file=sys.stderr)
         return 1
     models = ", ".join(m.id for m in config.models.map) or "none mapped"
     discover = " (plus the kernel's own list)" if config.models.discover else ""

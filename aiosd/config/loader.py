@@ -6,6 +6,7 @@ import errno
 import math
 import os
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from aiosd.config.settings import (
     ServerSettings,
     is_loopback_host,
 )
+from aiosd.config.shipped import example_config_path
 from aiosd.config.yaml_positions import (
     DuplicateKeyError,
     Position,
@@ -52,12 +54,34 @@ class ConfigProblem:
         return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
 
 
+class NoConfigFile(ConfigProblem):
+    """There is no file at the config path: said as such, with how to make one (not as an invalid config)."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return f"no config at {self.file}: {self.message}"
+
+
 class ConfigError(Exception):
     """The config file cannot be used; ``problems`` lists every reason."""
 
     def __init__(self, problems: list[ConfigProblem]) -> None:
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = problems
+
+    @property
+    def missing(self) -> bool:
+        """True when there is no file at all (nothing to be invalid)."""
+        return any(isinstance(p, NoConfigFile) for p in self.problems)
+
+
+def how_to_create(path: Path) -> str:
+    """What to do about a missing config file: the example shipped in the package, or a service install."""
+    example = example_config_path()
+    return (f"create it from the commented example shipped with aiosd (cp {shlex.quote(str(example))} "
+            f"{shlex.quote(str(path))}, then set kernel.url and models.map), or run 'aiosd service install', "
+            "which installs it with a systemd unit; or name another file with --config PATH or $AIOSD_CONFIG")
 
 
 def load_config(path: str | os.PathLike, env: dict[str, str] | None = None) -> Config:
@@ -91,8 +115,7 @@ def _read_text(path: Path) -> str:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError([ConfigProblem(name, None, None, "", "no such file; create it (see config/aiosd.yaml "
-                                         "for a commented example) or pass --config PATH")]) from None
+        raise ConfigError([NoConfigFile(name, None, None, "", how_to_create(path))]) from None
     except IsADirectoryError:
         raise ConfigError([ConfigProblem(name, None, None, "", "is a directory, not a config file")]) from None
     except PermissionError:

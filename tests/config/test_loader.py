@@ -12,6 +12,7 @@ import pytest
 from aiosd.config.loader import ConfigError, ConfigProblem, load_config
 from aiosd.config.schema import load_schema, validator
 from aiosd.config.settings import Config
+from aiosd.config.shipped import example_config_path
 from tests.support.model_specs import DEFAULTS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,11 +48,26 @@ def where(problem: ConfigProblem) -> tuple:
 # --- the file itself -----------------------------------------------------------------------
 
 
-def test_a_missing_file_says_so_and_points_to_the_example(tmp_path):
-    problem = only_problem(tmp_path / "nope.yaml")
+def test_a_missing_file_says_so_and_offers_the_example_shipped_in_the_package(tmp_path):
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert caught.value.missing
+    (problem,) = caught.value.problems
     assert where(problem) == (None, None, "")
-    assert "no such file" in problem.message and "config/aiosd.yaml" in problem.message
-    assert str(problem).startswith(f"{tmp_path / 'nope.yaml'}: no such file")
+    example = example_config_path()
+    assert example.is_file()
+    assert str(problem) == (
+        f"no config at {path}: create it from the commented example shipped with aiosd (cp {example} {path}, "
+        "then set kernel.url and models.map), or run 'aiosd service install', which installs it with a "
+        "systemd unit; or name another file with --config PATH or $AIOSD_CONFIG")
+    assert "not a valid" not in str(problem)
+
+
+def test_an_invalid_file_is_not_reported_as_missing(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, "logging: {level: loud}\n"), env={})
+    assert not caught.value.missing
 
 
 def test_an_empty_file_is_refused_with_an_example_key(tmp_path):

@@ -151,7 +151,7 @@ async def test_deleting_the_file_keeps_serving_and_recreating_it_applies_it(daem
     async with SteadyTraffic(daemon.url) as traffic:
         daemon.config_path.unlink()
         refused = await wait_for_refused_reload(daemon)
-        assert any("no such file" in p for p in refused["problems"])
+        assert any(p.startswith("no config at") and "deleted or moved away" in p for p in refused["problems"])
         await traffic.wait_for_requests(10)  # still serving the last good config
         daemon.config_path.write_text(config_text(daemon, kernel, recreated="qwen2.5:7b"), encoding="utf-8")
         await wait_for_models(daemon, {"sonnet", "recreated"})
