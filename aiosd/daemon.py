@@ -189,7 +189,7 @@ class Daemon:
 
     async def _load_and_apply(self, reason: str) -> ReloadOutcome:
         try:
-            config = await asyncio.to_thread(load_config, self.config_path)
+            config = await asyncio.to_thread(load_config, self.config_path, empty_ok=False)
         except ConfigError as exc:
             if exc.missing:  # how to create a config is no news to a daemon that ran on one
                 log.error("config file %s is gone (deleted or moved away); it is applied again when it reappears",

@@ -32,6 +32,7 @@ from aiosd.config.shipped import example_config_path
 from aiosd.config.yaml_positions import (
     DuplicateKeyError,
     Position,
+    empty_mapping,
     load_yaml_with_positions,
     position_of,
 )
@@ -84,8 +85,13 @@ def how_to_create(path: Path) -> str:
             "which installs it with a systemd unit; or name another file with --config PATH or $AIOSD_CONFIG")
 
 
-def load_config(path: str | os.PathLike, env: dict[str, str] | None = None) -> Config:
-    """Read, parse, validate and type the config at ``path``; raises ConfigError."""
+def load_config(path: str | os.PathLike, env: dict[str, str] | None = None, *, empty_ok: bool = True) -> Config:
+    """Read, parse, validate and type the config at ``path``; raises ConfigError.
+
+    An empty file (or one of only comments) is every default. ``empty_ok=False`` refuses it
+    instead: a running daemon's reload, where an empty file is far more likely an editor's
+    unfinished write than a wish to drop every setting (and every mapped model from OpenClaw).
+    """
     path = Path(path)
     env = os.environ if env is None else env
     text = _read_text(path)
@@ -94,9 +100,12 @@ def load_config(path: str | os.PathLike, env: dict[str, str] | None = None) -> C
         document = load_yaml_with_positions(text)
     except yaml.YAMLError as exc:
         raise ConfigError([_yaml_problem(name, exc, text)]) from None
-    if document is None:
-        raise ConfigError([ConfigProblem(name, None, None, "", "the file is empty (or only comments); "
-                                         "write at least one key, e.g. 'kernel: {url: \"http://localhost:8000\"}'")])
+    if document is None and not empty_ok:
+        raise ConfigError([ConfigProblem(name, None, None, "", "the file is empty (or only comments); not applied "
+                                         "to the running daemon, as it is more likely an unfinished write than a "
+                                         "wish for every default (write {} for that)")])
+    if document is None:  # every key is optional, so all defaults
+        document = empty_mapping()
     if not isinstance(document, dict):
         pos = getattr(document, "position", Position(1, 1))
         raise ConfigError([ConfigProblem(name, pos.line, pos.column, "",

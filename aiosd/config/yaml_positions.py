@@ -27,6 +27,13 @@ class PositionedDict(dict):
     __slots__ = ("key_positions", "value_positions", "position")
 
 
+def empty_mapping() -> PositionedDict:
+    """The document of a file with no keys (empty, or only comments)."""
+    result = PositionedDict()
+    result.key_positions, result.value_positions, result.position = {}, {}, Position(1, 1)
+    return result
+
+
 class PositionedList(list):
     __slots__ = ("item_positions", "position")
 

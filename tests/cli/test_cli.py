@@ -55,6 +55,15 @@ def test_check_of_an_invalid_file_exits_1_with_every_problem_on_stderr(tmp_path)
     ]
 
 
+def test_check_of_an_empty_file_accepts_it_as_all_defaults(tmp_path):
+    path = tmp_path / "aiosd.yaml"
+    path.write_text("# nothing set yet\n")
+    result = run_aiosd("check", "--config", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (f"{path}: valid; listens on 127.0.0.1:8700, kernel http://localhost:8000, "
+                             "models: none mapped (plus the kernel's own list)\n")
+
+
 def test_config_may_come_before_the_command(tmp_path, capsys):
     path = tmp_path / "aiosd.yaml"
     path.write_text(GOOD)

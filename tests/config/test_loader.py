@@ -45,6 +45,13 @@ def where(problem: ConfigProblem) -> tuple:
     return problem.line, problem.column, problem.key
 
 
+def test_a_reload_may_refuse_an_empty_file(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, "# all commented out\n"), env={}, empty_ok=False)
+    assert caught.value.problems[0].message.startswith("the file is empty (or only comments); not applied")
+    assert isinstance(load_config(write(tmp_path, "{}\n"), env={}, empty_ok=False), Config)  # what it suggests
+
+
 # --- the file itself -----------------------------------------------------------------------
 
 
@@ -70,14 +77,12 @@ def test_an_invalid_file_is_not_reported_as_missing(tmp_path):
     assert not caught.value.missing
 
 
-def test_an_empty_file_is_refused_with_an_example_key(tmp_path):
-    problem = only_problem(write(tmp_path, ""))
-    assert "the file is empty" in problem.message and "kernel:" in problem.message
-
-
-def test_a_file_of_only_comments_counts_as_empty(tmp_path):
-    problem = only_problem(write(tmp_path, "# listen: 127.0.0.1:8700\n\n   # nothing else\n"))
-    assert "empty (or only comments)" in problem.message
+@pytest.mark.parametrize("text", ["", "\n\n", "# listen: 127.0.0.1:8700\n\n   # nothing else\n", "---\n", "--- # x\n..."])
+def test_an_empty_file_or_one_of_only_comments_means_every_default(tmp_path, text):
+    # Every key is optional, so a file with none is the defaults, like a file of "{}".
+    config = load_config(write(tmp_path, text), env={})
+    assert config == load_config(write(tmp_path, "{}\n", name="braces.yaml"), env={})
+    assert (config.listen, config.kernel.url, config.models.map) == ("127.0.0.1:8700", "http://localhost:8000", ())
 
 
 def test_a_directory_is_not_a_config_file(tmp_path):
