@@ -29,6 +29,7 @@ from aiosd.config.settings import (
     is_loopback_host,
 )
 from aiosd.config.shipped import example_config_path
+from aiosd.config.yaml_errors import describe_yaml_error
 from aiosd.config.yaml_positions import (
     DuplicateKeyError,
     Position,
@@ -108,8 +109,9 @@ def load_config(path: str | os.PathLike, env: dict[str, str] | None = None, *, e
         document = empty_mapping()
     if not isinstance(document, dict):
         pos = getattr(document, "position", Position(1, 1))
-        raise ConfigError([ConfigProblem(name, pos.line, pos.column, "",
-                                         f"the top level must be a mapping of keys, not a {_kind(document)}")])
+        glued = _glued_key(document)
+        raise ConfigError([ConfigProblem(name, pos.line, pos.column, "", f"the top level must be a mapping of keys, "
+                                         + (f"not text: {_no_space(glued)}" if glued else f"not a {_kind(document)}"))])
     problems = [p for e in validator().iter_errors(document) for p in _schema_problems(name, document, e)]
     seen = {p.key for p in problems}
     problems += [p for p in _value_problems(name, document) if p.key not in seen]
@@ -151,15 +153,12 @@ def _yaml_problem(name: str, exc: yaml.YAMLError, text: str = "") -> ConfigProbl
         return ConfigProblem(name, line, column, "", f"invalid YAML: character #x{exc.character:04x} is not "
                              "allowed in a YAML file (control characters must be escaped in a double-quoted string)")
     mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
     if isinstance(exc, DuplicateKeyError):
-        key, message = _dotted(exc.key_path), problem
-    else:
-        context = getattr(exc, "context", None)
-        key, message = "", f"invalid YAML: {problem}" + (f" ({context})" if context else "")
-    if mark is None:
-        return ConfigProblem(name, None, None, key, message)
-    return ConfigProblem(name, mark.line + 1, mark.column + 1, key, message)
+        return ConfigProblem(name, mark.line + 1, mark.column + 1, _dotted(exc.key_path), exc.problem)
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return ConfigProblem(name, None, None, "", f"invalid YAML: {str(exc).splitlines()[0]}")
+    found = describe_yaml_error(exc, text)
+    return ConfigProblem(name, found.line, found.column, "", f"invalid YAML: {found.message}")
 
 
 def _value_problems(name: str, document) -> list[ConfigProblem]:
@@ -219,11 +218,30 @@ def _schema_problems(name: str, document, error: jsonschema.ValidationError) -> 
         return [_schema_problem(name, document, error)]
     known = sorted(error.schema.get("properties", {}))
     hint = f"; known keys here: {', '.join(known)}" if known else ""
-    return [
-        _at(name, position_of(document, path + (extra,), key=True), _dotted(path + (extra,)), f"unknown key {extra!r}{hint}")
-        for extra in error.instance
-        if extra not in error.schema.get("properties", {})
-    ]
+    problems = []
+    for extra in error.instance:
+        if extra in error.schema.get("properties", {}):
+            continue
+        where = position_of(document, path + (extra,), key=True)
+        glued = _glued_key(extra)
+        if glued in known:  # "logging:{level: info}" reads as the key "logging:{level"
+            problems.append(_at(name, where, _dotted(path + (glued,)), f"unknown key '{glued}:...': {_no_space(glued)}"))
+        else:
+            problems.append(_at(name, where, _dotted(path + (extra,)), f"unknown key {extra!r}{hint}"))
+    return problems
+
+
+# "key:value" with no space after the colon: YAML reads it as text (or as one longer key).
+_GLUED = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_-]*):(?=\S)")
+
+
+def _glued_key(text) -> str | None:
+    match = _GLUED.match(text) if isinstance(text, str) else None
+    return match.group(1) if match else None
+
+
+def _no_space(key: str) -> str:
+    return f"no space after the colon of '{key}', so YAML read it as text, not as a key: write '{key}: ' and then the value"
 
 
 def _schema_problem(name: str, document, error: jsonschema.ValidationError) -> ConfigProblem:
@@ -239,6 +257,9 @@ def _schema_problem(name: str, document, error: jsonschema.ValidationError) -> C
         expected = " or ".join(_TYPE_WORDS.get(t, t) for t in (expected if isinstance(expected, list) else [expected]))
         if instance is None:
             message = f"has no value (null); write {_article(expected)} after the colon, or remove the key"
+        elif "object" in _as_list(error.validator_value) and _glued_key(instance):
+            # "kernel:\n  url:http://x" makes kernel the text "url:http://x" (not shown: it may be a secret)
+            message = f"must be {_article(expected)}, got text: {_no_space(_glued_key(instance))}"
         else:
             message = f"must be {_article(expected)}, got {_kind(instance)} {instance!r}"
     elif kind == "enum":
@@ -261,6 +282,10 @@ def _schema_problem(name: str, document, error: jsonschema.ValidationError) -> C
     else:
         message = error.message
     return _at(name, pos, key, message)
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
 
 
 # JSON Schema's type names in the words of a YAML file.

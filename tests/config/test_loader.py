@@ -135,8 +135,8 @@ def test_non_utf8_bytes_are_located_by_line_and_column(tmp_path):
 
 def test_invalid_yaml_is_located(tmp_path):
     problem = only_problem(write(tmp_path, "kernel:\n  url: a\n    timeout: 5s\n"))
-    assert (problem.line, problem.column) == (3, 12)
-    assert problem.message.startswith("invalid YAML: ")
+    assert (problem.line, problem.column) == (3, 5)
+    assert problem.message.startswith("invalid YAML: the keys under 'kernel' (line 1) are not lined up")
 
 
 def test_a_duplicate_key_names_both_lines_and_its_path(tmp_path):
