@@ -14,7 +14,9 @@ import jsonschema
 import yaml
 
 from aiosd.config.durations import parse_duration
+from aiosd.config import schema_errors
 from aiosd.config.schema import apply_defaults, validator
+from aiosd.config.schema_errors import NOT_SHOWN, article, glued_key, is_secret_path, kind, no_space
 from aiosd.config.settings import (
     AuthSettings,
     BackoffSettings,
@@ -109,9 +111,9 @@ def load_config(path: str | os.PathLike, env: dict[str, str] | None = None, *, e
         document = empty_mapping()
     if not isinstance(document, dict):
         pos = getattr(document, "position", Position(1, 1))
-        glued = _glued_key(document)
+        glued = glued_key(document)
         raise ConfigError([ConfigProblem(name, pos.line, pos.column, "", f"the top level must be a mapping of keys, "
-                                         + (f"not text: {_no_space(glued)}" if glued else f"not a {_kind(document)}"))])
+                                         + (f"not text: {no_space(glued)}" if glued else f"not a {kind(document)}"))])
     problems = [p for e in validator().iter_errors(document) for p in _schema_problems(name, document, e)]
     seen = {p.key for p in problems}
     problems += [p for p in _value_problems(name, document) if p.key not in seen]
@@ -173,7 +175,7 @@ def _value_problems(name: str, document) -> list[ConfigProblem]:
                 else:  # e.g. a model id written as 1 or 2024-01-01; the schema's key checks skip non-strings
                     text = "null" if key is None else str(key).lower() if isinstance(key, bool) else str(key)
                     problems.append(_at(name, position_of(document, path + (key,), key=True), _dotted(path + (text,)),
-                                        f"the key {text} is read as {_article(_kind(key))}, not text; put it in quotes"))
+                                        f"the key {text} is read as {article(kind(key))}, not text; put it in quotes"))
         elif isinstance(node, list):
             for index, value in enumerate(node):
                 walk(value, path + (index,))
@@ -183,8 +185,9 @@ def _value_problems(name: str, document) -> list[ConfigProblem]:
             except OverflowError:  # an int with hundreds of digits
                 finite = False
             if not finite:
+                text = "a value " + NOT_SHOWN if is_secret_path(path) else f"{str(node)[:20]}{'...' if len(str(node)) > 20 else ''}"
                 problems.append(_at(name, position_of(document, path), _dotted(path), f"must be a finite number of "
-                                    f"reasonable size, got {str(node)[:20]}{'...' if len(str(node)) > 20 else ''}"))
+                                    f"reasonable size, got {text}"))
         elif isinstance(node, str) and _DURATION_TEXT.match(node) and not math.isfinite(parse_duration(node)):
             problems.append(_at(name, position_of(document, path), _dotted(path), "is too large a duration"))
 
@@ -193,14 +196,6 @@ def _value_problems(name: str, document) -> list[ConfigProblem]:
 
 
 _DURATION_TEXT = re.compile(r"^\s*[0-9]{300,}")
-
-
-def _kind(value) -> str:
-    if value is None:
-        return "null"
-    return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(type(value)) or (
-        "list" if isinstance(value, list) else "mapping" if isinstance(value, dict) else type(value).__name__
-    )
 
 
 def _dotted(path) -> str:
@@ -213,91 +208,8 @@ def _dotted(path) -> str:
 
 
 def _schema_problems(name: str, document, error: jsonschema.ValidationError) -> list[ConfigProblem]:
-    path = tuple(error.absolute_path)
-    if error.validator != "additionalProperties":
-        return [_schema_problem(name, document, error)]
-    known = sorted(error.schema.get("properties", {}))
-    hint = f"; known keys here: {', '.join(known)}" if known else ""
-    problems = []
-    for extra in error.instance:
-        if extra in error.schema.get("properties", {}):
-            continue
-        where = position_of(document, path + (extra,), key=True)
-        glued = _glued_key(extra)
-        if glued in known:  # "logging:{level: info}" reads as the key "logging:{level"
-            problems.append(_at(name, where, _dotted(path + (glued,)), f"unknown key '{glued}:...': {_no_space(glued)}"))
-        else:
-            problems.append(_at(name, where, _dotted(path + (extra,)), f"unknown key {extra!r}{hint}"))
-    return problems
-
-
-# "key:value" with no space after the colon: YAML reads it as text (or as one longer key).
-_GLUED = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_-]*):(?=\S)")
-
-
-def _glued_key(text) -> str | None:
-    match = _GLUED.match(text) if isinstance(text, str) else None
-    return match.group(1) if match else None
-
-
-def _no_space(key: str) -> str:
-    return f"no space after the colon of '{key}', so YAML read it as text, not as a key: write '{key}: ' and then the value"
-
-
-def _schema_problem(name: str, document, error: jsonschema.ValidationError) -> ConfigProblem:
-    path = tuple(error.absolute_path)
-    key = _dotted(path)
-    instance = error.instance
-    kind = error.validator
-    pos = position_of(document, path)
-    if kind == "required":
-        message = f"missing required key {error.message.split(' ')[0]}"
-    elif kind == "type":
-        expected = error.validator_value
-        expected = " or ".join(_TYPE_WORDS.get(t, t) for t in (expected if isinstance(expected, list) else [expected]))
-        if instance is None:
-            message = f"has no value (null); write {_article(expected)} after the colon, or remove the key"
-        elif "object" in _as_list(error.validator_value) and _glued_key(instance):
-            # "kernel:\n  url:http://x" makes kernel the text "url:http://x" (not shown: it may be a secret)
-            message = f"must be {_article(expected)}, got text: {_no_space(_glued_key(instance))}"
-        else:
-            message = f"must be {_article(expected)}, got {_kind(instance)} {instance!r}"
-    elif kind == "enum":
-        message = f"must be one of {', '.join(repr(v) for v in error.validator_value)}, got {instance!r}"
-    elif kind == "pattern" and _is_duration(error.schema):
-        message = f"expected a duration like '250ms', '20s', '5m' or a number of seconds, got {instance!r}"
-    elif kind == "pattern":
-        message = f"{instance!r} is not valid here: {error.schema.get('description', 'wrong format')}"
-    elif kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        word = "at least" if "inimum" in kind else "at most"
-        message = f"must be {word} {error.validator_value}, got {instance!r}"
-    elif kind == "minLength":
-        message = "must not be empty" if error.validator_value == 1 else f"must be at least {error.validator_value} characters long"
-    elif kind == "propertyNames":
-        message = f"model id {instance!r}: ids may use letters, digits, '.', '_', ':' and '-'"
-    elif kind == "uniqueItems":
-        message = "has the same entry twice"
-    elif kind in ("minItems", "minProperties", "maxProperties"):
-        message = error.message
-    else:
-        message = error.message
-    return _at(name, pos, key, message)
-
-
-def _as_list(value) -> list:
-    return value if isinstance(value, list) else [value]
-
-
-# JSON Schema's type names in the words of a YAML file.
-_TYPE_WORDS = {"object": "mapping (indented key: value lines)", "array": "list"}
-
-
-def _article(word: str) -> str:
-    return ("an " if word[:1] in "aeiou" else "a ") + word
-
-
-def _is_duration(schema: dict) -> bool:
-    return "ms|s|m|h" in schema.get("pattern", "")
+    return [_at(name, position_of(document, where, key=at_key), _dotted(key), message)
+            for where, at_key, key, message in schema_errors.describe(error)]
 
 
 def _at(name: str, pos: Position | None, key: str, message: str) -> ConfigProblem:

@@ -49,7 +49,8 @@ def test_check_of_an_invalid_file_exits_1_with_every_problem_on_stderr(tmp_path)
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        f"{path}:2:12: kernel.timeout: expected a duration like '250ms', '20s', '5m' or a number of seconds, got 'soon'",
+        f"{path}:2:12: kernel.timeout: must be a duration like 30s, 5m or 1.5h (units ms, s, m, h; a plain number is "
+        "seconds), got 'soon'",
         f"{path}:3:18: logging.level: must be one of 'debug', 'info', 'warning', 'error', got 'loud'",
         f"{path}: invalid, see above",
     ]

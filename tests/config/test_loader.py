@@ -178,7 +178,7 @@ models:
         (5, 13, "retry.backoff.inital"),
         (8, 31, "models.map.sonnet.colour"),
     ]
-    assert found[0].message.startswith("unknown key 'lisen'; known keys here: allow_remote, auth, kernel, listen")
+    assert found[0].message.startswith("unknown key 'lisen' (did you mean 'listen'?); known keys here: allow_remote, auth, kernel, listen")
     assert "known keys here: initial, jitter, max, multiplier" in found[2].message
 
 
@@ -186,9 +186,9 @@ def test_wrong_types_say_what_was_expected_and_what_was_found(tmp_path):
     text = 'kernel:\n  max_concurrency: "four"\nmodels:\n  discover: maybe\nretry:\n  on_status: 429\n'
     found = problems(write(tmp_path, text))
     assert [(where(p), p.message) for p in found] == [
-        ((2, 20, "kernel.max_concurrency"), "must be an integer, got string 'four'"),
-        ((4, 13, "models.discover"), "must be a boolean, got string 'maybe'"),
-        ((6, 14, "retry.on_status"), "must be a list, got integer 429"),
+        ((2, 20, "kernel.max_concurrency"), "must be a whole number (like 4), got string 'four'"),
+        ((4, 13, "models.discover"), "must be true or false, got string 'maybe'"),
+        ((6, 14, "retry.on_status"), "must be a list (like [a, b], or one '- item' per line), got integer 429"),
     ]
 
 
@@ -202,8 +202,9 @@ def test_bad_durations_show_the_accepted_forms(tmp_path):
     text = "kernel:\n  timeout: 10 minutes\nretry:\n  budget: -5\n  backoff: {initial: 1d}\n"
     found = problems(write(tmp_path, text))
     assert [where(p) for p in found] == [(2, 12, "kernel.timeout"), (4, 11, "retry.budget"), (5, 22, "retry.backoff.initial")]
-    assert found[0].message == "expected a duration like '250ms', '20s', '5m' or a number of seconds, got '10 minutes'"
-    assert found[1].message == "must be at least 0, got -5"
+    assert found[0].message == ("must be a duration like 30s, 5m or 1.5h (units ms, s, m, h; a plain number is seconds), "
+                                "got '10 minutes'")
+    assert found[1].message == "a duration cannot be negative, got -5; write it like 30s, 5m or 1.5h"
     assert "got '1d'" in found[2].message
 
 
@@ -223,7 +224,8 @@ def test_bad_enums_list_the_choices(tmp_path):
 def test_a_model_without_kernel_model_is_refused(tmp_path):
     problem = only_problem(write(tmp_path, "models:\n  map:\n    sonnet: {backend: anthropic}\n"))
     assert where(problem) == (3, 13, "models.map.sonnet")
-    assert problem.message == "missing required key 'kernel_model'"
+    assert problem.message == ("missing required key 'kernel_model' (the model's name in the kernel, like "
+                               "kernel_model: gpt-4o-mini)")
 
 
 def test_a_non_loopback_listen_without_auth_keys_is_refused(tmp_path):
