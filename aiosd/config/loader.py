@@ -156,6 +156,10 @@ def _yaml_problem(name: str, exc: yaml.YAMLError, text: str = "") -> ConfigProbl
                              "allowed in a YAML file (control characters must be escaped in a double-quoted string)")
     mark = getattr(exc, "problem_mark", None)
     if isinstance(exc, DuplicateKeyError):
+        if is_secret_path(exc.key_path[:-1]):  # a key there may be the secret itself
+            first, again = exc.lines
+            return ConfigProblem(name, mark.line + 1, mark.column + 1, _dotted(exc.key_path[:-1]),
+                                 f"a key is written twice, at line {first} and at line {again}; keep one")
         return ConfigProblem(name, mark.line + 1, mark.column + 1, _dotted(exc.key_path), exc.problem)
     if not isinstance(exc, yaml.MarkedYAMLError):
         return ConfigProblem(name, None, None, "", f"invalid YAML: {str(exc).splitlines()[0]}")
@@ -172,6 +176,9 @@ def _value_problems(name: str, document) -> list[ConfigProblem]:
             for key, value in node.items():
                 if isinstance(key, str):
                     walk(value, path + (key,))
+                elif is_secret_path(path):  # the key may be the secret itself
+                    problems.append(_at(name, position_of(document, path + (key,), key=True), _dotted(path),
+                                        f"a key here is read as {article(kind(key))}, not text {NOT_SHOWN}"))
                 else:  # e.g. a model id written as 1 or 2024-01-01; the schema's key checks skip non-strings
                     text = "null" if key is None else str(key).lower() if isinstance(key, bool) else str(key)
                     problems.append(_at(name, position_of(document, path + (key,), key=True), _dotted(path + (text,)),

@@ -46,7 +46,7 @@ def is_secret_path(path: tuple) -> bool:
 
 def redact_userinfo(text: str) -> str:
     """``user:password@host`` (with or without a scheme) as ``***@host``."""
-    return re.sub(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?[^/?#@\s]*@", lambda m: (m.group(1) or "") + "***@", text)
+    return re.sub(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?[^/?#]*@", lambda m: (m.group(1) or "") + "***@", text)
 
 
 def shown(path: tuple, value, *, with_kind: bool = True) -> str:
