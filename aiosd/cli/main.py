@@ -94,17 +94,51 @@ def add_check(commands, parents) -> None:
     parser = commands.add_parser(
         "check",
         parents=parents,
-        help="validate the config file; exit 1 with every problem on stderr",
+        help="validate the config file; with --kernel, the whole chain up to the kernel and OpenClaw",
         description=(
             "Validate the config file without starting anything: every problem is printed on stderr as "
-            "file:line:column: key: what is wrong, all at once."
+            "file:line:column: key: what is wrong, all at once.\n\n"
+            "With --kernel it goes on past the file, one line per check (ok, warn or FAIL): each kernel reachable "
+            "(and if not, why, in plain words), the models it lists, every models.map entry present there, "
+            "OpenClaw's openclaw.json found (openclaw.config_path or OpenClaw's own lookup), parseable, with "
+            "aiosd's provider in it and allowed by its allowlist. --test then sends one short chat through the "
+            "kernel, built and read the way the daemon does, and prints the answer and the time it took. It "
+            "changes nothing anywhere (the test chat costs one LLM call). Log lines on stderr show only warnings and "
+            "errors unless --log-level says otherwise."
         ),
-        epilog=exit_codes("0  the config is valid", "1  the config is invalid (or missing)"),
+        epilog=exit_codes(
+            "0  the config is valid (and with --kernel, no check failed; warnings allowed)",
+            "1  the config is invalid (or missing)",
+            "2  the config is valid but a --kernel or --test check failed",
+        ),
     )
+    parser.add_argument("--kernel", action="store_true",
+                        help="also check the kernel, the model mappings and OpenClaw's file")
+    parser.add_argument("--test", action="store_true",
+                        help="also send one short chat through the kernel (implies --kernel; costs one LLM call)")
+    parser.add_argument("--model", metavar="ID",
+                        help="the model --test asks, as OpenClaw names it (default: the first mapped model the "
+                             "kernel lists)")
+    parser.add_argument("--timeout", metavar="DURATION", type=_duration, default=None,
+                        help="how long --test waits for the answer, like 30s or 2m (default: 60s, at most "
+                             "kernel.timeout)")
     parser.set_defaults(handler=_check)
 
 
+def _duration(text: str) -> float:
+    from aiosd.config.durations import DURATION_FORMS, parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {DURATION_FORMS}, got {text!r}") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return seconds
+
+
 def _check(args) -> int:
+    beyond = args.kernel or args.test
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -115,8 +149,21 @@ def _check(args) -> int:
         return 1
     models = ", ".join(m.id for m in config.models.map) or "none mapped"
     discover = " (plus the kernel's own list)" if config.models.discover else ""
-    print(f"{args.config}: valid; listens on {config.listen}, kernel {config.kernel.shown_url}, models: {models}{discover}")
-    return 0
+    summary = f"{args.config}: valid; listens on {config.listen}, kernel {config.kernel.shown_url}, models: {models}{discover}"
+    if not beyond:
+        print(summary)
+        return 0
+    import asyncio
+
+    from aiosd.cli.check import EXIT_CHECK_FAILED, EXIT_OK, TEST_TIMEOUT, Report, run_kernel_checks
+    from aiosd.service.logs import setup_logging
+
+    setup_logging(args.log_level or "warning")  # the check's own lines say it all; log lines only for trouble
+    report = Report(sys.stdout)
+    report.add("ok", f"config {summary}")
+    asyncio.run(run_kernel_checks(config, report, test=args.test, test_model=args.model,
+                                  test_timeout=args.timeout or TEST_TIMEOUT))
+    return EXIT_CHECK_FAILED if report.failed else EXIT_OK
 
 
 def add_schema(commands, parents) -> None:

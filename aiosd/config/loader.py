@@ -112,7 +112,7 @@ def load_config(path: str | os.PathLike, env: dict[str, str] | None = None, *, e
     if not isinstance(document, dict):
         pos = getattr(document, "position", Position(1, 1))
         glued = glued_key(document)
-        raise ConfigError([ConfigProblem(name, pos.line, pos.column, "", f"the top level must be a mapping of keys, "
+        raise ConfigError([ConfigProblem(name, pos.line, pos.column, "", "the top level must be a mapping of keys, "
                                          + (f"not text: {no_space(glued)}" if glued else f"not a {kind(document)}"))])
     problems = [p for e in validator().iter_errors(document) for p in _schema_problems(name, document, e)]
     seen = {p.key for p in problems}

@@ -53,7 +53,7 @@ class _PositionLoader(yaml.SafeLoader):
             return super().construct_object(node, deep=deep)
         except yaml.YAMLError:
             raise
-        except (ValueError, TypeError, IndexError, OverflowError) as exc:
+        except (ValueError, TypeError, IndexError, OverflowError):
             # PyYAML's scalar constructors raise bare errors with no position for values such as
             # an unquoted 2024-13-45 (read as a date) or !!int "": report them where they stand.
             # Neither the value nor the error's text (which quotes it) is shown: it may be a secret.
