@@ -226,6 +226,21 @@ def _sync_openclaw(args) -> int:
     return run_sync_openclaw(args, config)
 
 
+def add_service(commands, parents) -> None:
+    # Its own --config-free options: each mode has its config path (/etc/aiosd.yaml, or under
+    # $XDG_CONFIG_HOME), and it installs the example config there where none exists.
+    from aiosd.cli.service import add_service_parser
+
+    add_service_parser(commands)
+    commands.choices["service"].set_defaults(handler=_service)
+
+
+def _service(args) -> int:
+    from aiosd.cli.service import run_service_command
+
+    return run_service_command(args)
+
+
 # The subcommands, in the order --help lists them.
 SUBCOMMANDS = [
     add_run,
@@ -233,6 +248,7 @@ SUBCOMMANDS = [
     add_schema,
     add_status,
     add_sync_openclaw,
+    add_service,
 ]
 
 

@@ -84,8 +84,9 @@ def how_to_create(path: Path) -> str:
     """What to do about a missing config file: the example shipped in the package, or a service install."""
     example = example_config_path()
     return (f"create it from the commented example shipped with aiosd (cp {shlex.quote(str(example))} "
-            f"{shlex.quote(str(path))}, then set kernel.url and models.map), or run 'aiosd service install', "
-            "which installs it with a systemd unit; or name another file with --config PATH or $AIOSD_CONFIG")
+            f"{shlex.quote(str(path))}, then set kernel.url and models.map), or run "
+            "'aiosd service install --system' (or --user), which installs it with a systemd unit; or name another "
+            "file with --config PATH or $AIOSD_CONFIG")
 
 
 def load_config(path: str | os.PathLike, env: dict[str, str] | None = None, *, empty_ok: bool = True) -> Config:

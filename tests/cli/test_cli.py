@@ -105,7 +105,7 @@ def test_run_without_a_config_file_says_there_is_none_not_that_it_is_invalid(tmp
     (line,) = result.stderr.splitlines()
     assert line.endswith(f"CRITICAL aiosd.daemon: cannot start: no config at {path}: create it from the commented "
                          f"example shipped with aiosd (cp {example_config_path()} {path}, then set kernel.url and "
-                         "models.map), or run 'aiosd service install', which installs it with a systemd unit; or "
+                         "models.map), or run 'aiosd service install --system' (or --user), which installs it with a systemd unit; or "
                          "name another file with --config PATH or $AIOSD_CONFIG")
 
 

@@ -66,7 +66,7 @@ def test_a_missing_file_says_so_and_offers_the_example_shipped_in_the_package(tm
     assert example.is_file()
     assert str(problem) == (
         f"no config at {path}: create it from the commented example shipped with aiosd (cp {example} {path}, "
-        "then set kernel.url and models.map), or run 'aiosd service install', which installs it with a "
+        "then set kernel.url and models.map), or run 'aiosd service install --system' (or --user), which installs it with a "
         "systemd unit; or name another file with --config PATH or $AIOSD_CONFIG")
     assert "not a valid" not in str(problem)
 
