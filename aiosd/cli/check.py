@@ -132,7 +132,9 @@ async def tcp_problem(host: str, port: int, timeout: float) -> str | None:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except TimeoutError:
         return f"looking up the host {host!r} took longer than {format_duration(timeout)} (DNS)"
-    except socket.gaierror:
+    except socket.gaierror as exc:
+        if exc.errno == socket.EAI_AGAIN:
+            return f"the host {host!r} could not be looked up right now (DNS: temporary failure; is the network up?)"
         return f"the host {host!r} is not known (DNS lookup failed; check the name in the URL)"
     reasons: list[str] = []
     for family, kind, proto, _, address in infos:

@@ -93,7 +93,15 @@ def test_a_kernel_that_is_down_is_said_as_connection_refused_and_exits_2(tmp_pat
     assert "warn  test chat: not sent, as the kernel did not answer" in lines
 
 
-def test_an_unknown_kernel_host_is_said_as_such(tmp_path, capsys):
+def test_an_unknown_kernel_host_is_said_as_such(tmp_path, capsys, monkeypatch):
+    real = socket.getaddrinfo
+
+    def resolver(host, *args, **kwargs):  # the answer any resolver gives for .invalid, without asking one
+        if str(host).endswith(".invalid"):
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
     config = write_config(tmp_path, "http://no-such-kernel.invalid:8000")
     code, lines = check(capsys, "--kernel", "--config", config)
     assert code == 2
