@@ -264,3 +264,24 @@ def test_check_help_documents_the_exit_codes(capsys):
     flat = " ".join(capsys.readouterr().out.split())
     assert ("exit status: 0 the config is valid (and with --kernel, no check failed; warnings allowed) 1 the config "
             "is invalid (or missing) 2 the config is valid but a --kernel or --test check failed") in flat
+
+
+def test_a_server_that_is_not_an_aios_kernel_is_reachable_but_said_not_to_be_one(tmp_path, capsys):
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}"
+            code, lines = check(capsys, "--kernel", "--config", write_config(tmp_path, url))
+        finally:
+            server.shutdown()
+            thread.join()
+    assert code == 2
+    assert lines[1] == (f"FAIL  kernel {url}: reachable, but listing its models failed: The server at kernel.url "
+                        "answered HTTP 404 for /core/llms/list: it does not look like an AIOS kernel (check kernel.url).")
