@@ -13,8 +13,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from aiosd.config.durations import parse_duration
 from aiosd.config import schema_errors
+from aiosd.config.durations import parse_duration
 from aiosd.config.schema import apply_defaults, validator
 from aiosd.config.schema_errors import NOT_SHOWN, article, glued_key, is_secret_path, kind, no_space
 from aiosd.config.settings import (
@@ -193,7 +193,8 @@ def _value_problems(name: str, document) -> list[ConfigProblem]:
             except OverflowError:  # an int with hundreds of digits
                 finite = False
             if not finite:
-                text = "a value " + NOT_SHOWN if is_secret_path(path) else f"{str(node)[:20]}{'...' if len(str(node)) > 20 else ''}"
+                digits = str(node)
+                text = f"a value {NOT_SHOWN}" if is_secret_path(path) else digits[:20] + ("..." if len(digits) > 20 else "")
                 problems.append(_at(name, position_of(document, path), _dotted(path), f"must be a finite number of "
                                     f"reasonable size, got {text}"))
         elif isinstance(node, str) and _DURATION_TEXT.match(node) and not math.isfinite(parse_duration(node)):
