@@ -250,6 +250,7 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
         ready_window=seconds(k["ready_window"]),
         probe_interval=seconds(k["probe_interval"]),
         probe_model=k["probe_model"],
+        max_answer_bytes=k["max_answer_bytes"],
     )
     if kernel.timeout <= 0:
         problem(("kernel", "timeout"), "must be more than 0")
@@ -298,6 +299,7 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
         allowlist=o["allowlist"],
         allow_entries=o["allow_entries"],
         backup=o["backup"],
+        timeout_seconds=o["timeout_seconds"],
     )
     if openclaw.sync and openclaw.interval <= 0:
         problem(("openclaw", "interval"), "must be more than 0")
