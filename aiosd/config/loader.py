@@ -13,7 +13,7 @@ import jsonschema
 import yaml
 
 from aiosd.config.durations import parse_duration
-from aiosd.config.schema import apply_defaults, validator
+from aiosd.config.schema import apply_defaults, model_id_problem, validator
 from aiosd.config.settings import (
     AuthSettings,
     BackoffSettings,
@@ -218,6 +218,9 @@ def _schema_problem(name: str, document, error: jsonschema.ValidationError) -> C
     elif kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         word = "at least" if "inimum" in kind else "at most"
         message = f"must be {word} {error.validator_value}, got {instance!r}"
+    elif kind == "maxLength":
+        shown = repr(instance[:40] + "…") if len(instance) > 40 else repr(instance)
+        message = f"{shown} is {len(instance)} characters long; at most {error.validator_value} allowed"
     elif kind == "minLength":
         message = "must not be empty" if error.validator_value == 1 else f"must be at least {error.validator_value} characters long"
     elif kind == "propertyNames":
@@ -291,6 +294,9 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
     defaults = ModelDefaults(**{**dm, "input": tuple(dm["input"])})
     specs = []
     for model_id, entry in m["map"].items():
+        why = model_id_problem(model_id)
+        if why:  # what the schema's pattern cannot see (a trailing newline)
+            problem(("models", "map", model_id), f"model id {model_id!r}: {why}")
         traits = {name: entry.get(name, value) for name, value in defaults.traits().items()}
         spec = ModelSpec(
             **{**traits, "input": tuple(traits["input"])},

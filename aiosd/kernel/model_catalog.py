@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from aiosd.config.schema import model_id_problem
 from aiosd.config.settings import ModelSettings, ModelSpec
 from aiosd.errors import AiosdError, ModelNotFound
 
@@ -24,6 +25,16 @@ log = logging.getLogger("aiosd.models")
 NOT_FOUND_LIST_LIMIT = 20
 # After a failed refresh, try again sooner than refresh_interval (the kernel may be starting).
 FAILED_REFRESH_RETRY = 5.0
+# How much of a text from outside (a kernel's model name, an exception) a log line or message shows.
+SHOWN_LIMIT = 80
+
+
+def shown(text: object, limit: int = SHOWN_LIMIT) -> str:
+    """``text`` quoted for a log line or an error: control characters escaped, at most ``limit`` characters."""
+    text = str(text)
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    return repr(text)
 
 
 class ModelLister(Protocol):
@@ -76,6 +87,7 @@ class ModelCatalog:
         self.version = 0
         self.last_refresh: RefreshResult | None = None
         self._failure_streak = 0
+        self._skipped_names: frozenset[str] = frozenset()
         self._listeners: list[ChangeListener] = []
         self._changed = asyncio.Event()
         self._refresh_lock = asyncio.Lock()
@@ -133,14 +145,40 @@ class ModelCatalog:
             log.info("the kernel's model list is available again")
         self._failure_streak = 0
         seen: dict[str, str | None] = {}
+        skipped: dict[str, str] = {}  # name -> why, for names that are no valid model id
         for entry in listed:
             name = entry.get("name")
-            if isinstance(name, str) and name and name not in seen:
-                backend = entry.get("backend")
-                seen[name] = backend if isinstance(backend, str) else None
+            if not isinstance(name, str) or not name or name in seen:
+                continue
+            why = model_id_problem(name)
+            if why:
+                skipped.setdefault(name, why)
+                continue
+            backend = entry.get("backend")
+            seen[name] = backend if isinstance(backend, str) else None
+        self._report_skipped(skipped)
         self._discovered = tuple(sorted(seen.items()))
         self._rebuild()
-        return self._record(True, f"{len(self._discovered)} models listed by the kernel")
+        message = f"{len(self._discovered)} models listed by the kernel"
+        if skipped:
+            message += f"; {len(skipped)} more skipped (not a valid model id)"
+        return self._record(True, message)
+
+    def _report_skipped(self, skipped: dict[str, str]) -> None:
+        """One warning when the set of kernel names that are no valid id changes, not every refresh."""
+        names = frozenset(skipped)
+        if names == self._skipped_names:
+            return
+        self._skipped_names = names
+        if not names:
+            log.info("the kernel lists no invalid model ids any more")
+            return
+        example = min(names, key=len)  # the shortest: most likely to be read whole
+        log.warning(
+            "the kernel lists %d model name(s) that are no valid model id, skipped (not offered, not written "
+            "to OpenClaw's file; map one in models.map under an id of your choice to use it); e.g. %s: %s",
+            len(names), shown(example), skipped[example],
+        )
 
     def add_listener(self, listener: ChangeListener) -> Callable[[], None]:
         """Call ``listener(models)`` after every change; returns a function that removes it."""
