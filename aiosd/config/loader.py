@@ -224,7 +224,7 @@ def _schema_problem(name: str, document, error: jsonschema.ValidationError) -> C
     elif kind == "minLength":
         message = "must not be empty" if error.validator_value == 1 else f"must be at least {error.validator_value} characters long"
     elif kind == "propertyNames":
-        message = f"model id {instance!r}: ids may use letters, digits, '.', '_', ':' and '-'"
+        message = f"model id {instance!r}: ids may use letters, digits, '.', '_', ':', '-' and '/'"
     elif kind == "uniqueItems":
         message = "has the same entry twice"
     elif kind in ("minItems", "minProperties", "maxProperties"):

@@ -86,5 +86,5 @@ def model_id_problem(model_id: object) -> str | None:
     if len(model_id) > max_length:
         return f"{len(model_id)} characters long, more than the {max_length} allowed"
     if not pattern.fullmatch(model_id):
-        return "ids may use letters, digits, '.', '_', ':' and '-', starting with a letter or digit"
+        return "ids may use letters, digits, '.', '_', ':', '-' and '/', starting with a letter or digit"
     return None
