@@ -156,6 +156,8 @@ def render_status(s: dict) -> str:
     lines.append(f"models     {len(models)}")
     width = max((len(m["id"]) for m in models), default=0)
     lines += [f"           {m['id']:<{width}} -> {m['kernel_model']} ({m['source']}, tools: {m['tools']})" for m in models]
+    for entry in s.get("unavailable", []):
+        lines.append(f"           NOT OFFERED {entry['id']}: {entry['reason']}")
     refresh = s.get("model_refresh")
     if refresh:
         lines.append(f"           kernel's list at {_clock(refresh['at'])}: "

@@ -2,8 +2,9 @@
 
 What lives here: ``ModelCatalog`` (resolve an OpenClaw model id to a ``ModelSpec``, the stable
 list for ``/v1/models`` and the OpenClaw sync, the periodic refresh from ``/core/llms/list``
-that keeps the last good list while the kernel is down, and change notification). What does
-not: talking HTTP to the kernel (``kernel_client``), writing OpenClaw's config (``openclaw``).
+that keeps the last good list while the kernel is down, the check of ``models.map`` against the
+kernel's list, and change notification). What does not: talking HTTP to the kernel
+(``kernel_client``), writing OpenClaw's config (``openclaw``).
 """
 
 from __future__ import annotations
@@ -53,13 +54,30 @@ class RefreshResult:
     at_monotonic: float
 
 
+@dataclass(frozen=True, slots=True)
+class UnavailableModel:
+    """A ``models.map`` entry whose kernel model the kernel does not list: not offered until it does."""
+
+    spec: ModelSpec
+
+    @property
+    def reason(self) -> str:
+        return f"mapped to kernel model {shown(self.spec.kernel_model)}, which the kernel does not list"
+
+    def as_dict(self) -> dict:
+        return {"id": self.spec.id, "kernel_model": self.spec.kernel_model, "reason": self.reason}
+
+
 ChangeListener = Callable[[tuple[ModelSpec, ...]], object]
 
 
 class ModelCatalog:
     """Map entries first (file order), then discovered kernel models (sorted by id).
 
-    A map id wins over a discovered model of the same id. ``version`` grows by one whenever
+    A map id wins over a discovered model of the same id. Once the kernel's list is known in this
+    run, a map entry whose ``kernel_model`` it does not list is left out (``unavailable()``) and
+    its id answers 404 saying why; until then (kernel down, nothing fetched yet) every map entry
+    is kept as it is. ``version`` grows by one whenever
     ``models()`` changes; listeners added with ``add_listener`` are called with the new tuple,
     and ``await wait_changed(version)`` returns once it moved past ``version``.
     """
@@ -82,6 +100,10 @@ class ModelCatalog:
         self._wall_clock = wall_clock
         # The last good discovered list, raw (name, backend): rebuilt into specs on reload.
         self._discovered: tuple[tuple[str, str | None], ...] = ()
+        # Every name in the kernel's last good list of this run (invalid ids included: a map entry
+        # may route to one); None until the kernel answered.
+        self._kernel_names: frozenset[str] | None = None
+        self._unavailable: dict[str, UnavailableModel] = {}
         self._models: tuple[ModelSpec, ...] = ()
         self._by_id: dict[str, ModelSpec] = {}
         self.version = 0
@@ -103,11 +125,27 @@ class ModelCatalog:
         return self._models
 
     def resolve(self, model_id: str) -> ModelSpec:
-        """The spec for an OpenClaw model id; ``ModelNotFound`` (404) listing what exists."""
+        """The spec for an OpenClaw model id; ``ModelNotFound`` (404) listing what exists, or saying
+        why a mapped model is not offered."""
         spec = self._by_id.get(model_id)
         if spec is not None:
             return spec
+        unavailable = self._unavailable.get(model_id)
+        if unavailable is not None:
+            raise ModelNotFound(
+                f"The model {shown(model_id)} is {unavailable.reason} ({self._kernel_list_summary()}); "
+                f"fix models.map.{model_id}.kernel_model in aiosd's config or add the model to the kernel."
+            )
         raise ModelNotFound(self._not_found_message(model_id))
+
+    def unavailable(self) -> tuple[UnavailableModel, ...]:
+        """Map entries left out because the kernel does not list their kernel model, in file order."""
+        return tuple(self._unavailable.values())
+
+    @property
+    def kernel_list_known(self) -> bool:
+        """True once the kernel listed its models in this run."""
+        return self._kernel_names is not None
 
     @property
     def settings(self) -> ModelSettings:
@@ -119,6 +157,9 @@ class ModelCatalog:
         """Take a reloaded ``models`` section. Call ``await refresh()`` after it when discovery
         is on, so a newly enabled discovery does not wait a whole interval."""
         self._settings = settings
+        if not settings.discover:
+            # No more refreshes: a list that only gets older must not keep mappings out.
+            self._kernel_names = None
         self._rebuild()
         self._wake.set()  # the background loop picks up a new refresh_interval now
 
@@ -129,7 +170,8 @@ class ModelCatalog:
 
     async def _refresh_locked(self) -> RefreshResult:
         if not self._settings.discover:
-            return self._record(True, "discovery is off (models.discover: false)")
+            return self._record(True, "discovery is off (models.discover: false); models.map is not checked "
+                                      "against the kernel's list")
         try:
             listed = await self._lister_now().list_llms()
         except AiosdError as exc:
@@ -158,10 +200,13 @@ class ModelCatalog:
             seen[name] = backend if isinstance(backend, str) else None
         self._report_skipped(skipped)
         self._discovered = tuple(sorted(seen.items()))
+        self._kernel_names = frozenset(entry["name"] for entry in listed if isinstance(entry.get("name"), str))
         self._rebuild()
         message = f"{len(self._discovered)} models listed by the kernel"
         if skipped:
             message += f"; {len(skipped)} more skipped (not a valid model id)"
+        if self._unavailable:
+            message += f"; {len(self._unavailable)} mapped model(s) it does not list, not offered"
         return self._record(True, message)
 
     def _report_skipped(self, skipped: dict[str, str]) -> None:
@@ -202,6 +247,7 @@ class ModelCatalog:
         return {
             "ok": result.ok,
             "message": result.message,
+            "kernel_list_known": self.kernel_list_known,
             "at": result.at,
             "seconds_ago": round(self._clock() - result.at_monotonic, 3),
         }
@@ -260,13 +306,21 @@ class ModelCatalog:
         settings = self._settings
         specs: list[ModelSpec] = []
         by_id: dict[str, ModelSpec] = {}
+        names = self._kernel_names
+        unavailable: dict[str, UnavailableModel] = {}
         for spec in settings.map:
-            if spec.id not in by_id:
-                by_id[spec.id] = spec
-                specs.append(spec)
+            if spec.id in by_id or spec.id in unavailable:
+                continue
+            if names is not None and spec.kernel_model not in names:
+                # Its id stays reserved: a discovered model of the same name must not stand in for it.
+                unavailable[spec.id] = UnavailableModel(spec)
+                continue
+            by_id[spec.id] = spec
+            specs.append(spec)
+        self._report_unavailable(unavailable)
         if settings.discover:
             for name, backend in self._discovered:  # already sorted by name (= id)
-                if name not in by_id:
+                if name not in by_id and name not in unavailable:
                     spec = settings.spec_for_discovered(name, backend)
                     by_id[spec.id] = spec
                     specs.append(spec)
@@ -297,6 +351,28 @@ class ModelCatalog:
                 listener(models)
             except Exception:  # a broken listener must not stop the catalog
                 log.exception("a model-list listener failed")
+
+    def _report_unavailable(self, unavailable: dict[str, UnavailableModel]) -> None:
+        """Log a mapping the kernel stopped (or started) listing; nothing while the set stays the same."""
+        old, self._unavailable = self._unavailable, unavailable
+        for model_id, entry in unavailable.items():
+            if model_id not in old or old[model_id].spec.kernel_model != entry.spec.kernel_model:
+                log.warning(
+                    "models.map.%s is %s (%s): not offered in /v1/models nor written to OpenClaw's file until "
+                    "it does; requests for it get 404", model_id, entry.reason, self._kernel_list_summary(),
+                )
+        for model_id, entry in old.items():
+            if model_id not in unavailable and any(spec.id == model_id for spec in self._settings.map):
+                log.info("models.map.%s: the kernel lists %s now; offered again", model_id,
+                         shown(entry.spec.kernel_model))
+
+    def _kernel_list_summary(self) -> str:
+        names = sorted(self._kernel_names or ())
+        if not names:
+            return "the kernel lists no models"
+        listed = ", ".join(shown(name, 60) for name in names[:NOT_FOUND_LIST_LIMIT])
+        more = len(names) - NOT_FOUND_LIST_LIMIT
+        return f"the kernel lists {listed}" + (f" and {more} more" if more > 0 else "")
 
     def _not_found_message(self, model_id: str) -> str:
         shown = repr(model_id if len(model_id) <= 100 else model_id[:99] + "…")

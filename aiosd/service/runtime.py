@@ -212,6 +212,18 @@ class Runtime:
 
     # --- reporting ----------------------------------------------------------------------------
 
+    def _models_status(self) -> dict:
+        """/status's model part: what is offered, what models.map names but the kernel does not list."""
+        catalog = self.catalog
+        return {
+            "models": [
+                {"id": m.id, "kernel_model": m.kernel_model, "source": m.source, "tools": m.tools}
+                for m in catalog.models()
+            ],
+            "unavailable": [entry.as_dict() for entry in catalog.unavailable()],
+            "model_refresh": catalog.last_refresh_status(),
+        }
+
     def retries_recent(self, window: float = 300.0) -> int:
         cutoff = time.monotonic() - window
         return sum(1 for t in self.retry_times if t >= cutoff)
@@ -252,11 +264,7 @@ class Runtime:
                     "problems": reload.problems, "notes": reload.notes,
                 },
             },
-            "models": [
-                {"id": m.id, "kernel_model": m.kernel_model, "source": m.source, "tools": m.tools}
-                for m in self.catalog.models()
-            ],
-            "model_refresh": self.catalog.last_refresh_status(),
+            **self._models_status(),
             "kernel": {
                 "url": config.kernel.shown_url,
                 "ready": ready,
