@@ -109,6 +109,7 @@ class ModelCatalog:
         self.version = 0
         self.last_refresh: RefreshResult | None = None
         self._failure_streak = 0
+        self._failure_kind: str | None = None
         self._skipped_names: frozenset[str] = frozenset()
         self._listeners: list[ChangeListener] = []
         self._changed = asyncio.Event()
@@ -174,18 +175,32 @@ class ModelCatalog:
                                       "against the kernel's list")
         try:
             listed = await self._lister_now().list_llms()
+            return self._take(listed)
         except AiosdError as exc:
-            result = self._record(False, exc.message)
-            self._failure_streak += 1
-            if self._failure_streak == 1:
-                kept = f"keeping the last good list ({len(self._discovered)} models)" if self._discovered else (
-                    "no discovered models yet"
-                )
-                log.warning("could not refresh the kernel's model list: %s; %s", exc.message, kept)
-            return result
-        if self._failure_streak:
-            log.info("the kernel's model list is available again")
-        self._failure_streak = 0
+            return self._failed(exc.message, kind="kernel")
+        except Exception as exc:
+            # Whatever the kernel's answer does to the decoder (RecursionError on deeply nested JSON)
+            # or a bug here: the refresh reports it and keeps the last good list; the loop goes on.
+            log.debug("model-list refresh: traceback", exc_info=exc)
+            return self._failed(f"unexpected {type(exc).__name__} while reading it: {shown(exc, 200)}",
+                                kind=type(exc).__name__, unexpected=True)
+
+    def _failed(self, message: str, *, kind: str, unexpected: bool = False) -> RefreshResult:
+        result = self._record(False, message)
+        self._failure_streak += 1
+        # Once per streak, and again when the kind of failure changes (down, then garbage).
+        if self._failure_streak == 1 or kind != self._failure_kind:
+            kept = f"keeping the last good list ({len(self._discovered)} models)" if self._discovered else (
+                "no discovered models yet"
+            )
+            retry = min(self._settings.refresh_interval, FAILED_REFRESH_RETRY)
+            log.log(logging.ERROR if unexpected else logging.WARNING,
+                    "could not refresh the kernel's model list: %s; %s; trying again every %gs", message, kept, retry)
+        self._failure_kind = kind
+        return result
+
+    def _take(self, listed: list[dict]) -> RefreshResult:
+        """Adopt a list the kernel answered with (raises only on a bug; the caller keeps the old list then)."""
         seen: dict[str, str | None] = {}
         skipped: dict[str, str] = {}  # name -> why, for names that are no valid model id
         for entry in listed:
@@ -198,9 +213,14 @@ class ModelCatalog:
                 continue
             backend = entry.get("backend")
             seen[name] = backend if isinstance(backend, str) else None
+        names = frozenset(entry["name"] for entry in listed if isinstance(entry.get("name"), str))
+        if self._failure_streak:
+            log.info("the kernel's model list is available again")
+        self._failure_streak = 0
+        self._failure_kind = None
         self._report_skipped(skipped)
         self._discovered = tuple(sorted(seen.items()))
-        self._kernel_names = frozenset(entry["name"] for entry in listed if isinstance(entry.get("name"), str))
+        self._kernel_names = names
         self._rebuild()
         message = f"{len(self._discovered)} models listed by the kernel"
         if skipped:

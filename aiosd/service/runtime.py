@@ -16,6 +16,7 @@ from aiosd.kernel.client import KernelClient
 from aiosd.kernel.model_catalog import ModelCatalog
 from aiosd.kernel.retry import RetryPolicy
 from aiosd.service.metrics import Metrics
+from aiosd.service.tasks import TaskSupervisor
 
 log = logging.getLogger("aiosd.runtime")
 
@@ -43,7 +44,7 @@ class Runtime:
         self.last_sync = None  # an openclaw_sync.SyncResult
         self.retry_times: collections.deque[float] = collections.deque(maxlen=10_000)
         self._notifier_status = notifier_status
-        self._tasks: list[asyncio.Task] = []
+        self.tasks = TaskSupervisor(on_restart=lambda name: self.metrics.task_restarts.labels(name).inc())
         self._sync_wanted = asyncio.Event()
         self.syncs_done = 0
         self._sync_finished = asyncio.Condition()
@@ -69,15 +70,13 @@ class Runtime:
 
     async def start(self) -> None:
         self.catalog.add_listener(lambda _models: self._models_changed())
-        self.catalog.start()
-        self._tasks.append(asyncio.create_task(self._openclaw_loop(), name="openclaw-sync"))
-        self._tasks.append(asyncio.create_task(self._canary_loop(), name="kernel-canary"))
+        # Supervised: a loop that dies is logged, counted and restarted (names: metrics.BACKGROUND_TASKS).
+        self.tasks.start("model-refresh", self.catalog.run)
+        self.tasks.start("openclaw-sync", self._openclaw_loop)
+        self.tasks.start("kernel-canary", self._canary_loop)
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.catalog.stop()
+        await self.tasks.close()
         await self.kernel.close()
 
     async def apply(self, config: Config) -> list[str]:
@@ -157,6 +156,8 @@ class Runtime:
         nothing has failed since. Only answers count (forwarded calls, model-list refreshes, the
         canary), never the kernel's /status, which says ok with a dead scheduler."""
         ready, reason = self._kernel_readiness()
+        if ready:
+            ready, reason = self._model_list_readiness()
         if ready != self._was_ready and (self._was_ready is not None or ready):
             if ready:
                 log.info("kernel ready: it answered within the last %gs", self.config.kernel.ready_window)
@@ -183,6 +184,16 @@ class Runtime:
             canary = "" if waiting is None else f"; a canary /query has been waiting {waiting:.1f}s"
             return False, f"the kernel at {url} has not answered for {age:.1f}s (ready_window {window:g}s){canary}"
         return True, "ok"
+
+    def _model_list_readiness(self) -> tuple[bool, str]:
+        """Not ready while the latest model-list refresh failed after the kernel's last answer: an
+        answer aiosd cannot read (deeply nested JSON) does not count as the kernel answering."""
+        refresh = self.catalog.last_refresh
+        last = self.kernel.last_success_at
+        if refresh is None or refresh.ok or (last is not None and last > refresh.at_monotonic):
+            return True, "ok"
+        ago = time.monotonic() - refresh.at_monotonic
+        return False, f"the kernel's model list could not be read {ago:.1f}s ago: {refresh.message}"
 
     async def _canary_loop(self) -> None:
         from aiosd.kernel.canary import run_canary
@@ -285,6 +296,7 @@ class Runtime:
                 "retries_last_5m": self.retries_recent(),
             },
             "openclaw_sync": None if sync is None else sync.as_dict(),
+            "background_tasks": self.tasks.status(),
         }
 
 
