@@ -374,5 +374,6 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
             reload_debounce=seconds(s["reload_debounce"]),
         ),
         log_level=d["logging"]["level"],
+        state_dir=d["state_dir"],
         source_path=path,
     )

@@ -19,6 +19,7 @@ from typing import Protocol
 from aiosd.config.schema import model_id_problem
 from aiosd.config.settings import ModelSettings, ModelSpec
 from aiosd.errors import AiosdError, ModelNotFound
+from aiosd.kernel.model_memory import ModelMemory, clean_backend
 
 log = logging.getLogger("aiosd.models")
 
@@ -77,7 +78,9 @@ class ModelCatalog:
     A map id wins over a discovered model of the same id. Once the kernel's list is known in this
     run, a map entry whose ``kernel_model`` it does not list is left out (``unavailable()``) and
     its id answers 404 saying why; until then (kernel down, nothing fetched yet) every map entry
-    is kept as it is. ``version`` grows by one whenever
+    is kept as it is, and discovered models come from ``memory``, the list the kernel gave last
+    time aiosd ran (``unconfirmed()`` names them), so a restart while the kernel is down drops
+    nothing. Every good list is remembered for the next start. ``version`` grows by one whenever
     ``models()`` changes; listeners added with ``add_listener`` are called with the new tuple,
     and ``await wait_changed(version)`` returns once it moved past ``version``.
     """
@@ -89,8 +92,13 @@ class ModelCatalog:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        memory: ModelMemory | None = None,
     ) -> None:
         self._settings = settings
+        self._memory = memory
+        # The list the kernel gave when aiosd last ran; offered only until the kernel answers now.
+        self._remembered: tuple[tuple[str, str | None], ...] = memory.load() if memory is not None else ()
+        self._unconfirmed: frozenset[str] = frozenset()
         # Either the lister itself or a function giving the current one (the daemon replaces its
         # KernelClient on reload).
         self._lister_now: Callable[[], ModelLister] = (
@@ -118,6 +126,9 @@ class ModelCatalog:
         self._task: asyncio.Task | None = None
         self._first_refresh = asyncio.Event()
         self._rebuild(initial=True)
+        if self._unconfirmed:
+            log.info("offering %d discovered models remembered from the kernel's last list (%s) until the kernel "
+                     "answers", len(self._unconfirmed), memory.path if memory is not None else "memory")
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -142,6 +153,22 @@ class ModelCatalog:
     def unavailable(self) -> tuple[UnavailableModel, ...]:
         """Map entries left out because the kernel does not list their kernel model, in file order."""
         return tuple(self._unavailable.values())
+
+    def unconfirmed(self) -> frozenset[str]:
+        """Ids offered from the remembered list: the kernel has not confirmed them in this run."""
+        return self._unconfirmed
+
+    def memory_status(self) -> dict | None:
+        """The remembered list's file for /status; None when the catalog keeps none."""
+        memory = self._memory
+        if memory is None:
+            return None
+        return {"path": str(memory.path), "models": None if memory.saved is None else len(memory.saved),
+                "saved_at": memory.saved_at, "in_use": bool(self._unconfirmed)}
+
+    def set_memory(self, memory: ModelMemory | None) -> None:
+        """Remember the list somewhere else from now on (``state_dir`` changed on reload)."""
+        self._memory = memory
 
     @property
     def kernel_list_known(self) -> bool:
@@ -175,7 +202,7 @@ class ModelCatalog:
                                       "against the kernel's list")
         try:
             listed = await self._lister_now().list_llms()
-            return self._take(listed)
+            result = self._take(listed)
         except AiosdError as exc:
             return self._failed(exc.message, kind="kernel")
         except Exception as exc:
@@ -184,6 +211,17 @@ class ModelCatalog:
             log.debug("model-list refresh: traceback", exc_info=exc)
             return self._failed(f"unexpected {type(exc).__name__} while reading it: {shown(exc, 200)}",
                                 kind=type(exc).__name__, unexpected=True)
+        await self._remember()
+        return result
+
+    async def _remember(self) -> None:
+        memory = self._memory
+        if memory is None or memory.saved == self._discovered:
+            return
+        try:
+            await asyncio.to_thread(memory.save, self._discovered)
+        except Exception:  # a bug in saving must not turn a good refresh into a failed one
+            log.exception("could not remember the kernel's model list")
 
     def _failed(self, message: str, *, kind: str, unexpected: bool = False) -> RefreshResult:
         result = self._record(False, message)
@@ -211,8 +249,7 @@ class ModelCatalog:
             if why:
                 skipped.setdefault(name, why)
                 continue
-            backend = entry.get("backend")
-            seen[name] = backend if isinstance(backend, str) else None
+            seen[name] = clean_backend(entry.get("backend"))
         names = frozenset(entry["name"] for entry in listed if isinstance(entry.get("name"), str))
         if self._failure_streak:
             log.info("the kernel's model list is available again")
@@ -220,6 +257,7 @@ class ModelCatalog:
         self._failure_kind = None
         self._report_skipped(skipped)
         self._discovered = tuple(sorted(seen.items()))
+        self._remembered = self._discovered  # what to fall back on if discovery is switched off and on
         self._kernel_names = names
         self._rebuild()
         message = f"{len(self._discovered)} models listed by the kernel"
@@ -338,12 +376,17 @@ class ModelCatalog:
             by_id[spec.id] = spec
             specs.append(spec)
         self._report_unavailable(unavailable)
+        unconfirmed: set[str] = set()
         if settings.discover:
-            for name, backend in self._discovered:  # already sorted by name (= id)
+            discovered = self._discovered if names is not None else self._remembered
+            for name, backend in discovered:  # already sorted by name (= id)
                 if name not in by_id and name not in unavailable:
                     spec = settings.spec_for_discovered(name, backend)
                     by_id[spec.id] = spec
                     specs.append(spec)
+                    if names is None:
+                        unconfirmed.add(spec.id)
+        self._unconfirmed = frozenset(unconfirmed)
         models = tuple(specs)
         if models == self._models and not initial:
             return

@@ -13,7 +13,9 @@ from aiosd.config.settings import Config
 from aiosd.kernel.admission import AdmissionQueue
 from aiosd.kernel.canary import CanaryState
 from aiosd.kernel.client import KernelClient
+from aiosd.config.state_dir import resolve_state_dir
 from aiosd.kernel.model_catalog import ModelCatalog
+from aiosd.kernel.model_memory import ModelMemory
 from aiosd.kernel.retry import RetryPolicy
 from aiosd.service.metrics import Metrics
 from aiosd.service.tasks import TaskSupervisor
@@ -39,7 +41,7 @@ class Runtime:
         self.kernel = KernelClient(config.kernel, transport=kernel_transport)
         self.current = Generation(1, config, self.kernel, RetryPolicy(config.retry))
         self.admission = AdmissionQueue(config.kernel.max_concurrency)
-        self.catalog = ModelCatalog(config.models, self.kernel)
+        self.catalog = ModelCatalog(config.models, self.kernel, memory=ModelMemory(self._state_dir(config)))
         self.last_reload = None  # set by the daemon: a ReloadOutcome
         self.last_sync = None  # an openclaw_sync.SyncResult
         self.retry_times: collections.deque[float] = collections.deque(maxlen=10_000)
@@ -90,12 +92,22 @@ class Runtime:
             self.kernel.apply_settings(config.kernel)
         self.current = Generation(self.current.number + 1, config, self.kernel, RetryPolicy(config.retry))
         self.admission.resize(config.kernel.max_concurrency)
+        self._apply_state_dir(old, config)
         self.catalog.apply_settings(config.models)
         self.record_reload(ok=True)
         self._sync_wanted.set()
         self._config_applied.set()
         asyncio.get_running_loop().create_task(self.catalog.refresh())
         return notes
+
+    @staticmethod
+    def _state_dir(config: Config):
+        base = config.source_path.parent if config.source_path else None
+        return resolve_state_dir(config.state_dir, base=base)
+
+    def _apply_state_dir(self, old: Config, new: Config) -> None:
+        if self._state_dir(new) != self._state_dir(old):
+            self.catalog.set_memory(ModelMemory(self._state_dir(new)))
 
     def record_reload(self, *, ok: bool) -> None:
         self.metrics.reloads.labels("ok" if ok else "refused").inc()
@@ -226,13 +238,16 @@ class Runtime:
     def _models_status(self) -> dict:
         """/status's model part: what is offered, what models.map names but the kernel does not list."""
         catalog = self.catalog
+        unconfirmed = catalog.unconfirmed()
         return {
             "models": [
-                {"id": m.id, "kernel_model": m.kernel_model, "source": m.source, "tools": m.tools}
+                {"id": m.id, "kernel_model": m.kernel_model, "source": m.source, "tools": m.tools,
+                 "unconfirmed": m.id in unconfirmed}
                 for m in catalog.models()
             ],
             "unavailable": [entry.as_dict() for entry in catalog.unavailable()],
             "model_refresh": catalog.last_refresh_status(),
+            "remembered_models": catalog.memory_status(),
         }
 
     def retries_recent(self, window: float = 300.0) -> int:
