@@ -40,7 +40,8 @@ def test_nothing_tracked_names_a_path_outside_the_repository():
         files = [p for p in REPO.rglob("*") if p.is_file() and ".venv" not in p.parts and "__pycache__" not in p.parts]
     else:
         files = [REPO / name for name in tracked.stdout.splitlines()]
-    outside = re.compile(r"\.\./shared|/work/|shared/(fixtures|reference|hooks)")
+    # Spelled in pieces so that this file does not match itself.
+    outside = re.compile("|".join([r"\.\./" + "shared", "/" + "work/", "shared/" + "(fixtures|reference|hooks)"]))
     hits = []
     for path in files:
         if path.suffix in {".py", ".md", ".yaml", ".toml", ".service", ".json", ".cfg", ""} and path.is_file():
