@@ -14,7 +14,7 @@ def resolve_state_dir(configured: str | None, *, base: Path | None = None,
     else ``$XDG_STATE_HOME/aiosd``, else ``~/.local/state/aiosd``."""
     if configured:
         path = Path(os.path.expanduser(configured))
-        return path if path.is_absolute() else (base or Path.cwd()) / path
+        return path if path.is_absolute() else ((base or Path.cwd()) / path).absolute()
     systemd = env.get("STATE_DIRECTORY", "").split(":")[0]
     if systemd and os.path.isabs(systemd):
         return Path(systemd)

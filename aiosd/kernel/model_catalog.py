@@ -228,9 +228,12 @@ class ModelCatalog:
         self._failure_streak += 1
         # Once per streak, and again when the kind of failure changes (down, then garbage).
         if self._failure_streak == 1 or kind != self._failure_kind:
-            kept = f"keeping the last good list ({len(self._discovered)} models)" if self._discovered else (
-                "no discovered models yet"
-            )
+            if self._kernel_names is not None:
+                kept = f"keeping the last good list ({len(self._discovered)} models)"
+            elif self._unconfirmed:
+                kept = f"offering the {len(self._unconfirmed)} models remembered from its last list meanwhile"
+            else:
+                kept = "no discovered models yet"
             retry = min(self._settings.refresh_interval, FAILED_REFRESH_RETRY)
             log.log(logging.ERROR if unexpected else logging.WARNING,
                     "could not refresh the kernel's model list: %s; %s; trying again every %gs", message, kept, retry)
