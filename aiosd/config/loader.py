@@ -326,6 +326,7 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
         allowlist=o["allowlist"],
         allow_entries=o["allow_entries"],
         backup=o["backup"],
+        timeout_seconds=o["timeout_seconds"],
     )
     if openclaw.sync and openclaw.interval <= 0:
         problem(("openclaw", "interval"), "must be more than 0")
