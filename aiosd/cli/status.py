@@ -155,7 +155,14 @@ def render_status(s: dict) -> str:
     models = s.get("models", [])
     lines.append(f"models     {len(models)}")
     width = max((len(m["id"]) for m in models), default=0)
-    lines += [f"           {m['id']:<{width}} -> {m['kernel_model']} ({m['source']}, tools: {m['tools']})" for m in models]
+    lines += [f"           {m['id']:<{width}} -> {m['kernel_model']} ({m['source']}"
+              f"{', unconfirmed' if m.get('unconfirmed') else ''}, tools: {m['tools']})" for m in models]
+    remembered = s.get("remembered_models") or {}
+    if remembered.get("in_use"):
+        lines.append(f"           unconfirmed: remembered from the kernel's last list ({remembered['path']}); "
+                     "kept until the kernel answers")
+    for entry in s.get("unavailable", []):
+        lines.append(f"           NOT OFFERED {entry['id']}: {entry['reason']}")
     refresh = s.get("model_refresh")
     if refresh:
         lines.append(f"           kernel's list at {_clock(refresh['at'])}: "

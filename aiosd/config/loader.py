@@ -15,7 +15,7 @@ import yaml
 
 from aiosd.config import schema_errors
 from aiosd.config.durations import parse_duration
-from aiosd.config.schema import apply_defaults, validator
+from aiosd.config.schema import apply_defaults, model_id_problem, validator
 from aiosd.config.schema_errors import NOT_SHOWN, article, glued_key, is_secret_path, kind, no_space
 from aiosd.config.settings import (
     AuthSettings,
@@ -270,6 +270,9 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
     defaults = ModelDefaults(**{**dm, "input": tuple(dm["input"])})
     specs = []
     for model_id, entry in m["map"].items():
+        why = model_id_problem(model_id)
+        if why:  # what the schema's pattern cannot see (a trailing newline)
+            problem(("models", "map", model_id), f"model id {model_id!r}: {why}")
         traits = {name: entry.get(name, value) for name, value in defaults.traits().items()}
         spec = ModelSpec(
             **{**traits, "input": tuple(traits["input"])},
@@ -348,5 +351,6 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
             reload_debounce=seconds(s["reload_debounce"]),
         ),
         log_level=d["logging"]["level"],
+        state_dir=d["state_dir"],
         source_path=path,
     )

@@ -146,6 +146,7 @@ class Config:
     auth: AuthSettings
     server: ServerSettings
     log_level: str
+    state_dir: str | None = None  # None: $STATE_DIRECTORY, $XDG_STATE_HOME/aiosd, ~/.local/state/aiosd
     source_path: Path | None = field(default=None, compare=False)
 
     @property
