@@ -13,7 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from aiosd.config.loader import ConfigError, ConfigProblem, load_config
-from aiosd.config.settings import Config
+from aiosd.config.settings import Config, exposed_without_auth, format_listen
 from aiosd.config.watch import watch_config
 from aiosd.service.logs import set_level, setup_logging
 from aiosd.service.notify import SystemdNotifier
@@ -199,6 +199,15 @@ class Daemon:
             log.exception("config reload (%s) failed unexpectedly", reason)
             return self._refused(reason, [ConfigProblem(str(self.config_path), None, None, "",
                                                         f"internal error while loading: {exc!r}")])
+        runtime = self.runtime
+        if exposed_without_auth(runtime.bound_host, config.auth, config.allow_remote):
+            # The file may name a loopback address, but the socket stays where it was bound until a restart.
+            bound = format_listen(runtime.bound_host, runtime.bound_port)
+            return self._refused(reason, [ConfigProblem(
+                str(self.config_path), None, None, "auth.keys",
+                f"aiosd is still bound to {bound} (a new listen applies only after a restart), which is not a "
+                "loopback address: without auth.keys anyone who can reach it could use your LLMs; keep "
+                "auth.keys (or set allow_remote: true) until aiosd has been restarted on the new address")])
         try:
             notes = await self.runtime.apply(config)
         except Exception as exc:  # likewise: keep serving, and say so

@@ -25,7 +25,7 @@ from aiosd.config.settings import (
     OpenClawSettings,
     RetrySettings,
     ServerSettings,
-    is_loopback_host,
+    exposed_without_auth,
 )
 from aiosd.config.yaml_positions import (
     DuplicateKeyError,
@@ -347,7 +347,7 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
                 problem(where, f"key file {key_file} holds no key of at least 8 characters on its first line")
             keys.append(value or "")
     auth = AuthSettings(keys=tuple(keys))
-    if not auth.enabled and not d["allow_remote"] and not is_loopback_host(host):
+    if exposed_without_auth(host, auth, d["allow_remote"]):
         problem(("listen",), f"{host} is not a loopback address and auth.keys is empty: anyone who can reach it "
                 "could use your LLMs; add auth.keys, or set allow_remote: true to accept that")
 

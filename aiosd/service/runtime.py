@@ -35,6 +35,8 @@ class Runtime:
         self.metrics = Metrics()
         self.started_monotonic = time.monotonic()
         self.started_wall = time.time()
+        # The HTTP server binds once, at start; a reload cannot move it (changing listen needs a restart).
+        self.bound_host, self.bound_port = config.listen_host, config.listen_port
         self.kernel = KernelClient(config.kernel, transport=kernel_transport)
         self.current = Generation(1, config, self.kernel, RetryPolicy(config.retry))
         self.admission = AdmissionQueue(config.kernel.max_concurrency)
