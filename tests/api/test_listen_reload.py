@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -54,5 +55,51 @@ def test_a_reload_dropping_auth_while_bound_to_a_public_address_is_refused(tmp_p
                         daemon_config(kernel.url, port, extra="allow_remote: true\n"))
         _, ready = daemon.wait_for_reload()
         assert "REFUSED" not in ready["STATUS"], ready["STATUS"]
+    finally:
+        close_daemon(daemon)
+
+
+def wait_for_sync_after(daemon, at: float, timeout: float = 10.0) -> dict:
+    """/status once an OpenClaw sync has finished after wall-clock ``at``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = daemon.status()
+        sync = status["openclaw_sync"]
+        if sync is not None and sync["at"] >= at:
+            return status
+        assert time.monotonic() < deadline, f"no OpenClaw sync after the reload: {status}"
+        daemon.notify.receive(0.1)  # paces the polling; a STATUS datagram may end it early
+
+
+def test_a_reload_changing_the_port_keeps_describing_the_bound_one(tmp_path, kernel):
+    port, new_port = free_port(), free_port()
+    openclaw_json = tmp_path / "openclaw" / "openclaw.json"
+    text = daemon_config(kernel.url, port).replace(
+        "openclaw: {sync: false}", f'openclaw: {{sync: true, config_path: "{openclaw_json}"}}')
+    daemon = start_daemon(tmp_path, text, port)
+    try:
+        base_url = f"http://127.0.0.1:{port}/v1"
+        first = wait_for_sync_after(daemon, 0)
+        assert json.loads(openclaw_json.read_text())["models"]["providers"]["aios"]["baseUrl"] == base_url
+
+        write_by_rename(daemon.config_path, text.replace(f"127.0.0.1:{port}", f"127.0.0.1:{new_port}"))
+        _, ready = daemon.wait_for_reload()
+        assert "REFUSED" not in ready["STATUS"], ready["STATUS"]
+        status = wait_for_sync_after(daemon, daemon.status()["config"]["last_reload"]["at"])
+        assert status["config"]["generation"] == first["config"]["generation"] + 1
+
+        # OpenClaw is still sent to the port aiosd listens on, not to one nobody listens on yet.
+        provider = json.loads(openclaw_json.read_text())["models"]["providers"]["aios"]
+        assert provider["baseUrl"] == base_url
+        assert status["config"]["listen"] == f"127.0.0.1:{port}"
+        assert status["config"]["listen_pending"] == f"127.0.0.1:{new_port}"
+        assert any(f"127.0.0.1:{new_port}" in note and "restart" in note and f"127.0.0.1:{port}" in note
+                   for note in status["config"]["last_reload"]["notes"])
+        assert chat(daemon.url).status_code == 200
+
+        # Back to the bound address: nothing is pending any more.
+        write_by_rename(daemon.config_path, text)
+        daemon.wait_for_reload()
+        assert daemon.status()["config"]["listen_pending"] is None
     finally:
         close_daemon(daemon)
