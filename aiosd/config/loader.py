@@ -366,6 +366,8 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
             max_body_bytes=s["max_body_bytes"],
             drain_timeout=seconds(s["drain_timeout"]),
             reload_debounce=seconds(s["reload_debounce"]),
+            allowed_hosts=tuple(s["allowed_hosts"]),
+            allowed_origins=tuple(s["allowed_origins"]),
         ),
         log_level=d["logging"]["level"],
         source_path=path,

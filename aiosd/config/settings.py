@@ -124,6 +124,8 @@ class ServerSettings:
     max_body_bytes: int
     drain_timeout: float
     reload_debounce: float
+    allowed_hosts: tuple[str, ...]  # besides aiosd's own names; "*" for any
+    allowed_origins: tuple[str, ...]  # browser origins allowed to call aiosd
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,7 +80,8 @@ async def test_errors_use_anthropics_error_shape(tmp_path):
             async with httpx.AsyncClient(base_url=aiosd.url) as client:
                 unknown = await client.post("/v1/messages", json={"model": "nope", "max_tokens": 10,
                                                                    "messages": [{"role": "user", "content": "x"}]})
-                broken = await client.post("/v1/messages", content=b"{not json")
+                broken = await client.post("/v1/messages", content=b"{not json",
+                                           headers={"content-type": "application/json"})
     assert unknown.status_code == 404
     assert unknown.json()["type"] == "error" and unknown.json()["error"]["type"] == "not_found_error"
     assert broken.status_code == 400 and broken.json()["error"]["type"] == "invalid_request_error"
