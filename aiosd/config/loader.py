@@ -321,6 +321,9 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
         allow_entries=o["allow_entries"],
         backup=o["backup"],
     )
+    for timeout_key in ("header_timeout", "body_timeout", "keep_alive_timeout"):
+        if seconds(s[timeout_key]) <= 0:
+            problem(("server", timeout_key), "must be more than 0")
     if openclaw.sync and openclaw.interval <= 0:
         problem(("openclaw", "interval"), "must be more than 0")
 
@@ -366,6 +369,12 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
             max_body_bytes=s["max_body_bytes"],
             drain_timeout=seconds(s["drain_timeout"]),
             reload_debounce=seconds(s["reload_debounce"]),
+            max_connections=s["max_connections"],
+            max_header_bytes=s["max_header_bytes"],
+            max_headers=s["max_headers"],
+            header_timeout=seconds(s["header_timeout"]),
+            body_timeout=seconds(s["body_timeout"]),
+            keep_alive_timeout=seconds(s["keep_alive_timeout"]),
             allowed_hosts=tuple(s["allowed_hosts"]),
             allowed_origins=tuple(s["allowed_origins"]),
         ),

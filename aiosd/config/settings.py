@@ -124,6 +124,12 @@ class ServerSettings:
     max_body_bytes: int
     drain_timeout: float
     reload_debounce: float
+    max_connections: int
+    max_header_bytes: int
+    max_headers: int
+    header_timeout: float
+    body_timeout: float
+    keep_alive_timeout: float
     allowed_hosts: tuple[str, ...]  # besides aiosd's own names; "*" for any
     allowed_origins: tuple[str, ...]  # browser origins allowed to call aiosd
 
