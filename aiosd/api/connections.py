@@ -109,6 +109,8 @@ class ConnectionGuard:
         self._limits: ConnectionLimits | None = None
         # Connections without a request in flight, longest-idle first (a dict keeps insertion order).
         self.idle: dict[GuardedHttpProtocol, None] = {}
+        # Closed by aiosd but not yet gone (connection_lost comes a loop turn later): they hold no place.
+        self.closing: set[GuardedHttpProtocol] = set()
         self.log_refused_head = RateLimitedLog(logging.INFO)
         self.log_timeout = RateLimitedLog(logging.INFO)
         self.log_full = RateLimitedLog(logging.WARNING)
@@ -184,7 +186,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         guard = self.guard
-        if len(self.connections) > self.limits.max_connections:
+        if len(self.connections) - len(guard.closing) > self.limits.max_connections:
             # Make room by closing the connection idle longest (a kept-alive one, or a slow head).
             victim = next((c for c in guard.idle if c is not self), None)
             if victim is None:
@@ -204,6 +206,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc) -> None:
         self.guard.idle.pop(self, None)
+        self.guard.closing.discard(self)
         self._cancel_read_timer()
         super().connection_lost(exc)
 
@@ -211,6 +214,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.guard.idle.pop(self, None)
         self._cancel_read_timer()
         if not self.transport.is_closing():
+            self.guard.closing.add(self)
             self.transport.close()
 
     # --- reading -----------------------------------------------------------------------------
