@@ -11,9 +11,11 @@ Origin, and a JSON content type, so none of this touches them.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from aiosd.api.connections import RateLimitedLog
 from aiosd.errors import AiosdError, ClientError
 
 # Names that always mean this machine and that no outside DNS can re-point.
@@ -62,6 +64,8 @@ def request_guard(app, settings: Callable[[], GuardSettings], error_body: Callab
     declared JSON (415); a preflight from an allowed Origin gets its CORS answer (204).
     ``error_body(path, error)`` writes the refusal in the shape of the route asked for."""
 
+    log_refused = RateLimitedLog(logging.INFO)
+
     async def guard(scope, receive, send):
         if scope["type"] != "http":
             return await app(scope, receive, send)
@@ -91,6 +95,8 @@ def request_guard(app, settings: Callable[[], GuardSettings], error_body: Callab
                 f"Content-Type {_shown(content_type) if content_type else '(none)'} is not supported: send the "
                 "body as JSON with 'Content-Type: application/json'")
         if error is not None:
+            log_refused("request %s: %d %s: %s", scope.get("state", {}).get("request_id", "-"), error.status,
+                        error.code, error.message, what="requests refused for their Host, Origin or Content-Type")
             body = error_body(scope["path"], error)
             await send({"type": "http.response.start", "status": error.status, "headers": [
                 (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
