@@ -320,6 +320,7 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
         allowlist=o["allowlist"],
         allow_entries=o["allow_entries"],
         backup=o["backup"],
+        timeout_seconds=o["timeout_seconds"],
     )
     for timeout_key in ("header_timeout", "body_timeout", "keep_alive_timeout"):
         if seconds(s[timeout_key]) <= 0:

@@ -108,6 +108,7 @@ class OpenClawSettings:
     allowlist: Literal["auto", "model_policy", "none"]
     allow_entries: Literal["wildcard", "each"]
     backup: bool
+    timeout_seconds: int | None = None  # None: from aiosd's own worst case for one request
 
 
 @dataclass(frozen=True, slots=True)
