@@ -75,7 +75,7 @@ def test_a_reload_changing_the_port_keeps_describing_the_bound_one(tmp_path, ker
     port, new_port = free_port(), free_port()
     openclaw_json = tmp_path / "openclaw" / "openclaw.json"
     text = daemon_config(kernel.url, port).replace(
-        "openclaw: {sync: false}", f'openclaw: {{sync: true, config_path: "{openclaw_json}"}}')
+        "openclaw: {sync: false}", f'openclaw: {{sync: true, create: true, config_path: "{openclaw_json}"}}')
     daemon = start_daemon(tmp_path, text, port)
     try:
         base_url = f"http://127.0.0.1:{port}/v1"
