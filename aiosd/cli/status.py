@@ -122,6 +122,8 @@ def render_status(s: dict) -> str:
         f"aiosd {s['version']}, up {_duration(s['uptime_seconds'])}",
         f"config     {cfg['path']} (generation {cfg['generation']}, listening on {cfg['listen']})",
     ]
+    if cfg.get("listen_pending"):
+        lines.append(f"           listen {cfg['listen_pending']} is in the file but applies only after a restart")
     if reload:
         result = "ok" if reload["ok"] else "REFUSED, still serving the last good config"
         lines.append(f"reload     {result} at {_clock(reload['at'])} ({reload['reason']})")

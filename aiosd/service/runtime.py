@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import functools
 import logging
 import threading
@@ -46,6 +47,9 @@ class Runtime:
         self.metrics = Metrics()
         self.started_monotonic = time.monotonic()
         self.started_wall = time.time()
+        # The HTTP server binds once, at start; a reload cannot move it (changing listen needs a restart).
+        self.bound_host, self.bound_port = config.listen_host, config.listen_port
+        self.pending_listen: str | None = None  # a listen from a reload, applied at the next restart
         self.kernel = KernelClient(config.kernel, transport=kernel_transport)
         self.current = Generation(1, config, self.kernel, RetryPolicy(config.retry))
         self.admission = AdmissionQueue(config.kernel.max_concurrency)
@@ -95,8 +99,14 @@ class Runtime:
         """Swap in a new config; returns notes for the log (what changed, what needs a restart)."""
         old = self.current.config
         notes = []
-        if (config.listen_host, config.listen_port) != (old.listen_host, old.listen_port):
-            notes.append(f"listen changed to {config.listen} but needs a restart (still on {old.listen})")
+        if (config.listen_host, config.listen_port) != (self.bound_host, self.bound_port):
+            # Until a restart everything that says where aiosd listens (OpenClaw's baseUrl, /status)
+            # names the socket actually bound, not the file's new address nobody listens on yet.
+            self.pending_listen = config.listen
+            config = dataclasses.replace(config, listen_host=self.bound_host, listen_port=self.bound_port)
+            notes.append(f"listen changed to {self.pending_listen} but needs a restart (still on {config.listen})")
+        else:
+            self.pending_listen = None
         if config.kernel != old.kernel:
             # Calls in flight finish on the old connection pool; new ones use the new settings.
             self.kernel.apply_settings(config.kernel)
@@ -350,7 +360,8 @@ class Runtime:
             "config": {
                 "path": str(config.source_path) if config.source_path else None,
                 "generation": self.generation,
-                "listen": config.listen,
+                "listen": config.listen,  # the address bound: a reload cannot move it
+                "listen_pending": self.pending_listen,
                 "last_reload": None if reload is None else {
                     "ok": reload.ok, "at": reload.at, "reason": reload.reason,
                     "problems": reload.problems, "notes": reload.notes,
