@@ -128,8 +128,21 @@ def setup_logging(level: str = "info") -> None:
 _CHATTY_LIBRARIES = ("httpx", "httpcore", "watchfiles", "uvicorn.error")
 
 
+# ``aiosd run --log-level``: wins over logging.level, at start and at every reload.
+_override: str | None = None
+
+
+def override_level(level: str | None) -> None:
+    """Pin the level (None: follow logging.level again) and apply it now."""
+    global _override
+    _override = level
+    if level is not None:
+        set_level(level)
+
+
 def set_level(level: str) -> None:
     """Apply ``logging.level`` (live on reload) to aiosd and the libraries it runs (uvicorn's errors included)."""
+    level = _override or level
     logging.getLogger().setLevel(LEVELS[level])
     logging.getLogger("aiosd").setLevel(LEVELS[level])
     for name in _CHATTY_LIBRARIES:

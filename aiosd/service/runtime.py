@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import functools
 import logging
 import threading
@@ -14,11 +15,14 @@ from aiosd import __version__
 from aiosd.config.settings import Config
 from aiosd.kernel.canary import CanaryState
 from aiosd.kernel.client import KernelClient
+from aiosd.config.state_dir import resolve_state_dir
 from aiosd.kernel.model_catalog import ModelCatalog
+from aiosd.kernel.model_memory import ModelMemory
 from aiosd.kernel.pool import KernelPool, PoolKernel
 from aiosd.kernel.retry import RetryPolicy
 from aiosd.kernel.scheduler import Scheduler
 from aiosd.service.metrics import Metrics
+from aiosd.service.tasks import TaskSupervisor
 
 log = logging.getLogger("aiosd.runtime")
 
@@ -43,6 +47,9 @@ class Runtime:
         self.metrics = Metrics()
         self.started_monotonic = time.monotonic()
         self.started_wall = time.time()
+        # The HTTP server binds once, at start; a reload cannot move it (changing listen needs a restart).
+        self.bound_host, self.bound_port = config.listen_host, config.listen_port
+        self.pending_listen: str | None = None  # a listen from a reload, applied at the next restart
         # The kernels (one client each for the daemon's life; reloads add, change and remove them)
         # and the one queue in front of them.
         self.pool = KernelPool(config.pool, config.health, transport=kernel_transport)
@@ -50,12 +57,12 @@ class Runtime:
         self.admission = self.scheduler  # the gauges tests and older callers read: in_flight, queued
         self.current = Generation(1, config, RetryPolicy(config.retry))
         # The catalog lists every kernel at once through the pool; each kernel keeps its own list.
-        self.catalog = ModelCatalog(config.models, self.pool)
+        self.catalog = ModelCatalog(config.models, self.pool, memory=ModelMemory(self._state_dir(config)))
         self.last_reload = None  # set by the daemon: a ReloadOutcome
         self.last_sync = None  # an openclaw_sync.SyncResult
         self.retry_times: collections.deque[float] = collections.deque(maxlen=10_000)
         self._notifier_status = notifier_status
-        self._tasks: list[asyncio.Task] = []
+        self.tasks = TaskSupervisor(on_restart=lambda name: self.metrics.task_restarts.labels(name).inc())
         self._sync_wanted = asyncio.Event()
         self.syncs_done = 0
         self._sync_finished = asyncio.Condition()
@@ -101,36 +108,50 @@ class Runtime:
 
     async def start(self) -> None:
         self.catalog.add_listener(lambda _models: self._models_changed())
-        self.catalog.start()
-        self._tasks.append(asyncio.create_task(self._openclaw_loop(), name="openclaw-sync"))
-        self._tasks.append(asyncio.create_task(self._canary_loop(), name="kernel-canary"))
-        self._tasks.append(asyncio.create_task(self._health_loop(), name="kernel-health"))
+        # Supervised: a loop that dies is logged, counted and restarted (names: metrics.BACKGROUND_TASKS).
+        self.tasks.start("model-refresh", self.catalog.run)
+        self.tasks.start("openclaw-sync", self._openclaw_loop)
+        self.tasks.start("kernel-canary", self._canary_loop)
+        self.tasks.start("kernel-health", self._health_loop)
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.catalog.stop()
+        await self.tasks.close()
         await self.pool.close()
 
     async def apply(self, config: Config) -> list[str]:
         """Swap in a new config; returns notes for the log (what changed, what needs a restart)."""
         old = self.current.config
         notes = []
-        if (config.listen_host, config.listen_port) != (old.listen_host, old.listen_port):
-            notes.append(f"listen changed to {config.listen} but needs a restart (still on {old.listen})")
+        if (config.listen_host, config.listen_port) != (self.bound_host, self.bound_port):
+            # Until a restart everything that says where aiosd listens (OpenClaw's baseUrl, /status)
+            # names the socket actually bound, not the file's new address nobody listens on yet.
+            self.pending_listen = config.listen
+            config = dataclasses.replace(config, listen_host=self.bound_host, listen_port=self.bound_port)
+            notes.append(f"listen changed to {self.pending_listen} but needs a restart (still on {config.listen})")
+        else:
+            self.pending_listen = None
         # Kernels join, change (calls in flight finish on their old connections) or leave (calls in
         # flight there finish, nothing new goes there); waiting requests move to whatever is free.
         for note in self.pool.apply(config.pool, config.health):
             log.info("%s", note)
         self.current = Generation(self.current.number + 1, config, RetryPolicy(config.retry))
         self.scheduler.apply(config.scheduler)
+        self._apply_state_dir(old, config)
         self.catalog.apply_settings(config.models)
         self.record_reload(ok=True)
         self._sync_wanted.set()
         self._config_applied.set()
         asyncio.get_running_loop().create_task(self.catalog.refresh())
         return notes
+
+    @staticmethod
+    def _state_dir(config: Config):
+        base = config.source_path.parent if config.source_path else None
+        return resolve_state_dir(config.state_dir, base=base)
+
+    def _apply_state_dir(self, old: Config, new: Config) -> None:
+        if self._state_dir(new) != self._state_dir(old):
+            self.catalog.set_memory(ModelMemory(self._state_dir(new)))
 
     def record_reload(self, *, ok: bool) -> None:
         self.metrics.reloads.labels("ok" if ok else "refused").inc()
@@ -258,6 +279,8 @@ class Runtime:
                 + "; ".join(f"{m.name}: {why}" for m, ok, why in states if not ok))
         else:
             reason = f"none of the {len(states)} kernels is ready: " + "; ".join(f"{m.name}: {why}" for m, _, why in states)
+        if ready:
+            ready, reason = self._model_list_readiness()
         if ready != self._was_ready and (self._was_ready is not None or ready):
             if ready:
                 log.info("kernel ready: %s", "it answered within the last %gs" % self.config.kernel.ready_window
@@ -288,6 +311,17 @@ class Runtime:
             canary = "" if waiting is None else f"; a canary /query has been waiting {waiting:.1f}s"
             return False, f"the kernel at {url} has not answered for {age:.1f}s (ready_window {window:g}s){canary}"
         return True, "ok"
+
+    def _model_list_readiness(self) -> tuple[bool, str]:
+        """Not ready while the latest model-list refresh failed after the kernel's last answer: an
+        answer aiosd cannot read (deeply nested JSON) does not count as the kernel answering."""
+        refresh = self.catalog.last_refresh
+        answered = [m.client.last_success_at for m in self.pool if m.client.last_success_at is not None]
+        last = max(answered, default=None)  # the pool lists as a whole: any kernel's answer counts
+        if refresh is None or refresh.ok or (last is not None and last > refresh.at_monotonic):
+            return True, "ok"
+        ago = time.monotonic() - refresh.at_monotonic
+        return False, f"the kernel's model list could not be read {ago:.1f}s ago: {refresh.message}"
 
     async def _canary_loop(self) -> None:
         from aiosd.kernel.canary import run_canary
@@ -359,6 +393,21 @@ class Runtime:
 
     # --- reporting ----------------------------------------------------------------------------
 
+    def _models_status(self) -> dict:
+        """/status's model part: what is offered, what models.map names but the kernel does not list."""
+        catalog = self.catalog
+        unconfirmed = catalog.unconfirmed()
+        return {
+            "models": [
+                {"id": m.id, "kernel_model": m.kernel_model, "source": m.source, "tools": m.tools,
+                 "unconfirmed": m.id in unconfirmed}
+                for m in catalog.models()
+            ],
+            "unavailable": [entry.as_dict() for entry in catalog.unavailable()],
+            "model_refresh": catalog.last_refresh_status(),
+            "remembered_models": catalog.memory_status(),
+        }
+
     def retries_recent(self, window: float = 300.0) -> int:
         cutoff = time.monotonic() - window
         return sum(1 for t in self.retry_times if t >= cutoff)
@@ -397,17 +446,14 @@ class Runtime:
             "config": {
                 "path": str(config.source_path) if config.source_path else None,
                 "generation": self.generation,
-                "listen": config.listen,
+                "listen": config.listen,  # the address bound: a reload cannot move it
+                "listen_pending": self.pending_listen,
                 "last_reload": None if reload is None else {
                     "ok": reload.ok, "at": reload.at, "reason": reload.reason,
                     "problems": reload.problems, "notes": reload.notes,
                 },
             },
-            "models": [
-                {"id": m.id, "kernel_model": m.kernel_model, "source": m.source, "tools": m.tools}
-                for m in self.catalog.models()
-            ],
-            "model_refresh": self.catalog.last_refresh_status(),
+            **self._models_status(),
             "kernel": {  # the first kernel of the pool (a pool of one: the kernel); readiness is the pool's
                 "url": self.pool.first().settings.shown_url,
                 "ready": ready,
@@ -428,6 +474,7 @@ class Runtime:
                 "retries_last_5m": self.retries_recent(),
             },
             "openclaw_sync": None if sync is None else sync.as_dict(),
+            "background_tasks": self.tasks.status(),
             **self.pool_status(),
         }
 
