@@ -17,7 +17,7 @@ import yaml
 from aiosd.config import schema_errors
 from aiosd.config.durations import parse_duration
 from aiosd.config.schema import apply_defaults, model_id_problem, validator
-from aiosd.config.schema_errors import NOT_SHOWN, article, glued_key, is_secret_path, kind, no_space
+from aiosd.config.schema_errors import AUTH_KEY_ENTRY, AUTH_KEY_ONE_FORM, NOT_SHOWN, article, glued_key, is_secret_path, kind, no_space
 from aiosd.config.settings import (
     AuthSettings,
     BackoffSettings,
@@ -324,7 +324,7 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
         if isinstance(item, str):
             keys.append(item)
         elif sum(form in item for form in ("key", "env", "file")) != 1:
-            problem(where, "give the key exactly one way: key: <the key>, env: <VARIABLE> or file: <PATH>")
+            problem(where, f"must be {AUTH_KEY_ENTRY}: {AUTH_KEY_ONE_FORM}")
             keys.append("")
         elif "key" in item:
             keys.append(item["key"])

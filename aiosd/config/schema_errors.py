@@ -31,7 +31,8 @@ TYPE_WORDS = {
     "null": "null",
 }
 DURATION = DURATION_FORMS
-AUTH_KEY_ENTRY = "a key (text of at least 8 characters), {env: NAME} or {file: PATH}"
+AUTH_KEY_ENTRY = "a key (text of at least 8 characters), {key: KEY}, {env: NAME} or {file: PATH}"
+AUTH_KEY_ONE_FORM = "exactly one of key, env or file"
 _URL_EXAMPLES = {"base_url": "http://127.0.0.1:8700/v1"}
 _DEFAULT_URL_EXAMPLE = "http://localhost:8000"
 
@@ -183,7 +184,7 @@ def _message(path: tuple, error: jsonschema.ValidationError) -> str:
         example = " (like [text] or [text, image])" if path and path[-1] == "input" else ""
         return f"must list at least {n} entr{'y' if n == 1 else 'ies'}{example}"
     if rule in ("minProperties", "maxProperties") and _is_auth_key(schema):
-        return f"must be {AUTH_KEY_ENTRY}: exactly one of env or file"
+        return f"must be {AUTH_KEY_ENTRY}: {AUTH_KEY_ONE_FORM}"
     # Anything new in the schema: jsonschema's words, without the value they may quote.
     return error.message if not is_secret_path(path) else f"is not valid here ({rule})"
 
@@ -212,6 +213,10 @@ def _pattern_message(path: tuple, schema: dict, instance, got: str, duration: bo
         return f"must be {DURATION}, got {got}"
     if name == "listen":
         return f"needs host:port, like 127.0.0.1:8700 or [::1]:8700, got {got}"
+    if name == "priority_header":
+        return f"may use letters, digits and '-' (a header name, like x-aiosd-priority), got {got}"
+    if name == "name" and len(path) >= 3 and path[0] in ("kernels", "auth"):
+        return f"may use letters, digits, '.', '_', ':' and '-', starting with a letter or digit (like gpu-1), got {got}"
     if name == "provider_id":
         return f"may use lowercase letters, digits, '_' and '-', starting with a letter or digit (like aios), got {got}"
     if schema.get("pattern", "").startswith("^https?://"):

@@ -280,7 +280,9 @@ class Runtime:
         else:
             reason = f"none of the {len(states)} kernels is ready: " + "; ".join(f"{m.name}: {why}" for m, _, why in states)
         if ready:
-            ready, reason = self._model_list_readiness()
+            lists_ok, why = self._model_list_readiness()
+            if not lists_ok:
+                ready, reason = False, why
         if ready != self._was_ready and (self._was_ready is not None or ready):
             if ready:
                 log.info("kernel ready: %s", "it answered within the last %gs" % self.config.kernel.ready_window

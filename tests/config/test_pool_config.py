@@ -65,7 +65,7 @@ health: {base_ejection: 1m, max_ejection: 10s}
     found = {p.key: p for p in problems(write(tmp_path, text), env={"ALSO": "whatever-123"})}
     assert "not one of scheduler.classes (fast, slow)" in found["scheduler.default_class"].message
     assert where(found["kernels[1].name"])[0] == 4 and "two kernels are named 'same'" in found["kernels[1].name"].message
-    assert "exactly one way" in found["auth.keys[0]"].message
+    assert "exactly one of key, env or file" in found["auth.keys[0]"].message
     assert "'urgent' is not one of scheduler.classes" in found["auth.keys[1].priority"].message
     assert "'interactive' is not one of" in found["models.map.sonnet.priority"].message
     assert "health.base_ejection" in found["health.max_ejection"].message

@@ -21,13 +21,13 @@ CASES = [
     (f'auth: {{keys: "{SECRET}"}}\n',
      "1:14: auth.keys: must be a list (like [a, b], or one '- item' per line), got string (not shown: it may be a secret)"),
     (f"auth: {{keys: [{SECRET}, 12345678901234]}}\n",
-     "1:35: auth.keys[1]: must be a key (text of at least 8 characters), {env: NAME} or {file: PATH}, got integer "
+     "1:35: auth.keys[1]: must be a key (text of at least 8 characters), {key: KEY}, {env: NAME} or {file: PATH}, got integer "
      "(not shown: it may be a secret)"),
     (f'auth: "{SECRET}"\n',
      "1:7: auth: must be a mapping (indented key: value lines), got string (not shown: it may be a secret)"),
     (f"auth:\n  keys:\n    - {{{SECRET}: x}}\n",
      "3:8: auth.keys[0]: unknown key (not shown: it may be a secret); an entry is a key (text of at least 8 "
-     "characters), {env: NAME} or {file: PATH}"),
+     "characters), {key: KEY}, {env: NAME} or {file: PATH}"),
     (f"auth:\n  keys:\n    {SECRET}: 1\n    {SECRET}: 2\n",
      "4:5: auth.keys: a key is written twice, at line 3 and at line 4; keep one"),
     (f"auth:\n  keys: [!!int {SECRET}]\n",

@@ -71,14 +71,14 @@ CASES = [
     ("models:\n  map:\n    sonnet: {kernel_model: ''}\n", "3:28: models.map.sonnet.kernel_model: must not be empty"),
     # auth.keys entries.
     ("auth: {keys: [{}]}\n",
-     "1:15: auth.keys[0]: must be a key (text of at least 8 characters), {env: NAME} or {file: PATH}: exactly one "
-     "of env or file"),
+     "1:15: auth.keys[0]: must be a key (text of at least 8 characters), {key: KEY}, {env: NAME} or {file: PATH}: "
+     "exactly one of key, env or file"),
     ("auth: {keys: [{env: A, file: b}]}\n",
-     "1:15: auth.keys[0]: must be a key (text of at least 8 characters), {env: NAME} or {file: PATH}: exactly one "
-     "of env or file"),
+     "1:15: auth.keys[0]: must be a key (text of at least 8 characters), {key: KEY}, {env: NAME} or {file: PATH}: "
+     "exactly one of key, env or file"),
     ("auth: {keys: [{path: /k}]}\n",
      "1:16: auth.keys[0]: unknown key (not shown: it may be a secret); an entry is a key (text of at least 8 "
-     "characters), {env: NAME} or {file: PATH}"),
+     "characters), {key: KEY}, {env: NAME} or {file: PATH}"),
 ]
 
 
