@@ -1,9 +1,11 @@
-"""Logging set-up: syslog priority prefixes when stderr is the journal, timestamps on a terminal."""
+"""Logging set-up: syslog priority prefixes when stderr is the journal, timestamps on a terminal; the ring of recent request lines."""
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
+import re
 import sys
 
 # sd-daemon(3) priority prefixes: journald reads "<N>" at the start of each stderr line.
@@ -70,3 +72,38 @@ def set_level(level: str) -> None:
     logging.getLogger("aiosd").setLevel(LEVELS[level])
     for name in _CHATTY_LIBRARIES:
         logging.getLogger(name).setLevel(max(LEVELS[level], logging.WARNING))
+
+
+class LogRing(logging.Handler):
+    """The last ``size`` log lines about requests, in memory, for the status page to show by request id.
+
+    Only lines naming a request ("request <id>") are kept, so a quiet daemon's reload notes do
+    not push them out. Each line is stored already formatted, control characters replaced and cut
+    to ``LINE_LIMIT`` characters, so memory stays bounded whatever a message carried.
+    """
+
+    LINE_LIMIT = 2000
+    # Ids may contain ':' themselves; the shortest one followed by ": ", a space or the end is the id.
+    _REQUEST_ID = re.compile(r"\brequest ([A-Za-z0-9._:-]{1,64}?)(?=:?(?:[\s,;)]|$))")
+    _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+    def __init__(self, size: int = 2000) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: collections.deque[tuple[float, str, str, str, str]] = collections.deque(maxlen=size)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            found = self._REQUEST_ID.search(message)
+            if found is None:
+                return
+            if record.exc_info and record.exc_info[1] is not None:
+                message += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
+            message = self._CONTROL.sub(" ", message)[: self.LINE_LIMIT]
+            self.records.append((record.created, record.levelname, record.name, found.group(1), message))
+        except Exception:  # a log line must never break the request that logged it
+            self.handleError(record)
+
+    def for_request(self, request_id: str) -> list[tuple[float, str, str, str, str]]:
+        """(time, level, logger, request id, line) of every kept line about ``request_id``, oldest first."""
+        return [entry for entry in self.records if entry[3] == request_id]

@@ -15,6 +15,8 @@ from aiosd.kernel.canary import CanaryState
 from aiosd.kernel.client import KernelClient
 from aiosd.kernel.model_catalog import ModelCatalog
 from aiosd.kernel.retry import RetryPolicy
+from aiosd.service.history import RequestHistory
+from aiosd.service.logs import LogRing
 from aiosd.service.metrics import Metrics
 
 log = logging.getLogger("aiosd.runtime")
@@ -41,6 +43,11 @@ class Runtime:
         self.catalog = ModelCatalog(config.models, self.kernel)
         self.last_reload = None  # set by the daemon: a ReloadOutcome
         self.last_sync = None  # an openclaw_sync.SyncResult
+        # For the status page: the config's last apply and last refusal (last_reload holds only the newest).
+        self.config_applied_at = self.started_wall
+        self.last_refused_reload = None
+        self.history = RequestHistory()
+        self.log_ring = LogRing()
         self.retry_times: collections.deque[float] = collections.deque(maxlen=10_000)
         self._notifier_status = notifier_status
         self._tasks: list[asyncio.Task] = []
@@ -68,6 +75,7 @@ class Runtime:
     # --- life -------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        logging.getLogger("aiosd").addHandler(self.log_ring)
         self.catalog.add_listener(lambda _models: self._models_changed())
         self.catalog.start()
         self._tasks.append(asyncio.create_task(self._openclaw_loop(), name="openclaw-sync"))
@@ -79,6 +87,7 @@ class Runtime:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.catalog.stop()
         await self.kernel.close()
+        logging.getLogger("aiosd").removeHandler(self.log_ring)
 
     async def apply(self, config: Config) -> list[str]:
         """Swap in a new config; returns notes for the log (what changed, what needs a restart)."""
@@ -100,6 +109,10 @@ class Runtime:
 
     def record_reload(self, *, ok: bool) -> None:
         self.metrics.reloads.labels("ok" if ok else "refused").inc()
+        if ok:
+            self.config_applied_at = time.time()
+        else:
+            self.last_refused_reload = self.last_reload
         self._notifier_status()
 
     def _models_changed(self) -> None:
