@@ -10,8 +10,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from importlib import resources
+from typing import Annotated
 
 from litestar import Request, Response, Router, get
+from litestar.params import Parameter
 from litestar.response import Redirect
 
 from aiosd.api.dashboard_data import LiveState, RequestLog, live_state, request_log
@@ -81,15 +83,22 @@ def dashboard_router(runtime, check_request) -> list:
                      "`history_second` of the previous answer: only newer rows and buckets are sent again. "
                      "Never carries prompt or answer text, nor any key.",
          sync_to_thread=False)
-    def live(request: Request, requests_after: int = 0, history_after: int | None = None) -> Response[LiveState]:
+    def live(
+        request: Request,
+        requests_after: Annotated[int, Parameter(ge=0, description="the previous answer's requests_seq")] = 0,
+        history_after: Annotated[int | None, Parameter(ge=0, description="the previous answer's history_second")] = None,
+    ) -> Response[LiveState]:
         allow_data(request)
-        state = live_state(runtime, requests_after=max(0, requests_after), history_after=history_after)
+        state = live_state(runtime, requests_after=requests_after, history_after=history_after)
         return Response(state, headers={"cache-control": "no-store"})
 
     @get("/api/requests/{request_id:str}/log", summary="A recent request's log lines, by request id",
          description="The lines aiosd logged about the request, while they are in the in-memory ring "
                      "of recent request log lines.", sync_to_thread=False)
-    def log_lines(request: Request, request_id: str) -> Response[RequestLog]:
+    def log_lines(
+        request: Request,
+        request_id: Annotated[str, Parameter(description="the X-Request-Id aiosd answered with", max_length=64)],
+    ) -> Response[RequestLog]:
         allow_data(request)
         if not _REQUEST_ID.match(request_id):
             raise InvalidRequest("a request id is 1 to 64 letters, digits and . _ : -")
