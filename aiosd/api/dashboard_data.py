@@ -195,7 +195,8 @@ def live_state(runtime, *, requests_after: int = 0, history_after: int | None = 
         kernels=_kernels(runtime, status),
         queue=_queue(runtime),
         requests=[_row(row) for row in rows],
-        requests_seq=rows[-1].seq if rows else max(requests_after, history.recent[-1].seq if history.recent else 0),
+        # The newest number there is, even below the cursor sent: after a restart the page starts over.
+        requests_seq=history.recent[-1].seq if history.recent else 0,
         history_second=second,
         history_window=history.seconds.size,
         history=[Bucket(second=b["second"], requests=int(b["requests"]), errors=int(b["errors"]),
@@ -252,7 +253,7 @@ def _queue(runtime) -> QueueState:
     waiting: list = []
     retrying: list = []
     calling: dict[tuple[str, str], int] = {}
-    for trip in list(runtime.history.live.values()):
+    for trip in runtime.history.under_way():
         if trip.phase == "queued":
             waiting.append(trip)
         elif trip.phase == "retry_wait":

@@ -11,10 +11,10 @@ What does not: shaping it for the page (``api.dashboard_data``), the log lines (
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import itertools
 import time
-import weakref
 from typing import Literal
 
 Phase = Literal["starting", "queued", "calling", "retry_wait", "between"]
@@ -30,11 +30,15 @@ class Trip:
     """One request's figures while it runs and once it ended; the route and ``forwarding`` fill it in."""
 
     __slots__ = (
-        "__weakref__", "request_id", "key", "klass", "model", "started_wall", "started", "phase", "phase_since",
+        "task", "request_id", "key", "klass", "model", "started_wall", "started", "phase", "phase_since",
         "retry_until", "attempts", "kernels", "queue_wait", "kernel_time", "retry_wait",
     )
 
     def __init__(self, request_id: str, key: str, klass: str) -> None:
+        try:
+            self.task = asyncio.current_task()
+        except RuntimeError:  # no event loop: a test's or a tool's trip
+            self.task = None
         self.request_id = request_id
         self.key = key
         self.klass = klass
@@ -109,32 +113,30 @@ Finished = collections.namedtuple(
 
 
 class SecondBuckets:
-    """Per-second sums over the last ``size`` seconds in preallocated lists; a bucket is reused once its second is past."""
+    """Per-second sums over the last ``size`` seconds in preallocated rows; a row is reused once its second is past."""
 
     FIELDS = ("requests", "errors", "overhead", "queue_wait", "kernel_time", "retry_wait", "total")
 
     def __init__(self, size: int = WINDOW_SECONDS, clock=time.time) -> None:
         self.size = size
         self._clock = clock
-        self._second = [-1] * size  # which second each slot holds now
-        self._sums = {name: [0.0] * size for name in self.FIELDS}
+        # Each row: [second it holds, then one sum per FIELDS]; a flat list per row is the cheapest to update.
+        self._rows = [[-1] + [0.0] * len(self.FIELDS) for _ in range(size)]
 
     def add(self, *, error: bool, overhead: float, queue_wait: float, kernel_time: float,
             retry_wait: float, total: float) -> None:
         second = int(self._clock())
-        i = second % self.size
-        sums = self._sums
-        if self._second[i] != second:
-            self._second[i] = second
-            for column in sums.values():
-                column[i] = 0.0
-        sums["requests"][i] += 1
-        sums["errors"][i] += error
-        sums["overhead"][i] += overhead
-        sums["queue_wait"][i] += queue_wait
-        sums["kernel_time"][i] += kernel_time
-        sums["retry_wait"][i] += retry_wait
-        sums["total"][i] += total
+        row = self._rows[second % self.size]
+        if row[0] != second:
+            row[:] = (second, 1, int(error), overhead, queue_wait, kernel_time, retry_wait, total)
+            return
+        row[1] += 1
+        row[2] += error
+        row[3] += overhead
+        row[4] += queue_wait
+        row[5] += kernel_time
+        row[6] += retry_wait
+        row[7] += total
 
     def since(self, after: int | None = None) -> tuple[int, list[dict]]:
         """(this second, the buckets with traffic after second ``after`` within the window, oldest first)."""
@@ -142,13 +144,12 @@ class SecondBuckets:
         first = now - self.size + 1
         if after is not None and after + 1 > first:
             first = after + 1
-        rows = []
+        found = []
         for second in range(first, now + 1):
-            i = second % self.size
-            if self._second[i] != second:
-                continue
-            rows.append({"second": second, **{name: column[i] for name, column in self._sums.items()}})
-        return now, rows
+            row = self._rows[second % self.size]
+            if row[0] == second:
+                found.append({"second": second, **dict(zip(self.FIELDS, row[1:]))})
+        return now, found
 
 
 class RequestHistory:
@@ -157,9 +158,8 @@ class RequestHistory:
     def __init__(self, *, window: int = WINDOW_SECONDS, recent: int = RECENT_REQUESTS, clock=time.time) -> None:
         self.seconds = SecondBuckets(window, clock)
         self.recent: collections.deque[Finished] = collections.deque(maxlen=recent)
-        # By id(trip), since client-chosen request ids need not be unique; weak, so a request task
-        # cancelled before it could finish() (the server shutting down) leaves nothing behind.
-        self.live: weakref.WeakValueDictionary[int, Trip] = weakref.WeakValueDictionary()
+        # By id(trip), since client-chosen request ids need not be unique.
+        self.live: dict[int, Trip] = {}
         self._seq = itertools.count(1)
         self.finished_total = 0
 
@@ -167,6 +167,17 @@ class RequestHistory:
         trip = Trip(request_id, key, klass)
         self.live[id(trip)] = trip
         return trip
+
+    def under_way(self) -> list[Trip]:
+        """The requests begun and not finished. A request task that ended without ``finish()`` (cancelled
+        while the server shut down) is dropped here, off the request path."""
+        trips = []
+        for key, trip in list(self.live.items()):
+            if trip.task is not None and trip.task.done():
+                del self.live[key]
+            else:
+                trips.append(trip)
+        return trips
 
     def finish(self, trip: Trip, *, status: int, outcome: str, total: float, model: str | None = None) -> None:
         """Record one ended request; ``total`` is its whole time in aiosd, so overhead is what waited on nothing.

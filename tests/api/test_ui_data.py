@@ -90,6 +90,9 @@ async def test_cursors_send_only_what_is_new(tmp_path):
         await s.client.post("/chat/completions", json=chat("two"))
         later = (await ui.get(LIVE, params={"requests_after": first["requests_seq"]})).json()
         assert [r["seq"] for r in later["requests"]] == [2]
+        # A page that outlived an aiosd restart sends a cursor from before: it learns the real one.
+        stale = (await ui.get(LIVE, params={"requests_after": 999})).json()
+        assert stale["requests"] == [] and stale["requests_seq"] == 2
 
 
 async def test_a_waiting_request_and_a_retry_wait_show_in_the_queue(tmp_path):
@@ -239,3 +242,17 @@ async def test_sizes_stay_bounded_after_many_requests(tmp_path):
         assert len(live["requests"]) == 200 and live["requests"][0]["seq"] == 31 and live["requests_seq"] == 230
         assert len(live["history"]) <= 900
         assert len(s.runtime.history.live) == 0  # every finished request left the live set
+
+
+def test_the_wheel_ships_the_pages_files(tmp_path):
+    """A non-editable install serves the page: its three files are package data in the wheel."""
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "-w", str(tmp_path), str(repo)], check=True, capture_output=True)
+    names = zipfile.ZipFile(next(tmp_path.glob("aiosd-*.whl"))).namelist()
+    assert {"aiosd/api/ui/index.html", "aiosd/api/ui/app.js", "aiosd/api/ui/app.css"} <= set(names)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiosd.service.history import RequestHistory, SecondBuckets
@@ -33,7 +34,7 @@ def test_buckets_keep_fifteen_minutes_and_forget_older_seconds():
     assert now == start + 2000
     assert len(rows) == 900 and rows[0]["second"] == now - 899 and rows[-1]["second"] == now
     assert all(row["requests"] == 1 and row["errors"] == 0 and row["kernel_time"] == 2.0 for row in rows)
-    assert all(len(column) == 900 for column in buckets._sums.values())
+    assert len(buckets._rows) == 900
 
 
 def test_a_reused_bucket_starts_from_zero_and_since_skips_quiet_seconds():
@@ -62,12 +63,21 @@ def test_recent_requests_keep_the_last_two_hundred():
     assert len(history.live) == 0
 
 
-def test_a_trip_cancelled_before_it_finished_leaves_the_live_set():
+async def test_a_trip_whose_task_was_cancelled_before_it_finished_leaves_the_live_set():
     history = RequestHistory()
-    trip = history.begin("req_gone")
-    assert len(history.live) == 1
-    del trip  # the request task was cancelled: nothing finished it
-    assert len(history.live) == 0
+    started = asyncio.Event()
+
+    async def request() -> None:
+        history.begin("req_gone")
+        started.set()
+        await asyncio.Event().wait()  # the server shuts down meanwhile
+
+    task = asyncio.create_task(request())
+    await started.wait()
+    assert [trip.request_id for trip in history.under_way()] == ["req_gone"]
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert history.under_way() == [] and history.live == {}
 
 
 def _record(logger: str, message: str, *args) -> logging.LogRecord:
