@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     from aiosd.cli.openclaw import add_sync_openclaw_parser
 
     add_sync_openclaw_parser(commands, parents=[config_option])
+    from aiosd.cli.service import add_service_parser
+
+    add_service_parser(commands)
     return parser
 
 
@@ -52,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         from aiosd.daemon import run_daemon
 
         return run_daemon(config_path)
+    if args.command == "service":  # installs the example config itself where none exists
+        from aiosd.cli.service import run_service_command
+
+        return run_service_command(args)
     if args.command == "status":  # works with an invalid file too: it reports the daemon, not the file
         from aiosd.cli.status import run_status_command
 

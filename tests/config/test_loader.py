@@ -287,7 +287,7 @@ def test_the_example_config_passes_and_says_what_the_issue_says(tmp_path):
     assert config.kernel.url == "http://localhost:8000"
     assert [(m.id, m.kernel_model, m.backend, m.tools) for m in config.models.map] == [
         ("sonnet", "claude-sonnet-4-5-20250929", "anthropic", "prompt")]
-    assert config.openclaw.config_path == "~/.openclaw/openclaw.json"
+    assert config.openclaw.config_path is None  # OpenClaw's own lookup: $OPENCLAW_CONFIG_PATH is honoured
 
 
 # --- the schema itself ---------------------------------------------------------------------
