@@ -118,8 +118,10 @@ class Bucket(msgspec.Struct):
 class ModelState(msgspec.Struct):
     id: str
     kernel_model: str
-    source: str
-    available: bool
+    source: str  # "map" (models.map) or the kernel's list
+    available: bool  # False: mapped, but the kernel does not list its kernel model
+    unconfirmed: bool  # offered from the kernel's last known list while the kernel has not answered
+    reason: str | None  # why it is unavailable
 
 
 class ModelRefresh(msgspec.Struct):
@@ -202,8 +204,7 @@ def live_state(runtime, *, requests_after: int = 0, history_after: int | None = 
         history=[Bucket(second=b["second"], requests=int(b["requests"]), errors=int(b["errors"]),
                         overhead=b["overhead"], queue_wait=b["queue_wait"], kernel_time=b["kernel_time"],
                         retry_wait=b["retry_wait"], total=b["total"]) for b in buckets],
-        models=[ModelState(id=m["id"], kernel_model=m["kernel_model"], source=m["source"],
-                           available=not m.get("unavailable", False)) for m in status["models"]],
+        models=_models(status),
         model_refresh=_model_refresh(status.get("model_refresh")),
         config=_config(runtime, status, config),
         openclaw=_openclaw(runtime, status, config),
@@ -309,6 +310,15 @@ def _row(row: Finished) -> RequestRow:
 
 
 # --- models, config, OpenClaw --------------------------------------------------------------------
+
+
+def _models(status: dict) -> list[ModelState]:
+    offered = [ModelState(id=m["id"], kernel_model=m["kernel_model"], source=m["source"], available=True,
+                          unconfirmed=bool(m.get("unconfirmed")), reason=None) for m in status["models"]]
+    # The catalog lists what models.map names but the kernel does not, beside what it offers.
+    missing = [ModelState(id=m["id"], kernel_model=m["kernel_model"], source="map", available=False,
+                          unconfirmed=False, reason=m.get("reason")) for m in status.get("unavailable") or ()]
+    return offered + missing
 
 
 def _model_refresh(refresh: dict | None) -> ModelRefresh | None:

@@ -71,8 +71,8 @@ async def test_live_state_lists_the_kernel_the_queue_and_each_request(tmp_path):
     assert sum(b["kernel_time"] for b in live["history"]) > 0
     assert live["history_window"] == 900
 
-    assert sorted((m["id"], m["source"], m["available"]) for m in live["models"]) == [
-        ("mock-model", "map", True), ("sonnet", "map", True)]
+    assert sorted((m["id"], m["source"], m["available"], m["unconfirmed"]) for m in live["models"]) == [
+        ("mock-model", "map", True, False), ("sonnet", "map", True, False)]
     assert live["config"]["generation"] == 1 and live["config"]["last_refused"] is None
     assert live["openclaw"]["sync_enabled"] is False
     assert live["openclaw"]["path"] == str(tmp_path / "openclaw" / "openclaw.json")
@@ -256,3 +256,14 @@ def test_the_wheel_ships_the_pages_files(tmp_path):
                     "-w", str(tmp_path), str(repo)], check=True, capture_output=True)
     names = zipfile.ZipFile(next(tmp_path.glob("aiosd-*.whl"))).namelist()
     assert {"aiosd/api/ui/index.html", "aiosd/api/ui/app.js", "aiosd/api/ui/app.css"} <= set(names)
+
+
+async def test_models_the_kernel_does_not_list_show_as_unavailable_with_the_reason(tmp_path, monkeypatch):
+    async with stack(tmp_path) as s, ui_client(s) as ui:
+        status = s.runtime.status
+        # The model catalog's report, as /status gives it, of a mapping the kernel does not list.
+        monkeypatch.setattr(s.runtime, "status", lambda: {**status(), "unavailable": [
+            {"id": "gone", "kernel_model": "old-model", "reason": "mapped to kernel model 'old-model', which the kernel does not list"}]})
+        models = {m["id"]: m for m in (await ui.get(LIVE)).json()["models"]}
+    assert models["gone"]["available"] is False and "does not list" in models["gone"]["reason"]
+    assert models["sonnet"]["available"] is True and models["sonnet"]["reason"] is None

@@ -241,9 +241,12 @@ function renderModels(models, refresh) {
   $("model-refresh").textContent = refresh
     ? `kernel's model list: ${refresh.ok ? "read" : "failed"} ${seconds(refresh.seconds_ago)} ago${refresh.ok ? "" : ": " + refresh.message}`
     : "the kernel's model list has not been read yet";
-  fill($("models").tBodies[0], models.map((m) =>
-    [el("td", "mono", m.id), el("td", "mono", m.kernel_model), m.source === "map" ? "models.map" : "the kernel's list",
-     badge(m.available ? "exposed" : "unavailable", m.available ? "ok" : "bad")]), "no models", 4);
+  fill($("models").tBodies[0], models.map((m) => {
+    const state = !m.available ? badge("unavailable", "bad") : m.unconfirmed ? badge("unconfirmed", "unknown") : badge("exposed", "ok");
+    if (m.reason) state.append(el("div", "reason", m.reason));
+    return [el("td", "mono", m.id), el("td", "mono", m.kernel_model),
+            m.source === "map" ? "models.map" : "the kernel's list", state];
+  }), "no models", 4);
 }
 
 function renderConfig(config) {
