@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -62,7 +62,8 @@ def post(daemon, content: str, model: str = "sonnet") -> httpx.Response:
 
 def wait_until(browser, condition, what: str, timeout: float = 20.0):
     try:
-        return WebDriverWait(browser, timeout, poll_frequency=0.1).until(lambda d: condition(d))
+        return WebDriverWait(browser, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+                             ).until(lambda d: condition(d))
     except TimeoutException:
         raise AssertionError(f"the page never showed {what}; it shows:\n{browser.find_element(By.TAG_NAME, 'body').text}") from None
 
@@ -85,21 +86,23 @@ def test_the_page_shows_the_kernel_requests_a_chart_and_a_refused_edit(tmp_path,
     assert browser.current_url == daemon.url + "/ui/"
 
     # The kernel: its URL, up (it answered since the failure), its slots.
-    wait_until(browser, lambda d: kernel.url in text_of(d, "kernels") and "up" in text_of(d, "kernels"), "the kernel up")
+    address = kernel.url.removeprefix("http://")  # the kernel's name holds its host and port
+    wait_until(browser, lambda d: address in text_of(d, "kernels") and "up" in text_of(d, "kernels"), "the kernel up")
 
     # The failed request's row: its id, 502, the outcome; the retried one with its 2 attempts.
-    def row_of(request_id: str):
-        for row in browser.find_elements(By.CSS_SELECTOR, "#requests tbody tr"):
-            if request_id in row.text:
-                return row
-        return None
+    def cells_of(request_id: str):
+        # Read in one go inside the page: a poll may redraw the table between two WebDriver calls.
+        return browser.execute_script(
+            "for (const tr of document.querySelectorAll('#requests tbody tr')) {"
+            "  const cells = [...tr.cells].map((td) => td.textContent);"
+            "  if (cells[1] === arguments[0]) return {cells, failed: tr.classList.contains('failed')};"
+            "} return null;", request_id)
 
-    failed_row = wait_until(browser, lambda d: row_of(failed_id), "the failed request's row")
-    cells = [cell.text for cell in failed_row.find_elements(By.TAG_NAME, "td")]
+    failed_row = wait_until(browser, lambda d: cells_of(failed_id), "the failed request's row")
+    cells = failed_row["cells"]
     assert cells[1] == failed_id and cells[3] == "sonnet" and cells[4] == "kernel_error" and cells[5] == "502"
-    assert "failed" in failed_row.get_attribute("class")
-    retried_cells = [cell.text for cell in row_of(retried_id).find_elements(By.TAG_NAME, "td")]
-    assert retried_cells[4:7] == ["ok", "200", "2"]
+    assert failed_row["failed"]
+    assert cells_of(retried_id)["cells"][4:7] == ["ok", "200", "2"]
 
     # A chart with something in it: the request rate's line rises above zero.
     wait_until(browser, lambda d: float(d.find_element(By.CSS_SELECTOR, "#chart-rate svg").get_attribute("data-max")) > 0,
@@ -107,7 +110,14 @@ def test_the_page_shows_the_kernel_requests_a_chart_and_a_refused_edit(tmp_path,
     assert browser.find_elements(By.CSS_SELECTOR, "#chart-latency svg path.series.kernel")
 
     # A click on the failed row opens its log lines, found by its request id.
-    failed_row.click()
+    def click_row(d) -> bool:
+        for row in d.find_elements(By.CSS_SELECTOR, "#requests tbody tr"):
+            if failed_id in row.text:
+                row.click()
+                return True
+        return False
+
+    wait_until(browser, click_row, "a failed row to click")
     wait_until(browser, lambda d: "502" in text_of(d, "log-lines") and failed_id in text_of(d, "log-lines"),
                "the failed request's log lines")
 
@@ -139,7 +149,8 @@ def test_with_auth_keys_the_page_asks_for_a_key_once(tmp_path, kernel, browser):
         wait_until(browser, lambda d: "refused" in text_of(d, "key-error"), "the wrong key refused")
         browser.find_element(By.ID, "key-input").send_keys(key)
         browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
-        wait_until(browser, lambda d: d.find_element(By.ID, "main").is_displayed() and kernel.url in text_of(d, "kernels"),
+        address = kernel.url.removeprefix("http://")
+        wait_until(browser, lambda d: d.find_element(By.ID, "main").is_displayed() and address in text_of(d, "kernels"),
                    "the status after the key")
         assert browser.execute_script("return sessionStorage.getItem('aiosd-key')") == key
         browser.refresh()  # kept for the browser session: not asked again
