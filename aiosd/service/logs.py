@@ -83,8 +83,7 @@ class LogRing(logging.Handler):
     """
 
     LINE_LIMIT = 2000
-    # Ids may contain ':' themselves; the shortest one followed by ": ", a space or the end is the id.
-    _REQUEST_ID = re.compile(r"\brequest ([A-Za-z0-9._:-]{1,64}?)(?=:?(?:[\s,;)]|$))")
+    _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # what request_context accepts as an id
     _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
     def __init__(self, size: int = 2000) -> None:
@@ -92,17 +91,31 @@ class LogRing(logging.Handler):
         self.records: collections.deque[tuple[float, str, str, str, str]] = collections.deque(maxlen=size)
 
     def emit(self, record: logging.LogRecord) -> None:
+        # Runs for every aiosd log line, in the request path: plain string searches, no regex scan.
         try:
             message = record.getMessage()
-            found = self._REQUEST_ID.search(message)
-            if found is None:
+            request_id = self._request_id(message)
+            if request_id is None:
                 return
             if record.exc_info and record.exc_info[1] is not None:
                 message += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
-            message = self._CONTROL.sub(" ", message)[: self.LINE_LIMIT]
-            self.records.append((record.created, record.levelname, record.name, found.group(1), message))
+            if not message.isprintable():
+                message = self._CONTROL.sub(" ", message)
+            self.records.append((record.created, record.levelname, record.name, request_id, message[: self.LINE_LIMIT]))
         except Exception:  # a log line must never break the request that logged it
             self.handleError(record)
+
+    @classmethod
+    def _request_id(cls, message: str) -> str | None:
+        """The id in "request <id>: ..." (or "..., request <id>" at the end); ids may hold ':' themselves."""
+        start = message.find("request ")
+        if start < 0 or (start and message[start - 1].isalnum()):
+            return None
+        start += len("request ")
+        end = message.find(" ", start)
+        token = message[start:] if end < 0 else message[start:end]
+        token = token[:-1] if token.endswith((":", ",", ";", ")")) else token
+        return token if cls._REQUEST_ID.fullmatch(token) else None
 
     def for_request(self, request_id: str) -> list[tuple[float, str, str, str, str]]:
         """(time, level, logger, request id, line) of every kept line about ``request_id``, oldest first."""
