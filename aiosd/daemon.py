@@ -12,7 +12,7 @@ from pathlib import Path
 
 import uvicorn
 
-from aiosd.config.loader import ConfigError, ConfigProblem, load_config
+from aiosd.config.loader import ConfigError, ConfigProblem, NoConfigFile, load_config
 from aiosd.config.settings import Config
 from aiosd.config.watch import watch_config
 from aiosd.service.logs import set_level, setup_logging
@@ -189,11 +189,13 @@ class Daemon:
 
     async def _load_and_apply(self, reason: str) -> ReloadOutcome:
         try:
-            config = await asyncio.to_thread(load_config, self.config_path)
+            config = await asyncio.to_thread(load_config, self.config_path, empty_ok=False)
         except ConfigError as exc:
-            if not self.config_path.exists():
+            if exc.missing:  # how to create a config is no news to a daemon that ran on one
                 log.error("config file %s is gone (deleted or moved away); it is applied again when it reappears",
                           self.config_path)
+                return self._refused(reason, [NoConfigFile(str(self.config_path), None, None, "",
+                                                           "the file was deleted or moved away")])
             return self._refused(reason, exc.problems)
         except Exception as exc:  # a bug in loading must not take the running config down with it
             log.exception("config reload (%s) failed unexpectedly", reason)
@@ -241,6 +243,9 @@ def run_daemon(config_path: Path) -> int:
     try:
         config = load_config(config_path)
     except ConfigError as exc:
+        if exc.missing:  # not an invalid config: there is none
+            log.critical("cannot start: %s", exc.problems[0])
+            return 1
         for problem in exc.problems:
             log.error("config rejected: %s", problem)
         log.critical("cannot start: %s is not a valid config (%d problem(s))", config_path, len(exc.problems))

@@ -87,16 +87,18 @@ class KernelError(AiosdError):
     """The kernel did not give a usable answer.
 
     ``kernel_status`` is the status that decides retrying: the kernel's HTTP status, or the
-    ``response.status_code`` it buried inside an HTTP 200.
+    ``response.status_code`` it buried inside an HTTP 200. ``reason`` says in a few words what
+    happened, for log lines ("connection refused", "HTTP 500", "status_code 429 inside HTTP 200").
     """
 
     status = 502
     type = "upstream_error"
     code = "kernel_error"
 
-    def __init__(self, message: str, *, kernel_status: int | None = None, **kwargs) -> None:
+    def __init__(self, message: str, *, kernel_status: int | None = None, reason: str | None = None, **kwargs) -> None:
         super().__init__(message, **kwargs)
         self.kernel_status = kernel_status
+        self.reason = reason
 
 
 class KernelUnreachable(KernelError):

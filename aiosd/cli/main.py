@@ -1,4 +1,4 @@
-"""The ``aiosd`` command line: a thin layer over the loader, the daemon and the OpenClaw sync."""
+"""The ``aiosd`` command line: the parser (every subcommand, its options, its exit codes) and the dispatch to each."""
 
 from __future__ import annotations
 
@@ -12,67 +12,269 @@ from aiosd.config.loader import ConfigError, load_config
 from aiosd.config.schema import load_schema
 from aiosd.config.settings import default_config_path
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+CONFIG_HELP = "the config file (default: $AIOSD_CONFIG when it is set, else /etc/aiosd.yaml)"
+LOG_LEVEL_HELP = "the least severe log lines shown on stderr (default: the config's logging.level)"
+# sysexits' EX_USAGE: a mistyped option must not look like `check`'s 2 ("a check failed").
+USAGE_ERROR = 64
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="aiosd", description="Run OpenClaw's LLM calls through an AIOS kernel (an OpenAI-compatible relay)."
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps each paragraph of a description on its own; indented lines (exit codes) stay as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        blocks = []
+        for block in text.split("\n\n"):
+            lines = block.splitlines()
+            if any(line.startswith(" ") for line in lines[1:]):
+                blocks.append("\n".join(indent + line for line in lines))
+            else:
+                blocks.append(super()._fill_text(block, width, indent))
+        return "\n\n".join(blocks)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with paragraphs kept apart in --help and usage errors exiting 64."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def exit_codes(*lines: str) -> str:
+    """The "exit status" block of a subcommand's --help."""
+    return "exit status:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def common_options() -> argparse.ArgumentParser:
+    """--config and --log-level, accepted before or after the subcommand ("aiosd check --config x")."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--config", type=Path, metavar="PATH", default=argparse.SUPPRESS, help=CONFIG_HELP)
+    parent.add_argument("--log-level", choices=LOG_LEVELS, default=argparse.SUPPRESS, help=LOG_LEVEL_HELP)
+    return parent
+
+
+# --- the subcommands ---------------------------------------------------------------------------
+# Each adds its parser and sets ``handler``: a function of the parsed arguments (``args.config``
+# already resolved to a Path) returning the exit status.
+
+
+def add_run(commands, parents) -> None:
+    parser = commands.add_parser(
+        "run",
+        parents=parents,
+        help="run the daemon (systemd: Type=notify)",
+        description=(
+            "Run the daemon in the foreground: serve the OpenAI-compatible endpoint on `listen`, forward "
+            "every chat call to the AIOS kernel, keep OpenClaw's openclaw.json in step, and apply every "
+            "valid edit of the config file live (an invalid edit is refused; the last good config keeps "
+            "serving). Under systemd it reports READY=1, STATUS= and the watchdog. SIGHUP reloads the "
+            "config; SIGTERM or SIGINT stop it once the requests in flight have finished. "
+            "--log-level overrides the config's logging.level for as long as the daemon runs."
+        ),
+        epilog=exit_codes("0  stopped cleanly", "1  could not start (no config, an invalid config, the address in use)"),
     )
-    parser.add_argument("--version", action="version", version=f"aiosd {__version__}")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="config file (default: $AIOSD_CONFIG, else /etc/aiosd.yaml)",
+    parser.set_defaults(handler=_run)
+
+
+def _run(args) -> int:
+    from aiosd.daemon import run_daemon
+    from aiosd.service.logs import override_level
+
+    if args.log_level:
+        override_level(args.log_level)
+    return run_daemon(args.config)
+
+
+def add_check(commands, parents) -> None:
+    parser = commands.add_parser(
+        "check",
+        parents=parents,
+        help="validate the config file; with --kernel, the whole chain up to the kernel and OpenClaw",
+        description=(
+            "Validate the config file without starting anything: every problem is printed on stderr as "
+            "file:line:column: key: what is wrong, all at once.\n\n"
+            "With --kernel it goes on past the file, one line per check (ok, warn or FAIL): each kernel reachable "
+            "(and if not, why, in plain words), the models it lists, every models.map entry present there, "
+            "OpenClaw's openclaw.json found (openclaw.config_path or OpenClaw's own lookup), parseable, with "
+            "aiosd's provider in it and allowed by its allowlist. --test then sends one short chat through the "
+            "kernel, built and read the way the daemon does, and prints the answer and the time it took. It "
+            "changes nothing anywhere (the test chat costs one LLM call). Log lines on stderr show only warnings and "
+            "errors unless --log-level says otherwise."
+        ),
+        epilog=exit_codes(
+            "0  the config is valid (and with --kernel, no check failed; warnings allowed)",
+            "1  the config is invalid (or missing)",
+            "2  the config is valid but a --kernel or --test check failed",
+        ),
     )
-    # --config is accepted before or after the command ("aiosd check --config x").
-    config_option = argparse.ArgumentParser(add_help=False)
-    config_option.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    commands.add_parser("run", parents=[config_option], help="run the daemon (systemd: Type=notify)")
-    commands.add_parser("check", parents=[config_option], help="validate the config file; exit 1 with every problem on stderr")
-    commands.add_parser("schema", parents=[config_option], help="print the config file's JSON Schema")
-    status = commands.add_parser("status", parents=[config_option], help="show a running daemon's status")
-    status.add_argument("--json", action="store_true", help="print the raw JSON of GET /status")
-    status.add_argument("--url", help="the daemon's address (default: from the config's listen)")
+    parser.add_argument("--kernel", action="store_true",
+                        help="also check the kernel, the model mappings and OpenClaw's file")
+    parser.add_argument("--test", action="store_true",
+                        help="also send one short chat through the kernel (implies --kernel; costs one LLM call)")
+    parser.add_argument("--model", metavar="ID",
+                        help="the model --test asks, as OpenClaw names it (default: the first mapped model the "
+                             "kernel lists)")
+    parser.add_argument("--timeout", metavar="DURATION", type=_duration, default=None,
+                        help="how long --test waits for the answer, like 30s or 2m (default: 60s, at most "
+                             "kernel.timeout)")
+    parser.set_defaults(handler=_check)
+
+
+def _duration(text: str) -> float:
+    from aiosd.config.durations import DURATION_FORMS, parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {DURATION_FORMS}, got {text!r}") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return seconds
+
+
+def _check(args) -> int:
+    beyond = args.kernel or args.test
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        if not exc.missing:  # "no config at ..." is the whole story
+            print(f"{args.config}: invalid, see above", file=sys.stderr)
+        return 1
+    models = ", ".join(m.id for m in config.models.map) or "none mapped"
+    discover = " (plus the kernel's own list)" if config.models.discover else ""
+    summary = f"{args.config}: valid; listens on {config.listen}, kernel {config.kernel.shown_url}, models: {models}{discover}"
+    if not beyond:
+        print(summary)
+        return 0
+    import asyncio
+
+    from aiosd.cli.check import EXIT_CHECK_FAILED, EXIT_OK, TEST_TIMEOUT, Report, run_kernel_checks
+    from aiosd.service.logs import setup_logging
+
+    setup_logging(args.log_level or "warning")  # the check's own lines say it all; log lines only for trouble
+    report = Report(sys.stdout)
+    report.add("ok", f"config {summary}")
+    asyncio.run(run_kernel_checks(config, report, test=args.test, test_model=args.model,
+                                  test_timeout=args.timeout or TEST_TIMEOUT))
+    return EXIT_CHECK_FAILED if report.failed else EXIT_OK
+
+
+def add_schema(commands, parents) -> None:
+    parser = commands.add_parser(
+        "schema",
+        parents=parents,
+        help="print the config file's JSON Schema",
+        description=(
+            "Print the config file's JSON Schema (draft 2020-12) on stdout: every key, what it means and "
+            "its default. The config file itself is not read."
+        ),
+    )
+    parser.set_defaults(handler=_schema)
+
+
+def _schema(args) -> int:
+    print(json.dumps(load_schema(), indent=2))
+    return 0
+
+
+def add_status(commands, parents) -> None:
+    parser = commands.add_parser(
+        "status",
+        parents=parents,
+        help="show a running daemon's status",
+        description=(
+            "Ask a running daemon for its state (GET /status) and show it readably: config generation "
+            "and last reload, models, kernel, queue, last OpenClaw sync. The daemon's address and key "
+            "come from the config file; an invalid file is warned about and the daemon asked anyway (it "
+            "keeps serving its last good config)."
+        ),
+        epilog=exit_codes("0  the daemon answered", "1  it did not answer (or answered with an error)"),
+    )
+    parser.add_argument("--json", action="store_true", help="print the raw JSON of GET /status")
+    parser.add_argument("--url", help="the daemon's address, e.g. http://127.0.0.1:8700 (default: from the config's listen)")
+    parser.set_defaults(handler=_status)
+
+
+def _status(args) -> int:
+    # Works with an invalid file too: it reports the daemon, not the file.
+    from aiosd.cli.status import run_status_command
+
+    return run_status_command(args, args.config)
+
+
+def add_sync_openclaw(commands, parents) -> None:
     from aiosd.cli.openclaw import add_sync_openclaw_parser
 
-    add_sync_openclaw_parser(commands, parents=[config_option])
+    add_sync_openclaw_parser(commands, parents=parents).set_defaults(handler=_sync_openclaw)
+
+
+def _sync_openclaw(args) -> int:
+    from aiosd.cli.openclaw import run_sync_openclaw
+    from aiosd.service.logs import setup_logging
+
+    config = _load_or_report(args.config)
+    if config is None:
+        return 1
+    setup_logging(args.log_level or config.log_level)
+    return run_sync_openclaw(args, config)
+
+
+def add_service(commands, parents) -> None:
+    # Its own --config-free options: each mode has its config path (/etc/aiosd.yaml, or under
+    # $XDG_CONFIG_HOME), and it installs the example config there where none exists.
     from aiosd.cli.service import add_service_parser
 
     add_service_parser(commands)
+    commands.choices["service"].set_defaults(handler=_service)
+
+
+def _service(args) -> int:
+    from aiosd.cli.service import run_service_command
+
+    return run_service_command(args)
+
+
+# The subcommands, in the order --help lists them.
+SUBCOMMANDS = [
+    add_run,
+    add_check,
+    add_schema,
+    add_status,
+    add_sync_openclaw,
+    add_service,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="aiosd",
+        description="Run OpenClaw's LLM calls through an AIOS kernel (an OpenAI-compatible relay).",
+        epilog=(
+            "`aiosd COMMAND --help` describes each command, its options and its exit status. "
+            f"A command line aiosd cannot parse exits {USAGE_ERROR}."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"aiosd {__version__}")
+    parser.add_argument("--config", type=Path, metavar="PATH", default=None, help=CONFIG_HELP)
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default=None, help=LOG_LEVEL_HELP)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parents = [common_options()]
+    for add in SUBCOMMANDS:
+        add(commands, parents)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config_path = args.config or default_config_path()
-    if args.command == "schema":
-        print(json.dumps(load_schema(), indent=2))
-        return 0
-    if args.command == "check":
-        return _check(config_path)
-    if args.command == "run":
-        from aiosd.daemon import run_daemon
-
-        return run_daemon(config_path)
-    if args.command == "service":  # installs the example config itself where none exists
-        from aiosd.cli.service import run_service_command
-
-        return run_service_command(args)
-    if args.command == "status":  # works with an invalid file too: it reports the daemon, not the file
-        from aiosd.cli.status import run_status_command
-
-        return run_status_command(args, config_path)
-    config = _load_or_report(config_path)
-    if config is None:
-        return 1
-    if args.command == "sync-openclaw":
-        from aiosd.cli.openclaw import run_sync_openclaw
-        from aiosd.service.logs import setup_logging
-
-        setup_logging(config.log_level)
-        return run_sync_openclaw(args, config)
-    raise AssertionError(args.command)
+    args.config = args.config or default_config_path()
+    return args.handler(args)
 
 
 def _load_or_report(config_path: Path):
@@ -82,17 +284,6 @@ def _load_or_report(config_path: Path):
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return None
-
-
-def _check(config_path: Path) -> int:
-    config = _load_or_report(config_path)
-    if config is None:
-        print(f"{config_path}: invalid, see above", file=sys.stderr)
-        return 1
-    models = ", ".join(m.id for m in config.models.map) or "none mapped"
-    discover = " (plus the kernel's own list)" if config.models.discover else ""
-    print(f"{config_path}: valid; listens on {config.listen}, kernel {config.kernel.shown_url}, models: {models}{discover}")
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # annotations only: `aiosd run` builds this parser and need n
 from aiosd.config.settings import Config, ModelSpec
 from aiosd.kernel.client import KernelClient
 from aiosd.kernel.model_catalog import ModelCatalog
-from aiosd.openclaw.sync import openclaw_api_key, sync_openclaw
+from aiosd.openclaw.sync import openclaw_api_key, provider_timeout_seconds, sync_openclaw
 
 # The CLI should answer quickly when the kernel is down.
 KERNEL_LIST_TIMEOUT = 5.0
@@ -71,6 +71,7 @@ def run_sync_openclaw(
         models,
         base_url=config.own_base_url,
         api_key=openclaw_api_key(config),
+        timeout_seconds=provider_timeout_seconds(config),
         dry_run=bool(getattr(args, "dry_run", False)),
         remove=removing,
         with_diff=True,
@@ -80,7 +81,7 @@ def run_sync_openclaw(
         out.write(result.diff)
         if not result.diff.endswith("\n"):
             out.write("\n")
-    print(f"{result.outcome}: {result.message}", file=err if result.outcome == "refused" else out)
+    print(f"{result.outcome}: {result.message}", file=out if result.ok else err)
     return 0 if result.ok else 1
 
 

@@ -1,4 +1,4 @@
-"""Parsing the durations the config file uses ("250ms", "20s", "5m", "1h", or plain seconds)."""
+"""Parsing the durations the config file uses ("250ms", "30s", "5m", "1.5h", or plain seconds)."""
 
 from __future__ import annotations
 
@@ -6,19 +6,21 @@ import re
 
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+# How a valid duration looks, for every message that refuses one.
+DURATION_FORMS = "a duration like 30s, 5m or 1.5h (units ms, s, m, h; a plain number is seconds)"
 
 
 def parse_duration(value: float | int | str) -> float:
     """Seconds for a duration value; raises ValueError for anything else."""
     if isinstance(value, bool):
-        raise ValueError(f"expected a duration, got {value!r}")
+        raise ValueError(f"expected {DURATION_FORMS}, got {value!r}")
     if isinstance(value, (int, float)):
         if value < 0:
             raise ValueError(f"a duration cannot be negative, got {value!r}")
         return float(value)
     match = _DURATION.match(value)
     if not match:
-        raise ValueError(f"expected a duration like '250ms', '20s', '5m' or a number of seconds, got {value!r}")
+        raise ValueError(f"expected {DURATION_FORMS}, got {value!r}")
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 

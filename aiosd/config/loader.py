@@ -6,14 +6,17 @@ import errno
 import math
 import os
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 import jsonschema
 import yaml
 
+from aiosd.config import schema_errors
 from aiosd.config.durations import parse_duration
 from aiosd.config.schema import apply_defaults, validator
+from aiosd.config.schema_errors import NOT_SHOWN, article, glued_key, is_secret_path, kind, no_space
 from aiosd.config.settings import (
     AuthSettings,
     BackoffSettings,
@@ -27,9 +30,12 @@ from aiosd.config.settings import (
     ServerSettings,
     is_loopback_host,
 )
+from aiosd.config.shipped import example_config_path
+from aiosd.config.yaml_errors import describe_yaml_error
 from aiosd.config.yaml_positions import (
     DuplicateKeyError,
     Position,
+    empty_mapping,
     load_yaml_with_positions,
     position_of,
 )
@@ -52,6 +58,15 @@ class ConfigProblem:
         return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
 
 
+class NoConfigFile(ConfigProblem):
+    """There is no file at the config path: said as such, with how to make one (not as an invalid config)."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return f"no config at {self.file}: {self.message}"
+
+
 class ConfigError(Exception):
     """The config file cannot be used; ``problems`` lists every reason."""
 
@@ -59,9 +74,28 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = problems
 
+    @property
+    def missing(self) -> bool:
+        """True when there is no file at all (nothing to be invalid)."""
+        return any(isinstance(p, NoConfigFile) for p in self.problems)
 
-def load_config(path: str | os.PathLike, env: dict[str, str] | None = None) -> Config:
-    """Read, parse, validate and type the config at ``path``; raises ConfigError."""
+
+def how_to_create(path: Path) -> str:
+    """What to do about a missing config file: the example shipped in the package, or a service install."""
+    example = example_config_path()
+    return (f"create it from the commented example shipped with aiosd (cp {shlex.quote(str(example))} "
+            f"{shlex.quote(str(path))}, then set kernel.url and models.map), or run "
+            "'aiosd service install --system' (or --user), which installs it with a systemd unit; or name another "
+            "file with --config PATH or $AIOSD_CONFIG")
+
+
+def load_config(path: str | os.PathLike, env: dict[str, str] | None = None, *, empty_ok: bool = True) -> Config:
+    """Read, parse, validate and type the config at ``path``; raises ConfigError.
+
+    An empty file (or one of only comments) is every default. ``empty_ok=False`` refuses it
+    instead: a running daemon's reload, where an empty file is far more likely an editor's
+    unfinished write than a wish to drop every setting (and every mapped model from OpenClaw).
+    """
     path = Path(path)
     env = os.environ if env is None else env
     text = _read_text(path)
@@ -70,13 +104,17 @@ def load_config(path: str | os.PathLike, env: dict[str, str] | None = None) -> C
         document = load_yaml_with_positions(text)
     except yaml.YAMLError as exc:
         raise ConfigError([_yaml_problem(name, exc, text)]) from None
-    if document is None:
-        raise ConfigError([ConfigProblem(name, None, None, "", "the file is empty (or only comments); "
-                                         "write at least one key, e.g. 'kernel: {url: \"http://localhost:8000\"}'")])
+    if document is None and not empty_ok:
+        raise ConfigError([ConfigProblem(name, None, None, "", "the file is empty (or only comments); not applied "
+                                         "to the running daemon, as it is more likely an unfinished write than a "
+                                         "wish for every default (write {} for that)")])
+    if document is None:  # every key is optional, so all defaults
+        document = empty_mapping()
     if not isinstance(document, dict):
         pos = getattr(document, "position", Position(1, 1))
-        raise ConfigError([ConfigProblem(name, pos.line, pos.column, "",
-                                         f"the top level must be a mapping of keys, not a {_kind(document)}")])
+        glued = glued_key(document)
+        raise ConfigError([ConfigProblem(name, pos.line, pos.column, "", "the top level must be a mapping of keys, "
+                                         + (f"not text: {no_space(glued)}" if glued else f"not a {kind(document)}"))])
     problems = [p for e in validator().iter_errors(document) for p in _schema_problems(name, document, e)]
     seen = {p.key for p in problems}
     problems += [p for p in _value_problems(name, document) if p.key not in seen]
@@ -91,8 +129,7 @@ def _read_text(path: Path) -> str:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError([ConfigProblem(name, None, None, "", "no such file; create it (see config/aiosd.yaml "
-                                         "for a commented example) or pass --config PATH")]) from None
+        raise ConfigError([NoConfigFile(name, None, None, "", how_to_create(path))]) from None
     except IsADirectoryError:
         raise ConfigError([ConfigProblem(name, None, None, "", "is a directory, not a config file")]) from None
     except PermissionError:
@@ -119,15 +156,16 @@ def _yaml_problem(name: str, exc: yaml.YAMLError, text: str = "") -> ConfigProbl
         return ConfigProblem(name, line, column, "", f"invalid YAML: character #x{exc.character:04x} is not "
                              "allowed in a YAML file (control characters must be escaped in a double-quoted string)")
     mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
     if isinstance(exc, DuplicateKeyError):
-        key, message = _dotted(exc.key_path), problem
-    else:
-        context = getattr(exc, "context", None)
-        key, message = "", f"invalid YAML: {problem}" + (f" ({context})" if context else "")
-    if mark is None:
-        return ConfigProblem(name, None, None, key, message)
-    return ConfigProblem(name, mark.line + 1, mark.column + 1, key, message)
+        if is_secret_path(exc.key_path[:-1]):  # a key there may be the secret itself
+            first, again = exc.lines
+            return ConfigProblem(name, mark.line + 1, mark.column + 1, _dotted(exc.key_path[:-1]),
+                                 f"a key is written twice, at line {first} and at line {again}; keep one")
+        return ConfigProblem(name, mark.line + 1, mark.column + 1, _dotted(exc.key_path), exc.problem)
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return ConfigProblem(name, None, None, "", f"invalid YAML: {str(exc).splitlines()[0]}")
+    found = describe_yaml_error(exc, text)
+    return ConfigProblem(name, found.line, found.column, "", f"invalid YAML: {found.message}")
 
 
 def _value_problems(name: str, document) -> list[ConfigProblem]:
@@ -139,10 +177,13 @@ def _value_problems(name: str, document) -> list[ConfigProblem]:
             for key, value in node.items():
                 if isinstance(key, str):
                     walk(value, path + (key,))
+                elif is_secret_path(path):  # the key may be the secret itself
+                    problems.append(_at(name, position_of(document, path + (key,), key=True), _dotted(path),
+                                        f"a key here is read as {article(kind(key))}, not text {NOT_SHOWN}"))
                 else:  # e.g. a model id written as 1 or 2024-01-01; the schema's key checks skip non-strings
                     text = "null" if key is None else str(key).lower() if isinstance(key, bool) else str(key)
                     problems.append(_at(name, position_of(document, path + (key,), key=True), _dotted(path + (text,)),
-                                        f"the key {text} is read as {_article(_kind(key))}, not text; put it in quotes"))
+                                        f"the key {text} is read as {article(kind(key))}, not text; put it in quotes"))
         elif isinstance(node, list):
             for index, value in enumerate(node):
                 walk(value, path + (index,))
@@ -152,8 +193,10 @@ def _value_problems(name: str, document) -> list[ConfigProblem]:
             except OverflowError:  # an int with hundreds of digits
                 finite = False
             if not finite:
+                digits = str(node)
+                text = f"a value {NOT_SHOWN}" if is_secret_path(path) else digits[:20] + ("..." if len(digits) > 20 else "")
                 problems.append(_at(name, position_of(document, path), _dotted(path), f"must be a finite number of "
-                                    f"reasonable size, got {str(node)[:20]}{'...' if len(str(node)) > 20 else ''}"))
+                                    f"reasonable size, got {text}"))
         elif isinstance(node, str) and _DURATION_TEXT.match(node) and not math.isfinite(parse_duration(node)):
             problems.append(_at(name, position_of(document, path), _dotted(path), "is too large a duration"))
 
@@ -162,14 +205,6 @@ def _value_problems(name: str, document) -> list[ConfigProblem]:
 
 
 _DURATION_TEXT = re.compile(r"^\s*[0-9]{300,}")
-
-
-def _kind(value) -> str:
-    if value is None:
-        return "null"
-    return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(type(value)) or (
-        "list" if isinstance(value, list) else "mapping" if isinstance(value, dict) else type(value).__name__
-    )
 
 
 def _dotted(path) -> str:
@@ -182,65 +217,8 @@ def _dotted(path) -> str:
 
 
 def _schema_problems(name: str, document, error: jsonschema.ValidationError) -> list[ConfigProblem]:
-    path = tuple(error.absolute_path)
-    if error.validator != "additionalProperties":
-        return [_schema_problem(name, document, error)]
-    known = sorted(error.schema.get("properties", {}))
-    hint = f"; known keys here: {', '.join(known)}" if known else ""
-    return [
-        _at(name, position_of(document, path + (extra,), key=True), _dotted(path + (extra,)), f"unknown key {extra!r}{hint}")
-        for extra in error.instance
-        if extra not in error.schema.get("properties", {})
-    ]
-
-
-def _schema_problem(name: str, document, error: jsonschema.ValidationError) -> ConfigProblem:
-    path = tuple(error.absolute_path)
-    key = _dotted(path)
-    instance = error.instance
-    kind = error.validator
-    pos = position_of(document, path)
-    if kind == "required":
-        message = f"missing required key {error.message.split(' ')[0]}"
-    elif kind == "type":
-        expected = error.validator_value
-        expected = " or ".join(_TYPE_WORDS.get(t, t) for t in (expected if isinstance(expected, list) else [expected]))
-        if instance is None:
-            message = f"has no value (null); write {_article(expected)} after the colon, or remove the key"
-        else:
-            message = f"must be {_article(expected)}, got {_kind(instance)} {instance!r}"
-    elif kind == "enum":
-        message = f"must be one of {', '.join(repr(v) for v in error.validator_value)}, got {instance!r}"
-    elif kind == "pattern" and _is_duration(error.schema):
-        message = f"expected a duration like '250ms', '20s', '5m' or a number of seconds, got {instance!r}"
-    elif kind == "pattern":
-        message = f"{instance!r} is not valid here: {error.schema.get('description', 'wrong format')}"
-    elif kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        word = "at least" if "inimum" in kind else "at most"
-        message = f"must be {word} {error.validator_value}, got {instance!r}"
-    elif kind == "minLength":
-        message = "must not be empty" if error.validator_value == 1 else f"must be at least {error.validator_value} characters long"
-    elif kind == "propertyNames":
-        message = f"model id {instance!r}: ids may use letters, digits, '.', '_', ':' and '-'"
-    elif kind == "uniqueItems":
-        message = "has the same entry twice"
-    elif kind in ("minItems", "minProperties", "maxProperties"):
-        message = error.message
-    else:
-        message = error.message
-    return _at(name, pos, key, message)
-
-
-# JSON Schema's type names in the words of a YAML file.
-_TYPE_WORDS = {"object": "mapping (indented key: value lines)", "array": "list"}
-
-
-def _article(word: str) -> str:
-    return ("an " if word[:1] in "aeiou" else "a ") + word
-
-
-def _is_duration(schema: dict) -> bool:
-    return "ms|s|m|h" in schema.get("pattern", "")
+    return [_at(name, position_of(document, where, key=at_key), _dotted(key), message)
+            for where, at_key, key, message in schema_errors.describe(error)]
 
 
 def _at(name: str, pos: Position | None, key: str, message: str) -> ConfigProblem:
@@ -272,6 +250,7 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
         ready_window=seconds(k["ready_window"]),
         probe_interval=seconds(k["probe_interval"]),
         probe_model=k["probe_model"],
+        max_answer_bytes=k["max_answer_bytes"],
     )
     if kernel.timeout <= 0:
         problem(("kernel", "timeout"), "must be more than 0")
@@ -320,6 +299,7 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
         allowlist=o["allowlist"],
         allow_entries=o["allow_entries"],
         backup=o["backup"],
+        timeout_seconds=o["timeout_seconds"],
     )
     if openclaw.sync and openclaw.interval <= 0:
         problem(("openclaw", "interval"), "must be more than 0")

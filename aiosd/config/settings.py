@@ -10,6 +10,10 @@ from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 ToolMode = Literal["prompt", "native", "none"]
+
+# kernel.max_answer_bytes' default: the kernel asks its LLM for at most 1000 tokens, so a real
+# answer (or model list) is a few KB; 8 MiB leaves room for any kernel configured otherwise.
+DEFAULT_MAX_ANSWER_BYTES = 8 * 1024 * 1024
 TextDroppedPolicy = Literal["retry_without_tools", "error"]
 
 
@@ -24,6 +28,7 @@ class KernelSettings:
     ready_window: float
     probe_interval: float  # 0 means no canary
     probe_model: str | None
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES  # larger kernel answers are refused unread
 
     @property
     def shown_url(self) -> str:
@@ -108,6 +113,7 @@ class OpenClawSettings:
     allowlist: Literal["auto", "model_policy", "none"]
     allow_entries: Literal["wildcard", "each"]
     backup: bool
+    timeout_seconds: int | None = None  # None: from aiosd's own worst case for one request
 
 
 @dataclass(frozen=True, slots=True)

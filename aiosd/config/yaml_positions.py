@@ -16,15 +16,23 @@ class Position:
 class DuplicateKeyError(yaml.MarkedYAMLError):
     """A key written twice in one mapping; ``key_path`` is where (the keys above it, then the key)."""
 
-    def __init__(self, problem: str, problem_mark: yaml.Mark, key_path: tuple) -> None:
+    def __init__(self, problem: str, problem_mark: yaml.Mark, key_path: tuple, lines: tuple[int, int]) -> None:
         super().__init__(None, None, problem, problem_mark)
         self.key_path = key_path
+        self.lines = lines  # where the key was written first, and again
 
 
 class PositionedDict(dict):
     """A mapping that also knows where each key and each value were written."""
 
     __slots__ = ("key_positions", "value_positions", "position")
+
+
+def empty_mapping() -> PositionedDict:
+    """The document of a file with no keys (empty, or only comments)."""
+    result = PositionedDict()
+    result.key_positions, result.value_positions, result.position = {}, {}, Position(1, 1)
+    return result
 
 
 class PositionedList(list):
@@ -45,13 +53,14 @@ class _PositionLoader(yaml.SafeLoader):
             return super().construct_object(node, deep=deep)
         except yaml.YAMLError:
             raise
-        except (ValueError, TypeError, IndexError, OverflowError) as exc:
+        except (ValueError, TypeError, IndexError, OverflowError):
             # PyYAML's scalar constructors raise bare errors with no position for values such as
             # an unquoted 2024-13-45 (read as a date) or !!int "": report them where they stand.
+            # Neither the value nor the error's text (which quotes it) is shown: it may be a secret.
             kind = node.tag.rpartition(":")[2]
             raise yaml.constructor.ConstructorError(
-                None, None, f"{node.value!r} is not a valid {kind} ({exc}); quote it if it is meant as text",
-                node.start_mark,
+                None, None, f"this value cannot be read as {'an' if kind[:1] in 'aeiou' else 'a'} {kind}; quote it "
+                "if it is meant as text", node.start_mark,
             ) from None
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> PositionedDict:
@@ -75,6 +84,7 @@ class _PositionLoader(yaml.SafeLoader):
                     f"key {key!r} is written twice, at line {first.line} and at line {again.line}; keep one",
                     key_node.start_mark,
                     (*self.key_path, key),
+                    (first.line, again.line),
                 )
             self.key_path.append(key)
             result[key] = self.construct_object(value_node, deep=True)

@@ -13,7 +13,6 @@ becomes (``kernel_errors``), building the /query body or reading ``response_mess
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import deque
@@ -31,6 +30,7 @@ from aiosd.errors import (
     KernelTimeout,
     KernelUnreachable,
 )
+from aiosd.kernel.answer_json import UnreadableJSON, loads_answer
 from aiosd.kernel.errors import (
     kernel_error_for_http_answer,
     kernel_error_for_status,
@@ -42,6 +42,7 @@ from aiosd.kernel.wires import (
     Answer,
     HttpxWire,
     NoAnswer,
+    RefusedAnswer,
     Wire,
     aiohttp_available,
     is_httpx_transport,
@@ -211,9 +212,9 @@ class KernelClient:
                 answer.status, answer.body, answer.path, retry_after=retry_after
             ))
         try:
-            data = json.loads(answer.body)
-        except ValueError:
-            raise self._bad_answer("its body is not JSON") from None
+            data = loads_answer(answer.body)
+        except UnreadableJSON as exc:
+            raise self._bad_answer(f"its body {exc.why}") from None
         inner = data.get("response") if isinstance(data, dict) else None
         if not isinstance(inner, dict):
             raise self._bad_answer("it has no 'response' object")
@@ -245,9 +246,9 @@ class KernelClient:
                 answer.status, answer.body, answer.path, retry_after=retry_after
             ))
         try:
-            data = json.loads(answer.body)
-        except ValueError:
-            raise self._bad_answer("its model list is not JSON", path=LLM_LIST_PATH) from None
+            data = loads_answer(answer.body)
+        except UnreadableJSON as exc:
+            raise self._bad_answer(f"its model list {exc.why}", path=LLM_LIST_PATH) from None
         if not isinstance(data, dict):
             raise self._bad_answer("its model list is not an object", path=LLM_LIST_PATH)
         status = data.get("status")
@@ -258,6 +259,7 @@ class KernelClient:
                 f"The AIOS kernel is not ready to list its models (status {scrub(status, 40)}{said})",
                 status=503,
                 code="kernel_not_ready",
+                reason="the kernel's LLM core is not ready",
             ))
         llms = data.get("llms")
         if not isinstance(llms, list):
@@ -299,17 +301,26 @@ class KernelClient:
         wire.in_flight += 1
         try:
             async with asyncio.timeout(timeout):
-                return await wire.request(method, path, content)
+                return await wire.request(method, path, content, self._settings.max_answer_bytes)
         except TimeoutError:
             what = "answer" if path == QUERY_PATH else "list its models"
             raise self._failed(KernelTimeout(
                 f"The AIOS kernel did not {what} within {timeout:g}s (aiosd's deadline for one call). "
                 "The kernel can hang; check its log.",
                 kernel_status=None,
+                reason=f"no answer within {timeout:g}s",
             )) from None
         except NoAnswer as exc:
+            state = "is unreachable" if exc.connecting else f"gave no usable answer to {path}"
             raise self._failed(KernelUnreachable(
-                f"The AIOS kernel at {self._settings.shown_url} is unreachable ({exc.why})", kernel_status=0
+                f"The AIOS kernel at {self._settings.shown_url} {state} ({exc.why})", kernel_status=0, reason=exc.why
+            )) from None
+        except RefusedAnswer as exc:
+            raise self._failed(KernelBadAnswer(
+                f"The server at {self._settings.shown_url} sent {exc.why} to {path}; aiosd refused it "
+                "unread and closed the connection",
+                kernel_status=0,
+                reason=exc.why,
             )) from None
         finally:
             wire.in_flight -= 1
@@ -332,6 +343,7 @@ class KernelClient:
             f"The server at {self._settings.shown_url} answered {path} with HTTP 200 but {what}; "
             "is kernel.url an AIOS kernel?",
             kernel_status=0,
+            reason=f"HTTP 200 but {what}",
         ))
 
     def _failed(self, error: KernelError) -> KernelError:

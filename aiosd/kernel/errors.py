@@ -35,12 +35,12 @@ a kernel worker for good, and a retry would take another one).
 from __future__ import annotations
 
 import email.utils
-import json
 import math
 import re
 import time
 
 from aiosd.errors import KernelError, KernelRateLimited, KernelRejected
+from aiosd.kernel.answer_json import UnreadableJSON, loads_answer
 
 MESSAGE_LIMIT = 300
 
@@ -120,7 +120,7 @@ def kernel_error_for_status(
     if simple is not None:
         kind, what, status, error_code = simple
         return kind(f"{what} ({where}){said}", kernel_status=code, retry_after=retry_after, status=status,
-                    code=error_code)
+                    code=error_code, reason=where)
     if code == 400 and inside_200:
         err = KernelRejected(
             f"The LLM behind the AIOS kernel rejected the request ({where}){said.rstrip('.')}. "
@@ -129,6 +129,7 @@ def kernel_error_for_status(
             kernel_status=code,
             status=400,
             code="llm_rejected_request",
+            reason=where,
         )
         err.type = "invalid_request_error"
         return err
@@ -138,6 +139,7 @@ def kernel_error_for_status(
             "model configuration are wrong; fix the kernel's config.",
             kernel_status=code,
             code="kernel_llm_misconfigured",
+            reason=where,
         )
     if code == 500 and sentence and "not all available" in sentence:
         return KernelRejected(
@@ -145,11 +147,13 @@ def kernel_error_for_status(
             "Check models.map against the kernel's LLM config.",
             kernel_status=code,
             code="kernel_model_unavailable",
+            reason=where,
         )
     return KernelRejected(
         f"The AIOS kernel failed ({where}){said}",
         kernel_status=code,
         retry_after=retry_after,
+        reason=where,
     )
 
 
@@ -158,9 +162,9 @@ def kernel_error_for_http_answer(
 ) -> KernelError:
     """The error for a non-200 HTTP answer from the kernel: its status, body bytes, and the path asked."""
     try:
-        data = json.loads(body) if body else None
-    except ValueError:
-        data = None
+        data = loads_answer(body) if body else None
+    except UnreadableJSON:
+        data = None  # the status alone says enough
     detail = data.get("detail") if isinstance(data, dict) else None
     if code == 422:
         return KernelRejected(
@@ -169,6 +173,7 @@ def kernel_error_for_http_answer(
             "request shape; please report it to aiosd.",
             kernel_status=code,
             code="kernel_rejected_body",
+            reason="HTTP 422",
         )
     if code == 500 and isinstance(detail, str):
         hint = ""
@@ -178,6 +183,7 @@ def kernel_error_for_http_answer(
         return KernelRejected(
             f"The AIOS kernel failed while handling the request (HTTP 500: {scrub(detail, 200)}).{hint}",
             kernel_status=code,
+            reason="HTTP 500",
         )
     if code in (429, 503, 504):
         return kernel_error_for_status(code, None, retry_after=retry_after, inside_200=False)
@@ -187,6 +193,7 @@ def kernel_error_for_http_answer(
             "it does not look like an AIOS kernel (check kernel.url).",
             kernel_status=code,
             code="kernel_wrong_url",
+            reason=f"HTTP {code}",
         )
     sentence = detail if isinstance(detail, str) else None
     return kernel_error_for_status(code, sentence, retry_after=retry_after, inside_200=False)

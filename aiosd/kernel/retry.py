@@ -49,6 +49,20 @@ def status_of(error: BaseException) -> int | None:
     return error.kernel_status if isinstance(error, KernelError) else None
 
 
+def what_failed(error: BaseException) -> str:
+    """An attempt's failure in a few words for a log line: "connection refused", "HTTP 500",
+    "status_code 429 inside HTTP 200" (never the retry policy's bare 0 for "no answer")."""
+    if isinstance(error, KernelError):
+        if error.reason:
+            return error.reason
+        if error.kernel_status is None:
+            return "no answer in time"
+        if error.kernel_status == 0:
+            return "no usable answer"
+        return f"status {error.kernel_status}"
+    return getattr(error, "code", None) or type(error).__name__
+
+
 class RetryPolicy:
     """Runs one request's kernel call with ``retry`` settings.
 
@@ -148,8 +162,8 @@ class RetryPolicy:
                     self._give_up(error, attempt, max_attempts, wait, label, duration, on_attempt, why)
                     raise
                 log.info(
-                    "model %s: attempt %d/%d failed with status %s; retrying in %s",
-                    label, attempt, max_attempts, status, format_duration(wait),
+                    "model %s: attempt %d/%d failed (%s); retrying in %s",
+                    label, attempt, max_attempts, what_failed(error), format_duration(wait),
                 )
                 if on_attempt is not None:
                     on_attempt(AttemptReport(attempt, max_attempts, status, error, "retry", wait, duration))
@@ -195,8 +209,8 @@ class RetryPolicy:
         level = logging.INFO if why == "not retried" and attempt == 1 else logging.WARNING
         log.log(
             level,
-            "model %s: attempt %d/%d failed with status %s; giving up (%s)",
-            label, attempt, max_attempts, status, why,
+            "model %s: attempt %d/%d failed (%s); giving up (%s)",
+            label, attempt, max_attempts, what_failed(error), why,
         )
         if on_attempt is not None:
             on_attempt(AttemptReport(attempt, max_attempts, status, error, "give_up", None, duration))

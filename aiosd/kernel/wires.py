@@ -4,7 +4,11 @@ What does not live here: deadlines, which path means what, reading the kernel's 
 answers into errors (``kernel_client`` and ``kernel_errors``).
 
 A wire sends one request and hands back status, Retry-After and body bytes, nothing else (so no
-kernel header can travel further), or raises ``NoAnswer``. Two exist because httpx costs about
+kernel header can travel further), or raises ``NoAnswer`` (nothing usable came back) or
+``RefusedAnswer`` (an answer aiosd will not read: larger than ``kernel.max_answer_bytes``, or
+compressed). Bodies are read with that cap, checked against Content-Length before reading and
+while reading, and asked for uncompressed (``Accept-Encoding: identity``): a 1 MB gzip body can
+inflate to gigabytes, so no wire ever decompresses. Two exist because httpx costs about
 0.6 ms of CPU per call on a small machine and aiohttp about 0.15 ms, against a budget of 1 ms for
 everything aiosd adds; httpx stays for its MockTransport and injected transports. Both are
 imported where used: the aiohttp-only daemon is ~4 MB smaller without httpx (and the CLI
@@ -13,9 +17,13 @@ libraries httpx imports when they are installed).
 
 from __future__ import annotations
 
+import errno
 import importlib
+import os
+import socket
 from http.cookiejar import CookieJar, CookiePolicy
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from aiosd import __version__
 from aiosd.config.settings import KernelSettings
@@ -31,6 +39,8 @@ EXTRA_CONNECTIONS = 4
 KEEPALIVE = 4.0
 
 USER_AGENT = f"aiosd/{__version__}"
+# The libraries' own default asks for gzip (and br/zstd when installed) and inflates it unbounded.
+_DEFAULT_HEADERS = {"user-agent": USER_AGENT, "accept-encoding": "identity"}
 _JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
 _ACCEPT_JSON = {"accept": "application/json"}
 
@@ -66,11 +76,87 @@ class Answer:
 
 
 class NoAnswer(Exception):
-    """No usable HTTP answer; ``why`` is a short human reason."""
+    """No usable HTTP answer; ``why`` is a short human reason ("connection refused"), and
+    ``connecting`` whether it happened before a connection was made (the kernel is unreachable)."""
+
+    def __init__(self, why: str, *, connecting: bool = False) -> None:
+        super().__init__(why)
+        self.why = why
+        self.connecting = connecting
+
+
+# --- what went wrong, in words: the same for both libraries --------------------------------------
+
+CONNECTION_REFUSED = "connection refused"
+CONNECTION_RESET = "connection reset by the kernel"
+CLOSED_WITHOUT_ANSWER = "the kernel closed the connection without answering"
+CUT_MID_ANSWER = "the connection closed in the middle of the answer"
+NOT_HTTP = "the answer was not valid HTTP"
+
+
+def _os_errors(exc: BaseException):
+    """The OSErrors behind ``exc`` (its causes and contexts), outermost first."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError):
+            yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def connect_failure(exc: BaseException, host: str, connect_timeout: float) -> NoAnswer:
+    """Why no connection could be made, from the OSError the library wrapped."""
+    errors = list(_os_errors(exc))
+    for error in errors:
+        if isinstance(error, socket.gaierror):
+            said = error.strerror or str(error)
+            return NoAnswer(f"host name {host!r} not found (DNS: {said})", connecting=True)
+    for error in errors:
+        if error.errno == errno.ECONNREFUSED:
+            return NoAnswer(CONNECTION_REFUSED, connecting=True)
+        if error.errno in (errno.ETIMEDOUT, errno.EINPROGRESS) or isinstance(error, TimeoutError):
+            return NoAnswer(f"no connection within {connect_timeout:g}s, kernel.connect_timeout", connecting=True)
+        if error.errno is not None and error.errno > 0:
+            return NoAnswer(f"cannot connect: {os.strerror(error.errno).lower()}", connecting=True)
+    return NoAnswer("cannot connect", connecting=True)
+
+
+def broken_connection(exc: BaseException) -> NoAnswer:
+    """Why a connection that was made gave no usable answer."""
+    for error in _os_errors(exc):
+        if error.errno in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED):
+            return NoAnswer(CONNECTION_RESET)
+    return NoAnswer(CUT_MID_ANSWER)
+
+
+class RefusedAnswer(Exception):
+    """An HTTP answer aiosd would not read to the end; ``why`` says what it was ("an answer
+    larger than ..."). Its connection is closed, never reused."""
 
     def __init__(self, why: str) -> None:
         super().__init__(why)
         self.why = why
+
+
+def _too_large(limit: int) -> RefusedAnswer:
+    return RefusedAnswer(f"an answer larger than {limit} bytes (kernel.max_answer_bytes)")
+
+
+def _check_head(content_encoding: str | None, content_length: int | None, limit: int) -> None:
+    """Refuse an answer on its headers alone: compressed although aiosd asked for identity, or
+    announcing more than ``limit`` bytes."""
+    if content_encoding and content_encoding.strip().lower() not in ("", "identity"):
+        shown = content_encoding.strip()[:40].encode("ascii", "backslashreplace").decode()
+        raise RefusedAnswer(f"a compressed answer (Content-Encoding: {shown}) although aiosd asked for none")
+    if content_length is not None and content_length > limit:
+        raise _too_large(limit)
+
+
+def _content_length(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None  # the HTTP library refuses a malformed one itself
 
 
 class Wire:
@@ -80,7 +166,8 @@ class Wire:
         self.in_flight = 0
         self.retired = False
 
-    async def request(self, method: str, path: str, content: bytes | None) -> Answer:
+    async def request(self, method: str, path: str, content: bytes | None, limit: int) -> Answer:
+        """Send one request; its answer with a body of at most ``limit`` bytes."""
         raise NotImplementedError
 
     async def aclose(self) -> None:
@@ -97,6 +184,7 @@ class HttpxWire(Wire):
         size = settings.max_concurrency + EXTRA_CONNECTIONS
         self.owns_transport = owns_transport
         self.connect_timeout = settings.connect_timeout
+        self.host = urlsplit(settings.url).hostname or "?"  # for "host name ... not found"
         self.client = httpx.AsyncClient(
             base_url=settings.url.rstrip("/"),
             transport=transport,
@@ -107,27 +195,58 @@ class HttpxWire(Wire):
             follow_redirects=False,
             # A daemon talking to its kernel must not be re-routed by someone's HTTP_PROXY.
             trust_env=False,
-            headers={"user-agent": USER_AGENT},
+            headers=_DEFAULT_HEADERS,
         )
 
-    async def request(self, method: str, path: str, content: bytes | None) -> Answer:
+    async def request(self, method: str, path: str, content: bytes | None, limit: int) -> Answer:
         import httpx
 
+        request = self.client.build_request(
+            method, path, content=content, headers=_JSON_HEADERS if content is not None else _ACCEPT_JSON
+        )
         try:
-            response = await self.client.request(
-                method, path, content=content, headers=_JSON_HEADERS if content is not None else _ACCEPT_JSON
-            )
+            response = await self.client.send(request, stream=True)
+            try:
+                body = await self._read(response, limit)
+            finally:
+                # Unread body left: httpcore closes the connection instead of pooling it.
+                await response.aclose()
         except httpx.ConnectTimeout:
-            raise NoAnswer(f"no connection within {self.connect_timeout:g}s") from None
-        except httpx.ConnectError:
-            raise NoAnswer("connection refused or host not found") from None
-        except httpx.RemoteProtocolError:
-            raise NoAnswer("the answer was not valid HTTP or the connection was cut") from None
-        except (httpx.ReadError, httpx.WriteError):
-            raise NoAnswer("the connection was reset") from None
+            raise NoAnswer(f"no connection within {self.connect_timeout:g}s, kernel.connect_timeout",
+                           connecting=True) from None
+        except httpx.ConnectError as exc:
+            raise connect_failure(exc, self.host, self.connect_timeout) from None
+        except httpx.RemoteProtocolError as exc:
+            # h11's words tell a connection closed before or during the answer from garbage.
+            said = str(exc)
+            if said.startswith("Server disconnected without sending a response"):
+                raise NoAnswer(CLOSED_WITHOUT_ANSWER) from None
+            if said.startswith("peer closed connection without sending complete message body"):
+                raise NoAnswer(CUT_MID_ANSWER) from None
+            raise NoAnswer(NOT_HTTP) from None
+        except (httpx.ReadError, httpx.WriteError) as exc:
+            raise broken_connection(exc) from None
         except (httpx.HTTPError, OSError) as exc:
-            raise NoAnswer(type(exc).__name__) from None
-        return Answer(response.status_code, response.headers.get("retry-after"), response.content, path)
+            raise broken_connection(exc) from None
+        return Answer(response.status_code, response.headers.get("retry-after"), body, path)
+
+    @staticmethod
+    async def _read(response: httpx.Response, limit: int) -> bytes:
+        headers = response.headers
+        declared = _content_length(headers.get("content-length"))
+        _check_head(headers.get("content-encoding"), declared, limit)
+        if declared is not None:  # h11 reads exactly that many bytes: bounded, and the fast path
+            return await response.aread()
+        chunks: list[bytes] = []
+        size = 0
+        # Content-Encoding was refused above, so httpx's decoder here is the identity (aiter_raw
+        # would refuse a MockTransport's already-loaded body).
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def aclose(self) -> None:
         if self.owns_transport:
@@ -142,6 +261,7 @@ class AiohttpWire(Wire):
         self._aiohttp = aiohttp
         self.base = settings.url.rstrip("/")
         self.connect_timeout = settings.connect_timeout
+        self.host = urlsplit(settings.url).hostname or "?"  # for "host name ... not found"
         self.size = settings.max_concurrency + EXTRA_CONNECTIONS
         self._session: aiohttp.ClientSession | None = None
         # The whole call is bounded by asyncio.timeout in KernelClient; aiohttp only bounds connecting.
@@ -155,12 +275,12 @@ class AiohttpWire(Wire):
                 connector=aiohttp.TCPConnector(limit=self.size, keepalive_timeout=KEEPALIVE),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 trust_env=False,
-                headers={"user-agent": USER_AGENT},
-                auto_decompress=True,
+                headers=_DEFAULT_HEADERS,
+                auto_decompress=False,
             )
         return self._session
 
-    async def request(self, method: str, path: str, content: bytes | None) -> Answer:
+    async def request(self, method: str, path: str, content: bytes | None, limit: int) -> Answer:
         aiohttp = self._aiohttp
         try:
             async with self._session_now().request(
@@ -171,18 +291,43 @@ class AiohttpWire(Wire):
                 allow_redirects=False,
                 timeout=self._timeout,
             ) as response:
-                body = await response.read()
+                try:
+                    body = await self._read(response, limit)
+                except RefusedAnswer:
+                    response.close()  # drops the connection: the rest of the body is never read
+                    raise
                 return Answer(response.status, response.headers.get("retry-after"), body, path)
         except aiohttp.ServerTimeoutError:  # a TimeoutError subclass: must not look like our deadline
-            raise NoAnswer(f"no connection within {self.connect_timeout:g}s") from None
-        except aiohttp.ClientConnectorError:
-            raise NoAnswer("connection refused or host not found") from None
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
-            raise NoAnswer("the connection was reset") from None
+            raise NoAnswer(f"no connection within {self.connect_timeout:g}s, kernel.connect_timeout",
+                           connecting=True) from None
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc, getattr(aiohttp, "ClientConnectorDNSError", ())):  # aiohttp >= 3.10
+                said = exc.os_error.strerror or str(exc.os_error)
+                raise NoAnswer(f"host name {self.host!r} not found (DNS: {said})", connecting=True) from None
+            raise connect_failure(exc.os_error, self.host, self.connect_timeout) from None
+        except aiohttp.ServerDisconnectedError:
+            raise NoAnswer(CLOSED_WITHOUT_ANSWER) from None
+        except aiohttp.ClientPayloadError as exc:
+            raise broken_connection(exc) from None
         except aiohttp.ClientResponseError:
-            raise NoAnswer("the answer was not valid HTTP") from None
+            raise NoAnswer(NOT_HTTP) from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise NoAnswer(type(exc).__name__) from None
+            raise broken_connection(exc) from None
+
+    @staticmethod
+    async def _read(response, limit: int) -> bytes:  # noqa: ANN001 - aiohttp is imported lazily
+        declared = response.content_length
+        _check_head(response.headers.get("content-encoding"), declared, limit)
+        if declared is not None:  # aiohttp reads exactly that many bytes: bounded, and the fast path
+            return await response.read()
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def aclose(self) -> None:
         if self._session is not None:

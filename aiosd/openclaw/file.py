@@ -1,4 +1,4 @@
-"""OpenClaw's config file on disk: where it is, reading it as JSON5, replacing it atomically (no merging)."""
+"""OpenClaw's config file on disk: where it is, reading it as JSON5, replacing it atomically and seeing what was replaced (no merging)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import errno
 import json
 import os
 import re
+import ctypes
 import secrets
 import stat
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,9 @@ import json5
 from aiosd.config.settings import OpenClawSettings
 
 NEW_FILE_MODE = 0o600
+# How long aiosd waits for another writer that is visibly mid-write, and how often it looks.
+SETTLE_TIMEOUT = 0.5
+SETTLE_POLL = 0.002
 NEW_DIR_MODE = 0o700
 BACKUP_SUFFIX = ".aiosd-backup"
 _TEMP_MARK = ".aiosd-"
@@ -70,10 +75,18 @@ class Snapshot:
     mode: int | None = None
     uid: int | None = None
     gid: int | None = None
+    # Which file and which version of it: (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns).
+    identity: tuple[int, int, int, int, int] | None = None
 
     @property
     def exists(self) -> bool:
         return self.raw is not None
+
+    def same_file_as(self, other: Snapshot) -> bool:
+        """Both absent, or the same inode holding the same bytes (timestamps are too coarse alone)."""
+        if not self.exists or not other.exists:
+            return self.exists == other.exists
+        return self.identity[:2] == other.identity[:2] and self.raw == other.raw
 
 
 def _refuse_non_regular(path: Path, st: os.stat_result) -> None:
@@ -84,7 +97,17 @@ def _refuse_non_regular(path: Path, st: os.stat_result) -> None:
     if stat.S_ISDIR(st.st_mode):
         raise OpenClawFileError(f"{path} is a directory, not a file")
     if not stat.S_ISREG(st.st_mode):
-        raise OpenClawFileError(f"{path} is not a regular file")
+        raise OpenClawFileError(f"{path} is {_kind(st.st_mode)}, not a regular file; not touching it")
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
 
 
 def read_snapshot(path: Path) -> Snapshot:
@@ -99,7 +122,9 @@ def read_snapshot(path: Path) -> Snapshot:
         raise OpenClawFileError(f"cannot look at {path}: {_reason(exc)}") from None
     _refuse_non_regular(path, st)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: if a FIFO is swapped in after the lstat, opening it must not wait for a
+        # writer forever (fstat below then refuses it); on a regular file the flag changes nothing.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return Snapshot(path, None)
     except OSError as exc:
@@ -109,19 +134,65 @@ def read_snapshot(path: Path) -> Snapshot:
     try:
         st = os.fstat(fd)
         _refuse_non_regular(path, st)
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
+        raw, st = _read_whole(fd, st)
     except OSError as exc:
         raise OpenClawFileError(f"cannot read {path}: {_reason(exc)}") from None
     finally:
         os.close(fd)
-    return Snapshot(path, b"".join(chunks), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+    return _snapshot_of(path, raw, st)
 
 
-def read_raw(path: Path) -> bytes | None:
-    """Just the current bytes (None when missing), for the check right before a rename."""
-    return read_snapshot(path).raw
+def _snapshot_of(path: Path, raw: bytes, st: os.stat_result) -> Snapshot:
+    # Only the permission bits are carried over to what aiosd writes: never set-id or sticky bits.
+    identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return Snapshot(path, raw, stat.S_IMODE(st.st_mode) & 0o777, st.st_uid, st.st_gid, identity)
+
+
+def _version(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _read_whole(fd: int, st: os.stat_result, attempts: int = 5) -> tuple[bytes, os.stat_result]:
+    """The file's bytes, read again when it changed while it was read (an in-place writer at work)."""
+    for _ in range(attempts):
+        chunks = []
+        offset = 0
+        while chunk := os.pread(fd, 1 << 16, offset):
+            chunks.append(chunk)
+            offset += len(chunk)
+        after = os.fstat(fd)
+        if _version(after) == _version(st):
+            break
+        st = after
+    return b"".join(chunks), st
+
+
+def read_settled(path: Path, timeout: float = SETTLE_TIMEOUT) -> Snapshot:
+    """Read the file, waiting (at most ``timeout``) while another writer is visibly mid-write."""
+    return _settled(lambda: read_snapshot(path), timeout)
+
+
+def _settled(read, timeout: float) -> Snapshot:
+    """``read()`` again every few milliseconds until two reads agree (a writer rewriting the file in
+    place has finished); after ``timeout`` the last read is returned as it is."""
+    deadline = time.monotonic() + timeout
+    last = read()
+    while time.monotonic() < deadline:
+        time.sleep(SETTLE_POLL)
+        current = read()
+        if current.identity == last.identity and current.raw == last.raw:
+            return current
+        last = current
+    return last
+
+
+def parses(raw: bytes) -> bool:
+    """True when the bytes are a whole config document (another writer is not half-way through)."""
+    try:
+        parse_document(raw, Path("-"))
+    except OpenClawFileError:
+        return False
+    return True
 
 
 _JSON5_ERROR = re.compile(r"^<string>:(?P<line>\d+) (?P<what>.*) at column (?P<col>\d+)$", re.S)
@@ -323,14 +394,131 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def replace(tmp: Path, path: Path) -> None:
-    """Rename the temp file over the original and make the rename durable."""
+# --- replacing it, and seeing what was replaced -------------------------------------------------
+#
+# A rename cannot say what it replaced, so a writer that renamed its own version in between aiosd's
+# last check and aiosd's rename would be silently undone. renameat2(RENAME_EXCHANGE) swaps the two
+# names atomically instead: afterwards the temp name holds exactly the file aiosd replaced, which
+# is then compared with what aiosd expected. RENAME_NOREPLACE does the same for a file aiosd creates.
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_RENAME_EXCHANGE = 2
+
+
+def _load_renameat2():
     try:
-        os.replace(tmp, path)
+        function = ctypes.CDLL(None, use_errno=True).renameat2  # glibc >= 2.28
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_RENAMEAT2 = _load_renameat2()
+
+
+def _renameat2(src: Path, dst: Path, flags: int) -> bool:
+    """True when done; False when the kernel or the file system cannot (the caller falls back)."""
+    if _RENAMEAT2 is None:
+        return False
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(dst))
+
+
+def snapshot_of_temp(tmp: Path, raw: bytes, path: Path) -> Snapshot:
+    """What ``path`` will hold once the temp file ``tmp`` (holding ``raw``) is put in its place."""
+    return _snapshot_of(path, raw, os.lstat(tmp))
+
+
+def put_in_place(tmp: Path, path: Path, expected: Snapshot, ours: Snapshot) -> tuple[bool, Snapshot | None]:
+    """Make ``tmp`` (holding ``ours``) the file at ``path`` atomically and durably, if ``path`` still
+    holds ``expected`` at that moment.
+
+    Returns (done, replaced). ``done`` is False when another writer got there first: it created the
+    file aiosd meant to create, or it changed the file between aiosd's last check and the swap
+    (renamed its own version in, or was writing into it). The swap is then undone at once, so
+    their version is back at ``path`` within microseconds, never a merge round later, and ``tmp``
+    is gone. ``replaced`` is, where the file system cannot swap, the file a plain rename replaced,
+    read through a descriptor held across the rename (a writer that renamed its own version in at
+    that very moment stays unseen there).
+    """
+    try:
+        if not expected.exists:
+            return _create(tmp, path), None
+        if _renameat2(tmp, path, _RENAME_EXCHANGE):
+            # The temp name now holds what was at ``path``: nobody else knows that name.
+            try:
+                replaced_expected = read_snapshot(tmp).same_file_as(expected)
+            except OpenClawFileError:  # a symlink or a FIFO was renamed in: not what aiosd expected
+                replaced_expected = False
+            if replaced_expected:
+                discard(tmp)
+                fsync_directory(path.parent)
+                return True, None
+            _swap_back(tmp, path, ours)
+            return False, None
+        replaced = _replace_watching_old(tmp, path, expected)
     except OSError as exc:
         discard(tmp)
         raise OpenClawFileError(f"cannot replace {path}: {_reason(exc)}") from None
     fsync_directory(path.parent)
+    return True, replaced
+
+
+def _swap_back(tmp: Path, path: Path, ours: Snapshot, attempts: int = 5) -> None:
+    """Put the other writer's file back at ``path``: swap again until the temp name holds ours."""
+    for _ in range(attempts):
+        _renameat2(tmp, path, _RENAME_EXCHANGE)
+        st = os.lstat(tmp)
+        if (st.st_dev, st.st_ino) == ours.identity[:2]:
+            break  # if not, a third writer renamed its file in meanwhile: that one goes back in too
+    discard(tmp)
+    fsync_directory(path.parent)
+
+
+def _create(tmp: Path, path: Path) -> bool:
+    try:
+        if not _renameat2(tmp, path, _RENAME_NOREPLACE):
+            os.link(tmp, path)  # no renameat2 here: a hard link never replaces either
+            discard(tmp)
+    except FileExistsError:
+        discard(tmp)
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        os.replace(tmp, path)  # neither: the check before it is all there is
+    fsync_directory(path.parent)
+    return True
+
+
+def _replace_watching_old(tmp: Path, path: Path, expected: Snapshot) -> Snapshot | None:
+    """Plain rename, holding the old file open to see whether someone was writing into it meanwhile."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        fd = None
+    try:
+        os.replace(tmp, path)
+        if fd is None:
+            return None
+
+        def read_old() -> Snapshot:
+            st = os.fstat(fd)
+            raw, st = _read_whole(fd, st)
+            return _snapshot_of(path, raw, st)
+
+        old = read_old()
+        return old if old.same_file_as(expected) else _settled(read_old, SETTLE_TIMEOUT)
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def backup_path_for(path: Path) -> Path:
@@ -347,9 +535,8 @@ def keep_backup_once(snapshot: Snapshot) -> Path | None:
     backup = backup_path_for(snapshot.path)
     if os.path.lexists(backup):
         return None
-    tmp = write_temp(
-        backup, snapshot.raw, mode=snapshot.mode or NEW_FILE_MODE, uid=snapshot.uid, gid=snapshot.gid
-    )
+    # 0600 whatever the original's mode: the copy holds the same secrets and nobody else needs it.
+    tmp = write_temp(backup, snapshot.raw, mode=NEW_FILE_MODE, uid=snapshot.uid, gid=snapshot.gid)
     try:
         os.link(tmp, backup)
     except FileExistsError:
@@ -367,6 +554,14 @@ def keep_backup_once(snapshot: Snapshot) -> Path | None:
         discard(tmp)
     fsync_directory(backup.parent)
     return backup
+
+
+def readable_by_others(mode: int | None) -> str | None:
+    """Who besides the owner may read a file of this mode ("group", "others", "group and others"), or None."""
+    if mode is None:
+        return None
+    who = [name for bit, name in ((stat.S_IRGRP, "group"), (stat.S_IROTH, "others")) if mode & bit]
+    return " and ".join(who) or None
 
 
 def check_writable(snapshot: Snapshot) -> None:

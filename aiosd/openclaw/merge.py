@@ -21,7 +21,7 @@ import copy
 from collections.abc import Sequence
 from typing import Literal
 
-from aiosd.config.settings import ModelSpec
+from aiosd.config.settings import ModelSpec, redact_url
 
 Allowlist = Literal["auto", "model_policy", "none"]
 AllowEntries = Literal["wildcard", "each"]
@@ -56,7 +56,9 @@ def model_row(spec: ModelSpec) -> dict:
     }
 
 
-def desired_provider(models: Sequence[ModelSpec], base_url: str, api_key: str) -> dict:
+def desired_provider(
+    models: Sequence[ModelSpec], base_url: str, api_key: str, timeout_seconds: int | None = None
+) -> dict:
     """The provider entry aiosd wants, one row per model (the first spec wins for a repeated id)."""
     if not base_url:
         raise ValueError("base_url must not be empty")
@@ -65,7 +67,18 @@ def desired_provider(models: Sequence[ModelSpec], base_url: str, api_key: str) -
     rows: dict[str, dict] = {}
     for spec in models:
         rows.setdefault(spec.id, model_row(spec))
-    return {"baseUrl": base_url, "apiKey": api_key, "api": API, "models": list(rows.values())}
+    provider = {"baseUrl": base_url, "apiKey": api_key, "api": API}
+    if timeout_seconds is not None:
+        provider["timeoutSeconds"] = timeout_seconds
+    provider["models"] = list(rows.values())
+    return provider
+
+
+def existing_timeout(document: dict, provider_id: str) -> int | None:
+    """The provider's timeoutSeconds in the document, when it is one OpenClaw accepts (an integer > 0)."""
+    provider = _provider_of(document, provider_id)
+    value = provider.get("timeoutSeconds") if provider is not None else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 # --- merging ----------------------------------------------------------------------------------
@@ -147,6 +160,8 @@ def _merge_provider(old: dict | None, new: dict) -> dict:
     if not isinstance(old.get("apiKey"), dict):  # a SecretRef the user chose stays
         out["apiKey"] = new["apiKey"]
     out["api"] = new["api"]
+    if "timeoutSeconds" in new:
+        out["timeoutSeconds"] = new["timeoutSeconds"]
     old_rows = {}
     if isinstance(old.get("models"), list):
         for row in old["models"]:
@@ -268,3 +283,99 @@ def _legacy_map(defaults: dict, *, strict: bool = True) -> dict | None:
 
 def _dedupe(refs: list[str]) -> list[str]:
     return list(dict.fromkeys(refs))
+
+
+# --- describing a change ----------------------------------------------------------------------
+
+_SHOWN_IDS = 5
+
+
+def describe_changes(old: dict, new: dict, provider_id: str) -> list[str]:
+    """What ``merge`` or ``remove`` changed in aiosd's part of the document, as short phrases for one
+    log line: models added and removed, provider fields changed, allowlist entries added and removed.
+    Never a secret (an apiKey change is named, not shown)."""
+    changes: list[str] = []
+    old_provider = _provider_of(old, provider_id)
+    new_provider = _provider_of(new, provider_id)
+    if old_provider is None and new_provider is not None:
+        ids = _row_ids(new_provider)
+        changes.append(f"added provider {provider_id} with {_ids_phrase(ids)}")
+    elif old_provider is not None and new_provider is None:
+        changes.append(f"took provider {provider_id} out")
+    elif old_provider is not None and new_provider is not None:
+        old_ids, new_ids = _row_ids(old_provider), _row_ids(new_provider)
+        added = [i for i in new_ids if i not in set(old_ids)]
+        removed = [i for i in old_ids if i not in set(new_ids)]
+        if added:
+            changes.append(f"models added: {_listed(added)}")
+        if removed:
+            changes.append(f"models removed: {_listed(removed)}")
+        old_rows = {r.get("id"): r for r in old_provider.get("models") or [] if isinstance(r, dict)}
+        updated = [r["id"] for r in new_provider.get("models") or []
+                   if isinstance(r, dict) and r.get("id") in old_rows and old_rows[r["id"]] != r]
+        if updated:
+            changes.append(f"model rows updated: {_listed(updated)}")
+        for key in ("baseUrl", "api", "timeoutSeconds"):
+            before, after = old_provider.get(key), new_provider.get(key)
+            if before != after:
+                if key == "baseUrl":
+                    before, after = (redact_url(v) if isinstance(v, str) else v for v in (before, after))
+                changes.append(f"{key} {_scalar(before)} -> {_scalar(after)}")
+        if old_provider.get("apiKey") != new_provider.get("apiKey"):
+            changes.append("apiKey replaced")
+    for where, old_refs, new_refs in _allowlist_refs(old, new, provider_id):
+        added = [r for r in new_refs if r not in set(old_refs)]
+        removed = [r for r in old_refs if r not in set(new_refs)]
+        if added:
+            changes.append(f"{where} +{', +'.join(_cap(added))}")
+        if removed:
+            changes.append(f"{where} -{', -'.join(_cap(removed))}")
+    return changes
+
+
+def _provider_of(doc: dict, provider_id: str) -> dict | None:
+    providers = _object(_object(doc, "models", "models", strict=False), "providers", "models.providers", strict=False)
+    provider = providers.get(provider_id) if providers is not None else None
+    return provider if isinstance(provider, dict) else None
+
+
+def _row_ids(provider: dict) -> list[str]:
+    rows = provider.get("models")
+    return [r["id"] for r in rows if isinstance(r, dict) and isinstance(r.get("id"), str)] if isinstance(rows, list) else []
+
+
+def _allowlist_refs(old: dict, new: dict, provider_id: str):
+    for where, getter in (("modelPolicy.allow", _allow_refs), ("agents.defaults.models", _legacy_refs)):
+        old_refs = [r for r in getter(old) if is_ours(r, provider_id)]
+        new_refs = [r for r in getter(new) if is_ours(r, provider_id)]
+        if old_refs != new_refs:
+            yield where, old_refs, new_refs
+
+
+def _allow_refs(doc: dict) -> list:
+    defaults = _defaults(doc, strict=False)
+    return (_allow_list(defaults, strict=False) or []) if defaults is not None else []
+
+
+def _legacy_refs(doc: dict) -> list:
+    defaults = _defaults(doc, strict=False)
+    return list(_legacy_map(defaults, strict=False) or {}) if defaults is not None else []
+
+
+def _cap(items: list[str]) -> list[str]:
+    if len(items) <= _SHOWN_IDS:
+        return items
+    return [*items[:_SHOWN_IDS], f"{len(items) - _SHOWN_IDS} more"]
+
+
+def _listed(ids: list[str]) -> str:
+    return ", ".join(_cap(ids))
+
+
+def _ids_phrase(ids: list[str]) -> str:
+    count = f"{len(ids)} model" + ("" if len(ids) == 1 else "s")
+    return f"{count} ({_listed(ids)})" if ids else count
+
+
+def _scalar(value) -> str:
+    return "unset" if value is None else str(value)

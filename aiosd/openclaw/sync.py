@@ -1,17 +1,20 @@
 """One sync of OpenClaw's openclaw.json with aiosd's models: read, merge, write if changed, report.
 
-``sync_openclaw`` is blocking (the daemon runs it with ``asyncio.to_thread``) and never raises for
-file problems; it returns a ``SyncResult`` and logs exactly one line on the ``aiosd.openclaw``
-logger. Path handling and atomic writes live in ``openclaw_file``, the pure merge in
-``openclaw_merge``.
+``sync_openclaw`` is blocking (the daemon runs it in a thread of its own) and never raises for
+file problems; it returns a ``SyncResult`` and logs one line on the ``aiosd.openclaw`` logger
+(plus a warning, once, about a file others can read or a short user timeout). Path handling and
+atomic writes live in ``file``, OpenClaw's write lock in ``lock``, the pure merge in ``merge``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
+import math
 import os
 import re
+import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,10 +24,13 @@ from typing import Literal
 from aiosd.config.settings import Config, ModelSpec, OpenClawSettings
 from aiosd.openclaw import file as files
 from aiosd.openclaw.file import OpenClawFileError, resolve_openclaw_path
+from aiosd.openclaw.lock import LockBusy, holding_openclaw_lock
 from aiosd.openclaw.merge import (
     MergeConflict,
     allowlists_in,
+    describe_changes,
     desired_provider,
+    existing_timeout,
     merge,
     remove,
 )
@@ -32,17 +38,22 @@ from aiosd.openclaw.merge import (
 __all__ = [
     "SyncResult",
     "openclaw_api_key",
+    "provider_timeout_seconds",
     "resolve_openclaw_path",
     "sync_openclaw",
 ]
 
 log = logging.getLogger("aiosd.openclaw")
 
-Outcome = Literal["written", "created", "unchanged", "refused", "removed", "dry_run"]
+# "missing": the file does not exist and openclaw.create is off, so aiosd left it so.
+# "busy": OpenClaw held its lock on the file for longer than aiosd waits; the next sync writes.
+Outcome = Literal["written", "created", "unchanged", "missing", "busy", "refused", "removed", "dry_run"]
 
 # How often aiosd merges again on top of someone else's write before giving up until next time.
 MAX_MERGE_ROUNDS = 5
 DEFAULT_API_KEY = "aiosd-local"
+# Added to aiosd's worst case for one request: the answer still has to be streamed back after it.
+TIMEOUT_MARGIN_SECONDS = 30
 _REDACTED = "<redacted>"
 
 
@@ -55,10 +66,17 @@ class SyncResult:
     message: str
     diff: str = ""
     at: float = field(default_factory=time.time)
+    # Warnings already given by this or an earlier sync (passed on through ``previous``), so each is said once.
+    warned: frozenset[str] = frozenset()
+    # The provider's timeoutSeconds in the file when aiosd chose it (so a later sync may change it);
+    # None when the value there is the user's.
+    timeout_written: int | None = None
+    timeout_kept_user: int | None = None  # the user's own timeoutSeconds, kept
 
     @property
     def ok(self) -> bool:
-        return self.outcome != "refused"
+        """False when the file was left alone although aiosd wanted to change it (the CLI exits 1)."""
+        return self.outcome not in ("refused", "missing", "busy")
 
     @property
     def changed(self) -> bool:
@@ -82,47 +100,135 @@ def openclaw_api_key(config: Config) -> str:
     return DEFAULT_API_KEY
 
 
+def provider_timeout_seconds(config: Config) -> int:
+    """aiosd's longest time for one request, as the config defines it, rounded up plus a margin.
+
+    The same bound the forwarding puts on a request: waiting for a kernel slot
+    (``kernel.queue_timeout``), every attempt (``retry.max_retries + 1`` times ``kernel.timeout``) and
+    the waits between them (``retry.budget``). OpenClaw aborts a silent stream after its provider's
+    ``timeoutSeconds`` (120 s, 300 s on loopback, when unset), so this is what it must wait at least.
+    """
+    kernel, retry = config.kernel, config.retry
+    worst = kernel.queue_timeout + kernel.timeout * (retry.max_retries + 1) + retry.budget
+    return math.ceil(worst) + TIMEOUT_MARGIN_SECONDS
+
+
 def sync_openclaw(
     settings: OpenClawSettings,
     models: Sequence[ModelSpec],
     *,
     base_url: str,
     api_key: str,
+    timeout_seconds: int | None = None,
     dry_run: bool = False,
     remove: bool = False,
     with_diff: bool = False,
     env: Mapping[str, str] = os.environ,
+    previous: SyncResult | None = None,
     _before_replace: Callable[[Path], None] | None = None,
 ) -> SyncResult:
     """Bring OpenClaw's file in step with ``models`` (or take aiosd's entries out with ``remove``).
 
-    Blocking; run it with ``asyncio.to_thread`` from the daemon. File problems never raise: they
-    come back as outcome "refused" with the file as it was. ``_before_replace`` is a test hook
+    Blocking: the daemon runs it in a thread. File problems never raise: they come back as outcome
+    "refused" (or "busy", "missing") with the file as it was. ``_before_replace`` is a test hook
     called with the path after the temp file is written and before the last re-read.
     ``with_diff`` fills ``SyncResult.diff`` (always filled for ``dry_run``): a whole-file diff of
     a 1 MB file costs seconds, so the daemon, which never shows it, does not ask for it.
+    ``previous`` is the last sync's result: a missing file is warned about once, then at debug.
+    ``timeout_seconds`` is the provider's timeoutSeconds aiosd wants (``provider_timeout_seconds``);
+    ``settings.timeout_seconds`` overrides it, a value the user wrote into the file is kept.
     """
     path: Path | None = None
     try:
         path = resolve_openclaw_path(settings, env)
-        result = _sync(settings, models, path, base_url, api_key, dry_run, remove, with_diff or dry_run, _before_replace)
+        ours = frozenset({previous.timeout_written} if previous and previous.timeout_written else ())
+        timeouts = (timeout_seconds, ours)
+        result = _sync(settings, models, path, base_url, api_key, timeouts, dry_run, remove, with_diff or dry_run,
+                       _before_replace)
     except (OpenClawFileError, MergeConflict) as exc:
         reason = str(exc) if isinstance(exc, OpenClawFileError) else f"{path}: {exc}; not touching it"
         result = SyncResult("refused", path, f"{reason}; will try again at the next sync")
     except Exception as exc:  # a bug must not take the daemon down; say so loudly, traceback included
         result = SyncResult("refused", path, f"internal error ({type(exc).__name__}: {exc}); will try again")
-        log.error("openclaw sync refused: %s", result.message, exc_info=True)
+        log.error("openclaw sync refused: %s", _printable(result.message), exc_info=True)
         return result
-    _log(result)
-    return result
+    _log(result, previous)
+    warned = previous.warned if previous is not None else frozenset()
+    timeout_written = result.timeout_written
+    if result.outcome in ("written", "created", "unchanged") and not remove and result.path is not None:
+        warned |= _warn_if_readable_by_others(result.path, api_key, warned)
+        warned |= _warn_if_users_timeout_is_short(result, timeout_seconds, warned)
+    elif previous is not None and result.outcome not in ("removed", "dry_run"):
+        timeout_written = previous.timeout_written  # nothing written: what aiosd wrote before is still its own
+    return dataclasses.replace(result, warned=warned, timeout_written=timeout_written)
 
 
-def _log(result: SyncResult) -> None:
+def _warn_if_users_timeout_is_short(result: SyncResult, wanted: int | None, warned: frozenset[str]) -> frozenset[str]:
+    kept = result.timeout_kept_user
+    key = f"timeout:{result.path}:{kept}"
+    if kept is None or wanted is None or kept >= wanted or key in warned:
+        return frozenset()
+    log.warning("%s: the provider's timeoutSeconds is %d, shorter than aiosd's longest time for one request "
+                "(%d s with queueing and retries): OpenClaw may abort answers aiosd is still waiting for. aiosd "
+                "keeps the value found there; delete it to let aiosd set it, or set openclaw.timeout_seconds",
+                _printable(str(result.path)), kept, wanted)
+    return frozenset({key})
+
+
+def _warn_if_readable_by_others(path: Path, api_key: str, warned: frozenset[str]) -> frozenset[str]:
+    """Once per file: say so when the file holding aiosd's API key can be read by other users."""
+    key = f"mode:{path}"
+    if key in warned or api_key == DEFAULT_API_KEY:  # the default key opens nothing: aiosd has no auth then
+        return frozenset()
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return frozenset()
+    who = files.readable_by_others(stat.S_IMODE(st.st_mode)) if stat.S_ISREG(st.st_mode) else None
+    if who is None:
+        return frozenset()
+    log.warning("%s holds aiosd's API key for OpenClaw and is readable by %s (mode %04o); aiosd keeps the mode "
+                "it found; to fix it run: chmod 600 %s", _printable(str(path)), who, stat.S_IMODE(st.st_mode),
+                _printable(str(path)))
+    return frozenset({key})
+
+
+def _log(result: SyncResult, previous: SyncResult | None) -> None:
+    """One line: changes at info, nothing-to-do at debug, problems at warning/error."""
     if result.outcome == "refused":
-        by_choice = result.message.startswith("not creating")  # openclaw.create: false, file absent
-        log.log(logging.WARNING if by_choice else logging.ERROR, "openclaw sync refused: %s", result.message)
+        level = logging.ERROR
+    elif result.outcome == "busy":
+        level = logging.WARNING
+    elif result.outcome == "missing":
+        repeated = previous is not None and previous.outcome == "missing" and previous.path == result.path
+        level = logging.DEBUG if repeated else logging.WARNING
+    elif result.outcome == "unchanged":
+        level = logging.DEBUG
     else:
-        log.info("openclaw sync %s: %s", result.outcome, result.message)
+        level = logging.INFO
+    log.log(level, "openclaw sync %s: %s", result.outcome, _printable(result.message))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    """Control characters (from a kernel's model id, a path) escaped, so one event stays one line."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What one merge of aiosd's entries into one version of the file gives."""
+
+    document: dict
+    new_document: dict
+    text: str
+    unchanged: bool
+    parts: list[str]
+    changes: list[str]
+    timeout_written: int | None = None
+    timeout_kept_user: int | None = None
 
 
 def _sync(
@@ -131,6 +237,7 @@ def _sync(
     path: Path,
     base_url: str,
     api_key: str,
+    timeouts: tuple[int | None, frozenset[int]],
     dry_run: bool,
     removing: bool,
     with_diff: bool,
@@ -138,80 +245,185 @@ def _sync(
 ) -> SyncResult:
     provider_id = settings.provider_id
     try:
-        provider = None if removing else desired_provider(models, base_url, api_key)
+        desired_provider(models, base_url, api_key)  # refuses an empty base URL or key
     except ValueError as exc:
         return SyncResult("refused", path, f"not writing {path}: {exc}")
-    what = "" if removing else f"provider {provider_id}, {_count(provider['models'])}"
 
-    for _ in range(MAX_MERGE_ROUNDS):
-        snapshot = files.read_snapshot(path)
-        if not snapshot.exists:
-            if removing:
-                return SyncResult("unchanged", path, f"{path} does not exist; nothing to remove")
-            if not settings.create:
-                return SyncResult("refused", path, f"not creating {path}: it does not exist and openclaw.create is off")
-            old_text, document = "", {}
-        else:
-            old_text = snapshot.raw.decode("utf-8-sig", errors="replace")
-            document = files.parse_document(snapshot.raw, path)
-
+    def plan_for(snapshot: files.Snapshot) -> _Plan:
+        document = files.parse_document(snapshot.raw, path) if snapshot.exists else {}
         notes: list[str] = []
+        timeout_written = timeout_kept_user = None
         if removing:
             new_document = remove(document, provider_id, notes=notes)
-            allowlists = []
+            parts = list(notes)
         else:
+            timeout, owned = _choose_timeout(document, provider_id, settings.timeout_seconds, *timeouts)
+            timeout_written, timeout_kept_user = (timeout, None) if owned else (None, timeout)
+            provider = desired_provider(models, base_url, api_key, timeout)
             new_document = merge(
                 document, provider_id, provider,
                 allowlist=settings.allowlist, allow_entries=settings.allow_entries, notes=notes,
             )
             allowlists = allowlists_in(new_document, settings.allowlist)
-        parts = [] if removing else [what, "allowlist: " + (", ".join(allowlists) or "none to maintain")]
-        parts += notes
+            parts = [f"provider {provider_id}, {_count(provider['models'])}",
+                     "allowlist: " + (", ".join(allowlists) or "none to maintain"), *notes]
+        text = files.render(new_document)
+        unchanged = snapshot.exists and files.render(document) == text
+        changes = [] if unchanged else describe_changes(document, new_document, provider_id) + notes
+        return _Plan(document, new_document, text, unchanged, parts, changes, timeout_written, timeout_kept_user)
 
-        new_text = files.render(new_document)
-        if snapshot.exists and files.render(document) == new_text:
-            if removing:
-                return SyncResult("unchanged", path, f"{path} has no entries of provider {provider_id}; nothing to remove")
-            return SyncResult("unchanged", path, _line(f"{path} already up to date", parts))
+    snapshot = files.read_snapshot(path)
+    try:
+        plan = plan_for(snapshot)
+    except OpenClawFileError:
+        # Broken, or caught half-way through another writer's in-place rewrite: look again once
+        # it has settled, and refuse only a file that stays broken.
+        settled = files.read_settled(path)
+        if settled.same_file_as(snapshot):
+            raise
+        snapshot, plan = settled, plan_for(settled)
+    if not snapshot.exists:
+        if removing:
+            return SyncResult("unchanged", path, f"{path} does not exist; nothing to remove")
+        if not settings.create:
+            return _missing(path, provider_id, models)
+    if plan.unchanged:
+        return _unchanged(path, provider_id, plan, removing)
+    diff = ""
+    if with_diff:
+        old_text = snapshot.raw.decode("utf-8-sig", errors="replace") if snapshot.exists else ""
+        diff = _redacted(_diff(old_text, plan.text, path))
+    if dry_run:
+        verb = "would create" if not snapshot.exists else "would change"
+        return SyncResult("dry_run", path, _line(f"{verb} {path}", plan.changes), diff)
 
-        diff = _redacted(_diff(old_text, new_text, path)) if with_diff else ""
-        if dry_run:
-            verb = "would create" if not snapshot.exists else "would change"
-            return SyncResult("dry_run", path, _line(f"{verb} {path}", parts), diff)
+    if not snapshot.exists:
+        files.ensure_directory(path)
+    try:
+        with holding_openclaw_lock(path, owner=files.intended_owner(snapshot)):
+            return _write(settings, path, plan_for, (snapshot, plan), removing, diff, before_replace)
+    except LockBusy as exc:
+        return SyncResult("busy", path, f"{path}: {exc}; aiosd writes it at the next sync")
 
-        if not snapshot.exists:
-            files.ensure_directory(path)
-        files.check_writable(snapshot)
+
+def _write(
+    settings: OpenClawSettings,
+    path: Path,
+    plan_for: Callable[[files.Snapshot], _Plan],
+    planned: tuple[files.Snapshot, _Plan],
+    removing: bool,
+    diff: str,
+    before_replace: Callable[[Path], None] | None,
+) -> SyncResult:
+    """Write aiosd's entries, never undoing another writer's change.
+
+    Each round merges into ``base`` and replaces ``expected`` (what must be at the path right
+    before the swap: checked by inode and bytes). A change between the read and the swap means
+    reading again. A change caught by the swap itself (the file aiosd replaced is not the one it
+    expected) means another writer's version was just replaced: aiosd merges again on top of it
+    and writes that, at once."""
+    provider_id = settings.provider_id
+    base = expected = files.read_snapshot(path)  # under the lock: the latest version
+    existed = base.exists
+    first = None
+    wrote = backup = None
+    checks_failed = conflicts = 0
+    while True:
+        if not base.exists and not removing and not settings.create:
+            return _missing(path, provider_id, ())
+        if not base.exists and removing:
+            return SyncResult("unchanged", path, f"{path} does not exist; nothing to remove")
+        # the version read before taking the lock, unchanged since: its merge is already done
+        plan = planned[1] if base.same_file_as(planned[0]) else plan_for(base)
+        first = first or plan
+        if plan.unchanged and base is expected:
+            if not wrote:
+                return _unchanged(path, provider_id, plan, removing)
+            break
+        # Another writer's version that already has aiosd's entries goes back in as it was.
+        data = base.raw if plan.unchanged else plan.text.encode("utf-8")
+        files.check_writable(expected)
         files.remove_stale_temp_files(path)
-        uid, gid = files.intended_owner(snapshot)
-        mode = snapshot.mode if snapshot.exists else files.NEW_FILE_MODE
-        tmp = files.write_temp(path, new_text.encode("utf-8"), mode=mode, uid=uid, gid=gid)
+        uid, gid = files.intended_owner(expected if expected.exists else base)
+        mode = next((s.mode for s in (expected, base) if s.exists), files.NEW_FILE_MODE)
+        tmp = files.write_temp(path, data, mode=mode, uid=uid, gid=gid)
         try:
             if before_replace is not None:
                 before_replace(path)
-            if files.read_raw(path) != snapshot.raw:
+            current = files.read_snapshot(path)
+            if not current.same_file_as(expected):
                 files.discard(tmp)
-                continue  # someone else wrote meanwhile: merge again on top of their version
-            backup = None
-            if snapshot.exists and settings.backup and not files.is_plain_json(snapshot.raw):
-                backup = files.keep_backup_once(snapshot)
-            files.replace(tmp, path)
+                checks_failed += 1
+                if checks_failed >= MAX_MERGE_ROUNDS:
+                    break
+                # someone else wrote meanwhile: merge again on top of their version
+                base = expected = current if (not current.exists or files.parses(current.raw)) \
+                    else files.read_settled(path)
+                continue
+            if backup is None and expected.exists and settings.backup and not files.is_plain_json(expected.raw):
+                backup = files.keep_backup_once(expected) or False
+            ours = files.snapshot_of_temp(tmp, data, path)
+            done, replaced = files.put_in_place(tmp, path, expected, ours)
         except BaseException:
             files.discard(tmp)
             raise
-        if backup is not None:
-            parts.append(f"original (JSON5, comments) kept as {backup.name}")
-        if not snapshot.exists:
-            return SyncResult("created", path, _line(f"created {path}", parts), diff)
-        if removing:
-            head = f"took provider {provider_id} and its allowlist entries out of {path}"
-            return SyncResult("removed", path, _line(head, parts), diff)
-        return SyncResult("written", path, _line(f"updated {path}", parts), diff)
+        if not done:  # another writer got there first; their version is in place: start again from it
+            checks_failed += 1
+            if checks_failed >= MAX_MERGE_ROUNDS:
+                break
+            base = expected = files.read_settled(path)
+            continue
+        wrote = True
+        if (replaced is None or replaced.same_file_as(expected) or not replaced.exists
+                or not files.parses(replaced.raw) or conflicts >= MAX_MERGE_ROUNDS):
+            break
+        # Only where the file system cannot swap: the rename replaced another writer's version
+        # (written after aiosd's check), so merge again on top of theirs, and write that at once.
+        conflicts += 1
+        base, expected = replaced, ours
+    if not wrote or checks_failed >= MAX_MERGE_ROUNDS:
+        return SyncResult("refused", path, (
+            f"{path} changed {MAX_MERGE_ROUNDS} times while aiosd was writing it; will try again at the next sync"))
+    changes = list(first.changes)
+    if conflicts:
+        changes.append(f"merged again on top of {conflicts} concurrent write(s)")
+    if backup:
+        changes.append(f"original (JSON5, comments) kept as {backup.name}")
+    timeouts = {"timeout_written": plan.timeout_written, "timeout_kept_user": plan.timeout_kept_user}
+    if not existed:
+        return SyncResult("created", path, _line(f"created {path}", first.parts), diff, **timeouts)
+    if removing:
+        head = f"took provider {provider_id} and its allowlist entries out of {path}"
+        return SyncResult("removed", path, _line(head, changes), diff)
+    return SyncResult("written", path, _line(f"updated {path}", changes), diff, **timeouts)
 
-    return SyncResult(
-        "refused", path,
-        f"{path} changed {MAX_MERGE_ROUNDS} times while aiosd was writing it; will try again at the next sync",
-    )
+
+def _missing(path: Path, provider_id: str, models: Sequence[ModelSpec]) -> SyncResult:
+    return SyncResult("missing", path, (
+        f"{path} does not exist and openclaw.create is off; aiosd would create it with provider {provider_id} "
+        f"({_count(list(models))}). Set openclaw.create: true to let it, or openclaw.config_path "
+        "to the file OpenClaw reads"))
+
+
+def _unchanged(path: Path, provider_id: str, plan: _Plan, removing: bool) -> SyncResult:
+    if removing:
+        return SyncResult("unchanged", path, f"{path} has no entries of provider {provider_id}; nothing to remove")
+    return SyncResult("unchanged", path, _line(f"{path} already up to date", plan.parts),
+                      timeout_written=plan.timeout_written, timeout_kept_user=plan.timeout_kept_user)
+
+
+def _choose_timeout(
+    document: dict, provider_id: str, configured: int | None, wanted: int | None, ours: frozenset[int]
+) -> tuple[int | None, bool]:
+    """(timeoutSeconds to write, whether it is aiosd's own): openclaw.timeout_seconds when set; else the
+    user's value in the file, kept; else ``wanted``. A value aiosd wrote before (``ours``) or would
+    write now is not the user's."""
+    if configured is not None:
+        return configured, True
+    found = existing_timeout(document, provider_id)
+    if found is not None and found not in ours and found != wanted:
+        return found, False
+    return wanted, True
 
 
 def _line(head: str, parts: list[str]) -> str:

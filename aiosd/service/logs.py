@@ -1,4 +1,4 @@
-"""Logging set-up: syslog priority prefixes when stderr is the journal, timestamps on a terminal; the ring of recent request lines."""
+"""Logging set-up: one line per event (outside text escaped), syslog priority prefixes when stderr is the journal, timestamps on a terminal; the ring of recent request lines for the status page."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import sys
+import traceback
 
 # sd-daemon(3) priority prefixes: journald reads "<N>" at the start of each stderr line.
 _SYSLOG_PRIORITY = {
@@ -19,15 +20,77 @@ _SYSLOG_PRIORITY = {
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
+# Characters that must never reach a log line raw: C0 (newline, ESC, ...), DEL, C1 (NEL among them)
+# and the Unicode line and paragraph separators. A newline forges a log line (with its own
+# "<3>" priority on the journal); ESC sequences rewrite what an operator's terminal shows.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# Between the lines of one event's traceback (aiosd's own structure, not outside text).
+LINE_JOIN = " | "
 
-class JournalFormatter(logging.Formatter):
+
+def _escaped(match: re.Match) -> str:
+    char = match.group()
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\n``, ``\\x1b``, ``\\u2028``)."""
+    return _CONTROL.sub(_escaped, text)
+
+
+# Chunks of a formatted traceback that are its own layout (several lines each); every other
+# chunk is an exception's text (``Type: message``, a note), which may quote anything.
+_LAYOUT_CHUNKS = ("File ", "Traceback (most recent call last)", "[Previous line repeated")
+
+
+def _traceback_lines(chunks) -> list[str]:
+    lines: list[str] = []
+    for chunk in chunks:
+        if chunk.startswith("\n") or chunk.lstrip(" |").startswith(_LAYOUT_CHUNKS):
+            lines.extend(escape_controls(line) for line in chunk.split("\n") if line.strip())
+        else:
+            lines.append(escape_controls(chunk.removesuffix("\n")))
+    return lines
+
+
+class OneLineFormatter(logging.Formatter):
+    """Every event on exactly one line: the message and an exception's text with control characters
+    escaped, a traceback's lines joined with `` | ``. Done here, once, because log messages quote
+    text from outside (clients' roles and model ids, the kernel's error sentences, header values)
+    at many call sites."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.getMessage())
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        parts = [self.formatMessage(record)]
+        if record.exc_info:
+            # Not cached in record.exc_text: other handlers (pytest's) format it their own way.
+            parts.append(self.formatException(record.exc_info))
+        elif record.exc_text:
+            parts.append(LINE_JOIN.join(escape_controls(line) for line in record.exc_text.splitlines()))
+        if record.stack_info:
+            parts.append(LINE_JOIN.join(escape_controls(line) for line in record.stack_info.splitlines()))
+        return LINE_JOIN.join(part for part in parts if part)
+
+    def formatException(self, ei) -> str:  # noqa: N802 - logging's name
+        exc_type, exc, tb = ei
+        if exc is None:
+            return ""
+        chunks = traceback.TracebackException(exc_type, exc, tb).format()
+        return LINE_JOIN.join(_traceback_lines(chunks))
+
+
+class JournalFormatter(OneLineFormatter):
     """``<priority>logger: message``; journald adds the timestamp itself."""
 
     def format(self, record: logging.LogRecord) -> str:
-        priority = _SYSLOG_PRIORITY.get(record.levelno, 6)
-        text = super().format(record)
-        # One event, one journal line: continuation lines would lose their priority.
-        return f"<{priority}>" + text.replace("\n", " | ")
+        return f"<{_SYSLOG_PRIORITY.get(record.levelno, 6)}>" + super().format(record)
 
 
 def stderr_is_journal(environ=os.environ) -> bool:
@@ -54,7 +117,7 @@ def setup_logging(level: str = "info") -> None:
     if stderr_is_journal():
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root.addHandler(handler)
     set_level(level)
     # uvicorn's access log would print one line per request with no request id; aiosd logs its own.
@@ -66,8 +129,21 @@ def setup_logging(level: str = "info") -> None:
 _CHATTY_LIBRARIES = ("httpx", "httpcore", "watchfiles", "uvicorn.error")
 
 
+# ``aiosd run --log-level``: wins over logging.level, at start and at every reload.
+_override: str | None = None
+
+
+def override_level(level: str | None) -> None:
+    """Pin the level (None: follow logging.level again) and apply it now."""
+    global _override
+    _override = level
+    if level is not None:
+        set_level(level)
+
+
 def set_level(level: str) -> None:
     """Apply ``logging.level`` (live on reload) to aiosd and the libraries it runs (uvicorn's errors included)."""
+    level = _override or level
     logging.getLogger().setLevel(LEVELS[level])
     logging.getLogger("aiosd").setLevel(LEVELS[level])
     for name in _CHATTY_LIBRARIES:
@@ -78,13 +154,12 @@ class LogRing(logging.Handler):
     """The last ``size`` log lines about requests, in memory, for the status page to show by request id.
 
     Only lines naming a request ("request <id>") are kept, so a quiet daemon's reload notes do
-    not push them out. Each line is stored already formatted, control characters replaced and cut
-    to ``LINE_LIMIT`` characters, so memory stays bounded whatever a message carried.
+    not push them out. Each line is stored already formatted, control characters escaped as in the
+    journal and cut to ``LINE_LIMIT`` characters, so memory stays bounded whatever a message carried.
     """
 
     LINE_LIMIT = 2000
     _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # what request_context accepts as an id
-    _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
     def __init__(self, size: int = 2000) -> None:
         super().__init__(logging.DEBUG)
@@ -100,7 +175,7 @@ class LogRing(logging.Handler):
             if record.exc_info and record.exc_info[1] is not None:
                 message += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
             if not message.isprintable():
-                message = self._CONTROL.sub(" ", message)
+                message = escape_controls(message)
             self.records.append((record.created, record.levelname, record.name, request_id, message[: self.LINE_LIMIT]))
         except Exception:  # a log line must never break the request that logged it
             self.handleError(record)

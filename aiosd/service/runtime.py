@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -20,6 +22,12 @@ from aiosd.service.logs import LogRing
 from aiosd.service.metrics import Metrics
 
 log = logging.getLogger("aiosd.runtime")
+
+# The longest one OpenClaw sync may take (it waits up to a few seconds for OpenClaw's lock; the
+# file I/O itself takes milliseconds) before the daemon stops waiting for its thread.
+OPENCLAW_SYNC_TIMEOUT = 30.0
+# After a sync found OpenClaw writing its file (outcome "busy"), the next one comes this soon.
+OPENCLAW_BUSY_RETRY = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +63,8 @@ class Runtime:
         self._sync_wanted = asyncio.Event()
         self.syncs_done = 0
         self._sync_finished = asyncio.Condition()
+        self.sync_timeout = OPENCLAW_SYNC_TIMEOUT
+        self._stuck_sync: tuple[threading.Thread, float] | None = None
         self._config_applied = asyncio.Event()  # wakes the canary loop when probe_interval changes
         self.canary = CanaryState()
         self._was_ready: bool | None = None  # for logging readiness changes once each
@@ -124,16 +134,18 @@ class Runtime:
     # --- OpenClaw's config file ---------------------------------------------------------------
 
     async def sync_openclaw_now(self):
-        from aiosd.openclaw.sync import openclaw_api_key, sync_openclaw
+        from aiosd.openclaw.sync import openclaw_api_key, provider_timeout_seconds, sync_openclaw
 
         config = self.config
-        result = await asyncio.to_thread(
+        result = await self._sync_in_own_thread(functools.partial(
             sync_openclaw,
             config.openclaw,
             list(self.catalog.models()),
             base_url=config.own_base_url,
             api_key=openclaw_api_key(config),
-        )
+            timeout_seconds=provider_timeout_seconds(config),
+            previous=self.last_sync,
+        ))
         self.last_sync = result
         self.metrics.syncs.labels(result.outcome).inc()
         self._notifier_status()
@@ -141,6 +153,57 @@ class Runtime:
             self.syncs_done += 1
             self._sync_finished.notify_all()
         return result
+
+    async def _sync_in_own_thread(self, sync):
+        """Run one blocking sync in a daemon thread of its own, waiting at most ``sync_timeout``.
+
+        Not ``asyncio.to_thread``: a thread stuck in the file system (a hung NFS or FUSE mount)
+        would hold up the default executor's shutdown, and so the daemon's exit. A stuck thread is
+        abandoned, and no second one is started while it lives."""
+        from aiosd.openclaw.file import resolve_openclaw_path
+        from aiosd.openclaw.sync import SyncResult
+
+        path = resolve_openclaw_path(self.config.openclaw)
+        last = self.last_sync
+        # what the last sync knew (warnings given, aiosd's own timeoutSeconds) is not forgotten
+        carried = {} if last is None else {"warned": last.warned, "timeout_written": last.timeout_written}
+        stuck = self._stuck_sync
+        if stuck is not None and stuck[0].is_alive():
+            return SyncResult("refused", path, **carried, message=(
+                f"the sync started {time.monotonic() - stuck[1]:.0f}s ago has not returned (a file system that "
+                "does not answer?); not starting another until it does"))
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future = loop.create_future()
+
+        def deliver(outcome: tuple) -> None:
+            if not done.done():
+                done.set_result(outcome)
+
+        def run() -> None:
+            try:
+                outcome = (sync(), None)
+            except BaseException as exc:  # handed to the loop, raised there
+                outcome = (None, exc)
+            try:
+                loop.call_soon_threadsafe(deliver, outcome)
+            except RuntimeError:
+                pass  # the loop is gone: the daemon stopped while this sync was stuck
+
+        thread = threading.Thread(target=run, name="openclaw-sync", daemon=True)
+        started = time.monotonic()
+        thread.start()
+        try:
+            value, error = await asyncio.wait_for(asyncio.shield(done), self.sync_timeout)
+        except asyncio.TimeoutError:
+            self._stuck_sync = (thread, started)
+            result = SyncResult("refused", path, **carried, message=(
+                f"the sync did not finish within {self.sync_timeout:g}s (a file system that does not answer?); "
+                "aiosd stops waiting for it and tries again once it returns"))
+            log.error("openclaw sync refused: %s", result.message)
+            return result
+        if error is not None:
+            raise error
+        return value
 
     async def wait_for_sync(self, after: int) -> None:
         """Return once more than ``after`` OpenClaw syncs have finished (for tests and the CLI)."""
@@ -160,8 +223,11 @@ class Runtime:
                     await self.sync_openclaw_now()
                 except Exception:  # a bug here must not stop the daemon serving
                     log.exception("OpenClaw sync failed unexpectedly; trying again next interval")
+            wait = self.config.openclaw.interval
+            if self.last_sync is not None and self.last_sync.outcome == "busy":
+                wait = min(wait, OPENCLAW_BUSY_RETRY)
             try:
-                await asyncio.wait_for(self._sync_wanted.wait(), self.config.openclaw.interval)
+                await asyncio.wait_for(self._sync_wanted.wait(), wait)
             except asyncio.TimeoutError:
                 pass
 

@@ -138,7 +138,7 @@ def _tool_call(raw: Any, names: Mapping[str, str]) -> ToolCall:
     if isinstance(parameters, str):  # not seen, but some servers keep arguments as a string
         try:
             parameters = json.loads(parameters) if parameters.strip() else {}
-        except ValueError:
+        except (ValueError, RecursionError):
             pass  # reported below as not an object
     if parameters is None:
         parameters = {}
@@ -147,7 +147,7 @@ def _tool_call(raw: Any, names: Mapping[str, str]) -> ToolCall:
             raise ValueError
         # allow_nan=False: NaN would make the arguments invalid JSON for OpenClaw.
         arguments_json = json.dumps(parameters, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than json can follow
         raise KernelBadAnswer(
             f"The AIOS kernel returned arguments for tool {name!r} that are not a JSON object", kernel_status=200
         ) from None

@@ -27,6 +27,9 @@ Decisions on the reply side (``parse_reply_text``):
   ``</function_calls>`` is missing is accepted.
 - Calls to tools that were not offered are still returned: OpenClaw answers them with a "tool not
   found" result, which lets the model correct itself; dropping them would silently lose the turn.
+- Parsing takes time linear in the reply's length, however it is crafted (``_ReplyScan``), and a
+  reply longer than ``MAX_PARSED_REPLY_CHARS`` is not parsed at all: it is returned whole as text,
+  with a warning for the log, so nothing is lost and nothing half-read is run.
 
 This module also renders history for the ``none`` mode (tools not offered, earlier calls and
 results still shown as text), because the rewriting is the same.
@@ -34,6 +37,7 @@ results still shown as text), because the rewriting is the same.
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -222,7 +226,7 @@ def _arguments_object(arguments: str) -> dict | None:
         return {}
     try:
         value = json.loads(arguments)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 
@@ -240,15 +244,22 @@ _encode_json = msgspec.json.Encoder().encode
 
 # --- reading calls out of the reply --------------------------------------------------------
 
+# Replies longer than this are not searched for tool calls: they come back whole, as text, with a
+# warning in the log (nothing is lost, nothing half-read is run). The kernel asks its LLM for at
+# most 1000 tokens (about 4 KB); 512 Ki characters (~128k tokens) is above any model's output
+# limit, and even a crafted reply that long parses in about a tenth of a second.
+MAX_PARSED_REPLY_CHARS = 512 * 1024
+
 _BLOCK_OPEN = "<function_calls>"
 _BLOCK_CLOSE = "</function_calls>"
 _INVOKE_CLOSE = "</invoke>"
+_PARAM_CLOSE = "</parameter>"
 _NAME_ATTR = r"""\s+name\s*=\s*(?:"([^"<>]*)"|'([^'<>]*)')\s*"""
 _INVOKE_OPEN = re.compile(r"<invoke" + _NAME_ATTR + r"(/?)>")
 _PARAM_OPEN = re.compile(r"<parameter" + _NAME_ATTR + r">")
 # A value ends at the </parameter> that is followed by what may follow a parameter, so a
 # value that itself contains "</parameter>" (a file about this format) survives.
-_PARAM_CLOSE = re.compile(r"</parameter>(?=\s*(?:<parameter\s|</invoke>|</function_calls>|$))")
+_AFTER_PARAM = re.compile(r"\s*(?:<parameter\s|</invoke>|</function_calls>|$)")
 _WHITESPACE = re.compile(r"\s*")
 _TRAILING_FENCE = re.compile(r"\n?```[A-Za-z]*\s*$")
 
@@ -261,16 +272,26 @@ class _Truncated(Exception):
     """The text ends inside an invoke: the answer was cut off."""
 
 
-def parse_reply_text(text: str, tools: Sequence[Tool] | None) -> Reply:
-    """The model's reply as content + tool calls (see the module docstring for the rules)."""
+def parse_reply_text(text: str, tools: Sequence[Tool] | None, *, max_chars: int = MAX_PARSED_REPLY_CHARS) -> Reply:
+    """The model's reply as content + tool calls (see the module docstring for the rules).
+
+    A reply longer than ``max_chars`` is returned as text, unparsed, with a warning."""
+    if len(text) > max_chars:
+        return Reply(
+            content=text,
+            warning=(f"the reply ({len(text)} characters) is longer than the {max_chars} characters aiosd reads "
+                     "tool calls from; returned as text, any tool calls in it are not run"),
+            generated_chars=len(text),
+        )
     schemas = {tool.function.name: tool.function.parameters for tool in tools or ()}
+    scan = _ReplyScan(text)
     calls: list[tuple[str, dict[str, str]]] = []
     first_block_at: int | None = None
     truncated = False
     search_from = 0
     while (start := text.find(_BLOCK_OPEN, search_from)) != -1:
         try:
-            block_calls, end = _parse_block(text, start + len(_BLOCK_OPEN))
+            block_calls, end = scan.block(start + len(_BLOCK_OPEN))
         except _Malformed:
             search_from = start + 1
             continue
@@ -297,56 +318,114 @@ def parse_reply_text(text: str, tools: Sequence[Tool] | None) -> Reply:
     return Reply(content=content or None, tool_calls=tool_calls, finish_reason="tool_calls", generated_chars=len(text))
 
 
-def _parse_block(text: str, pos: int) -> tuple[list[tuple[str, dict[str, str]]], int]:
-    """The invokes of one block starting after ``<function_calls>``, and where the block ends."""
-    calls: list[tuple[str, dict[str, str]]] = []
-    end = len(text)
-    while True:
-        pos = _WHITESPACE.match(text, pos).end()
-        if pos == end:
-            if calls:  # complete invokes, closing tag missing: accept
-                return calls, pos
-            raise _Truncated
-        if text.startswith(_BLOCK_CLOSE, pos):
-            return calls, pos + len(_BLOCK_CLOSE)
-        invoke = _INVOKE_OPEN.match(text, pos)
-        if invoke is None:
-            if _is_cut_tag(text, pos, ("<invoke", _BLOCK_CLOSE)):
-                raise _Truncated
-            raise _Malformed
-        name = invoke[1] if invoke[1] is not None else invoke[2]
-        if not name:
-            raise _Malformed
-        pos = invoke.end()
-        params: dict[str, str] = {}
-        calls.append((name, params))
-        if invoke[3]:  # <invoke name="x"/>
-            continue
+class _ReplyScan:
+    """One reply's parse, linear in its length however it is crafted.
+
+    A ``<function_calls>`` that turns out malformed is searched again from the next one, which may
+    lie inside a parameter value of the first: the naive way re-reads the same tokens (and re-scans
+    for the end of each value) from every such start, quadratic in the reply's length (a crafted
+    1 MB reply blocked the event loop for 11 s). Here every place a value can end is found once, in
+    one pass, and looked up by bisection; values are kept as offsets until their block is accepted
+    (accepted blocks never overlap); and a token position from which a block turned out malformed
+    is remembered, so a later attempt reaching it stops there: from a given position at a given
+    depth (between invokes, or between parameters) the parse always ends the same way.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._closes: list[int] | None = None  # every "</parameter>", in order
+        self._value_ends: list[int] = []  # those followed by what may follow a parameter
+        self._dead_invoke_level: set[int] = set()
+        self._dead_param_level: set[int] = set()
+
+    def block(self, pos: int) -> tuple[list[tuple[str, dict[str, str]]], int]:
+        """The invokes of one block starting after ``<function_calls>``, and where the block ends."""
+        visited_invoke: list[int] = []
+        visited_param: list[int] = []
+        try:
+            calls, end = self._block(pos, visited_invoke, visited_param)
+        except _Malformed:
+            self._dead_invoke_level.update(visited_invoke)
+            self._dead_param_level.update(visited_param)
+            raise
+        text = self.text
+        return [(name, {key: text[a:b] for key, (a, b) in params.items()} if params else {}) for name, params in calls], end
+
+    def _block(self, pos: int, visited_invoke: list[int], visited_param: list[int]):
+        text = self.text
+        calls: list[tuple[str, dict[str, tuple[int, int]] | None]] = []  # None: no parameters
+        end = len(text)
         while True:
             pos = _WHITESPACE.match(text, pos).end()
             if pos == end:
+                if calls:  # complete invokes, closing tag missing: accept
+                    return calls, pos
                 raise _Truncated
-            if text.startswith(_INVOKE_CLOSE, pos):
-                pos += len(_INVOKE_CLOSE)
-                break
-            if text.startswith(_BLOCK_CLOSE, pos):  # </invoke> forgotten
-                break
-            param = _PARAM_OPEN.match(text, pos)
-            if param is None:
-                if _is_cut_tag(text, pos, ("<parameter", _INVOKE_CLOSE, _BLOCK_CLOSE)):
+            if pos in self._dead_invoke_level:
+                raise _Malformed
+            visited_invoke.append(pos)
+            if text.startswith(_BLOCK_CLOSE, pos):
+                return calls, pos + len(_BLOCK_CLOSE)
+            invoke = _INVOKE_OPEN.match(text, pos)
+            if invoke is None:
+                if _is_cut_tag(text, pos, ("<invoke", _BLOCK_CLOSE)):
                     raise _Truncated
                 raise _Malformed
-            key = param[1] if param[1] is not None else param[2]
-            value_start = param.end()
-            close = _PARAM_CLOSE.search(text, value_start)
-            if close is None:
-                plain = text.find("</parameter>", value_start)
-                if plain == -1:
+            name = invoke[1] if invoke[1] is not None else invoke[2]
+            if not name:
+                raise _Malformed
+            pos = invoke.end()
+            if invoke[3]:  # <invoke name="x"/>
+                calls.append((name, None))
+                continue
+            params: dict[str, tuple[int, int]] = {}
+            calls.append((name, params))
+            while True:
+                pos = _WHITESPACE.match(text, pos).end()
+                if pos == end:
                     raise _Truncated
-                value_end, pos = plain, plain + len("</parameter>")
-            else:
-                value_end, pos = close.start(), close.end()
-            params[key] = text[value_start:value_end]
+                if pos in self._dead_param_level:
+                    raise _Malformed
+                visited_param.append(pos)
+                if text.startswith(_INVOKE_CLOSE, pos):
+                    pos += len(_INVOKE_CLOSE)
+                    break
+                if text.startswith(_BLOCK_CLOSE, pos):  # </invoke> forgotten
+                    break
+                param = _PARAM_OPEN.match(text, pos)
+                if param is None:
+                    if _is_cut_tag(text, pos, ("<parameter", _INVOKE_CLOSE, _BLOCK_CLOSE)):
+                        raise _Truncated
+                    raise _Malformed
+                key = param[1] if param[1] is not None else param[2]
+                value_start = param.end()
+                value_end = self._value_end(value_start)
+                if value_end is None:
+                    raise _Truncated
+                params[key] = (value_start, value_end)
+                pos = value_end + len(_PARAM_CLOSE)
+
+    def _value_end(self, start: int) -> int | None:
+        """Where the value starting at ``start`` ends: the first ``</parameter>`` followed by what may
+        follow a parameter, else the first ``</parameter>`` at all; None when there is none."""
+        if self._closes is None:
+            self._index_closes()
+        i = bisect.bisect_left(self._value_ends, start)
+        if i < len(self._value_ends):
+            return self._value_ends[i]
+        i = bisect.bisect_left(self._closes, start)
+        return self._closes[i] if i < len(self._closes) else None
+
+    def _index_closes(self) -> None:
+        text = self.text
+        closes: list[int] = []
+        at = text.find(_PARAM_CLOSE)
+        while at != -1:
+            closes.append(at)
+            if _AFTER_PARAM.match(text, at + len(_PARAM_CLOSE)):
+                self._value_ends.append(at)
+            at = text.find(_PARAM_CLOSE, at + len(_PARAM_CLOSE))
+        self._closes = closes
 
 
 def _is_cut_tag(text: str, pos: int, tags: tuple[str, ...]) -> bool:

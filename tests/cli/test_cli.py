@@ -13,6 +13,7 @@ import pytest
 from aiosd import __version__
 from aiosd.cli.main import main
 from aiosd.config.schema import load_schema
+from aiosd.config.shipped import example_config_path
 from tests.support.daemon_process import REPO
 
 GOOD = 'listen: "127.0.0.1:8700"\nmodels:\n  map:\n    sonnet: {kernel_model: "claude-sonnet-4-5-20250929"}\n'
@@ -48,10 +49,20 @@ def test_check_of_an_invalid_file_exits_1_with_every_problem_on_stderr(tmp_path)
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        f"{path}:2:12: kernel.timeout: expected a duration like '250ms', '20s', '5m' or a number of seconds, got 'soon'",
+        f"{path}:2:12: kernel.timeout: must be a duration like 30s, 5m or 1.5h (units ms, s, m, h; a plain number is "
+        "seconds), got 'soon'",
         f"{path}:3:18: logging.level: must be one of 'debug', 'info', 'warning', 'error', got 'loud'",
         f"{path}: invalid, see above",
     ]
+
+
+def test_check_of_an_empty_file_accepts_it_as_all_defaults(tmp_path):
+    path = tmp_path / "aiosd.yaml"
+    path.write_text("# nothing set yet\n")
+    result = run_aiosd("check", "--config", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (f"{path}: valid; listens on 127.0.0.1:8700, kernel http://localhost:8000, "
+                             "models: none mapped (plus the kernel's own list)\n")
 
 
 def test_config_may_come_before_the_command(tmp_path, capsys):
@@ -76,12 +87,26 @@ def test_without_config_or_aiosd_config_the_file_is_etc_aiosd_yaml(capsys):
     code = main(["check"])
     out, err = capsys.readouterr()
     # Whatever this machine has there, the message names the file that was read.
-    assert (out if code == 0 else err).startswith("/etc/aiosd.yaml: ")
+    assert (out if code == 0 else err).startswith(("/etc/aiosd.yaml: ", "no config at /etc/aiosd.yaml: "))
 
 
-def test_check_of_a_missing_file_says_so(tmp_path, capsys):
-    assert main(["check", "--config", str(tmp_path / "absent.yaml")]) == 1
-    assert f"{tmp_path / 'absent.yaml'}: no such file" in capsys.readouterr().err
+def test_check_of_a_missing_file_says_there_is_none_and_how_to_create_it(tmp_path, capsys):
+    path = tmp_path / "absent.yaml"
+    assert main(["check", "--config", str(path)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"no config at {path}: create it from the commented example")
+    assert f"cp {example_config_path()} {path}" in lines[0] and "aiosd service install" in lines[0]
+
+
+def test_run_without_a_config_file_says_there_is_none_not_that_it_is_invalid(tmp_path):
+    path = tmp_path / "etc" / "aiosd.yaml"
+    result = run_aiosd("run", env={"AIOSD_CONFIG": str(path)}, cwd=tmp_path)
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert line.endswith(f"CRITICAL aiosd.daemon: cannot start: no config at {path}: create it from the commented "
+                         f"example shipped with aiosd (cp {example_config_path()} {path}, then set kernel.url and "
+                         "models.map), or run 'aiosd service install --system' (or --user), which installs it with a systemd unit; or "
+                         "name another file with --config PATH or $AIOSD_CONFIG")
 
 
 def test_schema_prints_the_json_schema(tmp_path):
@@ -102,5 +127,5 @@ def test_version(tmp_path):
 def test_no_command_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exited:
         main([])
-    assert exited.value.code == 2
+    assert exited.value.code == 64
     assert "the following arguments are required: COMMAND" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import pytest
 from aiosd.config.loader import ConfigError, ConfigProblem, load_config
 from aiosd.config.schema import load_schema, validator
 from aiosd.config.settings import Config
+from aiosd.config.shipped import example_config_path
 from tests.support.model_specs import DEFAULTS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,24 +45,44 @@ def where(problem: ConfigProblem) -> tuple:
     return problem.line, problem.column, problem.key
 
 
+def test_a_reload_may_refuse_an_empty_file(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, "# all commented out\n"), env={}, empty_ok=False)
+    assert caught.value.problems[0].message.startswith("the file is empty (or only comments); not applied")
+    assert isinstance(load_config(write(tmp_path, "{}\n"), env={}, empty_ok=False), Config)  # what it suggests
+
+
 # --- the file itself -----------------------------------------------------------------------
 
 
-def test_a_missing_file_says_so_and_points_to_the_example(tmp_path):
-    problem = only_problem(tmp_path / "nope.yaml")
+def test_a_missing_file_says_so_and_offers_the_example_shipped_in_the_package(tmp_path):
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert caught.value.missing
+    (problem,) = caught.value.problems
     assert where(problem) == (None, None, "")
-    assert "no such file" in problem.message and "config/aiosd.yaml" in problem.message
-    assert str(problem).startswith(f"{tmp_path / 'nope.yaml'}: no such file")
+    example = example_config_path()
+    assert example.is_file()
+    assert str(problem) == (
+        f"no config at {path}: create it from the commented example shipped with aiosd (cp {example} {path}, "
+        "then set kernel.url and models.map), or run 'aiosd service install --system' (or --user), which installs it with a "
+        "systemd unit; or name another file with --config PATH or $AIOSD_CONFIG")
+    assert "not a valid" not in str(problem)
 
 
-def test_an_empty_file_is_refused_with_an_example_key(tmp_path):
-    problem = only_problem(write(tmp_path, ""))
-    assert "the file is empty" in problem.message and "kernel:" in problem.message
+def test_an_invalid_file_is_not_reported_as_missing(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, "logging: {level: loud}\n"), env={})
+    assert not caught.value.missing
 
 
-def test_a_file_of_only_comments_counts_as_empty(tmp_path):
-    problem = only_problem(write(tmp_path, "# listen: 127.0.0.1:8700\n\n   # nothing else\n"))
-    assert "empty (or only comments)" in problem.message
+@pytest.mark.parametrize("text", ["", "\n\n", "# listen: 127.0.0.1:8700\n\n   # nothing else\n", "---\n", "--- # x\n..."])
+def test_an_empty_file_or_one_of_only_comments_means_every_default(tmp_path, text):
+    # Every key is optional, so a file with none is the defaults, like a file of "{}".
+    config = load_config(write(tmp_path, text), env={})
+    assert config == load_config(write(tmp_path, "{}\n", name="braces.yaml"), env={})
+    assert (config.listen, config.kernel.url, config.models.map) == ("127.0.0.1:8700", "http://localhost:8000", ())
 
 
 def test_a_directory_is_not_a_config_file(tmp_path):
@@ -114,8 +135,8 @@ def test_non_utf8_bytes_are_located_by_line_and_column(tmp_path):
 
 def test_invalid_yaml_is_located(tmp_path):
     problem = only_problem(write(tmp_path, "kernel:\n  url: a\n    timeout: 5s\n"))
-    assert (problem.line, problem.column) == (3, 12)
-    assert problem.message.startswith("invalid YAML: ")
+    assert (problem.line, problem.column) == (3, 5)
+    assert problem.message.startswith("invalid YAML: the keys under 'kernel' (line 1) are not lined up")
 
 
 def test_a_duplicate_key_names_both_lines_and_its_path(tmp_path):
@@ -157,7 +178,7 @@ models:
         (5, 13, "retry.backoff.inital"),
         (8, 31, "models.map.sonnet.colour"),
     ]
-    assert found[0].message.startswith("unknown key 'lisen'; known keys here: allow_remote, auth, kernel, listen")
+    assert found[0].message.startswith("unknown key 'lisen' (did you mean 'listen'?); known keys here: allow_remote, auth, kernel, listen")
     assert "known keys here: initial, jitter, max, multiplier" in found[2].message
 
 
@@ -165,9 +186,9 @@ def test_wrong_types_say_what_was_expected_and_what_was_found(tmp_path):
     text = 'kernel:\n  max_concurrency: "four"\nmodels:\n  discover: maybe\nretry:\n  on_status: 429\n'
     found = problems(write(tmp_path, text))
     assert [(where(p), p.message) for p in found] == [
-        ((2, 20, "kernel.max_concurrency"), "must be an integer, got string 'four'"),
-        ((4, 13, "models.discover"), "must be a boolean, got string 'maybe'"),
-        ((6, 14, "retry.on_status"), "must be a list, got integer 429"),
+        ((2, 20, "kernel.max_concurrency"), "must be a whole number (like 4), got string 'four'"),
+        ((4, 13, "models.discover"), "must be true or false, got string 'maybe'"),
+        ((6, 14, "retry.on_status"), "must be a list (like [a, b], or one '- item' per line), got integer 429"),
     ]
 
 
@@ -181,8 +202,9 @@ def test_bad_durations_show_the_accepted_forms(tmp_path):
     text = "kernel:\n  timeout: 10 minutes\nretry:\n  budget: -5\n  backoff: {initial: 1d}\n"
     found = problems(write(tmp_path, text))
     assert [where(p) for p in found] == [(2, 12, "kernel.timeout"), (4, 11, "retry.budget"), (5, 22, "retry.backoff.initial")]
-    assert found[0].message == "expected a duration like '250ms', '20s', '5m' or a number of seconds, got '10 minutes'"
-    assert found[1].message == "must be at least 0, got -5"
+    assert found[0].message == ("must be a duration like 30s, 5m or 1.5h (units ms, s, m, h; a plain number is seconds), "
+                                "got '10 minutes'")
+    assert found[1].message == "a duration cannot be negative, got -5; write it like 30s, 5m or 1.5h"
     assert "got '1d'" in found[2].message
 
 
@@ -202,7 +224,8 @@ def test_bad_enums_list_the_choices(tmp_path):
 def test_a_model_without_kernel_model_is_refused(tmp_path):
     problem = only_problem(write(tmp_path, "models:\n  map:\n    sonnet: {backend: anthropic}\n"))
     assert where(problem) == (3, 13, "models.map.sonnet")
-    assert problem.message == "missing required key 'kernel_model'"
+    assert problem.message == ("missing required key 'kernel_model' (the model's name in the kernel, like "
+                               "kernel_model: gpt-4o-mini)")
 
 
 def test_a_non_loopback_listen_without_auth_keys_is_refused(tmp_path):
@@ -287,7 +310,7 @@ def test_the_example_config_passes_and_says_what_the_issue_says(tmp_path):
     assert config.kernel.url == "http://localhost:8000"
     assert [(m.id, m.kernel_model, m.backend, m.tools) for m in config.models.map] == [
         ("sonnet", "claude-sonnet-4-5-20250929", "anthropic", "prompt")]
-    assert config.openclaw.config_path is None  # OpenClaw's own lookup: $OPENCLAW_CONFIG_PATH is honoured
+    assert config.openclaw.config_path is None  # found as OpenClaw finds it
 
 
 # --- the schema itself ---------------------------------------------------------------------

@@ -151,7 +151,7 @@ async def test_deleting_the_file_keeps_serving_and_recreating_it_applies_it(daem
     async with SteadyTraffic(daemon.url) as traffic:
         daemon.config_path.unlink()
         refused = await wait_for_refused_reload(daemon)
-        assert any("no such file" in p for p in refused["problems"])
+        assert any(p.startswith("no config at") and "deleted or moved away" in p for p in refused["problems"])
         await traffic.wait_for_requests(10)  # still serving the last good config
         daemon.config_path.write_text(config_text(daemon, kernel, recreated="qwen2.5:7b"), encoding="utf-8")
         await wait_for_models(daemon, {"sonnet", "recreated"})
@@ -211,4 +211,20 @@ async def test_a_half_written_file_is_refused_and_the_completed_one_applied(daem
             f.write(complete[cut:])
         await wait_for_models(daemon, {"sonnet", "half"})
         await traffic.wait_for_requests(10)
+    assert_no_failures(traffic)
+
+
+async def test_a_file_truncated_by_a_stalled_writer_is_not_taken_for_every_default(daemon, kernel):
+    # At start an empty file is all defaults; under a running daemon it is an unfinished write,
+    # and applying it would drop every mapped model (and OpenClaw's rows for them).
+    complete = config_text(daemon, kernel, later="qwen2.5:7b")
+    async with SteadyTraffic(daemon.url) as traffic:
+        with open(daemon.config_path, "w", encoding="utf-8") as f:  # in place: truncated first
+            f.flush()
+            refused = await wait_for_refused_reload(daemon)
+            assert any("the file is empty (or only comments); not applied to the running daemon" in p
+                       for p in refused["problems"]), refused
+            await traffic.wait_for_requests(10)
+            f.write(complete)
+        await wait_for_models(daemon, {"sonnet", "later"})
     assert_no_failures(traffic)

@@ -52,9 +52,9 @@ def assert_config_or_clear_error(path: Path, data: bytes) -> None:
         assert isinstance(problem.message, str) and problem.message.strip()
         if problem.line is not None:
             assert problem.line >= 1 and problem.column >= 1
-        elif parsed:
-            # The YAML parsed, so every problem can point at a line (only an empty file cannot).
-            assert "empty" in problem.message, problem
+        else:
+            # The YAML parsed, so every problem can point at a line.
+            assert not parsed, problem
         assert "\n" not in str(problem)  # one problem, one log line
 
 

@@ -606,3 +606,185 @@ async def test_recent_latency_for_status_output():
         latency = client.recent_latency()
     assert latency["count"] == 1 and set(latency) == {"count", "p50", "p90", "max", "last"}
     json.dumps(latency)
+
+
+# --- deeply nested JSON -------------------------------------------------------------------------------
+
+DEEP = b"[" * 100_000 + b"]" * 100_000  # json.loads raises RecursionError on it
+
+
+def nested(levels: int, leaf: object = 1) -> object:
+    for _ in range(levels):
+        leaf = [leaf]
+    return leaf
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        DEEP,
+        b'{"response": ' + DEEP + b"}",
+        # Decodes, but deep enough that encoding the reply or quoting it in an error would recurse too far.
+        json.dumps({"response": {"status_code": 200, "response_message": None,
+                                 "tool_calls": [{"name": "t", "parameters": {"x": nested(900)}}]}}).encode(),
+    ],
+    ids=["100000_levels", "inside_response", "900_levels_in_tool_arguments"],
+)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_deeply_nested_json_from_the_kernel_is_a_bad_answer_not_a_crash(kernel, transport, body):
+    kernel.script(fake_kernel.RawResponse(200, body, [("content-type", "application/json")]))
+    async with KernelClient(kernel_settings(kernel.url), transport=transport) as client:
+        with pytest.raises(KernelBadAnswer) as info:
+            await client.query(real_body(), timeout=5)
+    assert info.value.status == 502 and info.value.code == "kernel_bad_answer"
+    assert "nested more than 64 levels deep" in info.value.message
+
+
+@pytest.mark.parametrize("status", [422, 500, 429])
+async def test_deeply_nested_json_in_a_kernel_error_answer_keeps_the_status_mapping(status):
+    body = b'{"detail": ' + DEEP + b"}"
+    err = await query_error(answer(status, raw=body))
+    assert isinstance(err, KernelRejected) and err.kernel_status == status
+    assert err.status == (429 if status == 429 else 502)
+
+
+async def test_deeply_nested_model_list_is_a_bad_answer():
+    for body in (DEEP, json.dumps({"status": "success", "llms": [{"name": "m", "backend": nested(200)}]}).encode()):
+        async with client_answering(answer(200, raw=body)) as client:
+            with pytest.raises(KernelBadAnswer, match=r"/core/llms/list.*model list is nested more than 64 levels"):
+                await client.list_llms()
+
+
+def test_nesting_is_measured_without_recursion():
+    from aiosd.kernel.answer_json import loads_answer, nesting_exceeds
+
+    assert not nesting_exceeds({"a": [1, {"b": [2]}]}, 4)
+    assert nesting_exceeds({"a": [1, {"b": [[2]]}]}, 4)
+    assert nesting_exceeds(nested(100_000), 64)  # built in Python: 100,000 levels, no RecursionError
+    assert loads_answer(json.dumps(nested(63)).encode()) == nested(63)
+
+
+# --- why there was no answer, in words (never "status 0") ----------------------------------------------
+
+
+@pytest.fixture
+def unresolvable_host(monkeypatch):
+    """``kernel.invalid`` fails name resolution like a real resolver would, without asking the network."""
+    import socket
+
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == "kernel.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return "http://kernel.invalid:8000"
+
+
+@pytest.fixture
+def silent_listener():
+    """A port whose accept queue is full: the kernel's SYNs go unanswered and connecting times out."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        try:
+            filler.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(filler)
+    yield f"http://127.0.0.1:{port}"
+    for sock in (*fillers, listener):
+        sock.close()
+
+
+@pytest.fixture
+async def hang_up_server():
+    """A TCP server that reads the request and closes the connection without a word."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+async def no_answer(url: str, transport: str, **settings) -> KernelUnreachable:
+    async with KernelClient(kernel_settings(url, **settings), transport=transport) as client:
+        with pytest.raises(KernelUnreachable) as info:
+            await client.query(real_body(), timeout=5)
+        assert client.last_failure == info.value.message  # what readiness reasons quote
+    error = info.value
+    assert error.kernel_status == 0 and "status 0" not in error.message  # retried as before, said in words
+    assert error.reason in error.message
+    return error
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_refused_connection_is_said_as_such(transport):
+    url = f"http://127.0.0.1:{closed_port()}"
+    error = await no_answer(url, transport)
+    assert error.reason == "connection refused"
+    assert error.message == f"The AIOS kernel at {url} is unreachable (connection refused)"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_host_name_that_does_not_resolve_is_said_as_such(unresolvable_host, transport):
+    error = await no_answer(unresolvable_host, transport)
+    assert error.reason == "host name 'kernel.invalid' not found (DNS: Name or service not known)"
+    assert "is unreachable" in error.message
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_connect_timeout_is_said_as_such(silent_listener, transport):
+    error = await no_answer(silent_listener, transport, connect_timeout=0.2)
+    assert error.reason == "no connection within 0.2s, kernel.connect_timeout"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_connection_closed_without_an_answer_is_said_as_such(hang_up_server, transport):
+    error = await no_answer(hang_up_server, transport)
+    assert error.reason == "the kernel closed the connection without answering"
+    assert "gave no usable answer to /query" in error.message
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_reset_mid_answer_and_garbage_are_said_as_such(kernel, junk_server, transport):
+    kernel.script(fake_kernel.ResetMidBody(hard=True))
+    error = await no_answer(kernel.url, transport)
+    # httpx sees the RST itself; aiohttp reports the body it did not get whole.
+    assert error.reason in ("connection reset by the kernel", "the connection closed in the middle of the answer")
+    assert (await no_answer(junk_server, transport)).reason == "the answer was not valid HTTP"
+
+
+async def test_the_retry_log_lines_say_what_failed_in_words(caplog):
+    import logging
+
+    from aiosd.kernel.retry import RetryPolicy
+    from tests.kernel.test_retry import retry_settings
+
+    policy = RetryPolicy(retry_settings(initial=0.01, max=0.01, on_status=[0]))
+    async with KernelClient(kernel_settings(f"http://127.0.0.1:{closed_port()}")) as client:
+        with caplog.at_level(logging.INFO, logger="aiosd.retry"), pytest.raises(KernelUnreachable):
+            await policy.run(lambda _: client.query(real_body(), timeout=5), model="sonnet")
+    lines = [r.getMessage() for r in caplog.records if r.name == "aiosd.retry"]
+    assert lines[0] == "model sonnet: attempt 1/4 failed (connection refused); retrying in 10ms"
+    assert lines[-1].startswith("model sonnet: attempt 4/4 failed (connection refused); giving up")
+    assert not any("status 0" in line for line in lines)
+
+
+async def test_errors_the_kernel_reported_are_named_by_their_status_in_words():
+    err = await query_error(answer(200, inner(429, None, "Rate Limit Exceeded")))
+    assert err.reason == "status_code 429 inside HTTP 200"
+    assert (await query_error(answer(500, {"detail": "boom"}))).reason == "HTTP 500"
+    assert (await query_error(answer(200, raw=b"<html>"))).reason == "HTTP 200 but its body is not JSON"

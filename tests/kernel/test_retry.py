@@ -273,7 +273,7 @@ async def test_one_log_line_per_attempt_without_prompt_text(caplog):
         await policy_with(fake).run(call, model="sonnet")
     lines = [r.getMessage() for r in caplog.records if r.name == "aiosd.retry"]
     assert len(lines) == 3
-    assert lines[0] == "model sonnet: attempt 1/4 failed with status 429; retrying in 20s"
+    assert lines[0] == "model sonnet: attempt 1/4 failed (status 429); retrying in 20s"
     assert lines[2] == "model sonnet: attempt 3/4 succeeded"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import httpx
@@ -16,6 +17,7 @@ from tests.support.fake_kernel import (
     Garbage,
     Hang,
     LLMFailure,
+    RawResponse,
     ResetMidBody,
 )
 from tests.support.robust import (
@@ -41,6 +43,8 @@ FAULTS = {
     "slow_drip": ([Drip(interval=0.2, chunk_size=8)], 504, "kernel_timeout"),
     "hang": ([Hang()], 504, "kernel_timeout"),
     "429_storm": ([LLMFailure(429)] * 50, 429, "rate_limit_exceeded"),
+    # json.loads raises RecursionError on it: once a 500 with a traceback.
+    "100000_levels_of_json": ([RawResponse(200, b"[" * 100_000 + b"]" * 100_000)], 502, "kernel_bad_answer"),
 }
 CLIENTS = ["httpx", "openai", "openai_stream"]
 
@@ -103,15 +107,23 @@ async def test_kernel_fault_gives_a_well_formed_error_in_bounded_time_and_aiosd_
 
 
 @pytest.mark.parametrize("client_kind", CLIENTS)
-async def test_kernel_refusing_connections_gives_502_then_serving_resumes_when_it_is_back(tmp_path, client_kind):
+async def test_kernel_refusing_connections_gives_502_then_serving_resumes_when_it_is_back(tmp_path, client_kind, caplog):
     kernel = FakeKernel(port=free_port())  # not started yet: nothing listens on its port
     async with serve_aiosd(config_for(tmp_path, kernel.url, FAST_FAILING)) as aiosd:
         started = time.monotonic()
-        status, error, _ = await ask(client_kind, aiosd)
+        with caplog.at_level(logging.INFO, logger="aiosd"):
+            status, error, _ = await ask(client_kind, aiosd)
         assert (status, error["code"]) == (502, "kernel_unreachable")
-        assert "unreachable" in error["message"]
+        assert f"The AIOS kernel at {kernel.url} is unreachable (connection refused)" in error["message"]
         assert time.monotonic() - started < BOUND
         assert_idle(aiosd)
+        # Said as such wherever it shows: the log lines about the request, and why aiosd is not ready.
+        logged = [r.getMessage() for r in caplog.records if r.name.startswith("aiosd")]
+        assert any("failed (connection refused); giving up" in line for line in logged), logged
+        assert not any("status 0" in line for line in logged), logged
+        async with httpx.AsyncClient(base_url=aiosd.url, timeout=10) as client:
+            ready = await client.get("/readyz")
+        assert ready.status_code == 503 and "connection refused" in ready.json()["reason"], ready.text
         with kernel:
             assert await ask(client_kind, aiosd) == (200, None, "echo: hello")
             assert_idle(aiosd)

@@ -63,7 +63,9 @@ def path(tmp_path) -> Path:
 def sync(path: Path, models=(SONNET,), **kwargs):
     """One sync with test settings; every file aiosd wrote must be valid for OpenClaw."""
     overrides = kwargs.pop("settings", {})
-    result = sync_openclaw(settings(path, **overrides), list(models), base_url=BASE_URL, api_key=API_KEY, **kwargs)
+    kwargs.setdefault("base_url", BASE_URL)
+    kwargs.setdefault("api_key", API_KEY)
+    result = sync_openclaw(settings(path, **overrides), list(models), **kwargs)
     if result.changed:
         assert_valid_openclaw(path)
     return result
@@ -112,13 +114,28 @@ def test_a_missing_file_is_created_with_only_aiosds_keys(tmp_path):
     assert not (path.parent / ("openclaw.json" + BACKUP_SUFFIX)).exists()
 
 
-def test_a_missing_file_is_not_created_when_create_is_off(tmp_path, caplog):
+def test_a_missing_file_is_not_created_when_create_is_off_and_that_is_said_once(tmp_path, caplog):
     path = tmp_path / "absent" / "openclaw.json"
-    with caplog.at_level(logging.INFO, logger="aiosd.openclaw"):
-        result = sync(path, settings={"create": False})
-    assert result.outcome == "refused" and "openclaw.create" in result.message
+    with caplog.at_level(logging.DEBUG, logger="aiosd.openclaw"):
+        first = sync(path, [SONNET, OPUS], settings={"create": False})
+        again = sync(path, [SONNET, OPUS], settings={"create": False}, previous=first)
+    assert first.outcome == again.outcome == "missing" and not first.ok
+    # what it would do, and how to let it
+    assert "would create it with provider aios (2 models)" in first.message
+    assert "openclaw.create: true" in first.message and str(path) in first.message
     assert not path.parent.exists()
-    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    # a warning at the first sync, debug at every one after it
+    assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.DEBUG]
+
+
+def test_create_is_off_unless_the_config_says_so(tmp_path):
+    from aiosd.config.loader import load_config
+
+    config = tmp_path / "aiosd.yaml"
+    config.write_text("openclaw: {sync: true}\n")
+    assert load_config(config, env={}).openclaw.create is False
+    config.write_text("openclaw: {create: true}\n")
+    assert load_config(config, env={}).openclaw.create is True
 
 
 # --- writing only when needed ------------------------------------------------------------------
@@ -260,6 +277,39 @@ def test_a_concurrent_writer_who_already_wrote_aiosds_entries_means_no_write(pat
     assert leftovers(path) == []
 
 
+@pytest.mark.parametrize("how", ["rename", "in-place"])
+def test_a_writer_between_the_last_check_and_the_swap_is_not_undone(path, monkeypatch, how):
+    """The writer lands after aiosd's last re-read, right before its swap (simulated by running the
+    writer inside the first swap call): the swap sees it replaced a file it did not expect, puts
+    the writer's version back at once, and merges again on top of it."""
+    import aiosd.openclaw.file as files
+
+    path.write_text(json.dumps({"gateway": {"port": 18789}}, indent=2))
+    real = files._renameat2
+    landed = []
+
+    def writer_lands_first(src, dst, flags):
+        if not landed and flags == files._RENAME_EXCHANGE:
+            landed.append(True)
+            document = json.loads(path.read_text())
+            document["logging"] = {"level": "debug"}
+            if how == "rename":
+                other = path.with_name("openclaw.json.openclaw-tmp")
+                other.write_text(json.dumps(document, indent=2))
+                os.replace(other, path)
+            else:
+                with open(path, "w") as f:
+                    f.write(json.dumps(document, indent=2))
+        return real(src, dst, flags)
+
+    monkeypatch.setattr(files, "_renameat2", writer_lands_first)
+    result = sync(path, [SONNET])
+    assert landed and result.outcome == "written"
+    document = json.loads(path.read_text())
+    assert document["logging"] == {"level": "debug"} and "aios" in document["models"]["providers"]
+    assert leftovers(path) == []
+
+
 def test_a_file_that_keeps_changing_is_left_to_the_other_writer(path):
     path.write_text("{}")
     rounds = []
@@ -368,13 +418,16 @@ def test_a_full_disk_leaves_the_original_and_no_temp_file(path, monkeypatch):
 
 
 def test_a_read_only_file_system_at_rename_leaves_the_original(path, monkeypatch):
-    """Simulated: os.replace fails with EROFS."""
+    """Simulated: the rename (renameat2, or os.replace where that is missing) fails with EROFS."""
+    import aiosd.openclaw.file as files
+
     path.write_text('{"gateway": {"port": 1}}')
 
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
     monkeypatch.setattr(os, "replace", read_only)
+    monkeypatch.setattr(files, "_renameat2", read_only)
     result = sync(path)
     assert result.outcome == "refused" and "Read-only file system" in result.message
     assert path.read_text() == '{"gateway": {"port": 1}}' and leftovers(path) == []
@@ -404,7 +457,8 @@ KILL_CHILD = textwrap.dedent("""
     from aiosd.openclaw.sync import sync_openclaw
 
     s = OpenClawSettings(sync=True, config_path=sys.argv[1], provider_id="aios", interval=60.0, base_url=None,
-                         api_key=None, create=True, allowlist="auto", allow_entries="wildcard", backup=True)
+                         api_key=None, create=True, allowlist="auto", allow_entries="wildcard", backup=True,
+                         timeout_seconds=None)
 
     def spec(i):
         return ModelSpec(id=f"m{i}", kernel_model=f"m{i}", backend=None, name=f"m{i} (via AIOS)", tools="prompt",
@@ -510,11 +564,34 @@ def test_every_sync_logs_one_line_without_the_api_key(path, caplog):
     assert [r.outcome for r in results] == ["created", "unchanged", "written", "dry_run", "removed", "refused"]
     records = [r for r in caplog.records if r.name == "aiosd.openclaw"]
     assert len(records) == len(results)
-    assert [r.levelno for r in records] == [logging.INFO] * 5 + [logging.ERROR]
+    # nothing to do is debug (a minute's interval must not fill the journal); changes are info
+    levels = [logging.INFO, logging.DEBUG, logging.INFO, logging.INFO, logging.INFO, logging.ERROR]
+    assert [r.levelno for r in records] == levels
     for record, result in zip(records, results):
         line = record.getMessage()
         assert "\n" not in line and API_KEY not in line and result.message in line
     assert "1 model" in results[0].message and "allowlist" in results[0].message
+
+
+def test_a_changed_sync_says_what_changed_in_one_line(path, caplog):
+    sync(path, [SONNET, spec("haiku")])
+    with caplog.at_level(logging.INFO, logger="aiosd.openclaw"):
+        result = sync(path, [SONNET, OPUS], base_url="http://127.0.0.1:9999/v1", api_key="sk-another-key-123456")
+    [record] = caplog.records
+    line = record.getMessage()
+    assert record.levelno == logging.INFO and "\n" not in line
+    assert "models added: opus" in line and "models removed: haiku" in line
+    assert "baseUrl http://127.0.0.1:8700/v1 -> http://127.0.0.1:9999/v1" in line
+    assert "apiKey replaced" in line and "sk-another-key" not in line and API_KEY not in line
+    assert result.message in line
+
+
+def test_a_model_id_with_control_characters_stays_on_one_log_line(path, caplog):
+    with caplog.at_level(logging.INFO, logger="aiosd.openclaw"):
+        sync(path, [SONNET])
+        sync(path, [SONNET, spec("evil\nINFO fake line\x1b[31m")])
+    line = caplog.records[-1].getMessage()
+    assert "\n" not in line and "\x1b" not in line and "evil\\x0aINFO fake line\\x1b[31m" in line
 
 
 def test_status_line_names_the_outcome(path):
@@ -526,7 +603,7 @@ def test_status_line_names_the_outcome(path):
 # --- the command line --------------------------------------------------------------------------------
 
 
-def write_config(tmp_path: Path, openclaw_path: Path, *, discover: bool, extra: str = "") -> Path:
+def write_config(tmp_path: Path, openclaw_path: Path, *, discover: bool, extra: str = "", create: bool = True) -> Path:
     config = tmp_path / "aiosd.yaml"
     config.write_text(textwrap.dedent(f"""\
         listen: 127.0.0.1:8711
@@ -538,6 +615,7 @@ def write_config(tmp_path: Path, openclaw_path: Path, *, discover: bool, extra: 
             sonnet: {{kernel_model: claude-sonnet, backend: anthropic}}
         openclaw:
           config_path: {openclaw_path}
+          create: {str(create).lower()}
         """) + extra)
     return config
 
@@ -615,6 +693,13 @@ def test_cli_dry_run_prints_the_diff_and_remove_takes_it_out(tmp_path, path):
     assert json.loads(path.read_text()) == {}
 
 
+def test_cli_with_create_off_and_no_file_says_how_to_enable_and_exits_1(tmp_path, path):
+    config = write_config(tmp_path, path, discover=False, create=False)
+    code, out, err = run_cli(config)
+    assert code == 1 and out == "" and not path.exists()
+    assert err.startswith("missing: ") and "openclaw.create: true" in err
+
+
 def test_cli_exits_1_when_refused(tmp_path, path):
     config = write_config(tmp_path, path, discover=False)
     path.write_text("{ nope")
@@ -622,9 +707,189 @@ def test_cli_exits_1_when_refused(tmp_path, path):
     assert code == 1 and out == "" and err.startswith("refused: ") and "line 1" in err
 
 
-def test_cli_end_to_end_through_main(tmp_path, path, capsys):
+@pytest.fixture
+def logging_restored():
+    """main() installs aiosd's stderr handler on the root logger; a later test must not log into
+    this test's captured (by then closed) stderr through it."""
+    root, aiosd_logger = logging.getLogger(), logging.getLogger("aiosd")
+    handlers, levels = list(root.handlers), (root.level, aiosd_logger.level)
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(levels[0])
+    aiosd_logger.setLevel(levels[1])
+
+
+def test_cli_end_to_end_through_main(tmp_path, path, capsys, logging_restored):
     from aiosd.cli.main import main
 
     config = write_config(tmp_path, path, discover=False)
     assert main(["sync-openclaw", "--config", str(config), "--dry-run"]) == 0
     assert "would create" in capsys.readouterr().out and not path.exists()
+
+
+# --- a FIFO or other special file --------------------------------------------------------------
+
+
+def test_a_fifo_in_place_of_the_file_is_refused(path):
+    os.mkfifo(path)
+    result = sync(path)
+    assert result.outcome == "refused" and "is a FIFO (named pipe), not a regular file" in result.message
+    assert stat.S_ISFIFO(os.lstat(path).st_mode)
+
+
+def test_a_fifo_swapped_in_after_the_check_does_not_hang_the_sync(path, monkeypatch):
+    """The race of issue 11: the file is regular when aiosd looks, a FIFO when it opens it."""
+    import threading
+
+    path.write_text("{}")
+    real_lstat = os.lstat
+    swapped = []
+
+    def lstat_then_swap(p, *args, **kwargs):
+        st = real_lstat(p, *args, **kwargs)
+        if Path(p) == path and not swapped:
+            swapped.append(True)
+            os.unlink(path)
+            os.mkfifo(path)  # a real FIFO, with no writer: a blocking open waits for one forever
+        return st
+
+    monkeypatch.setattr(os, "lstat", lstat_then_swap)
+    results = []
+    thread = threading.Thread(target=lambda: results.append(sync(path)), daemon=True)
+    thread.start()
+    thread.join(5)
+    if thread.is_alive():  # unblock the stuck reader before failing, so the test run can end
+        fd = os.open(path, os.O_WRONLY)
+        os.close(fd)
+        thread.join(5)
+        pytest.fail("the sync hung on a FIFO")
+    [result] = results
+    assert result.outcome == "refused" and "FIFO" in result.message and "not touching it" in result.message
+    assert stat.S_ISFIFO(real_lstat(path).st_mode) and leftovers(path) == []
+
+
+def test_a_socket_in_place_of_the_file_is_refused(tmp_path):
+    import socket
+
+    path = tmp_path / "oc.json"  # short: a socket path must fit in 108 bytes
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        result = sync(path)
+    assert result.outcome == "refused" and "is a socket, not a regular file" in result.message
+
+
+# --- file modes ----------------------------------------------------------------------------------
+
+
+def test_what_aiosd_creates_is_0600_whatever_the_umask(tmp_path):
+    path = tmp_path / "fresh" / "openclaw.json"
+    old = os.umask(0)
+    try:
+        assert sync(path).outcome == "created"
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+
+
+def test_the_backup_is_0600_even_when_the_original_is_world_readable(path):
+    path.write_text("// a comment\n{}")
+    os.chmod(path, 0o644)
+    result = sync(path)
+    backup = path.with_name(path.name + BACKUP_SUFFIX)
+    assert result.outcome == "written" and backup.exists()
+    assert stat.S_IMODE(os.stat(backup).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644  # the file's own mode is the user's choice
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o400])
+def test_an_existing_files_mode_is_kept_and_never_widened(path, mode):
+    path.write_text("{}")
+    os.chmod(path, mode | stat.S_ISUID)  # a set-id bit is never carried over
+    assert sync(path).outcome == "written"
+    assert stat.S_IMODE(os.stat(path).st_mode) == mode
+
+
+def test_a_world_readable_file_with_aiosds_key_is_warned_about_once_with_the_chmod(path, caplog):
+    path.write_text("{}")
+    os.chmod(path, 0o644)
+    with caplog.at_level(logging.WARNING, logger="aiosd.openclaw"):
+        first = sync(path)
+        second = sync(path, [SONNET, OPUS], previous=first)
+        third = sync(path, previous=second)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [first.outcome, second.outcome, third.outcome] == ["written", "written", "written"]
+    assert len(warnings) == 1
+    assert str(path) in warnings[0] and f"chmod 600 {path}" in warnings[0] and "others" in warnings[0]
+    assert API_KEY not in warnings[0]
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+
+
+def test_no_mode_warning_for_a_private_file_or_the_default_key(path, caplog):
+    path.write_text("{}")
+    os.chmod(path, 0o600)
+    with caplog.at_level(logging.WARNING, logger="aiosd.openclaw"):
+        sync(path)
+        os.chmod(path, 0o644)
+        sync(path, api_key="aiosd-local")  # no auth: the key opens nothing
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+# --- the provider's timeoutSeconds ------------------------------------------------------------------
+
+
+def timeout_in(path: Path):
+    return json5.loads(path.read_text())["models"]["providers"]["aios"].get("timeoutSeconds")
+
+
+def test_timeout_seconds_is_aiosds_worst_case_for_one_request_rounded_up_plus_a_margin(tmp_path):
+    from aiosd.config.loader import load_config
+    from aiosd.openclaw.sync import provider_timeout_seconds
+
+    config = tmp_path / "aiosd.yaml"
+    config.write_text("kernel: {timeout: 1.2s, queue_timeout: 0.5s}\n"
+                      "retry: {max_retries: 1, budget: 0.11s}\n")
+    # 0.5 s queue + 2 attempts x 1.2 s + 0.11 s of retry waits = 3.01 s -> 4 s, + 30 s
+    assert provider_timeout_seconds(load_config(config, env={})) == 34
+    config.write_text("logging: {level: info}\n")  # the defaults: 300 s queue + 4 x 600 s + 120 s of retry waits
+    assert provider_timeout_seconds(load_config(config, env={})) == 2820 + 30
+
+
+def test_timeout_seconds_is_written_and_follows_aiosds_config(path):
+    first = sync(path, timeout_seconds=56)
+    assert first.outcome == "created" and timeout_in(path) == 56  # and valid for OpenClaw (sync checks)
+    second = sync(path, timeout_seconds=120, previous=first)
+    assert second.outcome == "written" and timeout_in(path) == 120
+    assert "timeoutSeconds 56 -> 120" in second.message
+    assert sync(path, timeout_seconds=120, previous=second).outcome == "unchanged"
+
+
+def test_a_timeout_the_user_wrote_into_openclaw_json_is_kept_and_a_short_one_warned_about_once(path, caplog):
+    path.write_text(rich_file(model_policy=True))  # its aios provider sets timeoutSeconds: 900
+    with caplog.at_level(logging.WARNING, logger="aiosd.openclaw"):
+        first = sync(path, timeout_seconds=2850)
+        second = sync(path, [SONNET, OPUS], timeout_seconds=2850, previous=first)
+    assert first.outcome == second.outcome == "written" and timeout_in(path) == 900
+    warnings = [r.getMessage() for r in caplog.records if "timeoutSeconds" in r.getMessage()]
+    assert len(warnings) == 1 and "is 900, shorter than" in warnings[0] and "2850 s" in warnings[0]
+
+
+def test_openclaw_timeout_seconds_in_aiosds_config_wins(path):
+    path.write_text(rich_file(model_policy=False))
+    assert sync(path, timeout_seconds=2850, settings={"timeout_seconds": 4000}).outcome == "written"
+    assert timeout_in(path) == 4000
+
+
+def test_timeout_seconds_in_aiosds_config_must_be_a_positive_integer(tmp_path):
+    from aiosd.config.loader import ConfigError
+    from aiosd.config.loader import load_config
+
+    config = tmp_path / "aiosd.yaml"
+    config.write_text("openclaw: {timeout_seconds: 0}\n")
+    with pytest.raises(ConfigError, match="timeout_seconds"):
+        load_config(config, env={})
+    config.write_text("openclaw: {timeout_seconds: 900}\n")
+    assert load_config(config, env={}).openclaw.timeout_seconds == 900
+    config.write_text("logging: {level: info}\n")
+    assert load_config(config, env={}).openclaw.timeout_seconds is None

@@ -32,7 +32,9 @@ def write_config(directory: Path, yaml_text: str, *, name: str = "aiosd.yaml") -
 
 
 def config_for(tmp_path: Path, kernel_url: str, extra: str = "", *, openclaw_sync: bool = False) -> Config:
-    """A config that points at ``kernel_url`` with fast test timings; ``extra`` is more YAML (top-level keys)."""
+    """A config that points at ``kernel_url`` with fast test timings; ``extra`` is more YAML (top-level keys).
+
+    ``openclaw_sync`` keeps a scratch openclaw.json under ``tmp_path`` in step, creating it if absent."""
     text = f"""\
 listen: "127.0.0.1:{free_port()}"
 kernel:
@@ -51,6 +53,7 @@ models:
     sonnet: {{kernel_model: "gpt-4o-mini", backend: "openai"}}
 openclaw:
   sync: {"true" if openclaw_sync else "false"}
+  create: {"true" if openclaw_sync else "false"}
   config_path: "{tmp_path / 'openclaw' / 'openclaw.json'}"
 """
     merged = merge_yaml(text, textwrap.dedent(extra))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import functools
 import inspect
 import json
 import logging
@@ -14,6 +15,7 @@ import struct
 import threading
 import time
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, Union
 
@@ -40,6 +42,9 @@ __all__ = [
     "RetryAfter",
     "Drip",
     "ResetMidBody",
+    "Huge",
+    "GzipBomb",
+    "gzip_bomb",
     "LLMRequest",
     "DEFAULT_MODELS",
     "echo_llm",
@@ -250,7 +255,48 @@ class ResetMidBody:
     pause: float = 0.02  # lets the client read the partial body before the reset arrives
 
 
-_TRANSPORT_ITEMS = (RawResponse, Drip, ResetMidBody)
+@dataclass
+class Huge:
+    """A 200 answer of `size` bytes (a valid /query answer whose response_message is mostly "a"),
+    streamed in `chunk_size` pieces, with a Content-Length or chunked. The pieces are one shared
+    bytes object: a 200 MB answer costs the fake kernel no memory. Sending stops when the client
+    goes away."""
+
+    size: int
+    content_length: bool = True
+    chunk_size: int = 1 << 20
+
+
+_HUGE_HEAD = b'{"response": {"response_class": "llm", "status_code": 200, "finished": true, "response_message": "'
+_HUGE_TAIL = b'"}}'
+
+
+@functools.lru_cache(maxsize=4)
+def gzip_bomb(inflated: int = 1 << 30) -> bytes:
+    """A valid gzip body of zeros that inflates to `inflated` bytes (a multiple of 1 MiB): 1 GiB
+    is about 1 MB on the wire. Built from one full-flushed deflate segment repeated, so it takes
+    a fraction of a second instead of compressing a gigabyte."""
+    mib = 1 << 20
+    if inflated % mib:
+        raise ValueError("inflated must be a multiple of 1 MiB")
+    zeros = bytes(mib)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: gzip framing
+    first = deflate.compress(zeros) + deflate.flush(zlib.Z_FULL_FLUSH)  # the gzip header + 1 MiB
+    segment = deflate.compress(zeros) + deflate.flush(zlib.Z_FULL_FLUSH)  # no back-references: repeatable
+    crc = 0
+    for _ in range(inflated // mib):
+        crc = zlib.crc32(zeros, crc)
+    final_empty_block = b"\x03\x00"
+    trailer = struct.pack("<II", crc, inflated & 0xFFFFFFFF)
+    return first + segment * (inflated // mib - 1) + final_empty_block + trailer
+
+
+def GzipBomb(inflated: int = 1 << 30, status: int = 200) -> RawResponse:
+    """A `Content-Encoding: gzip` answer that inflates to `inflated` bytes (1 GiB: ~1 MB sent)."""
+    return RawResponse(status, gzip_bomb(inflated), [("content-type", "application/json"), ("content-encoding", "gzip")])
+
+
+_TRANSPORT_ITEMS = (RawResponse, Drip, ResetMidBody, Huge)
 
 
 @dataclass
@@ -852,6 +898,9 @@ class FakeKernel:
                 await send({"type": "http.response.start", "status": item.status, "headers": headers})
                 await send({"type": "http.response.body", "body": data})
                 return
+            if isinstance(item, Huge):
+                await self._huge(send, receive, cors, item)
+                return
             if not parsed:
                 position, reason = getattr(decode_error, "pos", 0), getattr(decode_error, "msg", str(decode_error))
                 detail = [{"type": "json_invalid", "loc": ["body", position], "msg": "JSON decode error", "input": {}, "ctx": {"error": reason}}]
@@ -1076,6 +1125,26 @@ class FakeKernel:
             await send({"type": "http.response.body", "body": chunk, "more_body": not last})
             if not last:
                 await asyncio.sleep(item.interval)
+
+    async def _huge(self, send: Callable, receive: Callable, cors: list, item: Huge) -> None:
+        filler = max(0, item.size - len(_HUGE_HEAD) - len(_HUGE_TAIL))
+        headers = [_JSON] + cors
+        if item.content_length:
+            headers.append((b"content-length", str(len(_HUGE_HEAD) + filler + len(_HUGE_TAIL)).encode()))
+        # uvicorn drops what is sent after a disconnect without a word: stop once nobody reads.
+        gone = asyncio.ensure_future(_wait_for_disconnect(receive))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": _HUGE_HEAD, "more_body": True})
+            chunk = b"a" * item.chunk_size
+            while filler > 0 and not gone.done():
+                piece = chunk if filler >= len(chunk) else chunk[:filler]
+                filler -= len(piece)
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            if not gone.done():
+                await send({"type": "http.response.body", "body": _HUGE_TAIL})
+        finally:
+            gone.cancel()
 
     async def _reset_mid_body(self, scope: dict, send: Callable, data: bytes, cors: list, item: ResetMidBody) -> None:
         headers = [_JSON, (b"content-length", str(len(data)).encode())] + cors

@@ -35,6 +35,7 @@ def settings(config_path: Path | str | None, **overrides) -> OpenClawSettings:
         allowlist="auto",
         allow_entries="wildcard",
         backup=True,
+        timeout_seconds=None,
     )
     return replace(base, **overrides)
 

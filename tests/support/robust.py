@@ -1,4 +1,4 @@
-"""Helpers for the robustness suite: leak counters (tasks, TCP connections), OpenAI error checks, aiosd in a thread."""
+"""Helpers for the robustness suite: leak counters (tasks, TCP connections), memory and event-loop stall meters, OpenAI error checks, aiosd in a thread."""
 
 from __future__ import annotations
 
@@ -47,6 +47,81 @@ def own_tcp_sockets() -> list[TcpSocket]:
         except FileNotFoundError:
             continue
     return sockets
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+class PeakMemory:
+    """This process's peak resident memory growth while the block runs, in MiB (``growth``).
+
+    Resets the kernel's high-water mark (``/proc/self/clear_refs``) and reads ``VmHWM`` after;
+    where that is not allowed, a thread samples ``VmRSS`` every millisecond instead."""
+
+    def __init__(self) -> None:
+        self.growth = 0.0
+        self._sampled_peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "PeakMemory":
+        self._before = _status_kib("VmRSS")
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            self._thread = threading.Thread(target=self._sample, name="peak-rss", daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.001):
+            self._sampled_peak = max(self._sampled_peak, _status_kib("VmRSS"))
+
+    def __exit__(self, *exc_info) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            peak = self._sampled_peak
+        else:
+            peak = _status_kib("VmHWM")
+        self.growth = max(0, peak - self._before) / 1024
+
+
+class LoopStallMeter:
+    """The longest the running event loop went without running a 5 ms ticker (``longest``, seconds):
+    how long anything kept the loop from serving other requests."""
+
+    def __init__(self, tick: float = 0.005) -> None:
+        self.tick = tick
+        self.longest = 0.0
+        self._task: asyncio.Task | None = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick)
+            self._note()
+
+    def _note(self) -> None:
+        now = time.monotonic()
+        self.longest = max(self.longest, now - self._last - self.tick)
+        self._last = now
+
+    async def __aenter__(self) -> "LoopStallMeter":
+        self._last = time.monotonic()
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        self._note()  # a stall just before the end counts too
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
 
 
 def connections_to(port: int) -> int:

@@ -16,6 +16,13 @@ from aiosd.translate.tool_native import (
 from tests.support.chat_fixtures import body, openclaw_tools
 
 
+def _nested(levels: int) -> list:
+    value: list = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 def tools_of(*names):
     return parse_chat_request(
         body([{"role": "user", "content": "x"}], tools=[{"type": "function", "function": {"name": n}} for n in names])
@@ -89,7 +96,11 @@ def test_text_without_calls_is_a_text_answer():
 @pytest.mark.parametrize(
     "raw_calls",
     ["nope", [{"parameters": {}}], [{"name": "ls", "parameters": [1]}], [{"name": "ls", "parameters": "not json"}],
-     [{"name": "ls", "parameters": {"x": float("nan")}}]],
+     [{"name": "ls", "parameters": {"x": float("nan")}}],
+     # Nested deeper than json can follow, as a string to decode and as a value to encode.
+     [{"name": "ls", "parameters": "[" * 100_000 + "]" * 100_000}],
+     [{"name": "ls", "parameters": {"x": _nested(5000)}}]],
+    ids=["not_a_list", "no_name", "list_arguments", "not_json", "nan", "deep_string", "deep_value"],
 )
 def test_kernel_answers_that_are_not_tool_calls_are_bad_answers(raw_calls):
     with pytest.raises(KernelBadAnswer):

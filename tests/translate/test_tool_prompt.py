@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from aiosd.translate.chat_request import parse_chat_request
 from aiosd.translate.tool_prompt import (
+    MAX_PARSED_REPLY_CHARS,
     convert_value,
     history_as_text,
     parse_reply_text,
@@ -116,6 +118,12 @@ def test_results_are_matched_by_stripped_id_then_by_position():
 def test_arguments_that_are_not_an_object_are_shown_not_lost():
     req = request([{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [_call("c", "exec", "ls -la")]}])
     assert '<parameter name="arguments">ls -la</parameter>' in history_as_text(req, tool_instructions=None)[1]["content"]
+
+
+def test_arguments_nested_deeper_than_json_can_follow_are_shown_not_a_crash():
+    deep = "[" * 100_000 + "]" * 100_000  # json.loads raises RecursionError on it
+    req = request([{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [_call("c", "exec", deep)]}])
+    assert f'<parameter name="arguments">{deep}</parameter>' in history_as_text(req, tool_instructions=None)[1]["content"]
 
 
 # --- parsing the reply ---------------------------------------------------------------------
@@ -278,3 +286,57 @@ def test_fuzz_reply_text_never_raises_and_output_is_well_formed(text):
     else:
         assert reply.content == text
         assert reply.finish_reason in ("stop", "length")
+
+
+# --- hostile replies: linear time, bounded size ---------------------------------------------------
+
+MIB = 1 << 20
+
+
+def crafted_reply(kind: str, size: int) -> str:
+    """Worst cases for a parser that re-reads: many ``<function_calls>`` that turn out malformed only
+    after scanning far ahead, or that all lead into the same long run of tokens before failing."""
+    half = size // 2
+    opener = '<function_calls><invoke name="a"><parameter name="p">'
+    if kind == "value_end_far_ahead":
+        unit = '<function_calls><invoke name="a"><parameter name="p">x</parameter>y'
+        return (unit * (size // len(unit) + 1))[:size]
+    if kind == "converging_invokes":
+        unit = '<invoke name="b"/>'
+        return opener * (half // len(opener)) + "</parameter></invoke>" + unit * (half // len(unit)) + "junk"
+    unit = '<parameter name="q">v</parameter>'  # converging_params
+    return opener * (half // len(opener)) + "</parameter>" + unit * (half // len(unit)) + "junk"
+
+
+def parse_seconds(*texts: str, rounds: int = 5) -> list[float]:
+    """CPU seconds of this thread to parse each text: the least of ``rounds`` interleaved runs (other
+    processes on the machine only ever add time, and interleaving exposes every text to the same)."""
+    best = [float("inf")] * len(texts)
+    for _ in range(rounds):
+        for i, text in enumerate(texts):
+            started = time.thread_time()
+            reply = parse_reply_text(text, TOOLS, max_chars=len(text))
+            best[i] = min(best[i], time.thread_time() - started)
+            assert reply.tool_calls == [] and reply.content == text  # all of it malformed: text, unchanged
+    return best
+
+
+@pytest.mark.timeout(120)  # the quadratic parser needed minutes for the 1 MB replies
+@pytest.mark.parametrize("kind", ["value_end_far_ahead", "converging_invokes", "converging_params"])
+def test_crafted_replies_parse_in_time_linear_in_their_size(kind):
+    small, large = parse_seconds(crafted_reply(kind, MIB), crafted_reply(kind, 2 * MIB))
+    assert large <= 2.5 * small, f"1 MB: {small:.3f}s, 2 MB: {large:.3f}s"
+
+
+def test_a_reply_over_the_size_limit_is_returned_as_text_unparsed_with_a_warning():
+    call = '<function_calls><invoke name="ls"/></function_calls>'
+    at_limit = "x" * (MAX_PARSED_REPLY_CHARS - len(call)) + call
+    assert _args(parse_reply_text(at_limit, TOOLS)) == [("ls", {})]
+    over = "x" + at_limit
+    reply = parse_reply_text(over, TOOLS)
+    assert reply.tool_calls == [] and reply.content == over and reply.finish_reason == "stop"
+    assert f"longer than the {MAX_PARSED_REPLY_CHARS} characters" in reply.warning
+    # A crafted reply over the limit costs nothing to handle.
+    started = time.perf_counter()
+    reply = parse_reply_text(crafted_reply("converging_invokes", 4 * MIB), TOOLS)
+    assert reply.warning and time.perf_counter() - started < 0.05

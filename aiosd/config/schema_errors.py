@@ -1,0 +1,226 @@
+"""JSON Schema's validation errors in a YAML user's words: what is wrong and what a valid value looks like.
+
+Secrets are never shown: under ``auth``, and for keys such as ``api_key``, a wrong value is
+described by its kind only; a URL is shown without its password. These messages reach the
+journal, ``/status`` and the systemd STATUS line, which every local user can read.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator
+
+import jsonschema
+
+from aiosd.config.durations import DURATION_FORMS
+
+# Keys whose value (or whose entries) may be a secret, wherever they stand.
+SECRET_KEYS = frozenset({"auth", "api_key", "apiKey", "keys", "key", "token", "password", "secret"})
+NOT_SHOWN = "(not shown: it may be a secret)"
+_SHOWN_LIMIT = 60
+
+# JSON Schema's types in the words of a YAML file, each with what a valid one looks like.
+TYPE_WORDS = {
+    "object": "a mapping (indented key: value lines)",
+    "array": "a list (like [a, b], or one '- item' per line)",
+    "integer": "a whole number (like 4)",
+    "number": "a number (like 1.5)",
+    "boolean": "true or false",
+    "string": "text",
+    "null": "null",
+}
+DURATION = DURATION_FORMS
+AUTH_KEY_ENTRY = "a key (text of at least 8 characters), {env: NAME} or {file: PATH}"
+_URL_EXAMPLES = {"base_url": "http://127.0.0.1:8700/v1"}
+_DEFAULT_URL_EXAMPLE = "http://localhost:8000"
+
+
+# --- showing a value ---------------------------------------------------------------------------
+
+
+def is_secret_path(path: tuple) -> bool:
+    """True when the value at ``path`` (or something inside it) may be a secret."""
+    return any(isinstance(part, str) and part in SECRET_KEYS for part in path)
+
+
+def redact_userinfo(text: str) -> str:
+    """``user:password@host`` (with or without a scheme) as ``***@host``."""
+    return re.sub(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?[^/?#]*@", lambda m: (m.group(1) or "") + "***@", text)
+
+
+def shown(path: tuple, value, *, with_kind: bool = True) -> str:
+    """``value`` as an error message may show it: a scalar's text (bounded, after its kind), never a secret."""
+    what = kind(value)
+    if isinstance(value, (dict, list)) or value is None:
+        return article(what) if what != "null" else what
+    if is_secret_path(path):
+        return f"{what if with_kind else 'a value'} {NOT_SHOWN}"
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    if _is_url_key(path) and isinstance(value, str):
+        text = redact_userinfo(text)
+    if len(text) > _SHOWN_LIMIT:
+        text = text[: _SHOWN_LIMIT - 3] + "..."
+    text = repr(text) if isinstance(value, str) else text
+    return f"{what} {text}" if with_kind else text
+
+
+def kind(value) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(type(value)) or (
+        "list" if isinstance(value, list) else "mapping" if isinstance(value, dict) else type(value).__name__
+    )
+
+
+def article(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
+
+
+def _is_url_key(path: tuple) -> bool:
+    last = next((p for p in reversed(path) if isinstance(p, str)), "")
+    return last == "url" or last.endswith("_url")
+
+
+# "key:value" with no space after the colon: YAML reads it as text (or as one longer key).
+_GLUED = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_-]*):(?=\S)")
+
+
+def glued_key(text) -> str | None:
+    match = _GLUED.match(text) if isinstance(text, str) else None
+    return match.group(1) if match else None
+
+
+def no_space(key: str) -> str:
+    return f"no space after the colon of '{key}', so YAML read it as text, not as a key: write '{key}: ' and then the value"
+
+
+# --- one schema error, described ---------------------------------------------------------------
+
+
+def describe(error: jsonschema.ValidationError) -> Iterator[tuple[tuple, bool, tuple, str]]:
+    """``(where, at_key, key, message)`` for each problem in ``error``: the path of the value it is at (of
+    its key with ``at_key``), the key path to name, and what is wrong."""
+    path = tuple(error.absolute_path)
+    if error.validator == "additionalProperties":
+        yield from _unknown_keys(path, error)
+        return
+    if "propertyNames" in error.schema_path:  # a key of models.map: point at it
+        yield path + (error.instance,), True, path, (
+            f"model id {error.instance!r}: ids may use letters, digits, '.', '_', ':' and '-', starting with a "
+            "letter or digit (like sonnet or gpt-4o)")
+        return
+    yield path, False, path, _message(path, error)
+
+
+def _unknown_keys(path: tuple, error: jsonschema.ValidationError) -> Iterator[tuple[tuple, bool, tuple, str]]:
+    known = sorted(error.schema.get("properties", {}))
+    for extra in error.instance:
+        if extra in known:
+            continue
+        glued = glued_key(extra)
+        if glued in known:  # "logging:{level: info}" reads as the key "logging:{level"
+            yield path + (extra,), True, path + (glued,), f"unknown key '{glued}:...': {no_space(glued)}"
+            continue
+        if is_secret_path(path):
+            name = f"unknown key {NOT_SHOWN}"
+        else:
+            name = f"unknown key {extra!r}"
+            close = difflib.get_close_matches(str(extra), known, n=1, cutoff=0.7)
+            if close:
+                name += f" (did you mean '{close[0]}'?)"
+        hint = f"; known keys here: {', '.join(known)}" if known else ""
+        if "env" in known and "file" in known:
+            hint = f"; an entry is {AUTH_KEY_ENTRY}"
+        yield path + (extra,), True, path + (extra,) if not is_secret_path(path) else path, name + hint
+
+
+def _message(path: tuple, error: jsonschema.ValidationError) -> str:
+    instance, rule, schema = error.instance, error.validator, error.schema
+    got = shown(path, instance, with_kind=False)
+    duration = _is_duration(schema)
+    if rule == "required":
+        missing = re.match(r"'([^']*)'", error.message)
+        name = missing.group(1) if missing else error.message
+        if name == "kernel_model":
+            return "missing required key 'kernel_model' (the model's name in the kernel, like kernel_model: gpt-4o-mini)"
+        return f"missing required key '{name}'"
+    if rule == "type":
+        types = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        expected = _expected(types, schema, duration)
+        if instance is None:
+            return f"has no value (null); write {expected} after the colon, or remove the key"
+        if "object" in types and glued_key(instance):
+            # "kernel:\n  url:http://x" makes kernel the text "url:http://x" (not shown: it may be a secret)
+            return f"must be {expected}, got text: {no_space(glued_key(instance))}"
+        return f"must be {expected}, got {shown(path, instance)}"
+    if rule == "enum":
+        return f"must be one of {', '.join(repr(v) for v in error.validator_value)}, got {got}"
+    if rule == "pattern":
+        return _pattern_message(path, schema, instance, got, duration)
+    if rule in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        bound = {"minimum": "at least", "maximum": "at most", "exclusiveMinimum": "more than",
+                 "exclusiveMaximum": "less than"}[rule]
+        if duration and rule == "minimum" and error.validator_value == 0:
+            return f"a duration cannot be negative, got {got}; write it like 30s, 5m or 1.5h"
+        return f"must be {bound} {error.validator_value}, got {got}"
+    if rule == "minLength":
+        if error.validator_value == 1:
+            return "must not be empty"
+        return f"must be at least {error.validator_value} characters long"
+    if rule == "uniqueItems":
+        twice = _first_repeated(instance)
+        if twice is None or is_secret_path(path):
+            return "has the same entry twice"
+        return f"has {shown(path, twice)} twice"
+    if rule == "minItems":
+        n = error.validator_value
+        example = " (like [text] or [text, image])" if path and path[-1] == "input" else ""
+        return f"must list at least {n} entr{'y' if n == 1 else 'ies'}{example}"
+    if rule in ("minProperties", "maxProperties") and _is_auth_key(schema):
+        return f"must be {AUTH_KEY_ENTRY}: exactly one of env or file"
+    # Anything new in the schema: jsonschema's words, without the value they may quote.
+    return error.message if not is_secret_path(path) else f"is not valid here ({rule})"
+
+
+def _expected(types: list, schema: dict, duration: bool) -> str:
+    if duration:
+        return DURATION
+    if _is_auth_key(schema):
+        return AUTH_KEY_ENTRY
+    words = [TYPE_WORDS.get(t, t) for t in types]
+    return " or ".join(words)
+
+
+def _pattern_message(path: tuple, schema: dict, instance, got: str, duration: bool) -> str:
+    name = next((p for p in reversed(path) if isinstance(p, str)), "")
+    if duration:
+        return f"must be {DURATION}, got {got}"
+    if name == "listen":
+        return f"needs host:port, like 127.0.0.1:8700 or [::1]:8700, got {got}"
+    if name == "provider_id":
+        return f"may use lowercase letters, digits, '_' and '-', starting with a letter or digit (like aios), got {got}"
+    if schema.get("pattern", "").startswith("^https?://"):
+        example = _URL_EXAMPLES.get(name) or schema.get("default") or _DEFAULT_URL_EXAMPLE
+        if not re.match(r"(?i)https?://", str(instance)):
+            return f"needs http:// or https:// (e.g. {example}), got {got}"
+        return f"must be a URL like {example}: a host after the scheme, and no spaces; got {got}"
+    description = schema.get("description")
+    return f"is not in the form this key takes{f' ({description})' if description else ''}; got {got}"
+
+
+def _is_duration(schema: dict) -> bool:
+    return "ms|s|m|h" in schema.get("pattern", "")
+
+
+def _is_auth_key(schema: dict) -> bool:
+    return {"env", "file"} <= set(schema.get("properties", {}))
+
+
+def _first_repeated(items) -> object | None:
+    seen = []
+    for item in items if isinstance(items, list) else []:
+        if item in seen:
+            return item
+        seen.append(item)
+    return None
