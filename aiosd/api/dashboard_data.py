@@ -14,12 +14,11 @@ from typing import Literal
 import msgspec
 
 from aiosd.openclaw.file import resolve_openclaw_path
-from aiosd.service.history import LIVE_SHOWN, Finished, ModelListChanges
+from aiosd.service.history import LIVE_SHOWN, Finished
 
 KernelHealth = Literal["up", "down", "ejected", "unknown"]
 PROBLEMS_SHOWN = 50
 PROBLEM_LIMIT = 500
-DIFF_LIMIT = 8000
 LOG_LINES_SHOWN = 200
 
 
@@ -144,24 +143,12 @@ class ConfigState(msgspec.Struct):
     last_refused: Refusal | None
 
 
-class ModelListChange(msgspec.Struct):
-    """The last change of the exposed model list: what a sync after ``at`` wrote into the provider's rows."""
-
-    at: float
-    added: list[str]
-    removed: list[str]
-    not_shown: int  # ids beyond the lists above
-    synced: bool  # a sync finished since, and wrote the file (or found it already so)
-
-
 class OpenClawState(msgspec.Struct):
     sync_enabled: bool
     path: str | None
     outcome: str | None
-    message: str | None  # the sync's own line: what it did, the provider and allowlist it keeps
+    message: str | None  # the sync's own line: what it did and changed (models added and removed, ...)
     at: float | None
-    models_change: ModelListChange | None
-    diff: str  # the last sync's diff when it made one (API keys redacted), cut to DIFF_LIMIT
 
 
 class LiveState(msgspec.Struct):
@@ -362,26 +349,12 @@ def _openclaw(runtime, status: dict, config) -> OpenClawState:
             path = str(resolve_openclaw_path(config.openclaw))
         except Exception:  # a path it cannot work out is shown as unknown; the sync itself says why
             path = None
-    diff = "" if sync is None else scrub_secrets(sync.diff, _secrets(config))
-    if len(diff) > DIFF_LIMIT:
-        diff = diff[:DIFF_LIMIT] + "\n… (cut: the rest is in the file itself)"
-    changes = runtime.model_changes
-    change = None
-    if changes.at is not None:
-        shown = ModelListChanges.SHOWN
-        change = ModelListChange(
-            at=changes.at, added=list(changes.added[:shown]), removed=list(changes.removed[:shown]),
-            not_shown=max(0, len(changes.added) - shown) + max(0, len(changes.removed) - shown),
-            synced=sync is not None and sync.at >= changes.at and sync.outcome in ("written", "created", "unchanged"),
-        )
     return OpenClawState(
         sync_enabled=config.openclaw.sync,
         path=path,
         outcome=None if sync is None else sync.outcome,
         message=None if sync is None else sync.message,
         at=None if sync is None else sync.at,
-        models_change=change,
-        diff=diff,
     )
 
 

@@ -207,23 +207,3 @@ class RequestHistory:
             return []
         return [row for row in self.recent if row.seq > seq]
 
-
-class ModelListChanges:
-    """The last change of the exposed model list (what the next OpenClaw sync writes): when, which ids came and went."""
-
-    SHOWN = 50  # ids listed per side; the rest are counted
-
-    def __init__(self, models=()) -> None:
-        self._ids = frozenset(m.id for m in models)
-        self.at: float | None = None
-        self.added: tuple[str, ...] = ()
-        self.removed: tuple[str, ...] = ()
-
-    def seen(self, models) -> None:
-        """A ``ModelCatalog`` listener: called with the new model list after every change."""
-        ids = frozenset(m.id for m in models)
-        if ids == self._ids:
-            return
-        self.added, self.removed = tuple(sorted(ids - self._ids)), tuple(sorted(self._ids - ids))
-        self._ids = ids
-        self.at = time.time()

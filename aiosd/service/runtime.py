@@ -17,7 +17,7 @@ from aiosd.kernel.canary import CanaryState
 from aiosd.kernel.client import KernelClient
 from aiosd.kernel.model_catalog import ModelCatalog
 from aiosd.kernel.retry import RetryPolicy
-from aiosd.service.history import ModelListChanges, RequestHistory
+from aiosd.service.history import RequestHistory
 from aiosd.service.logs import LogRing
 from aiosd.service.metrics import Metrics
 
@@ -56,7 +56,6 @@ class Runtime:
         self.last_refused_reload = None
         self.history = RequestHistory()
         self.log_ring = LogRing()
-        self.model_changes = ModelListChanges(self.catalog.models())
         self.retry_times: collections.deque[float] = collections.deque(maxlen=10_000)
         self._notifier_status = notifier_status
         self._tasks: list[asyncio.Task] = []
@@ -87,7 +86,6 @@ class Runtime:
 
     async def start(self) -> None:
         logging.getLogger("aiosd").addHandler(self.log_ring)
-        self.catalog.add_listener(self.model_changes.seen)
         self.catalog.add_listener(lambda _models: self._models_changed())
         self.catalog.start()
         self._tasks.append(asyncio.create_task(self._openclaw_loop(), name="openclaw-sync"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiosd.service.history import ModelListChanges, RequestHistory, SecondBuckets
+from aiosd.service.history import RequestHistory, SecondBuckets
 from aiosd.service.logs import LogRing
 
 
@@ -101,14 +101,3 @@ def test_the_log_ring_keeps_only_request_lines_bounded_and_one_line_each():
     assert len(ring.for_request("a:b:")) == 2 and ring.for_request("a:b") == []
     assert len(ring.for_request("long")[0][4]) == LogRing.LINE_LIMIT
 
-
-def test_the_model_list_change_says_what_came_and_went():
-    class Model:
-        def __init__(self, id: str) -> None:
-            self.id = id
-
-    changes = ModelListChanges([Model("a"), Model("b")])
-    changes.seen([Model("b"), Model("a")])
-    assert changes.at is None  # the same list in another order is no change
-    changes.seen([Model("b"), Model("c"), Model("d")])
-    assert (changes.added, changes.removed) == (("c", "d"), ("a",)) and changes.at is not None

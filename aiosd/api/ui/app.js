@@ -269,20 +269,7 @@ function renderOpenClaw(openclaw) {
     ["sync", openclaw.sync_enabled ? "on" : "off (openclaw.sync: false)"],
     ["last sync", openclaw.outcome ? `${openclaw.outcome} at ${when(openclaw.at)}` : "none yet"],
     ["result", openclaw.message || "–"],
-    ["model list", modelChange(openclaw.models_change, openclaw.sync_enabled)],
   ]);
-  $("openclaw-diff").hidden = !openclaw.diff;
-  $("openclaw-diff").textContent = openclaw.diff;
-}
-
-function modelChange(change, syncEnabled) {
-  if (!change) return "unchanged since aiosd started";
-  const parts = [];
-  if (change.added.length) parts.push(`added ${change.added.join(", ")}`);
-  if (change.removed.length) parts.push(`removed ${change.removed.join(", ")}`);
-  if (change.not_shown) parts.push(`and ${change.not_shown} more`);
-  const written = change.synced ? "written by the last sync" : syncEnabled ? "the next sync writes it" : "openclaw.sync is off";
-  return `${parts.join("; ")} at ${when(change.at)} (${written})`;
 }
 
 // --- charts: inline SVG, drawn from the per-second buckets ---------------------------------------
