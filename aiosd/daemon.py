@@ -13,7 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from aiosd.config.loader import ConfigError, ConfigProblem, NoConfigFile, load_config
-from aiosd.config.settings import Config
+from aiosd.config.settings import Config, exposed_without_auth, format_listen
 from aiosd.config.watch import watch_config
 from aiosd.service.logs import set_level, setup_logging
 from aiosd.service.notify import SystemdNotifier
@@ -45,6 +45,16 @@ class EmbeddedServer(uvicorn.Server):
         return contextlib.nullcontext()
 
     async def startup(self, sockets=None) -> None:
+        from aiosd.api.connections import listening_sockets
+
+        if sockets is None:
+            try:
+                sockets = listening_sockets(self.config.host, self.config.port)
+            except OSError as exc:
+                log.error("cannot listen on %s: %s", format_listen(self.config.host, self.config.port),
+                          (exc.strerror or str(exc)).lower())
+                self.should_exit = True
+                return
         try:
             await super().startup(sockets)
         except SystemExit:
@@ -72,6 +82,7 @@ class Daemon:
 
     async def run(self) -> int:
         from aiosd.api.app import build_app
+        from aiosd.api.connections import listening_sockets, log_accept_failures, uvicorn_config
 
         config = self.runtime.config
         loop = asyncio.get_running_loop()
@@ -79,21 +90,20 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self._request_stop, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, self._schedule_reload, "SIGHUP")
 
-        server = EmbeddedServer(
-            uvicorn.Config(
-                build_app(self.runtime),
-                host=config.listen_host,
-                port=config.listen_port,
-                lifespan="off",
-                log_config=None,
-                access_log=False,
-                server_header=False,
-                timeout_graceful_shutdown=config.server.drain_timeout,  # set again at stop: it applies live
-                timeout_keep_alive=65,  # OpenClaw keeps connections alive between turns
-            )
-        )
+        log_accept_failures(loop)
+        try:  # before anything starts: a busy address is one clear line and exit 1
+            sockets = listening_sockets(config.listen_host, config.listen_port)
+        except OSError as exc:
+            log.error("cannot listen on %s: %s", config.listen, (exc.strerror or str(exc)).lower())
+            log.critical("could not listen on %s (see the error above); exiting", config.listen)
+            await self.runtime.close()
+            self.notifier.close()
+            return 1
+        # drain_timeout is set again at stop: it applies live.
+        server = EmbeddedServer(uvicorn_config(build_app(self.runtime), self.runtime,
+                                               graceful_timeout=config.server.drain_timeout))
         await self.runtime.start()
-        serving = asyncio.create_task(server.serve(), name="http-server")
+        serving = asyncio.create_task(server.serve(sockets=sockets), name="http-server")
         listening = asyncio.create_task(server.listening.wait())
         await asyncio.wait({serving, listening}, return_when=asyncio.FIRST_COMPLETED)
         if not server.listening.is_set():
@@ -201,6 +211,15 @@ class Daemon:
             log.exception("config reload (%s) failed unexpectedly", reason)
             return self._refused(reason, [ConfigProblem(str(self.config_path), None, None, "",
                                                         f"internal error while loading: {exc!r}")])
+        runtime = self.runtime
+        if exposed_without_auth(runtime.bound_host, config.auth, config.allow_remote):
+            # The file may name a loopback address, but the socket stays where it was bound until a restart.
+            bound = format_listen(runtime.bound_host, runtime.bound_port)
+            return self._refused(reason, [ConfigProblem(
+                str(self.config_path), None, None, "auth.keys",
+                f"aiosd is still bound to {bound} (a new listen applies only after a restart), which is not a "
+                "loopback address: without auth.keys anyone who can reach it could use your LLMs; keep "
+                "auth.keys (or set allow_remote: true) until aiosd has been restarted on the new address")])
         try:
             notes = await self.runtime.apply(config)
         except Exception as exc:  # likewise: keep serving, and say so

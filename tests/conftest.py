@@ -12,7 +12,8 @@ def isolated_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     saved = {name: os.environ.get(name) for name in ("HOME", "OPENCLAW_HOME", "OPENCLAW_STATE_DIR",
                                                       "OPENCLAW_CONFIG_PATH", "AIOSD_CONFIG", "NOTIFY_SOCKET",
-                                                      "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")}
+                                                      "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM",
+                                                      "STATE_DIRECTORY", "XDG_STATE_HOME")}
     for name in saved:
         os.environ.pop(name, None)
     os.environ["HOME"] = str(home)
@@ -22,3 +23,10 @@ def isolated_home(tmp_path_factory):
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture(autouse=True)
+def isolated_state_dir(tmp_path_factory, monkeypatch):
+    """Each test its own aiosd state directory (daemons it starts inherit it): a model list one
+    test's daemon remembers must not appear in the next test's."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))

@@ -39,9 +39,15 @@ def parse_messages_request(body: bytes) -> ChatRequest:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"Invalid request: the body is not JSON ({exc})") from None
+    except RecursionError:
+        raise InvalidRequest("Invalid request: JSON nested too deeply") from None
     if not isinstance(document, dict):
         raise InvalidRequest("Invalid request: the body must be a JSON object")
-    return parse_chat_request(_encode(to_openai_chat(document)))
+    try:
+        chat = _encode(to_openai_chat(document))
+    except RecursionError:  # json.loads took it, but re-encoding a deep tool schema may not
+        raise InvalidRequest("Invalid request: JSON nested too deeply") from None
+    return parse_chat_request(chat)
 
 
 def to_openai_chat(doc: dict) -> dict:

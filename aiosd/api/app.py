@@ -15,7 +15,10 @@ from aiosd.api import completion_routes
 from aiosd.api.completion_routes import log_error
 from aiosd.api.dashboard import dashboard_router
 from aiosd.api.openapi_docs import ChatCompletionOperation
+from aiosd.api.anthropic_messages import error_body as anthropic_error_body
 from aiosd.api.request_context import request_id_middleware
+from aiosd.api.request_guard import GuardSettings, guard_settings, request_guard
+from aiosd.api.responses import error_body as openai_error_body
 from aiosd.errors import AiosdError, AuthenticationFailed
 
 log = logging.getLogger("aiosd.http")
@@ -88,8 +91,30 @@ def build_app(runtime) -> Litestar:
     # Litestar runs middleware=[...] only once a route matched; around its ASGI handler, 404s and
     # 405s get an X-Request-Id too.
     routes = {completion_routes.CHAT_PATH: chat_app, completion_routes.MESSAGES_PATH: messages_app}
-    app.asgi_handler = request_id_middleware(completion_routes.completion_dispatch(routes, app.asgi_handler))
+    guarded = request_guard(completion_routes.completion_dispatch(routes, app.asgi_handler),
+                            _guard_settings_of(runtime), _error_body_for_path)
+    app.asgi_handler = request_id_middleware(guarded)
     return app
+
+
+def _guard_settings_of(runtime):
+    """The request guard's settings for the generation serving now, built once per generation."""
+    cached: list = [None, None]  # (config, settings)
+
+    def settings() -> GuardSettings:
+        config = runtime.config
+        if cached[0] is not config:
+            cached[1] = guard_settings(runtime.bound_host, config.server.allowed_hosts, config.server.allowed_origins)
+            cached[0] = config
+        return cached[1]
+
+    return settings
+
+
+def _error_body_for_path(path: str, error: AiosdError) -> bytes:
+    if path.rstrip("/") == completion_routes.MESSAGES_PATH:
+        return anthropic_error_body(error)
+    return openai_error_body(error)
 
 
 def check_auth(keys, headers) -> None:

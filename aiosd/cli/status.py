@@ -122,6 +122,8 @@ def render_status(s: dict) -> str:
         f"aiosd {s['version']}, up {_duration(s['uptime_seconds'])}",
         f"config     {cfg['path']} (generation {cfg['generation']}, listening on {cfg['listen']})",
     ]
+    if cfg.get("listen_pending"):
+        lines.append(f"           listen {cfg['listen_pending']} is in the file but applies only after a restart")
     if reload:
         result = "ok" if reload["ok"] else "REFUSED, still serving the last good config"
         lines.append(f"reload     {result} at {_clock(reload['at'])} ({reload['reason']})")
@@ -155,7 +157,14 @@ def render_status(s: dict) -> str:
     models = s.get("models", [])
     lines.append(f"models     {len(models)}")
     width = max((len(m["id"]) for m in models), default=0)
-    lines += [f"           {m['id']:<{width}} -> {m['kernel_model']} ({m['source']}, tools: {m['tools']})" for m in models]
+    lines += [f"           {m['id']:<{width}} -> {m['kernel_model']} ({m['source']}"
+              f"{', unconfirmed' if m.get('unconfirmed') else ''}, tools: {m['tools']})" for m in models]
+    remembered = s.get("remembered_models") or {}
+    if remembered.get("in_use"):
+        lines.append(f"           unconfirmed: remembered from the kernel's last list ({remembered['path']}); "
+                     "kept until the kernel answers")
+    for entry in s.get("unavailable", []):
+        lines.append(f"           NOT OFFERED {entry['id']}: {entry['reason']}")
     refresh = s.get("model_refresh")
     if refresh:
         lines.append(f"           kernel's list at {_clock(refresh['at'])}: "

@@ -15,7 +15,7 @@ import yaml
 
 from aiosd.config import schema_errors
 from aiosd.config.durations import parse_duration
-from aiosd.config.schema import apply_defaults, validator
+from aiosd.config.schema import apply_defaults, model_id_problem, validator
 from aiosd.config.schema_errors import NOT_SHOWN, article, glued_key, is_secret_path, kind, no_space
 from aiosd.config.settings import (
     AuthSettings,
@@ -28,7 +28,7 @@ from aiosd.config.settings import (
     OpenClawSettings,
     RetrySettings,
     ServerSettings,
-    is_loopback_host,
+    exposed_without_auth,
 )
 from aiosd.config.shipped import example_config_path
 from aiosd.config.yaml_errors import describe_yaml_error
@@ -270,6 +270,9 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
     defaults = ModelDefaults(**{**dm, "input": tuple(dm["input"])})
     specs = []
     for model_id, entry in m["map"].items():
+        why = model_id_problem(model_id)
+        if why:  # what the schema's pattern cannot see (a trailing newline)
+            problem(("models", "map", model_id), f"model id {model_id!r}: {why}")
         traits = {name: entry.get(name, value) for name, value in defaults.traits().items()}
         spec = ModelSpec(
             **{**traits, "input": tuple(traits["input"])},
@@ -301,6 +304,9 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
         backup=o["backup"],
         timeout_seconds=o["timeout_seconds"],
     )
+    for timeout_key in ("header_timeout", "body_timeout", "keep_alive_timeout"):
+        if seconds(s[timeout_key]) <= 0:
+            problem(("server", timeout_key), "must be more than 0")
     if openclaw.sync and openclaw.interval <= 0:
         problem(("openclaw", "interval"), "must be more than 0")
 
@@ -327,7 +333,7 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
                 problem(where, f"key file {key_file} holds no key of at least 8 characters on its first line")
             keys.append(value or "")
     auth = AuthSettings(keys=tuple(keys))
-    if not auth.enabled and not d["allow_remote"] and not is_loopback_host(host):
+    if exposed_without_auth(host, auth, d["allow_remote"]):
         problem(("listen",), f"{host} is not a loopback address and auth.keys is empty: anyone who can reach it "
                 "could use your LLMs; add auth.keys, or set allow_remote: true to accept that")
 
@@ -346,7 +352,16 @@ def _build(name: str, document, d: dict, path: Path, env) -> Config:
             max_body_bytes=s["max_body_bytes"],
             drain_timeout=seconds(s["drain_timeout"]),
             reload_debounce=seconds(s["reload_debounce"]),
+            max_connections=s["max_connections"],
+            max_header_bytes=s["max_header_bytes"],
+            max_headers=s["max_headers"],
+            header_timeout=seconds(s["header_timeout"]),
+            body_timeout=seconds(s["body_timeout"]),
+            keep_alive_timeout=seconds(s["keep_alive_timeout"]),
+            allowed_hosts=tuple(s["allowed_hosts"]),
+            allowed_origins=tuple(s["allowed_origins"]),
         ),
         log_level=d["logging"]["level"],
+        state_dir=d["state_dir"],
         source_path=path,
     )

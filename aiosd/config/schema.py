@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -63,3 +64,27 @@ def _fill(value, node: dict, root: dict):
             if key not in node.get("properties", {}):
                 value[key] = _fill(value[key], extra, root)
     return value
+
+
+@lru_cache(maxsize=1)
+def _model_id_rule() -> tuple[re.Pattern[str], int]:
+    rule = load_schema()["$defs"]["model_id"]
+    return re.compile(rule["pattern"]), rule["maxLength"]
+
+
+def model_id_problem(model_id: object) -> str | None:
+    """Why ``model_id`` is not a valid model id (the schema's ``$defs/model_id``), or None when it is.
+
+    The one rule for ids in ``models.map`` and ids the kernel lists. ``fullmatch``, not the schema
+    validator's ``re.search``: a pattern's ``$`` also matches before a trailing newline.
+    """
+    pattern, max_length = _model_id_rule()
+    if not isinstance(model_id, str):
+        return "not text"
+    if not model_id:
+        return "empty"
+    if len(model_id) > max_length:
+        return f"{len(model_id)} characters long, more than the {max_length} allowed"
+    if not pattern.fullmatch(model_id):
+        return "ids may use letters, digits, '.', '_', ':', '-' and '/', starting with a letter or digit"
+    return None

@@ -105,9 +105,12 @@ def describe(error: jsonschema.ValidationError) -> Iterator[tuple[tuple, bool, t
     if error.validator == "additionalProperties":
         yield from _unknown_keys(path, error)
         return
+    if "propertyNames" in error.schema_path and error.validator == "maxLength":
+        yield path + (error.instance,), True, path, f"model id {_long(error.instance)}: {_too_long(error)}"
+        return
     if "propertyNames" in error.schema_path:  # a key of models.map: point at it
         yield path + (error.instance,), True, path, (
-            f"model id {error.instance!r}: ids may use letters, digits, '.', '_', ':' and '-', starting with a "
+            f"model id {error.instance!r}: ids may use letters, digits, '.', '_', ':', '-' and '/', starting with a "
             "letter or digit (like sonnet or gpt-4o)")
         return
     yield path, False, path, _message(path, error)
@@ -164,6 +167,8 @@ def _message(path: tuple, error: jsonschema.ValidationError) -> str:
         if duration and rule == "minimum" and error.validator_value == 0:
             return f"a duration cannot be negative, got {got}; write it like 30s, 5m or 1.5h"
         return f"must be {bound} {error.validator_value}, got {got}"
+    if rule == "maxLength":
+        return _too_long(error) if is_secret_path(path) else f"{_long(instance)}: {_too_long(error)}"
     if rule == "minLength":
         if error.validator_value == 1:
             return "must not be empty"
@@ -181,6 +186,15 @@ def _message(path: tuple, error: jsonschema.ValidationError) -> str:
         return f"must be {AUTH_KEY_ENTRY}: exactly one of env or file"
     # Anything new in the schema: jsonschema's words, without the value they may quote.
     return error.message if not is_secret_path(path) else f"is not valid here ({rule})"
+
+
+def _long(text: str) -> str:
+    """A long value shown by its start only: a 100 KB id must not become a 100 KB log line."""
+    return repr(text[:40] + "…") if len(text) > 40 else repr(text)
+
+
+def _too_long(error: jsonschema.ValidationError) -> str:
+    return f"{len(error.instance)} characters long; at most {error.validator_value} allowed"
 
 
 def _expected(types: list, schema: dict, duration: bool) -> str:

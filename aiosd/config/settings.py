@@ -130,6 +130,14 @@ class ServerSettings:
     max_body_bytes: int
     drain_timeout: float
     reload_debounce: float
+    max_connections: int
+    max_header_bytes: int
+    max_headers: int
+    header_timeout: float
+    body_timeout: float
+    keep_alive_timeout: float
+    allowed_hosts: tuple[str, ...]  # besides aiosd's own names; "*" for any
+    allowed_origins: tuple[str, ...]  # browser origins allowed to call aiosd
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,12 +154,12 @@ class Config:
     auth: AuthSettings
     server: ServerSettings
     log_level: str
+    state_dir: str | None = None  # None: $STATE_DIRECTORY, $XDG_STATE_HOME/aiosd, ~/.local/state/aiosd
     source_path: Path | None = field(default=None, compare=False)
 
     @property
     def listen(self) -> str:
-        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
-        return f"{host}:{self.listen_port}"
+        return format_listen(self.listen_host, self.listen_port)
 
     @property
     def listens_on_loopback(self) -> bool:
@@ -171,12 +179,23 @@ class Config:
         return f"http://{host}:{self.listen_port}/v1"
 
 
+def format_listen(host: str, port: int) -> str:
+    """``host:port`` as written in ``listen`` (an IPv6 host in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def redact_url(url: str) -> str:
     """``url`` with any ``user:password@`` replaced by ``***@``, so it can be shown anywhere."""
     parts = urlsplit(url)
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
+def exposed_without_auth(host: str, auth: AuthSettings, allow_remote: bool) -> bool:
+    """Whether serving on ``host`` would let anyone who can reach it use the LLMs without a key
+    (a non-loopback address, no ``auth.keys``, and no ``allow_remote: true`` accepting that)."""
+    return not auth.enabled and not allow_remote and not is_loopback_host(host)
 
 
 def is_loopback_host(host: str) -> bool:

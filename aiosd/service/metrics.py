@@ -35,6 +35,7 @@ UNKNOWN_MODEL = "_unknown"
 RELOAD_RESULTS = ("ok", "refused")
 SYNC_RESULTS = ("written", "created", "unchanged", "refused", "removed", "dry_run")  # openclaw_sync.Outcome
 CANARY_RESULTS = ("answered", "failed")
+BACKGROUND_TASKS = ("model-refresh", "openclaw-sync", "kernel-canary")  # service.tasks, named by the runtime
 STATUS_CLASSES = ("ok", "unreachable", "timeout", "429", "1xx", "2xx", "3xx", "4xx", "5xx", "other")
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -79,6 +80,10 @@ class Metrics:
         self.canaries = Counter(
             "aiosd_canary_queries", "Canary /query calls (kernel.probe_interval) by result.", ["result"], registry=r
         )
+        self.task_restarts = Counter(
+            "aiosd_background_task_restarts", "Background loops (model refresh, OpenClaw sync, canary) that died "
+            "and were restarted.", ["task"], registry=r
+        )
         # Every series of a closed label set exists from the start, so rate() sees the first event.
         for result in RELOAD_RESULTS:
             self.reloads.labels(result)
@@ -86,6 +91,8 @@ class Metrics:
             self.syncs.labels(result)
         for result in CANARY_RESULTS:
             self.canaries.labels(result)
+        for task in BACKGROUND_TASKS:
+            self.task_restarts.labels(task)
         # labels() takes a lock and builds a key on every call; the request path asks for the same
         # few children each time, so keep them (bounded like the series: known model ids only).
         self._request_children: dict[tuple[str, str], object] = {}

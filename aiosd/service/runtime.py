@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import functools
 import logging
 import threading
@@ -15,11 +16,14 @@ from aiosd.config.settings import Config
 from aiosd.kernel.admission import AdmissionQueue
 from aiosd.kernel.canary import CanaryState
 from aiosd.kernel.client import KernelClient
+from aiosd.config.state_dir import resolve_state_dir
 from aiosd.kernel.model_catalog import ModelCatalog
+from aiosd.kernel.model_memory import ModelMemory
 from aiosd.kernel.retry import RetryPolicy
 from aiosd.service.history import RequestHistory
 from aiosd.service.logs import LogRing
 from aiosd.service.metrics import Metrics
+from aiosd.service.tasks import TaskSupervisor
 
 log = logging.getLogger("aiosd.runtime")
 
@@ -45,10 +49,13 @@ class Runtime:
         self.metrics = Metrics()
         self.started_monotonic = time.monotonic()
         self.started_wall = time.time()
+        # The HTTP server binds once, at start; a reload cannot move it (changing listen needs a restart).
+        self.bound_host, self.bound_port = config.listen_host, config.listen_port
+        self.pending_listen: str | None = None  # a listen from a reload, applied at the next restart
         self.kernel = KernelClient(config.kernel, transport=kernel_transport)
         self.current = Generation(1, config, self.kernel, RetryPolicy(config.retry))
         self.admission = AdmissionQueue(config.kernel.max_concurrency)
-        self.catalog = ModelCatalog(config.models, self.kernel)
+        self.catalog = ModelCatalog(config.models, self.kernel, memory=ModelMemory(self._state_dir(config)))
         self.last_reload = None  # set by the daemon: a ReloadOutcome
         self.last_sync = None  # an openclaw_sync.SyncResult
         # For the status page: the config's last apply and last refusal (last_reload holds only the newest).
@@ -58,7 +65,7 @@ class Runtime:
         self.log_ring = LogRing()
         self.retry_times: collections.deque[float] = collections.deque(maxlen=10_000)
         self._notifier_status = notifier_status
-        self._tasks: list[asyncio.Task] = []
+        self.tasks = TaskSupervisor(on_restart=lambda name: self.metrics.task_restarts.labels(name).inc())
         self._sync_wanted = asyncio.Event()
         self.syncs_done = 0
         self._sync_finished = asyncio.Condition()
@@ -87,15 +94,13 @@ class Runtime:
     async def start(self) -> None:
         logging.getLogger("aiosd").addHandler(self.log_ring)
         self.catalog.add_listener(lambda _models: self._models_changed())
-        self.catalog.start()
-        self._tasks.append(asyncio.create_task(self._openclaw_loop(), name="openclaw-sync"))
-        self._tasks.append(asyncio.create_task(self._canary_loop(), name="kernel-canary"))
+        # Supervised: a loop that dies is logged, counted and restarted (names: metrics.BACKGROUND_TASKS).
+        self.tasks.start("model-refresh", self.catalog.run)
+        self.tasks.start("openclaw-sync", self._openclaw_loop)
+        self.tasks.start("kernel-canary", self._canary_loop)
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.catalog.stop()
+        await self.tasks.close()
         await self.kernel.close()
         logging.getLogger("aiosd").removeHandler(self.log_ring)
 
@@ -103,19 +108,35 @@ class Runtime:
         """Swap in a new config; returns notes for the log (what changed, what needs a restart)."""
         old = self.current.config
         notes = []
-        if (config.listen_host, config.listen_port) != (old.listen_host, old.listen_port):
-            notes.append(f"listen changed to {config.listen} but needs a restart (still on {old.listen})")
+        if (config.listen_host, config.listen_port) != (self.bound_host, self.bound_port):
+            # Until a restart everything that says where aiosd listens (OpenClaw's baseUrl, /status)
+            # names the socket actually bound, not the file's new address nobody listens on yet.
+            self.pending_listen = config.listen
+            config = dataclasses.replace(config, listen_host=self.bound_host, listen_port=self.bound_port)
+            notes.append(f"listen changed to {self.pending_listen} but needs a restart (still on {config.listen})")
+        else:
+            self.pending_listen = None
         if config.kernel != old.kernel:
             # Calls in flight finish on the old connection pool; new ones use the new settings.
             self.kernel.apply_settings(config.kernel)
         self.current = Generation(self.current.number + 1, config, self.kernel, RetryPolicy(config.retry))
         self.admission.resize(config.kernel.max_concurrency)
+        self._apply_state_dir(old, config)
         self.catalog.apply_settings(config.models)
         self.record_reload(ok=True)
         self._sync_wanted.set()
         self._config_applied.set()
         asyncio.get_running_loop().create_task(self.catalog.refresh())
         return notes
+
+    @staticmethod
+    def _state_dir(config: Config):
+        base = config.source_path.parent if config.source_path else None
+        return resolve_state_dir(config.state_dir, base=base)
+
+    def _apply_state_dir(self, old: Config, new: Config) -> None:
+        if self._state_dir(new) != self._state_dir(old):
+            self.catalog.set_memory(ModelMemory(self._state_dir(new)))
 
     def record_reload(self, *, ok: bool) -> None:
         self.metrics.reloads.labels("ok" if ok else "refused").inc()
@@ -236,6 +257,8 @@ class Runtime:
         nothing has failed since. Only answers count (forwarded calls, model-list refreshes, the
         canary), never the kernel's /status, which says ok with a dead scheduler."""
         ready, reason = self._kernel_readiness()
+        if ready:
+            ready, reason = self._model_list_readiness()
         if ready != self._was_ready and (self._was_ready is not None or ready):
             if ready:
                 log.info("kernel ready: it answered within the last %gs", self.config.kernel.ready_window)
@@ -262,6 +285,16 @@ class Runtime:
             canary = "" if waiting is None else f"; a canary /query has been waiting {waiting:.1f}s"
             return False, f"the kernel at {url} has not answered for {age:.1f}s (ready_window {window:g}s){canary}"
         return True, "ok"
+
+    def _model_list_readiness(self) -> tuple[bool, str]:
+        """Not ready while the latest model-list refresh failed after the kernel's last answer: an
+        answer aiosd cannot read (deeply nested JSON) does not count as the kernel answering."""
+        refresh = self.catalog.last_refresh
+        last = self.kernel.last_success_at
+        if refresh is None or refresh.ok or (last is not None and last > refresh.at_monotonic):
+            return True, "ok"
+        ago = time.monotonic() - refresh.at_monotonic
+        return False, f"the kernel's model list could not be read {ago:.1f}s ago: {refresh.message}"
 
     async def _canary_loop(self) -> None:
         from aiosd.kernel.canary import run_canary
@@ -290,6 +323,21 @@ class Runtime:
             self.readiness()  # logs a change of readiness the canary caused
 
     # --- reporting ----------------------------------------------------------------------------
+
+    def _models_status(self) -> dict:
+        """/status's model part: what is offered, what models.map names but the kernel does not list."""
+        catalog = self.catalog
+        unconfirmed = catalog.unconfirmed()
+        return {
+            "models": [
+                {"id": m.id, "kernel_model": m.kernel_model, "source": m.source, "tools": m.tools,
+                 "unconfirmed": m.id in unconfirmed}
+                for m in catalog.models()
+            ],
+            "unavailable": [entry.as_dict() for entry in catalog.unavailable()],
+            "model_refresh": catalog.last_refresh_status(),
+            "remembered_models": catalog.memory_status(),
+        }
 
     def retries_recent(self, window: float = 300.0) -> int:
         cutoff = time.monotonic() - window
@@ -325,17 +373,14 @@ class Runtime:
             "config": {
                 "path": str(config.source_path) if config.source_path else None,
                 "generation": self.generation,
-                "listen": config.listen,
+                "listen": config.listen,  # the address bound: a reload cannot move it
+                "listen_pending": self.pending_listen,
                 "last_reload": None if reload is None else {
                     "ok": reload.ok, "at": reload.at, "reason": reload.reason,
                     "problems": reload.problems, "notes": reload.notes,
                 },
             },
-            "models": [
-                {"id": m.id, "kernel_model": m.kernel_model, "source": m.source, "tools": m.tools}
-                for m in self.catalog.models()
-            ],
-            "model_refresh": self.catalog.last_refresh_status(),
+            **self._models_status(),
             "kernel": {
                 "url": config.kernel.shown_url,
                 "ready": ready,
@@ -356,6 +401,7 @@ class Runtime:
                 "retries_last_5m": self.retries_recent(),
             },
             "openclaw_sync": None if sync is None else sync.as_dict(),
+            "background_tasks": self.tasks.status(),
         }
 
 

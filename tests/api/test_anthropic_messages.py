@@ -80,7 +80,8 @@ async def test_errors_use_anthropics_error_shape(tmp_path):
             async with httpx.AsyncClient(base_url=aiosd.url) as client:
                 unknown = await client.post("/v1/messages", json={"model": "nope", "max_tokens": 10,
                                                                    "messages": [{"role": "user", "content": "x"}]})
-                broken = await client.post("/v1/messages", content=b"{not json")
+                broken = await client.post("/v1/messages", content=b"{not json",
+                                           headers={"content-type": "application/json"})
     assert unknown.status_code == 404
     assert unknown.json()["type"] == "error" and unknown.json()["error"]["type"] == "not_found_error"
     assert broken.status_code == 400 and broken.json()["error"]["type"] == "invalid_request_error"
@@ -89,3 +90,23 @@ async def test_errors_use_anthropics_error_shape(tmp_path):
 def test_unsupported_blocks_are_a_clear_400_naming_the_block():
     with pytest.raises(InvalidRequest, match=r"messages\[0\]\.content\[0\]: unsupported block type 'audio'"):
         to_openai_chat({"model": "m", "messages": [{"role": "user", "content": [{"type": "audio"}]}]})
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 5000 + b"]" * 5000,
+    b'{"model": "sonnet", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}], "metadata": '
+    + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"}",
+    b'{"model": "sonnet", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}], "tools": [{"name": "t",'
+    b' "input_schema": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"}]}",
+], ids=["whole-body", "in-metadata", "in-tool-schema"])
+async def test_deeply_nested_messages_body_is_a_400_not_a_500(tmp_path, body):
+    with FakeKernel() as kernel:
+        async with serve_aiosd(config_for(tmp_path, kernel.url)) as aiosd:
+            async with httpx.AsyncClient(base_url=aiosd.url) as client:
+                response = await client.post("/v1/messages", content=body,
+                                             headers={"content-type": "application/json"})
+        assert kernel.queries == []
+    assert response.status_code == 400, response.text
+    error = response.json()
+    assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+    assert "nested too deeply" in error["error"]["message"]

@@ -17,7 +17,7 @@ async def _raw_request(port: int, body: dict) -> tuple[asyncio.StreamReader, asy
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     data = json.dumps(body).encode()
     writer.write(
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: aiosd\r\ncontent-type: application/json\r\n"
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
         + f"content-length: {len(data)}\r\n\r\n".encode() + data
     )
     await writer.drain()

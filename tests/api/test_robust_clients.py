@@ -66,8 +66,9 @@ async def test_a_body_over_max_body_bytes_gets_413_with_or_without_content_lengt
 
     async with serve_aiosd(config_for(tmp_path, kernel.url, CONFIG)) as aiosd:
         async with httpx.AsyncClient(base_url=aiosd.base_url, timeout=30) as client:
-            declared = await client.post("/chat/completions", content=b" " * (MAX_BODY + 1))
-            streamed = await client.post("/chat/completions", content=chunked(MAX_BODY * 3))
+            json_body = {"content-type": "application/json"}
+            declared = await client.post("/chat/completions", content=b" " * (MAX_BODY + 1), headers=json_body)
+            streamed = await client.post("/chat/completions", content=chunked(MAX_BODY * 3), headers=json_body)
             for response in (declared, streamed):
                 assert assert_openai_error(response, 413)["code"] == "request_too_large"
             assert (await client.post("/chat/completions", json=HELLO)).status_code == 200

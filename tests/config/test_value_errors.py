@@ -63,7 +63,7 @@ CASES = [
     ("retry: [1]\n", "1:8: retry: must be a mapping (indented key: value lines), got a list"),
     # Models.
     ('models:\n  map:\n    "my model": {kernel_model: x}\n',
-     "3:5: models.map: model id 'my model': ids may use letters, digits, '.', '_', ':' and '-', starting with a "
+     "3:5: models.map: model id 'my model': ids may use letters, digits, '.', '_', ':', '-' and '/', starting with a "
      "letter or digit (like sonnet or gpt-4o)"),
     ("models:\n  map:\n    sonnet: {}\n",
      "3:13: models.map.sonnet: missing required key 'kernel_model' (the model's name in the kernel, like "

@@ -48,22 +48,23 @@ def ids(catalog: ModelCatalog) -> list[str]:
 
 
 async def test_map_first_in_file_order_then_discovered_sorted():
-    lister = FakeLister([{"name": "zeta", "backend": "openai"}, {"name": "alpha", "backend": "ollama"}])
+    lister = FakeLister([{"name": "zeta", "backend": "openai"}, {"name": "alpha", "backend": "ollama"},
+                         {"name": "fast", "backend": "openai"}, {"name": "claude", "backend": "anthropic"}])
     catalog = ModelCatalog(model_settings(mapped("sonnet", "claude"), mapped("fast")), lister)
     assert ids(catalog) == ["sonnet", "fast"]
     result = await catalog.refresh()
     assert result.ok
-    assert ids(catalog) == ["sonnet", "fast", "alpha", "zeta"]
+    assert ids(catalog) == ["sonnet", "fast", "alpha", "claude", "zeta"]
     alpha = catalog.resolve("alpha")
     assert alpha.source == "discovery" and alpha.backend == "ollama" and alpha.kernel_model == "alpha"
     assert catalog.resolve("sonnet").kernel_model == "claude"
 
 
 async def test_map_wins_over_a_discovered_model_with_the_same_id():
-    lister = FakeLister([{"name": "fast", "backend": "openai"}])
+    lister = FakeLister([{"name": "fast", "backend": "openai"}, {"name": "gpt-4o-mini", "backend": "openai"}])
     catalog = ModelCatalog(model_settings(mapped("fast", "gpt-4o-mini")), lister)
     await catalog.refresh()
-    assert ids(catalog) == ["fast"]
+    assert ids(catalog) == ["fast", "gpt-4o-mini"]
     assert catalog.resolve("fast").source == "map"
 
 
@@ -175,12 +176,13 @@ async def test_a_broken_listener_does_not_stop_the_catalog():
 
 
 async def test_reloaded_settings_apply_at_once():
-    lister = FakeLister([{"name": "alpha", "backend": None}])
+    lister = FakeLister([{"name": "alpha", "backend": None}, {"name": "sonnet", "backend": None},
+                         {"name": "opus", "backend": None}])
     catalog = ModelCatalog(model_settings(mapped("sonnet")), lister)
     await catalog.refresh()
     new_defaults = replace(DEFAULTS, context_window=32_000)
     catalog.apply_settings(replace(model_settings(mapped("opus")), defaults=new_defaults))
-    assert ids(catalog) == ["opus", "alpha"]
+    assert ids(catalog) == ["opus", "alpha", "sonnet"]
     assert catalog.resolve("alpha").context_window == 32_000  # rebuilt from the kept raw list
     catalog.apply_settings(model_settings(mapped("opus"), discover=False))
     assert ids(catalog) == ["opus"]

@@ -651,16 +651,19 @@ def run_cli(config_file: Path, *argv: str, transport=None):
 
 def test_cli_syncs_map_and_discovered_models_map_winning(tmp_path, path):
     config = write_config(tmp_path, path, discover=True)
-    code, out, err = run_cli(config, transport=kernel_listing("sonnet", "llama3"))
+    # The kernel lists the mapped model (claude-sonnet) and a model named like the map id (sonnet).
+    listing = ("sonnet", "llama3", "claude-sonnet")
+    code, out, err = run_cli(config, transport=kernel_listing(*listing))
     assert code == 0 and err == ""
     assert out.rstrip().splitlines()[-1].startswith("created: created ")
     document = assert_valid_openclaw(path)
     rows = document["models"]["providers"]["aios"]["models"]
-    assert [(r["id"], r["name"]) for r in rows] == [("sonnet", "sonnet (via AIOS)"), ("llama3", "llama3 (via AIOS)")]
+    assert [(r["id"], r["name"]) for r in rows] == [
+        ("sonnet", "sonnet (via AIOS)"), ("claude-sonnet", "claude-sonnet (via AIOS)"), ("llama3", "llama3 (via AIOS)")]
     provider = document["models"]["providers"]["aios"]
     assert provider["baseUrl"] == "http://127.0.0.1:8711/v1" and provider["apiKey"] == "aiosd-local"
     assert "kernel-secret" not in path.read_text() and "secret-host" not in path.read_text()
-    code, out, _ = run_cli(config, transport=kernel_listing("sonnet", "llama3"))
+    code, out, _ = run_cli(config, transport=kernel_listing(*listing))
     assert code == 0 and out.startswith("unchanged: ")
 
 

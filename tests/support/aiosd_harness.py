@@ -9,9 +9,8 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-import uvicorn
-
 from aiosd.api.app import build_app
+from aiosd.api.connections import uvicorn_config
 from aiosd.config.loader import load_config
 from aiosd.config.settings import Config
 from aiosd.daemon import EmbeddedServer
@@ -96,17 +95,7 @@ class RunningAiosd:
 async def serve_aiosd(config: Config, *, kernel_transport=None):
     """Run aiosd's runtime and HTTP server on ``config.listen`` until the block ends."""
     runtime = Runtime(config, kernel_transport=kernel_transport)
-    server = EmbeddedServer(
-        uvicorn.Config(
-            build_app(runtime),
-            host=config.listen_host,
-            port=config.listen_port,
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-    )
+    server = EmbeddedServer(uvicorn_config(build_app(runtime), runtime, graceful_timeout=1))
     await runtime.start()
     serving = asyncio.create_task(server.serve())
     listening = asyncio.create_task(server.listening.wait())

@@ -602,6 +602,7 @@ class FakeKernel:
         self.batch_interval = batch_interval
         self.workers = workers  # the real kernel: min(32, cpu_count + 4)
         self.llm_core_ready = llm_core_ready
+        self.list_body: bytes | None = None  # when set, /core/llms/list answers these bytes as they are
         self.scheduler_dead = scheduler_dead
         self.llm_latency = llm_latency  # added to every LLM attempt
         self.retry_delay = retry_delay  # pause between the kernel's own attempts (real: ~1 s)
@@ -839,6 +840,8 @@ class FakeKernel:
                 await self._send_json(send, 405, {"detail": "Method Not Allowed"}, cors)
         elif path == "/status" and method == "GET":
             await self._send_json(send, 200, {"status": "ok", "message": "AIOS kernel is running"}, cors)
+        elif path == "/core/llms/list" and method == "GET" and self.list_body is not None:
+            await self._send_json(send, 200, None, cors, raw=self.list_body)
         elif path == "/core/llms/list" and method == "GET":
             if self.llm_core_ready:
                 body = {"status": "success", "llms": self.models}
