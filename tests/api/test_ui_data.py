@@ -258,14 +258,13 @@ def test_the_wheel_ships_the_pages_files(tmp_path):
     assert {"aiosd/api/ui/index.html", "aiosd/api/ui/app.js", "aiosd/api/ui/app.css"} <= set(names)
 
 
-async def test_models_the_kernel_does_not_list_show_as_unavailable_with_the_reason(tmp_path, monkeypatch):
-    async with stack(tmp_path) as s, ui_client(s) as ui:
-        status = s.runtime.status
-        # The model catalog's report, as /status gives it, of a mapping the kernel does not list.
-        monkeypatch.setattr(s.runtime, "status", lambda: {**status(), "unavailable": [
-            {"id": "gone", "kernel_model": "old-model", "reason": "mapped to kernel model 'old-model', which the kernel does not list"}]})
+async def test_models_the_kernel_does_not_list_show_as_unavailable_with_the_reason(tmp_path):
+    extra = 'models: {discover: true, map: {gone: {kernel_model: "no-such-kernel-model"}}}'
+    async with stack(tmp_path, extra) as s, ui_client(s) as ui:
+        await s.runtime.catalog.refresh()  # the kernel's list is known: "gone" is withheld
         models = {m["id"]: m for m in (await ui.get(LIVE)).json()["models"]}
     assert models["gone"]["available"] is False and "does not list" in models["gone"]["reason"]
+    assert models["gone"]["kernel_model"] == "no-such-kernel-model" and models["gone"]["source"] == "map"
     assert models["sonnet"]["available"] is True and models["sonnet"]["reason"] is None
 
 
