@@ -10,6 +10,7 @@ from aiosd.config.settings import ModelSpec
 from aiosd.errors import AiosdError, KernelTextDropped
 from aiosd.kernel.call import forward_query
 from aiosd.kernel.retry import AttemptReport
+from aiosd.service.history import Trip
 from aiosd.service.metrics import status_class
 from aiosd.translate.chat_request import ChatRequest
 from aiosd.translate.query import KernelCall, build_kernel_call
@@ -31,8 +32,9 @@ class Completion:
 class _Forwarding:
     """The state of one request's trip to the kernel (possibly several calls, each possibly retried)."""
 
-    def __init__(self, runtime, request: ChatRequest, request_id: str) -> None:
+    def __init__(self, runtime, request: ChatRequest, request_id: str, trip: Trip | None = None) -> None:
         self.runtime = runtime
+        self.trip = trip  # the status page's record of this request
         self.generation = runtime.current  # the config this request runs on, start to end
         self.request = request
         self.request_id = request_id
@@ -69,9 +71,13 @@ class _Forwarding:
 
     async def _call(self, content: bytes, model: ModelSpec):
         metrics = self.runtime.metrics
+        trip = self.trip
+        kernel_label = self.generation.config.kernel.shown_url
 
         def on_call(queued: float, call: float, error: BaseException | None) -> None:
             self.waiting += queued + call
+            if trip is not None:
+                trip.called(kernel_label, queued, call)
             metrics.queue_wait.observe(queued)
             result = "ok" if error is None else status_class(getattr(error, "kernel_status", None))
             metrics.kernel_call_duration.labels(result).observe(call)
@@ -82,11 +88,13 @@ class _Forwarding:
                 metrics.retries.labels(status_class(report.status)).inc()
                 metrics.retry_wait.inc(report.wait or 0.0)
                 self.waiting += report.wait or 0.0
+                if trip is not None:
+                    trip.retrying_in(report.wait or 0.0)
 
         return await forward_query(
             content,
             kernel=self.generation.kernel,
-            queue=self.runtime.admission,
+            queue=self.runtime.admission if trip is None else trip.tracked(self.runtime.admission),
             policy=self.generation.retry,
             deadline=self.deadline,
             settings=self.generation.config.kernel,  # a reload mid-request does not change its limits
@@ -97,11 +105,12 @@ class _Forwarding:
         )
 
 
-async def complete(runtime, request: ChatRequest, request_id: str) -> Completion:
-    """Resolve the model and run the call; raises AiosdError subclasses for everything a client should see."""
+async def complete(runtime, request: ChatRequest, request_id: str, trip: Trip | None = None) -> Completion:
+    """Resolve the model and run the call; raises AiosdError subclasses for everything a client should see.
+    ``trip`` (the status page's record of the request) learns its queue waits, kernel calls and retry waits."""
     model = runtime.catalog.resolve(request.model)
     try:
-        return await _Forwarding(runtime, request, request_id).run(model)
+        return await _Forwarding(runtime, request, request_id, trip).run(model)
     except AiosdError as exc:
         exc.model_id = model.id  # a known id: safe as a metrics label
         _add_context(exc, model)
