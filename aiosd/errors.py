@@ -71,6 +71,33 @@ class RequestTooLarge(ClientError):
     code = "request_too_large"
 
 
+class HeaderFieldsTooLarge(ClientError):
+    status = 431
+    code = "request_header_fields_too_large"
+
+
+class RequestTimeout(ClientError):
+    status = 408
+    code = "request_timeout"
+
+
+class HostNotAllowed(ClientError):
+    status = 421
+    type = "invalid_request_error"
+    code = "host_not_allowed"
+
+
+class OriginNotAllowed(ClientError):
+    status = 403
+    type = "permission_error"
+    code = "origin_not_allowed"
+
+
+class UnsupportedMediaType(ClientError):
+    status = 415
+    code = "unsupported_media_type"
+
+
 # --- aiosd's own capacity -------------------------------------------------------------------
 
 
@@ -86,6 +113,11 @@ class QueueLimitExceeded(CapacityError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+class TooManyConnections(AiosdError):
+    status = 503
+    code = "too_many_connections"
 
 
 # --- the kernel's (or its LLM's) fault ---------------------------------------------------------

@@ -30,3 +30,15 @@ def isolated_state_dir(tmp_path_factory, monkeypatch):
     """Each test its own aiosd state directory (daemons it starts inherit it): a model list one
     test's daemon remembers must not appear in the next test's."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+
+
+@pytest.fixture(autouse=True)
+def restored_log_levels():
+    """A test that runs aiosd's logging set-up leaves the levels as it found them for the next one."""
+    import logging
+
+    loggers = [logging.getLogger(), logging.getLogger("aiosd")]
+    levels = [logger.level for logger in loggers]
+    yield
+    for logger, level in zip(loggers, levels):
+        logger.setLevel(level)

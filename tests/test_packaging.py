@@ -224,3 +224,21 @@ def test_the_wheel_ships_the_unit_template_and_the_readme(tmp_path):
     wheel = zipfile.ZipFile(next(tmp_path.glob("aiosd-*.whl")))
     assert wheel.read("aiosd/packaging/aiosd.service.in").decode() == unit_template()
     assert wheel.read("aiosd/README.md").decode() == (REPO / "README.md").read_text()
+
+
+# What `aiosd service install --system --openclaw-user openclaw` writes for an install in /opt/aiosd:
+# kept in the repository as packaging/aiosd.service so a reader sees a real unit.
+EXAMPLE_UNIT = REPO / "packaging" / "aiosd.service"
+EXAMPLE_SETTINGS = UnitSettings(
+    "system", ["/opt/aiosd/bin/aiosd"], Path("/etc/aiosd.yaml"),
+    Path("/opt/aiosd/lib/python3.11/site-packages/aiosd/README.md"), "http://localhost:8000",
+    "openclaw", "openclaw", [Path("/home/openclaw/.openclaw")], {"OPENCLAW_STATE_DIR": "/home/openclaw/.openclaw"})
+
+
+def test_the_example_unit_in_packaging_is_the_template_rendered():
+    assert EXAMPLE_UNIT.read_text() == render_unit(EXAMPLE_SETTINGS), (
+        "packaging/aiosd.service is out of date: regenerate it with `python -m tests.test_packaging`")
+
+
+if __name__ == "__main__":
+    EXAMPLE_UNIT.write_text(render_unit(EXAMPLE_SETTINGS))

@@ -13,6 +13,7 @@ from litestar.types import ASGIApp
 from aiosd import __version__
 from aiosd.api import completion_routes
 from aiosd.api.completion_routes import log_error
+from aiosd.api.dashboard import dashboard_router
 from aiosd.api.openapi_docs import ChatCompletionOperation
 from aiosd.api.anthropic_messages import error_body as anthropic_error_body
 from aiosd.api.request_context import request_id_middleware
@@ -78,7 +79,8 @@ def build_app(runtime) -> Litestar:
         return Response(body, headers={"content-type": content_type})
 
     app = Litestar(
-        route_handlers=[chat_completions, messages, list_models, healthz, readyz, status, metrics_endpoint],
+        route_handlers=[chat_completions, messages, list_models, healthz, readyz, status, metrics_endpoint,
+                        *dashboard_router(runtime, check_request)],
         exception_handlers={AiosdError: aiosd_error_response, HTTPException: http_error_response,
                             Exception: unexpected_error_response},
         request_max_body_size=runtime.config.server.max_body_bytes,

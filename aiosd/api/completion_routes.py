@@ -122,9 +122,12 @@ def completion_app(runtime, dialect: Dialect, check_auth: Callable[[list], int |
         started = time.perf_counter()
         request_id = scope["state"]["request_id"]
         metrics = runtime.metrics
+        history = runtime.history
+        trip = history.begin(request_id)
         try:
             headers = scope["headers"]
             key_index = check_auth(headers)
+            trip.key = runtime.config.auth.client_at(key_index).name
             content_length = None
             for name, value in headers:
                 if name == b"content-length":
@@ -133,15 +136,20 @@ def completion_app(runtime, dialect: Dialect, check_auth: Callable[[list], int |
             body = await read_body(receive, content_length, runtime.config.server.max_body_bytes)
             chat = dialect.parse(body)
             del body  # 60 KB less held while the kernel answers
-            completion = await cancel_on_disconnect(receive, complete(runtime, chat, request_id, key_index=key_index, headers=headers))
+            trip.model = chat.model
+            completion = await cancel_on_disconnect(receive, complete(
+                runtime, chat, request_id, key_index=key_index, headers=headers, trip=trip))
         except ClientDisconnected:
             metrics.requests_child(UNKNOWN_MODEL, "client_disconnected").inc()
+            history.finish(trip, status=499, outcome="client_disconnected", total=time.perf_counter() - started)
             log.info("request %s: client disconnected before the answer; its queue place or kernel call was cancelled", request_id)
             await _send(send, 499, [], b"")
             return
         except AiosdError as exc:
             model_label = getattr(exc, "model_id", None) or UNKNOWN_MODEL
             metrics.requests_child(model_label, OUTCOME_BY_CODE.get(exc.code, "kernel_error")).inc()
+            history.finish(trip, status=exc.status, outcome=OUTCOME_BY_CODE.get(exc.code, "kernel_error"),
+                           model=getattr(exc, "model_id", None), total=time.perf_counter() - started)
             metrics.request_duration_child(model_label).observe(time.perf_counter() - started)
             log_error(request_id, exc)
             await _send(send, exc.status, [*error_headers(exc), (b"content-type", _JSON)], dialect.error_body(exc))
@@ -149,6 +157,7 @@ def completion_app(runtime, dialect: Dialect, check_auth: Callable[[list], int |
         except Exception:
             log.exception("request %s: unexpected error; answering 500", request_id)
             metrics.requests_child(UNKNOWN_MODEL, "internal_error").inc()
+            history.finish(trip, status=500, outcome="internal_error", total=time.perf_counter() - started)
             error = AiosdError(f"internal error in aiosd (request id {request_id}; details in aiosd's log)")
             await _send(send, 500, [(b"content-type", _JSON)], dialect.error_body(error))
             return
@@ -158,6 +167,7 @@ def completion_app(runtime, dialect: Dialect, check_auth: Callable[[list], int |
         metrics.request_duration_child(model.id).observe(elapsed)
         metrics.overhead.observe(max(0.0, elapsed - completion.waiting))
         kernels = ",".join(completion.kernels)
+        history.finish(trip, status=200, outcome="ok", model=model.id, total=elapsed)
         log.info(
             "request %s: model %s answered in %.2fs (%d attempt%s on %s, finish %s%s)",
             request_id, model.id, elapsed, completion.attempts, "s" if completion.attempts != 1 else "",

@@ -24,7 +24,12 @@ import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from aiosd.errors import AiosdError, ClientError
+from aiosd.errors import (
+    AiosdError,
+    HeaderFieldsTooLarge,
+    RequestTimeout,
+    TooManyConnections,
+)
 
 log = logging.getLogger("aiosd.http")
 
@@ -33,21 +38,6 @@ log = logging.getLogger("aiosd.http")
 RESERVED_FILES = 64
 LOG_INTERVAL = 10.0  # seconds between two log lines about the same kind of refusal
 _ACCEPT_FAILED = "socket.accept() out of system resource"
-
-
-class HeaderFieldsTooLarge(ClientError):
-    status = 431
-    code = "request_header_fields_too_large"
-
-
-class RequestTimeout(ClientError):
-    status = 408
-    code = "request_timeout"
-
-
-class TooManyConnections(AiosdError):
-    status = 503
-    code = "too_many_connections"
 
 
 class _TooManyHeaders(Exception):
@@ -364,7 +354,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _refuse(self, error: AiosdError, retry_after: int | None = None) -> None:
         """Answer ``error`` as an OpenAI-style JSON body and close the connection."""
-        from aiosd.api.responses import error_body  # the api package's one JSON error writer
+        from aiosd.api.responses import (
+            error_body,  # the api package's one JSON error writer
+        )
 
         self._refused = True
         body = error_body(error)

@@ -16,29 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiosd.api.connections import RateLimitedLog
-from aiosd.errors import AiosdError, ClientError
+from aiosd.errors import (
+    AiosdError,
+    HostNotAllowed,
+    OriginNotAllowed,
+    UnsupportedMediaType,
+)
 
 # Names that always mean this machine and that no outside DNS can re-point.
 _OWN_NAMES = frozenset(("localhost", "127.0.0.1", "::1"))
 _CORS_METHODS = b"GET, POST, OPTIONS"
 _CORS_MAX_AGE = b"600"
-
-
-class HostNotAllowed(ClientError):
-    status = 421
-    type = "invalid_request_error"
-    code = "host_not_allowed"
-
-
-class OriginNotAllowed(ClientError):
-    status = 403
-    type = "permission_error"
-    code = "origin_not_allowed"
-
-
-class UnsupportedMediaType(ClientError):
-    status = 415
-    code = "unsupported_media_type"
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,8 @@ async def forward_query(
     settings: KernelSettings,
     model: str | None = None,
     on_attempt: Callable[[AttemptReport], object] | None = None,
-    on_call: Callable[[float, float, BaseException | None], object] | None = None,
+    on_call: Callable[[float, float, BaseException | None, str], object] | None = None,
+    on_phase: Callable[[str], object] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> ForwardResult:
     """The kernel's ``response`` object for one /query body; raises an ``AiosdError`` with
@@ -54,7 +55,9 @@ async def forward_query(
     the request (``health.fails_over``) goes at once to another healthy kernel serving the model
     that this attempt has not tried; only when none is left does the retry policy see the error (and
     its waits apply). The slot is given back between calls, so a request sleeping on a 429 holds none.
-    ``settings`` are the request's own kernel settings (its config generation).
+    ``settings`` are the request's own kernel settings (its config generation). ``on_phase`` hears
+    "queued", "calling" and "between" (the status page shows where a request is); ``on_call`` gets
+    each call's queue wait, duration, error and kernel name.
     """
     content = body if isinstance(body, bytes) else _dumps(body)  # once, for every call
     result = ForwardResult({}, 0)
@@ -66,6 +69,8 @@ async def forward_query(
         tried: set[str] = set()
         while True:
             queued_at = clock()
+            if on_phase is not None:
+                on_phase("queued")
             kernel = await scheduler.acquire(
                 kernel_model, key=key, level=level, exclude=frozenset(tried),
                 deadline=min(deadline, queued_at + settings.queue_timeout),
@@ -75,6 +80,8 @@ async def forward_query(
             if not first_queued:
                 first_queued.append(queued_at)
             started = clock()
+            if on_phase is not None:
+                on_phase("calling")
             result.attempts += 1
             result.kernels.append(kernel.name)
             tried.add(kernel.name)
@@ -101,8 +108,10 @@ async def forward_query(
                     scheduler.pool.note_health(kernel, kernel.note_call(held, error),
                                                error.message if isinstance(error, AiosdError) else "")
                 scheduler.release(kernel, key, held=held)
+                if on_phase is not None:
+                    on_phase("between")
                 if on_call is not None:
-                    on_call(started - queued_at, held, error)
+                    on_call(started - queued_at, held, error, kernel.name)
 
     try:
         response, _ = await policy.run(attempt, deadline=deadline, on_attempt=on_attempt, model=model)

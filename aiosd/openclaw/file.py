@@ -17,6 +17,7 @@ from pathlib import Path
 import json5
 
 from aiosd.config.settings import OpenClawSettings
+from aiosd.openclaw.lock import pid_alive
 
 NEW_FILE_MODE = 0o600
 # How long aiosd waits for another writer that is visibly mid-write, and how often it looks.
@@ -333,22 +334,12 @@ def remove_stale_temp_files(path: Path) -> None:
             pid = int(name[len(prefix) :].split("-", 1)[0])
         except ValueError:
             continue
-        if pid == os.getpid() or _pid_alive(pid):
+        if pid == os.getpid() or pid_alive(pid):
             continue
         try:
             os.unlink(path.parent / name)
         except OSError:
             pass
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def write_temp(path: Path, data: bytes, *, mode: int, uid: int | None, gid: int | None) -> Path:

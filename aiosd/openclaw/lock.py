@@ -136,7 +136,7 @@ def _stale_or_holder(lock: Path) -> str | None:
     pid, created = _payload(raw)
     now = time.time()
     age = now - created if created is not None else now - mtime
-    alive = pid is None or _pid_alive(pid)
+    alive = pid is None or pid_alive(pid)
     if created is None and pid is None and age <= UNREADABLE_GRACE:
         return "a process that is writing it now"
     if alive and age <= STALE_AFTER and (created is not None or pid is not None):
@@ -191,7 +191,8 @@ def _payload(raw: bytes) -> tuple[int | None, float | None]:
     return pid, created
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (one of another user counts: it may still hold the file)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -10,6 +10,7 @@ from aiosd.config.settings import ClientKey, ModelSpec
 from aiosd.errors import AiosdError, KernelTextDropped
 from aiosd.kernel.call import forward_query
 from aiosd.kernel.retry import AttemptReport
+from aiosd.service.history import Trip
 from aiosd.service.metrics import status_class
 from aiosd.translate.chat_request import ChatRequest
 from aiosd.translate.query import KernelCall, build_kernel_call
@@ -33,8 +34,9 @@ class _Forwarding:
     """The state of one request's trip to the kernel (possibly several calls, each possibly retried)."""
 
     def __init__(self, runtime, request: ChatRequest, request_id: str, client: ClientKey,
-                 priority_header: str | None) -> None:
+                 priority_header: str | None, trip: Trip | None = None) -> None:
         self.runtime = runtime
+        self.trip = trip  # the status page's record of this request
         self.generation = runtime.current  # the config this request runs on, start to end
         self.request = request
         self.request_id = request_id
@@ -79,9 +81,12 @@ class _Forwarding:
 
     async def _call(self, content: bytes, model: ModelSpec):
         metrics = self.runtime.metrics
+        trip = self.trip
 
-        def on_call(queued: float, call: float, error: BaseException | None) -> None:
+        def on_call(queued: float, call: float, error: BaseException | None, kernel: str) -> None:
             self.waiting += queued + call
+            if trip is not None:
+                trip.called(kernel, queued, call)
             metrics.queue_wait.observe(queued)
             result = "ok" if error is None else status_class(getattr(error, "kernel_status", None))
             metrics.kernel_call_duration.labels(result).observe(call)
@@ -92,10 +97,20 @@ class _Forwarding:
                 metrics.retries.labels(status_class(report.status)).inc()
                 metrics.retry_wait.inc(report.wait or 0.0)
                 self.waiting += report.wait or 0.0
+                if trip is not None:
+                    trip.retrying_in(report.wait or 0.0)
+
+        def on_phase(phase: str) -> None:
+            # The status page's phases: waiting for a slot, at a kernel, between calls.
+            if phase == "calling":
+                trip.attempts += 1
+            trip.set_phase(phase)
 
         scheduler = self.runtime.scheduler
         key = scheduler.key_state(self.client)
         level = scheduler.class_level(self.client.priority, model.priority, self.priority_header)
+        if trip is not None:
+            trip.key, trip.klass = self.client.name, scheduler.settings.classes[level]
         try:
             result = await forward_query(
                 content,
@@ -110,6 +125,7 @@ class _Forwarding:
                 model=f"{model.id}, request {self.request_id}",
                 on_attempt=on_attempt,
                 on_call=on_call,
+                on_phase=None if trip is None else on_phase,
             )
         except AiosdError as exc:
             self.kernels.extend(getattr(exc, "kernels", ()))
@@ -120,11 +136,13 @@ class _Forwarding:
 
 
 async def complete(runtime, request: ChatRequest, request_id: str, *, key_index: int | None = None,
-                   headers=()) -> Completion:
+                   headers=(), trip: Trip | None = None) -> Completion:
     """Resolve the model and run the call; raises AiosdError subclasses for everything a client should see.
 
     ``key_index``: which of ``auth.keys`` the request presented (None: auth off), for its scheduler
     class, share and limits; ``headers`` (ASGI pairs) may carry ``scheduler.priority_header``.
+    ``trip`` (the status page's record of the request) learns its key and class, queue waits,
+    kernel calls and retry waits.
     """
     model = runtime.catalog.resolve(request.model)
     config = runtime.config
@@ -136,7 +154,7 @@ async def complete(runtime, request: ChatRequest, request_id: str, *, key_index:
             header = value[:64].decode("latin-1")
             break
     try:
-        return await _Forwarding(runtime, request, request_id, client, header).run(model)
+        return await _Forwarding(runtime, request, request_id, client, header, trip).run(model)
     except AiosdError as exc:
         exc.model_id = model.id  # a known id: safe as a metrics label
         _add_context(exc, model)

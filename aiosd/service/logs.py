@@ -1,7 +1,8 @@
-"""Logging set-up: one line per event (outside text escaped), syslog priority prefixes when stderr is the journal, timestamps on a terminal."""
+"""Logging set-up: one line per event (outside text escaped), syslog priority prefixes when stderr is the journal, timestamps on a terminal; the ring of recent request lines for the status page."""
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import re
@@ -147,3 +148,50 @@ def set_level(level: str) -> None:
     logging.getLogger("aiosd").setLevel(LEVELS[level])
     for name in _CHATTY_LIBRARIES:
         logging.getLogger(name).setLevel(max(LEVELS[level], logging.WARNING))
+
+
+class LogRing(logging.Handler):
+    """The last ``size`` log lines about requests, in memory, for the status page to show by request id.
+
+    Only lines naming a request ("request <id>") are kept, so a quiet daemon's reload notes do
+    not push them out. Each line is stored already formatted, control characters escaped as in the
+    journal and cut to ``LINE_LIMIT`` characters, so memory stays bounded whatever a message carried.
+    """
+
+    LINE_LIMIT = 2000
+    _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # what request_context accepts as an id
+
+    def __init__(self, size: int = 2000) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: collections.deque[tuple[float, str, str, str, str]] = collections.deque(maxlen=size)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Runs for every aiosd log line, in the request path: plain string searches, no regex scan.
+        try:
+            message = record.getMessage()
+            request_id = self._request_id(message)
+            if request_id is None:
+                return
+            if record.exc_info and record.exc_info[1] is not None:
+                message += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
+            if not message.isprintable():
+                message = escape_controls(message)
+            self.records.append((record.created, record.levelname, record.name, request_id, message[: self.LINE_LIMIT]))
+        except Exception:  # a log line must never break the request that logged it
+            self.handleError(record)
+
+    @classmethod
+    def _request_id(cls, message: str) -> str | None:
+        """The id in "request <id>: ..." (or "..., request <id>" at the end); ids may hold ':' themselves."""
+        start = message.find("request ")
+        if start < 0 or (start and message[start - 1].isalnum()):
+            return None
+        start += len("request ")
+        end = message.find(" ", start)
+        token = message[start:] if end < 0 else message[start:end]
+        token = token[:-1] if token.endswith((":", ",", ";", ")")) else token
+        return token if cls._REQUEST_ID.fullmatch(token) else None
+
+    def for_request(self, request_id: str) -> list[tuple[float, str, str, str, str]]:
+        """(time, level, logger, request id, line) of every kept line about ``request_id``, oldest first."""
+        return [entry for entry in self.records if entry[3] == request_id]

@@ -21,6 +21,8 @@ from aiosd.kernel.model_memory import ModelMemory
 from aiosd.kernel.pool import KernelPool, PoolKernel
 from aiosd.kernel.retry import RetryPolicy
 from aiosd.kernel.scheduler import Scheduler
+from aiosd.service.history import RequestHistory
+from aiosd.service.logs import LogRing
 from aiosd.service.metrics import Metrics
 from aiosd.service.tasks import TaskSupervisor
 
@@ -60,6 +62,11 @@ class Runtime:
         self.catalog = ModelCatalog(config.models, self.pool, memory=ModelMemory(self._state_dir(config)))
         self.last_reload = None  # set by the daemon: a ReloadOutcome
         self.last_sync = None  # an openclaw_sync.SyncResult
+        # For the status page: the config's last apply and last refusal (last_reload holds only the newest).
+        self.config_applied_at = self.started_wall
+        self.last_refused_reload = None
+        self.history = RequestHistory()
+        self.log_ring = LogRing()
         self.retry_times: collections.deque[float] = collections.deque(maxlen=10_000)
         self._notifier_status = notifier_status
         self.tasks = TaskSupervisor(on_restart=lambda name: self.metrics.task_restarts.labels(name).inc())
@@ -107,6 +114,7 @@ class Runtime:
     # --- life -------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        logging.getLogger("aiosd").addHandler(self.log_ring)
         self.catalog.add_listener(lambda _models: self._models_changed())
         # Supervised: a loop that dies is logged, counted and restarted (names: metrics.BACKGROUND_TASKS).
         self.tasks.start("model-refresh", self.catalog.run)
@@ -117,6 +125,7 @@ class Runtime:
     async def close(self) -> None:
         await self.tasks.close()
         await self.pool.close()
+        logging.getLogger("aiosd").removeHandler(self.log_ring)
 
     async def apply(self, config: Config) -> list[str]:
         """Swap in a new config; returns notes for the log (what changed, what needs a restart)."""
@@ -155,6 +164,10 @@ class Runtime:
 
     def record_reload(self, *, ok: bool) -> None:
         self.metrics.reloads.labels("ok" if ok else "refused").inc()
+        if ok:
+            self.config_applied_at = time.time()
+        else:
+            self.last_refused_reload = self.last_reload
         self._notifier_status()
 
     def _models_changed(self) -> None:

@@ -577,6 +577,7 @@ def test_a_changed_sync_says_what_changed_in_one_line(path, caplog):
     sync(path, [SONNET, spec("haiku")])
     with caplog.at_level(logging.INFO, logger="aiosd.openclaw"):
         result = sync(path, [SONNET, OPUS], base_url="http://127.0.0.1:9999/v1", api_key="sk-another-key-123456")
+    assert len(caplog.records) == 1, [r.getMessage() for r in caplog.records]
     [record] = caplog.records
     line = record.getMessage()
     assert record.levelno == logging.INFO and "\n" not in line
