@@ -222,29 +222,35 @@ def request_log(runtime, request_id: str) -> RequestLog:
 
 
 def _kernels(runtime, status: dict) -> list[KernelState]:
-    kernel = status["kernel"]
-    client = runtime.kernel
-    if kernel["ready"]:
-        health = "up"
-    elif client.last_success_at is None and client.last_failure_at is None:
-        health = "unknown"  # not asked yet
-    elif client.last_failure_at is not None and (client.last_success_at is None
-                                                 or client.last_failure_at >= client.last_success_at):
-        health = "down"  # its last call failed
-    else:
-        health = "unknown"  # quiet for longer than kernel.ready_window
-    latency = kernel.get("recent_latency_seconds")
-    return [KernelState(
-        name=kernel["url"],
-        url=kernel["url"],
-        health=health,
-        reason=kernel["reason"],
-        in_flight=runtime.admission.in_flight,
-        capacity=runtime.admission.limit,
-        latency=None if not latency else Latency(latency["count"], latency["p50"], latency["p90"],
-                                                 latency["max"], latency["last"]),
-        last_answer_seconds_ago=kernel.get("last_answer_seconds_ago"),
-    )]
+    """Every kernel of the pool (``status["kernels"]``, ``Runtime.pool_status``), in config order."""
+    states = []
+    for kernel in status["kernels"]:
+        failure = kernel["last_failure"]
+        answered = kernel["last_answer_seconds_ago"]
+        if kernel["health"] != "healthy":
+            health = "ejected"  # out of the pool after failing repeatedly
+        elif kernel["ready"]:
+            health = "up"
+        elif answered is None and failure is None:
+            health = "unknown"  # not asked yet
+        elif failure is not None and (answered is None or failure["seconds_ago"] <= answered):
+            health = "down"  # its last call failed
+        else:
+            health = "unknown"  # quiet for longer than kernel.ready_window
+        member = runtime.pool.members.get(kernel["name"])
+        summary = None if member is None else member.client.latency_summary()
+        states.append(KernelState(
+            name=kernel["name"],
+            url=kernel["url"],
+            health=health,
+            reason=kernel["reason"],
+            in_flight=kernel["in_flight"],
+            capacity=kernel["max_concurrency"],
+            latency=None if not summary or not summary.count else Latency(
+                summary.count, summary.p50, summary.p90, summary.max, summary.last),
+            last_answer_seconds_ago=answered,
+        ))
+    return states
 
 
 def _queue(runtime) -> QueueState:
@@ -276,8 +282,8 @@ def _queue(runtime) -> QueueState:
         oldest = min((t.phase_since for trips in keys.values() for t in trips), default=None)
         class_rows.append(ClassQueue(name=name, waiting=sum(k.waiting for k in key_rows),
                                      oldest_wait_seconds=None if oldest is None else _age(now, oldest), keys=key_rows))
-    if not class_rows:  # the one class and key there are today, empty
-        class_rows = [ClassQueue(name="default", waiting=0, oldest_wait_seconds=None,
+    if not class_rows:  # nothing waiting or under way: the default class, empty
+        class_rows = [ClassQueue(name=runtime.config.scheduler.default_class, waiting=0, oldest_wait_seconds=None,
                                  keys=[KeyQueue(key="-", waiting=0, in_flight=0, oldest_wait_seconds=None)])]
     admission = runtime.admission
     return QueueState(

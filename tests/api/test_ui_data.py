@@ -51,13 +51,13 @@ async def test_live_state_lists_the_kernel_the_queue_and_each_request(tmp_path):
     assert kernel["latency"]["count"] >= 4
 
     assert live["queue"]["waiting"] == 0
-    assert [(c["name"], [k["key"] for k in c["keys"]]) for c in live["queue"]["classes"]] == [("default", ["-"])]
+    assert [(c["name"], [k["key"] for k in c["keys"]]) for c in live["queue"]["classes"]] == [("interactive", ["-"])]
 
     rows = {row["request_id"]: row for row in live["requests"]}
     assert [row["seq"] for row in live["requests"]] == [1, 2, 3, 4, 5] and live["requests_seq"] == 5
     row = rows[ok.headers["x-request-id"]]
     assert (row["model"], row["outcome"], row["status"], row["attempts"]) == ("mock-model", "ok", 200, 1)
-    assert row["kernels"] == [s.kernel.url] and row["kernel_time"] > 0 and row["total"] >= row["kernel_time"]
+    assert row["kernels"] == [s.kernel.url.removeprefix("http://")] and row["kernel_time"] > 0 and row["total"] >= row["kernel_time"]
     row = rows[retried.headers["x-request-id"]]
     assert (row["outcome"], row["status"], row["attempts"]) == ("ok", 200, 2) and row["retry_wait"] > 0
     row = rows[failed.headers["x-request-id"]]
@@ -111,7 +111,7 @@ retry: {max_retries: 1, budget: "30s", backoff: {initial: "20s", max: "20s", jit
         queue = (await ui.get(LIVE)).json()["queue"]
         assert (queue["waiting"], queue["in_flight"], queue["capacity"]) == (1, 1, 1)
         [request] = queue["waiting_requests"]
-        assert request["model"] == "sonnet" and request["key"] == "-" and request["waited_seconds"] >= 0
+        assert request["model"] == "sonnet" and request["key"] == "anonymous" and request["waited_seconds"] >= 0
         assert queue["oldest_wait_seconds"] is not None
         [klass] = queue["classes"]
         assert klass["waiting"] == 1 and klass["keys"][0]["in_flight"] == 1
