@@ -185,9 +185,7 @@ class Daemon:
         """Load the config again and apply it, or keep the running one and say why."""
         async with self._reload_lock:
             digest = await asyncio.to_thread(_digest, self.config_path)
-            # Unchanged content is not loaded again on a file event, refused or not: the watch may
-            # report one save as two bursts, and the same refusal twice is noise (SIGHUP forces it).
-            if not force and digest == self._config_digest:
+            if not force and digest == self._config_digest and self.runtime.last_reload.ok:
                 log.debug("config file touched but its content is unchanged; nothing to do")
                 return self.runtime.last_reload
             self._config_digest = digest
