@@ -285,11 +285,11 @@ def _queue(runtime) -> QueueState:
     if not class_rows:  # nothing waiting or under way: the default class, empty
         class_rows = [ClassQueue(name=runtime.config.scheduler.default_class, waiting=0, oldest_wait_seconds=None,
                                  keys=[KeyQueue(key="-", waiting=0, in_flight=0, oldest_wait_seconds=None)])]
-    admission = runtime.admission
+    scheduler = runtime.scheduler
     return QueueState(
-        waiting=admission.queued,
-        in_flight=admission.in_flight,
-        capacity=admission.limit,
+        waiting=scheduler.queued,
+        in_flight=scheduler.in_flight,
+        capacity=scheduler.limit,
         oldest_wait_seconds=_age(now, waiting[0].phase_since) if waiting else None,
         classes=class_rows,
         waiting_requests=[WaitingRequest(request_id=t.request_id, key=t.key, priority_class=t.klass, model=t.model,

@@ -7,7 +7,7 @@ deadline for each call, reading the kernel's /query answer and model list (the l
 
 What does not: the HTTP libraries themselves (``kernel_wires``), which error each kernel failure
 becomes (``kernel_errors``), building the /query body or reading ``response_message``/``tool_calls``
-(``translate``), retries (``retry``), the concurrency cap (``admission``).
+(``translate``), retries (``retry``), the queue and the concurrency caps (``scheduler``).
 """
 
 from __future__ import annotations

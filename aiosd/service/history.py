@@ -69,41 +69,6 @@ class Trip:
         self.retry_until = time.monotonic() + wait
         self.set_phase("retry_wait")
 
-    def tracked(self, queue) -> TrackedQueue:
-        """``queue`` (an ``AdmissionQueue``) seen through this trip: waiting for a slot and holding one set the phase."""
-        return TrackedQueue(queue, self)
-
-
-class TrackedQueue:
-    """An admission queue's ``slot()`` that also tells one ``Trip`` when it starts waiting and when it gets the slot."""
-
-    __slots__ = ("_queue", "_trip")
-
-    def __init__(self, queue, trip: Trip) -> None:
-        self._queue = queue
-        self._trip = trip
-
-    def slot(self, *, deadline: float | None = None) -> _TrackedSlot:
-        return _TrackedSlot(self._queue.slot(deadline=deadline), self._trip)
-
-
-class _TrackedSlot:
-    __slots__ = ("_slot", "_trip")
-
-    def __init__(self, slot, trip: Trip) -> None:
-        self._slot = slot
-        self._trip = trip
-
-    async def __aenter__(self) -> None:
-        self._trip.set_phase("queued")
-        await self._slot.__aenter__()
-        self._trip.attempts += 1
-        self._trip.set_phase("calling")
-
-    async def __aexit__(self, *exc_info) -> None:
-        self._trip.set_phase("between")
-        await self._slot.__aexit__(*exc_info)
-
 
 # One finished request as the page lists it (a tuple: cheap to make, fixed size).
 Finished = collections.namedtuple(

@@ -56,7 +56,6 @@ class Runtime:
         # and the one queue in front of them.
         self.pool = KernelPool(config.pool, config.health, transport=kernel_transport)
         self.scheduler = Scheduler(self.pool, config.scheduler)
-        self.admission = self.scheduler  # the gauges tests and older callers read: in_flight, queued
         self.current = Generation(1, config, RetryPolicy(config.retry))
         # The catalog lists every kernel at once through the pool; each kernel keeps its own list.
         self.catalog = ModelCatalog(config.models, self.pool, memory=ModelMemory(self._state_dir(config)))

@@ -25,7 +25,7 @@ async def _raw_request(port: int, body: dict) -> tuple[asyncio.StreamReader, asy
 
 
 def _idle(runtime) -> bool:
-    return runtime.admission.in_flight == 0 and runtime.admission.queued == 0
+    return runtime.scheduler.in_flight == 0 and runtime.scheduler.queued == 0
 
 
 async def _hang_up(writer: asyncio.StreamWriter) -> None:
@@ -44,7 +44,7 @@ async def test_a_client_that_hangs_up_cancels_its_kernel_call(tmp_path):
         baseline = set(asyncio.all_tasks())
         _, writer = await _raw_request(s.runtime.config.listen_port, chat("slow"))
         await s.kernel.wait_for_in_flight_async(1)
-        assert s.runtime.admission.in_flight == 1
+        assert s.runtime.scheduler.in_flight == 1
         await _hang_up(writer)
         # aiosd hung up on the kernel in turn (the kernel's own work goes on: it cannot be told).
         await s.kernel.wait_for_disconnects_async(1)
@@ -63,9 +63,9 @@ async def test_a_client_that_hangs_up_while_queued_gives_up_its_place(tmp_path):
         holder = asyncio.create_task(s.client.post("/chat/completions", json=chat("first")))
         await s.kernel.wait_for_in_flight_async(1)
         _, writer = await _raw_request(s.runtime.config.listen_port, chat("queued"))
-        await wait_for(lambda: s.runtime.admission.queued == 1, what="the second request queueing")
+        await wait_for(lambda: s.runtime.scheduler.queued == 1, what="the second request queueing")
         await _hang_up(writer)
-        await wait_for(lambda: s.runtime.admission.queued == 0, what="the queue place being given up")
+        await wait_for(lambda: s.runtime.scheduler.queued == 0, what="the queue place being given up")
         hang.release()
         assert (await holder).status_code == 200
         await wait_for(lambda: _idle(s.runtime), what="the slot coming back")
@@ -91,7 +91,7 @@ async def test_a_client_that_hangs_up_during_a_retry_wait_ends_the_request(tmp_p
 async def _send_in_order(s, count: int) -> list[asyncio.Task]:
     """Start ``count`` requests, each only once the one before is inside aiosd (arrival order is known)."""
     tasks = []
-    admission = s.runtime.admission
+    admission = s.runtime.scheduler
     for number in range(count):
         tasks.append(asyncio.create_task(s.client.post("/chat/completions", json=chat(f"request {number}"))))
         await wait_for(lambda: admission.in_flight + admission.queued == number + 1, what=f"request {number} arriving")
@@ -104,7 +104,7 @@ async def test_twenty_parallel_requests_never_exceed_the_cap(tmp_path):
         s.kernel.script(*[hang] * 20)
         tasks = await _send_in_order(s, 20)
         await s.kernel.wait_for_in_flight_async(4)
-        assert (s.runtime.admission.in_flight, s.runtime.admission.queued) == (4, 16)
+        assert (s.runtime.scheduler.in_flight, s.runtime.scheduler.queued) == (4, 16)
         hang.release()
         responses = await asyncio.gather(*tasks)
     assert [r.status_code for r in responses] == [200] * 20

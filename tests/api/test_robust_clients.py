@@ -178,10 +178,10 @@ async def test_disconnect_while_queued_gives_up_the_place_and_never_calls_the_ke
             await kernel.wait_for_in_flight_async(1)
             queued = await RawClient.connect(aiosd.runtime.config.listen_port)
             queued.send(chat_body("queued"))
-            await eventually(lambda: aiosd.runtime.admission.queued == 1, what="the second request queueing")
+            await eventually(lambda: aiosd.runtime.scheduler.queued == 1, what="the second request queueing")
             queued.reset()
-            await eventually(lambda: aiosd.runtime.admission.queued == 0, what="the queue place being given up")
-            assert aiosd.runtime.admission.in_flight == 1  # the hung call still holds its slot
+            await eventually(lambda: aiosd.runtime.scheduler.queued == 0, what="the queue place being given up")
+            assert aiosd.runtime.scheduler.in_flight == 1  # the hung call still holds its slot
             hang.release()
             assert (await first).status_code == 200
         await assert_nothing_leaked(aiosd, kernel, baseline, caplog)
@@ -211,7 +211,7 @@ async def test_disconnect_during_a_retry_wait_ends_the_request_at_once(tmp_path,
         client = await RawClient.connect(aiosd.runtime.config.listen_port)
         client.send(chat_body())
         await eventually(lambda: len(aiosd.runtime.retry_times) == 1, what="the first attempt failing with 429")
-        assert aiosd.runtime.admission.in_flight == 0  # a request waiting to retry holds no kernel slot
+        assert aiosd.runtime.scheduler.in_flight == 0  # a request waiting to retry holds no kernel slot
         client.reset()
         await assert_nothing_leaked(aiosd, kernel, baseline, caplog)  # well before the 30 s wait is over
     assert kernel.query_count == 2  # the failed attempt and the check request: no retry after the client left

@@ -106,7 +106,7 @@ retry: {max_retries: 1, budget: "30s", backoff: {initial: "20s", max: "20s", jit
         holding = asyncio.create_task(s.client.post("/chat/completions", json=chat("holds the slot")))
         await s.kernel.wait_for_in_flight_async(1)
         waiting = asyncio.create_task(s.client.post("/chat/completions", json=chat("waits", model="sonnet")))
-        await wait_for(lambda: s.runtime.admission.queued == 1, what="the second request queueing")
+        await wait_for(lambda: s.runtime.scheduler.queued == 1, what="the second request queueing")
 
         queue = (await ui.get(LIVE)).json()["queue"]
         assert (queue["waiting"], queue["in_flight"], queue["capacity"]) == (1, 1, 1)

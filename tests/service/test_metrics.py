@@ -80,7 +80,7 @@ async def test_in_flight_and_queued_gauges_follow_the_kernel_slots(tmp_path):
                 held = asyncio.create_task(client.post("/v1/chat/completions", json=CHAT))
                 await kernel.wait_for_in_flight_async(1)
                 waiting = asyncio.create_task(client.post("/v1/chat/completions", json=CHAT))
-                while aiosd.runtime.admission.queued == 0:
+                while aiosd.runtime.scheduler.queued == 0:
                     await asyncio.sleep(0.005)
                 busy = await scrape(client)
                 hang.release()

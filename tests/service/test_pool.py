@@ -9,9 +9,8 @@ import logging
 
 import httpx
 
-from aiosd.config.settings import HealthSettings
 from tests.support.aiosd_harness import config_for, serve_aiosd
-from tests.support.fake_kernel import DEFAULT_MODELS, FakeKernel, LLMFailure
+from tests.support.fake_kernel import FakeKernel, LLMFailure
 
 CHAT = {"model": "sonnet", "messages": [{"role": "user", "content": "hi"}]}
 

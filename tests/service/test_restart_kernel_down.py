@@ -49,7 +49,7 @@ async def test_a_restart_with_the_kernel_down_keeps_discovered_models_until_the_
         assert status["remembered_models"]["in_use"] is True
 
     await serve_once(load_config(config.source_path, env={}), kernel_down)
-    document = assert_valid_openclaw(tmp_path / "openclaw" / "openclaw.json")
+    assert_valid_openclaw(tmp_path / "openclaw" / "openclaw.json")
     assert openclaw_ids(tmp_path) == ["sonnet", *discovered]
     assert (tmp_path / "state" / "known-models.json").is_file()  # state_dir, relative to the config file
 

@@ -82,7 +82,7 @@ async def test_status_counts_calls_in_flight_queued_and_recent_retries(tmp_path)
                 held = asyncio.create_task(client.post("/v1/chat/completions", json=CHAT))
                 await kernel.wait_for_in_flight_async(1)
                 waiting = asyncio.create_task(client.post("/v1/chat/completions", json=CHAT))
-                while aiosd.runtime.admission.queued == 0:  # the second request reaching aiosd's queue
+                while aiosd.runtime.scheduler.queued == 0:  # the second request reaching aiosd's queue
                     await asyncio.sleep(0.005)
                 busy = (await client.get("/status")).json()["calls"]
                 hang.release()

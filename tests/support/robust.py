@@ -164,7 +164,7 @@ def assert_openai_error(response, status: int | tuple[int, ...]) -> dict:
 
 def assert_idle(aiosd: RunningAiosd) -> None:
     """aiosd holds no kernel slot and nobody waits in its queue."""
-    admission = aiosd.runtime.admission
+    admission = aiosd.runtime.scheduler
     assert (admission.in_flight, admission.queued) == (0, 0)
 
 
