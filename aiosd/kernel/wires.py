@@ -21,6 +21,7 @@ import errno
 import importlib
 import os
 import socket
+from collections.abc import AsyncIterator
 from http.cookiejar import CookieJar, CookiePolicy
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -142,6 +143,18 @@ def _too_large(limit: int) -> RefusedAnswer:
     return RefusedAnswer(f"an answer larger than {limit} bytes (kernel.max_answer_bytes)")
 
 
+async def _read_capped(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """A body of unknown length, read as it comes and refused once it passes ``limit`` bytes."""
+    kept: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        kept.append(chunk)
+    return b"".join(kept)
+
+
 def _check_head(content_encoding: str | None, content_length: int | None, limit: int) -> None:
     """Refuse an answer on its headers alone: compressed although aiosd asked for identity, or
     announcing more than ``limit`` bytes."""
@@ -237,16 +250,9 @@ class HttpxWire(Wire):
         _check_head(headers.get("content-encoding"), declared, limit)
         if declared is not None:  # h11 reads exactly that many bytes: bounded, and the fast path
             return await response.aread()
-        chunks: list[bytes] = []
-        size = 0
         # Content-Encoding was refused above, so httpx's decoder here is the identity (aiter_raw
         # would refuse a MockTransport's already-loaded body).
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await _read_capped(response.aiter_bytes(), limit)
 
     async def aclose(self) -> None:
         if self.owns_transport:
@@ -320,14 +326,7 @@ class AiohttpWire(Wire):
         _check_head(response.headers.get("content-encoding"), declared, limit)
         if declared is not None:  # aiohttp reads exactly that many bytes: bounded, and the fast path
             return await response.read()
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await _read_capped(response.content.iter_any(), limit)
 
     async def aclose(self) -> None:
         if self._session is not None:
