@@ -200,10 +200,13 @@ class KernelPool:
         """Log an ejection or rejoin once, and wake the scheduler."""
         if change == "ejected":
             view = member.health.view()
+            others = len(self) > 1
             log.warning(
-                "kernel %s ejected from the pool for %gs (ejection %d in a row, %d failure(s) in a row%s); "
-                "its requests go to the other kernels", member.name, member.health.backoff(), view.ejections,
-                view.consecutive_failures, f": {why}" if why else "",
+                "kernel %s ejected from the pool for %gs (ejection %d in a row, %d failure(s) in a row%s); %s",
+                member.name, member.health.backoff(), view.ejections, view.consecutive_failures,
+                f": {why}" if why else "",
+                "requests go to other healthy kernels serving their model, to it only when none is left" if others
+                else "it is the only kernel, so requests still go to it",
             )
         elif change == "rejoined":
             log.info("kernel %s rejoined the pool (it answered again)", member.name)

@@ -47,3 +47,24 @@ async def test_each_kernel_keeps_its_own_model_list_and_the_union_is_returned():
     listed = await pool.list_llms()
     assert {m["name"] for m in listed} == {"x", "y"} and pool.members["a"].models == {"x", "y"}
     await pool.close()
+
+
+def test_the_ejection_line_says_where_requests_go(caplog):
+    """With other kernels the line sends the reader to them; a pool of one must not claim there are any."""
+    import logging
+
+    from aiosd.errors import KernelUnreachable
+
+    def eject(pool, name):
+        member = pool.members[name]
+        for _ in range(HealthSettings().consecutive_failures):
+            change = member.note_call(0.01, KernelUnreachable("connection refused", kernel_status=0))
+        pool.note_health(member, change)
+
+    with caplog.at_level(logging.WARNING, logger="aiosd.pool"):
+        eject(KernelPool((kernel_settings("http://a.test", name="a"),), HealthSettings()), "a")
+        eject(KernelPool((kernel_settings("http://a.test", name="a"), kernel_settings("http://b.test", name="b")),
+                         HealthSettings()), "a")
+    alone, shared = [r.getMessage() for r in caplog.records]
+    assert "it is the only kernel, so requests still go to it" in alone and "other" not in alone.split(";")[-1]
+    assert "requests go to other healthy kernels serving their model" in shared
