@@ -35,7 +35,8 @@ def loads_answer(body: bytes) -> Any:
         raise UnreadableJSON(f"is nested more than {MAX_NESTING} levels deep") from None
     except ValueError:  # UnicodeDecodeError included
         raise UnreadableJSON("is not JSON") from None
-    if nesting_exceeds(value, MAX_NESTING):
+    # Containers cannot nest deeper than there are brackets: most answers are checked by two C-speed counts.
+    if body.count(b"[") + body.count(b"{") > MAX_NESTING and nesting_exceeds(value, MAX_NESTING):
         raise UnreadableJSON(f"is nested more than {MAX_NESTING} levels deep")
     return value
 
