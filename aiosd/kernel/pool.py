@@ -38,6 +38,7 @@ class PoolKernel:
         self.removed = False  # taken out by a reload: finishes its calls, gets no new ones
         # Kernel model names of its last good /core/llms/list; None until one succeeded.
         self.models: frozenset[str] | None = None
+        self.listed: tuple[dict, ...] = ()  # its last good /core/llms/list entries
         self.latency: float | None = None  # EWMA of call durations with an answer
         self.calls_total = 0
         self.failures_total = 0
@@ -230,12 +231,17 @@ class KernelPool:
                 errors.append(result)
                 change = member.health.record_probe(False) if _counts_for_health(result) else None
                 self.note_health(member, change, result.message)
+                # One failed refresh says nothing about which models it serves: its last list stays
+                # in the union, so /v1/models and OpenClaw's file do not lose them on a blip.
+                for entry in member.listed:
+                    union.setdefault(entry["name"], entry)
                 continue
             member.models = frozenset(entry["name"] for entry in result)
+            member.listed = tuple(result)
             self.note_health(member, member.health.record_probe(True))
             for entry in result:
                 union.setdefault(entry["name"], entry)
-        if errors and not union and len(errors) == len(members):
+        if errors and len(errors) == len(members):
             error = errors[0]
             if len(members) > 1:
                 error.message = f"no kernel of the pool could list its models; {members[0].name}: {error.message}"
@@ -257,6 +263,7 @@ class KernelPool:
                 self.note_health(member, member.health.record_probe(False), result.message)
             else:
                 member.models = frozenset(entry["name"] for entry in result)
+                member.listed = tuple(result)
                 self.note_health(member, member.health.record_probe(True))
 
     def next_probe_in(self) -> float | None:

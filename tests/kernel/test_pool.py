@@ -68,3 +68,21 @@ def test_the_ejection_line_says_where_requests_go(caplog):
     alone, shared = [r.getMessage() for r in caplog.records]
     assert "it is the only kernel, so requests still go to it" in alone and "other" not in alone.split(";")[-1]
     assert "requests go to other healthy kernels serving their model" in shared
+
+
+async def test_a_kernel_that_fails_one_refresh_keeps_its_models_in_the_union():
+    """A blip on one kernel must not take the models only it serves out of /v1/models and OpenClaw's file."""
+    down = {"b": False}
+
+    def handler(request):
+        if request.url.host == "b.test" and down["b"]:
+            raise httpx.ConnectError("connection refused")
+        names = ["x"] if request.url.host == "a.test" else ["only-on-b"]
+        return httpx.Response(200, json={"status": "success", "llms": [{"name": n, "backend": "openai"} for n in names]})
+
+    pool = KernelPool((kernel_settings("http://a.test", name="a"), kernel_settings("http://b.test", name="b")),
+                      HealthSettings(), transport=httpx.MockTransport(handler))
+    assert {m["name"] for m in await pool.list_llms()} == {"x", "only-on-b"}
+    down["b"] = True
+    assert {m["name"] for m in await pool.list_llms()} == {"x", "only-on-b"}
+    await pool.close()
