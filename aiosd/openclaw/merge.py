@@ -304,8 +304,9 @@ def describe_changes(old: dict, new: dict, provider_id: str) -> list[str]:
         changes.append(f"took provider {provider_id} out")
     elif old_provider is not None and new_provider is not None:
         old_ids, new_ids = _row_ids(old_provider), _row_ids(new_provider)
-        added = [i for i in new_ids if i not in set(old_ids)]
-        removed = [i for i in old_ids if i not in set(new_ids)]
+        old_set, new_set = set(old_ids), set(new_ids)
+        added = [i for i in new_ids if i not in old_set]
+        removed = [i for i in old_ids if i not in new_set]
         if added:
             changes.append(f"models added: {_listed(added)}")
         if removed:
@@ -324,8 +325,9 @@ def describe_changes(old: dict, new: dict, provider_id: str) -> list[str]:
         if old_provider.get("apiKey") != new_provider.get("apiKey"):
             changes.append("apiKey replaced")
     for where, old_refs, new_refs in _allowlist_refs(old, new, provider_id):
-        added = [r for r in new_refs if r not in set(old_refs)]
-        removed = [r for r in old_refs if r not in set(new_refs)]
+        old_set, new_set = set(old_refs), set(new_refs)
+        added = [r for r in new_refs if r not in old_set]
+        removed = [r for r in old_refs if r not in new_set]
         if added:
             changes.append(f"{where} +{', +'.join(_cap(added))}")
         if removed:
