@@ -45,7 +45,7 @@ class EmbeddedServer(uvicorn.Server):
         return contextlib.nullcontext()
 
     async def startup(self, sockets=None) -> None:
-        from aiosd.api.connections import listening_sockets
+        from aiosd.server.connections import listening_sockets
 
         if sockets is None:
             try:
@@ -82,7 +82,7 @@ class Daemon:
 
     async def run(self) -> int:
         from aiosd.api.app import build_app
-        from aiosd.api.connections import listening_sockets, log_accept_failures, uvicorn_config
+        from aiosd.server.connections import listening_sockets, log_accept_failures, uvicorn_config
 
         config = self.runtime.config
         loop = asyncio.get_running_loop()

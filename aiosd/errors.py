@@ -37,8 +37,15 @@ class AiosdError(Exception):
             self.code = code
         # Seconds the client should wait before trying again; sent as Retry-After.
         self.retry_after = retry_after
+        # Set on the way up by the code that made kernel calls for this request: how many calls were
+        # made (retries and failovers included) and the pool kernel of each, in order. The HTTP layer
+        # sends them as X-Aiosd-Attempts and X-Aiosd-Kernels.
+        self.attempts: int = 0
+        self.kernels: tuple[str, ...] = ()
+        # The model the request asked for, when it was known before the failure (metrics label it).
+        self.model_id: str | None = None
 
-    def to_body(self) -> dict:
+    def to_body(self) -> dict[str, dict[str, object]]:
         return {"error": {"message": self.message, "type": self.type, "code": self.code, "param": None}}
 
 

@@ -1,5 +1,5 @@
-"""The package's layers: imports run one way (cli -> daemon -> api -> service -> kernel/openclaw ->
-translate -> config -> errors), with no cycles, and every folder says what lives in it."""
+"""The package's layers: imports run one way (cli -> daemon -> server -> api -> service ->
+kernel/openclaw/models -> translate -> config -> errors), with no cycles, and every folder says what lives in it."""
 
 from __future__ import annotations
 
@@ -12,13 +12,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "aiosd"
 
 # Higher layers may import lower ones, never the reverse; layers of equal rank may not import each other.
 LAYERS = {
-    "cli": 7,
-    "__main__": 8,
-    "daemon": 6,
+    "cli": 8,
+    "__main__": 9,
+    "daemon": 7,
+    "server": 6,
     "api": 5,
     "service": 4,
     "kernel": 3,
     "openclaw": 3,
+    "models": 3,
     "translate": 2,
     "config": 1,
     "errors": 0,

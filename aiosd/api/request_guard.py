@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiosd.api.connections import RateLimitedLog
+from aiosd.service.logs import RateLimitedLog
 from aiosd.errors import (
     AiosdError,
     HostNotAllowed,

@@ -22,7 +22,7 @@ from aiosd.config.durations import format_duration
 from aiosd.config.settings import Config, KernelSettings, ModelSpec
 from aiosd.errors import AiosdError
 from aiosd.kernel.client import KernelClient
-from aiosd.kernel.model_catalog import ModelCatalog
+from aiosd.models.catalog import ModelCatalog
 from aiosd.openclaw.file import OpenClawFileError, parse_document, read_snapshot, resolve_openclaw_path
 from aiosd.translate.chat_request import parse_chat_request
 from aiosd.translate.query import build_kernel_call

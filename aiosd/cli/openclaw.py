@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # annotations only: `aiosd run` builds this parser and need n
 
 from aiosd.config.settings import Config, ModelSpec
 from aiosd.kernel.client import KernelClient
-from aiosd.kernel.model_catalog import ModelCatalog
+from aiosd.models.catalog import ModelCatalog
 from aiosd.kernel.pool import KernelPool
 from aiosd.openclaw.sync import openclaw_api_key, provider_timeout_seconds, sync_openclaw
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import os
 import re
 import sys
+import time
 import traceback
 
 # sd-daemon(3) priority prefixes: journald reads "<N>" at the start of each stderr line.
@@ -195,3 +197,44 @@ class LogRing(logging.Handler):
     def for_request(self, request_id: str) -> list[tuple[float, str, str, str, str]]:
         """(time, level, logger, request id, line) of every kept line about ``request_id``, oldest first."""
         return [entry for entry in self.records if entry[3] == request_id]
+
+
+# seconds between two log lines about the same kind of refusal
+LOG_INTERVAL = 10.0
+http_log = logging.getLogger("aiosd.http")
+
+
+class RateLimitedLog:
+    """One log line per ``interval`` for a recurring event; the ones in between are counted and
+    reported in a line of their own when the interval ends (never thousands of lines)."""
+
+    def __init__(self, level: int, interval: float = LOG_INTERVAL, logger: logging.Logger = http_log) -> None:
+        self.level, self.interval, self.logger = level, interval, logger
+        self._last = -float("inf")
+        self._suppressed = 0
+        self._what = ""
+        self._flush: asyncio.TimerHandle | None = None
+
+    def __call__(self, message: str, *args, what: str) -> None:
+        """Log ``message % args`` now, or count it (``what`` names it in the summary line)."""
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            self.logger.log(self.level, message + f" (more of these are counted and logged every {self.interval:g}s)",
+                            *args)
+            return
+        self._suppressed += 1
+        self._what = what
+        if self._flush is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._flush = loop.call_later(self._last + self.interval - now, self._report)
+
+    def _report(self) -> None:
+        self._flush = None
+        if self._suppressed:
+            count, self._suppressed = self._suppressed, 0
+            self._last = time.monotonic()
+            self.logger.log(self.level, "%d more %s in the last %gs", count, self._what, self.interval)

@@ -16,8 +16,8 @@ from aiosd.config.settings import Config
 from aiosd.kernel.canary import CanaryState
 from aiosd.kernel.client import KernelClient
 from aiosd.config.state_dir import resolve_state_dir
-from aiosd.kernel.model_catalog import ModelCatalog
-from aiosd.kernel.model_memory import ModelMemory
+from aiosd.models.catalog import ModelCatalog
+from aiosd.models.memory import ModelMemory
 from aiosd.kernel.pool import KernelPool, PoolKernel
 from aiosd.kernel.retry import RetryPolicy
 from aiosd.kernel.scheduler import Scheduler
@@ -372,7 +372,7 @@ class Runtime:
         """Probe ejected kernels (their model list) as their backoff ends, so they rejoin by themselves;
         with discovery off, also refresh each kernel's model list (routing needs it either way)."""
         from aiosd.errors import AiosdError
-        from aiosd.kernel.model_catalog import FAILED_REFRESH_RETRY
+        from aiosd.models.catalog import FAILED_REFRESH_RETRY
 
         next_list = time.monotonic()
         while True:

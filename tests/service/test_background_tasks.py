@@ -10,12 +10,12 @@ import time
 import httpx
 import pytest
 
-import aiosd.kernel.model_catalog as model_catalog
+import aiosd.models.catalog as model_catalog
 import aiosd.service.tasks as tasks
 from aiosd.errors import KernelUnreachable
-from aiosd.kernel.model_catalog import ModelCatalog
+from aiosd.models.catalog import ModelCatalog
 from aiosd.service.tasks import TaskSupervisor
-from tests.kernel.test_model_catalog import FakeLister, ids, model_settings
+from tests.models.test_catalog import FakeLister, ids, model_settings
 from tests.support.aiosd_harness import config_for, free_port, serve_aiosd
 from tests.support.daemon_process import close_daemon, daemon_config, start_daemon
 from tests.support.endpoint import wait_for

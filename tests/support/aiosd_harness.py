@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiosd.api.app import build_app
-from aiosd.api.connections import uvicorn_config
+from aiosd.server.connections import uvicorn_config
 from aiosd.config.loader import load_config
 from aiosd.config.settings import Config
 from aiosd.daemon import EmbeddedServer

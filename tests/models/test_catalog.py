@@ -12,7 +12,7 @@ import pytest
 from aiosd.config.settings import ModelSettings, ModelSpec
 from aiosd.errors import KernelRejected, KernelUnreachable, ModelNotFound
 from aiosd.kernel.client import KernelClient
-from aiosd.kernel.model_catalog import ModelCatalog
+from aiosd.models.catalog import ModelCatalog
 from tests.kernel.test_client import kernel_settings
 from tests.support.model_specs import DEFAULTS, model_spec
 
@@ -218,7 +218,7 @@ async def test_hostname_and_api_key_never_reach_the_catalog():
 
 
 async def test_background_refresh_retries_a_failed_refresh_sooner(monkeypatch):
-    import aiosd.kernel.model_catalog as model_catalog
+    import aiosd.models.catalog as model_catalog
 
     monkeypatch.setattr(model_catalog, "FAILED_REFRESH_RETRY", 0.01)
     lister = FakeLister([{"name": "alpha", "backend": None}], error=KernelUnreachable("down", kernel_status=0))

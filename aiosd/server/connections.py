@@ -24,6 +24,7 @@ import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from aiosd.service.logs import RateLimitedLog
 from aiosd.errors import (
     AiosdError,
     HeaderFieldsTooLarge,
@@ -36,7 +37,6 @@ log = logging.getLogger("aiosd.http")
 # Files aiosd needs besides client connections: the listening socket, kernel connections (added
 # per kernel.max_concurrency), the config watch, logs, openclaw.json and its temp files.
 RESERVED_FILES = 64
-LOG_INTERVAL = 10.0  # seconds between two log lines about the same kind of refusal
 _ACCEPT_FAILED = "socket.accept() out of system resource"
 
 
@@ -52,42 +52,6 @@ class ConnectionLimits:
     header_timeout: float
     body_timeout: float
     keep_alive_timeout: float
-
-
-class RateLimitedLog:
-    """One log line per ``interval`` for a recurring event; the ones in between are counted and
-    reported in a line of their own when the interval ends (never thousands of lines)."""
-
-    def __init__(self, level: int, interval: float = LOG_INTERVAL, logger: logging.Logger = log) -> None:
-        self.level, self.interval, self.logger = level, interval, logger
-        self._last = -float("inf")
-        self._suppressed = 0
-        self._what = ""
-        self._flush: asyncio.TimerHandle | None = None
-
-    def __call__(self, message: str, *args, what: str) -> None:
-        """Log ``message % args`` now, or count it (``what`` names it in the summary line)."""
-        now = time.monotonic()
-        if now - self._last >= self.interval:
-            self._last = now
-            self.logger.log(self.level, message + f" (more of these are counted and logged every {self.interval:g}s)",
-                            *args)
-            return
-        self._suppressed += 1
-        self._what = what
-        if self._flush is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return
-            self._flush = loop.call_later(self._last + self.interval - now, self._report)
-
-    def _report(self) -> None:
-        self._flush = None
-        if self._suppressed:
-            count, self._suppressed = self._suppressed, 0
-            self._last = time.monotonic()
-            self.logger.log(self.level, "%d more %s in the last %gs", count, self._what, self.interval)
 
 
 class ConnectionGuard:

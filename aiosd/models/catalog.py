@@ -19,7 +19,7 @@ from typing import Protocol
 from aiosd.config.schema import model_id_problem
 from aiosd.config.settings import ModelSettings, ModelSpec
 from aiosd.errors import AiosdError, ModelNotFound
-from aiosd.kernel.model_memory import ModelMemory, clean_backend
+from aiosd.models.memory import ModelMemory, clean_backend
 
 log = logging.getLogger("aiosd.models")
 

@@ -9,8 +9,8 @@ import logging
 import httpx
 
 from aiosd.config.schema import model_id_problem
-from aiosd.kernel.model_catalog import ModelCatalog
-from tests.kernel.test_model_catalog import FakeLister, ids, model_settings
+from aiosd.models.catalog import ModelCatalog
+from tests.models.test_catalog import FakeLister, ids, model_settings
 from tests.support.aiosd_harness import config_for, serve_aiosd
 from tests.support.fake_kernel import FakeKernel
 
