@@ -142,8 +142,17 @@ class KernelError(AiosdError):
     type = "upstream_error"
     code = "kernel_error"
 
-    def __init__(self, message: str, *, kernel_status: int | None = None, reason: str | None = None, **kwargs) -> None:
-        super().__init__(message, **kwargs)
+    def __init__(
+        self,
+        message: str,
+        *,
+        kernel_status: int | None = None,
+        reason: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code, retry_after=retry_after)
         self.kernel_status = kernel_status
         self.reason = reason
 

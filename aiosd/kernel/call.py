@@ -1,8 +1,9 @@
-"""One forwarded kernel call end to end: serialise once, then per attempt a slot from the scheduler and /query, failing over to another kernel at once, retried by policy.
+"""One forwarded kernel call end to end: a slot from the scheduler and /query per attempt, failover, retries.
 
 What lives here: ``forward_query``, the composition of ``Scheduler``, the pool's ``KernelClient``s and
-``RetryPolicy`` the service layer calls with a ready /query body, and ``ForwardResult``. What does
-not: building the body or decoding ``response`` (``translate``), turning errors into HTTP answers.
+``RetryPolicy`` the service layer calls with a ready /query body, and ``ForwardResult``. The body is
+serialised once; each attempt fails over to another kernel at once and is retried by policy. What
+does not: building the body or decoding ``response`` (``translate``), turning errors into HTTP answers.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from aiosd.config.settings import KernelSettings
 from aiosd.errors import AiosdError
 from aiosd.kernel.client import _dumps
 from aiosd.kernel.health import fails_over
+from aiosd.kernel.pool import PoolKernel
 from aiosd.kernel.retry import AttemptReport, RetryPolicy
 from aiosd.kernel.scheduler import KeyState, Scheduler
 
@@ -28,6 +30,83 @@ class ForwardResult:
     response: dict
     attempts: int  # kernel calls made, failovers and retries included
     kernels: list[str] = field(default_factory=list)  # the kernel of each call, in order
+
+
+@dataclass
+class _Forwarding:
+    """One request's attempts: each takes a slot, calls, and fails over until a kernel answers."""
+
+    content: bytes
+    scheduler: Scheduler
+    kernel_model: str
+    key: KeyState
+    level: int
+    deadline: float
+    settings: KernelSettings
+    label: str
+    on_call: Callable[[float, float, BaseException | None, str], object] | None
+    on_phase: Callable[[str], object] | None
+    clock: Callable[[], float]
+    result: ForwardResult = field(default_factory=lambda: ForwardResult({}, 0))
+    first_queued: float | None = None  # when the request first asked for a slot: its place and age
+
+    def _phase(self, phase: str) -> None:
+        if self.on_phase is not None:
+            self.on_phase(phase)
+
+    async def attempt(self, index: int) -> dict:
+        """One attempt of the retry policy: calls on kernels not tried yet until one answers or the
+        error is not one to fail over on."""
+        tried: set[str] = set()
+        while True:
+            queued_at = self.clock()
+            self._phase("queued")
+            kernel = await self.scheduler.acquire(
+                self.kernel_model, key=self.key, level=self.level, exclude=frozenset(tried),
+                deadline=min(self.deadline, queued_at + self.settings.queue_timeout),
+                new_request=index == 0 and not tried,
+                since=self.first_queued,
+            )
+            if self.first_queued is None:
+                self.first_queued = queued_at
+            tried.add(kernel.name)
+            try:
+                return await self._call(kernel, queued_at)
+            except AiosdError as exc:
+                if not fails_over(exc) or self.clock() >= self.deadline:
+                    raise
+                if not self.scheduler.can_fail_over(self.kernel_model, frozenset(tried)):
+                    raise
+                log.info("model %s: kernel %s failed (%s); failing over to another kernel at once",
+                         self.label, kernel.name, exc.message)
+
+    async def _call(self, kernel: PoolKernel, queued_at: float) -> dict:
+        """One /query on ``kernel`` (its slot is held); its health, the slot and the hooks after."""
+        started = self.clock()
+        self._phase("calling")
+        self.result.attempts += 1
+        self.result.kernels.append(kernel.name)
+        error: BaseException | None = None
+        cancelled = True  # until the call ends: a client that left says nothing about the kernel
+        try:
+            timeout = max(0.001, min(self.settings.timeout, self.deadline - started))
+            response = await kernel.client.query(self.content, timeout=timeout)
+            cancelled = False
+            return response
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            error, cancelled = exc, False
+            raise
+        finally:
+            held = self.clock() - started
+            if not cancelled:
+                self.scheduler.pool.note_health(kernel, kernel.note_call(held, error),
+                                                error.message if isinstance(error, AiosdError) else "")
+            self.scheduler.release(kernel, self.key, held=held)
+            self._phase("between")
+            if self.on_call is not None:
+                self.on_call(started - queued_at, held, error, kernel.name)
 
 
 async def forward_query(
@@ -59,66 +138,18 @@ async def forward_query(
     "queued", "calling" and "between" (the status page shows where a request is); ``on_call`` gets
     each call's queue wait, duration, error and kernel name.
     """
-    content = body if isinstance(body, bytes) else _dumps(body)  # once, for every call
-    result = ForwardResult({}, 0)
-    label = model or kernel_model
-
-    first_queued: list[float] = []  # when the request first asked for a slot: its place and age
-
-    async def attempt(index: int) -> dict:
-        tried: set[str] = set()
-        while True:
-            queued_at = clock()
-            if on_phase is not None:
-                on_phase("queued")
-            kernel = await scheduler.acquire(
-                kernel_model, key=key, level=level, exclude=frozenset(tried),
-                deadline=min(deadline, queued_at + settings.queue_timeout),
-                new_request=index == 0 and not tried,
-                since=first_queued[0] if first_queued else None,
-            )
-            if not first_queued:
-                first_queued.append(queued_at)
-            started = clock()
-            if on_phase is not None:
-                on_phase("calling")
-            result.attempts += 1
-            result.kernels.append(kernel.name)
-            tried.add(kernel.name)
-            error: BaseException | None = None
-            cancelled = True  # until the call ends: a client that left says nothing about the kernel
-            try:
-                response = await kernel.client.query(
-                    content, timeout=max(0.001, min(settings.timeout, deadline - started)))
-                cancelled = False
-                return response
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:
-                error, cancelled = exc, False
-                if not (isinstance(exc, AiosdError) and fails_over(exc)):
-                    raise
-                if clock() >= deadline or not scheduler.can_fail_over(kernel_model, frozenset(tried)):
-                    raise
-                log.info("model %s: kernel %s failed (%s); failing over to another kernel at once",
-                         label, kernel.name, exc.message)
-            finally:
-                held = clock() - started
-                if not cancelled:
-                    scheduler.pool.note_health(kernel, kernel.note_call(held, error),
-                                               error.message if isinstance(error, AiosdError) else "")
-                scheduler.release(kernel, key, held=held)
-                if on_phase is not None:
-                    on_phase("between")
-                if on_call is not None:
-                    on_call(started - queued_at, held, error, kernel.name)
-
+    forwarding = _Forwarding(
+        content=body if isinstance(body, bytes) else _dumps(body),  # once, for every call
+        scheduler=scheduler, kernel_model=kernel_model, key=key, level=level, deadline=deadline,
+        settings=settings, label=model or kernel_model, on_call=on_call, on_phase=on_phase, clock=clock,
+    )
+    result = forwarding.result
     try:
-        response, _ = await policy.run(attempt, deadline=deadline, on_attempt=on_attempt, model=model)
+        response, _ = await policy.run(forwarding.attempt, deadline=deadline, on_attempt=on_attempt, model=model)
     except AiosdError as exc:
         # Every call, failovers included (a request that never got a slot still made one attempt).
-        exc.attempts = max(result.attempts, getattr(exc, "attempts", 0) or 0)  # type: ignore[attr-defined]
-        exc.kernels = result.kernels  # type: ignore[attr-defined]
+        exc.attempts = max(result.attempts, exc.attempts)
+        exc.kernels = tuple(result.kernels)
         raise
     result.response = response
     return result

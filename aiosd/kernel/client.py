@@ -5,8 +5,8 @@ deadline for each call, reading the kernel's /query answer and model list (the l
 ``/core/llms/list``, stripped of the kernel's secrets), and the liveness figures readiness uses
 (last meaningful answer, recent latencies: ``LatencySummary``).
 
-What does not: the HTTP libraries themselves (``kernel_wires``), which error each kernel failure
-becomes (``kernel_errors``), building the /query body or reading ``response_message``/``tool_calls``
+What does not: the HTTP libraries themselves (``wires``), which error each kernel failure
+becomes (``kernel.errors``), building the /query body or reading ``response_message``/``tool_calls``
 (``translate``), retries (``retry``), the queue and the concurrency caps (``scheduler``).
 """
 
@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 import msgspec
 
@@ -57,6 +57,10 @@ log = logging.getLogger("aiosd.kernel")
 
 TransportChoice = Literal["aiohttp", "httpx"]
 TRANSPORT_CHOICES: tuple[str, ...] = ("aiohttp", "httpx")
+# What ``KernelClient(transport=...)`` takes: a library by name, or an httpx transport (tests, benchmarks).
+Transport: TypeAlias = "httpx.AsyncBaseTransport | TransportChoice"
+
+_Error = TypeVar("_Error", bound=KernelError)
 
 QUERY_PATH = "/query"
 LLM_LIST_PATH = "/core/llms/list"
@@ -86,7 +90,7 @@ class KernelClient:
     ``transport``:
 
     - None: ``"aiohttp"`` when aiohttp is installed, else ``"httpx"``;
-    - ``"aiohttp"``: aiohttp directly (the fast path; see ``kernel_wires``);
+    - ``"aiohttp"``: aiohttp directly (the fast path; see ``wires``);
     - ``"httpx"``: httpx with its own pool;
     - any ``httpx.AsyncBaseTransport`` (tests: ``httpx.MockTransport``), closed by ``close()``.
 
@@ -98,20 +102,21 @@ class KernelClient:
         self,
         settings: KernelSettings,
         *,
-        transport: httpx.AsyncBaseTransport | TransportChoice | None = None,
+        transport: Transport | None = None,
         latency_window: int = LATENCY_WINDOW,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if transport is None:
             transport = "aiohttp" if aiohttp_available() else "httpx"
         if not (transport in TRANSPORT_CHOICES if isinstance(transport, str) else is_httpx_transport(transport)):
-            raise ValueError(f"transport must be one of {', '.join(TRANSPORT_CHOICES)} or an httpx transport, got {transport!r}")
+            raise ValueError(
+                f"transport must be one of {', '.join(TRANSPORT_CHOICES)} or an httpx transport, got {transport!r}")
         self._settings = settings
         self._transport = transport
         self._clock = clock
         self._wire = self._build_wire(settings)
         self._retired: list[Wire] = []
-        self._closing: set[asyncio.Task] = set()  # strong references until the close finishes
+        self._closing: set[asyncio.Task[None]] = set()  # strong references until the close finishes
         self._latencies: deque[float] = deque(maxlen=latency_window)
         # Monotonic times (on ``clock``); None until it happens.
         self.last_success_at: float | None = None
@@ -176,18 +181,14 @@ class KernelClient:
 
         return LatencySummary(len(values), pct(0.5), pct(0.9), values[-1], self._latencies[-1])
 
-    def recent_latency(self) -> dict | None:
+    def recent_latency(self) -> dict[str, float] | None:
         """``latency_summary()`` as JSON for status output (seconds, ms precision); None if empty."""
         summary = self.latency_summary()
         if not summary.count:
             return None
-        return {
-            "count": summary.count,
-            "p50": round(summary.p50, 3),
-            "p90": round(summary.p90, 3),
-            "max": round(summary.max, 3),
-            "last": round(summary.last, 3),
-        }
+        figures = {"p50": summary.p50, "p90": summary.p90, "max": summary.max, "last": summary.last}
+        # A summary with a count has every figure.
+        return {"count": summary.count, **{name: round(value or 0.0, 3) for name, value in figures.items()}}
 
     def answered_within(self, window: float) -> bool:
         """True when the kernel gave a meaningful answer in the last ``window`` seconds."""
@@ -200,7 +201,7 @@ class KernelClient:
 
         ``body`` is the /query body (a dict, serialised once here, or bytes already serialised).
         ``timeout`` is aiosd's deadline for this one call in seconds (connecting included).
-        Raises a ``KernelError`` subclass (``kernel_errors`` has the mapping).
+        Raises a ``KernelError`` subclass (``kernel.errors`` has the mapping).
         """
         content = body if isinstance(body, bytes) else _dumps(body)
         started = self._clock()
@@ -346,13 +347,13 @@ class KernelClient:
             reason=f"HTTP 200 but {what}",
         ))
 
-    def _failed(self, error: KernelError) -> KernelError:
+    def _failed(self, error: _Error) -> _Error:
         """Remember a call that got no meaningful answer (for readiness); returns ``error``."""
         self.last_failure_at = self._clock()
         self.last_failure = error.message
         return error
 
 
-def _log_close_failure(task: asyncio.Task) -> None:
+def _log_close_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.debug("closing a replaced kernel connection pool failed: %s", task.exception())

@@ -1,7 +1,7 @@
 """How every way the AIOS kernel fails maps onto ``aiosd.errors``: the mapping table and the functions that apply it.
 
-What does not live here: talking HTTP (``kernel_wires``); raising these errors and remembering
-failures for readiness (``kernel_client``); the errors for the three failures with no kernel answer
+What does not live here: talking HTTP (``wires``); raising these errors and remembering
+failures for readiness (``client``); the errors for the three failures with no kernel answer
 to read (unreachable, aiosd's deadline, a 200 that is not a /query answer), which ``KernelClient``
 builds itself because only it knows the kernel's url and the call's deadline (the notes below the
 table still describe them).

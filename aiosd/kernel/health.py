@@ -20,7 +20,7 @@ def is_gateway_failure(error: BaseException) -> bool:
     """True when ``error`` says the kernel is broken, not the request: refused, reset, hung, garbage,
     a 5xx, or its LLM core down (503 inside 200, or a model list it cannot give)."""
     if isinstance(error, (KernelUnreachable, KernelTimeout, KernelBadAnswer)):
-        return not getattr(error, "code", "") == "kernel_dropped_text"
+        return error.code != "kernel_dropped_text"
     if isinstance(error, KernelError):
         if error.code == "kernel_model_unavailable":
             return False  # about the model asked for (this kernel lacks it), not about the kernel
@@ -122,7 +122,7 @@ class Health:
     def backoff(self) -> float:
         """The length of the current (or next) ejection."""
         n = max(1, self.ejections)
-        return min(self.settings.max_ejection, self.settings.base_ejection * 2 ** min(n - 1, 30))
+        return min(self.settings.max_ejection, self.settings.base_ejection * float(2 ** min(n - 1, 30)))
 
     def view(self) -> HealthView:
         left = None

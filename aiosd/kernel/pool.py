@@ -12,13 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from aiosd.config.settings import HealthSettings, KernelSettings
-from aiosd.errors import AiosdError, KernelUnreachable
+from aiosd.errors import AiosdError, KernelError, KernelUnreachable
 from aiosd.kernel.canary import CanaryState
-from aiosd.kernel.client import KernelClient
+from aiosd.kernel.client import KernelClient, Transport
 from aiosd.kernel.health import Health
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("aiosd.pool")
 
@@ -29,7 +33,7 @@ LATENCY_EWMA_WEIGHT = 0.2
 class PoolKernel:
     """One kernel of the pool. ``in_flight`` counts slots the scheduler handed out on it."""
 
-    def __init__(self, settings: KernelSettings, health: HealthSettings, *, transport=None,
+    def __init__(self, settings: KernelSettings, health: HealthSettings, *, transport: Transport | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.client = KernelClient(settings, transport=transport)
@@ -38,7 +42,7 @@ class PoolKernel:
         self.removed = False  # taken out by a reload: finishes its calls, gets no new ones
         # Kernel model names of its last good /core/llms/list; None until one succeeded.
         self.models: frozenset[str] | None = None
-        self.listed: tuple[dict, ...] = ()  # its last good /core/llms/list entries
+        self.listed: tuple[dict[str, Any], ...] = ()  # its last good /core/llms/list entries
         self.latency: float | None = None  # EWMA of call durations with an answer
         self.calls_total = 0
         self.failures_total = 0
@@ -70,8 +74,9 @@ class PoolKernel:
     def note_call(self, seconds: float, error: BaseException | None) -> str | None:
         """Record one call's outcome; returns "ejected"/"rejoined" when its health changed."""
         self.calls_total += 1
-        if error is None or getattr(error, "kernel_status", None) not in (0, None):
-            self.latency = seconds if self.latency is None else self.latency + LATENCY_EWMA_WEIGHT * (seconds - self.latency)
+        if error is None or _kernel_status(error) not in (0, None):  # an answer came: its time counts
+            self.latency = (seconds if self.latency is None
+                            else self.latency + LATENCY_EWMA_WEIGHT * (seconds - self.latency))
         if error is None:
             return "rejoined" if self.health.record_success() else None
         self.failures_total += 1
@@ -103,15 +108,21 @@ class PoolKernel:
             "latency_seconds": None if self.latency is None else round(self.latency, 3),
             "calls": self.calls_total,
             "failures": self.failures_total,
-            "last_answer_seconds_ago": None if client.last_success_at is None else round(now - client.last_success_at, 3),
+            "last_answer_seconds_ago": (None if client.last_success_at is None
+                                        else round(now - client.last_success_at, 3)),
             "last_failure": None if client.last_failure_at is None else {
                 "seconds_ago": round(now - client.last_failure_at, 3), "message": client.last_failure,
             },
         }
 
 
+def _kernel_status(error: BaseException) -> int | None:
+    """The kernel's status behind a ``KernelError`` (0: no answer), None for any other error."""
+    return error.kernel_status if isinstance(error, KernelError) else None
+
+
 def _scheduler_answered(error: BaseException) -> bool:
-    status = getattr(error, "kernel_status", None)
+    status = _kernel_status(error)
     return status is not None and 400 <= status < 500 and status != 422
 
 
@@ -119,8 +130,8 @@ class KernelPool:
     """The kernels by name, in config order. ``on_change()`` (the scheduler's wake-up) is called
     whenever capacity or health may have changed."""
 
-    def __init__(self, settings: tuple[KernelSettings, ...], health: HealthSettings, *, transport=None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, settings: tuple[KernelSettings, ...], health: HealthSettings, *,
+                 transport: Transport | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self._shared_transport = transport  # an injected httpx transport (tests, benchmarks): closed once, by close()
         self._transport = _unclosable(transport)
         self._clock = clock
@@ -133,7 +144,7 @@ class KernelPool:
 
     # --- reading ----------------------------------------------------------------------------
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[PoolKernel]:
         return iter(self.members.values())
 
     def __len__(self) -> int:
@@ -163,7 +174,7 @@ class KernelPool:
         """Take a reloaded pool: new kernels join, changed ones take their settings (calls in flight
         finish on the old connections), removed ones get no new calls and close once idle.
         Returns log notes."""
-        notes = []
+        notes: list[str] = []
         self._health = health
         wanted = {item.name: item for item in settings}
         for name, member in list(self.members.items()):
@@ -175,13 +186,14 @@ class KernelPool:
                     self._leaving.append(member)
                 else:
                     _close_soon(member)
-        members = {}
+        members: dict[str, PoolKernel] = {}
         for name, item in wanted.items():
-            member = self.members.get(name)
-            if member is None:
+            found = self.members.get(name)
+            if found is None:
                 member = PoolKernel(item, health, transport=self._transport, clock=self._clock)
                 notes.append(f"kernel {name} ({item.shown_url}, {item.max_concurrency} slots) joined the pool")
             else:
+                member = found
                 if item != member.settings:
                     member.client.apply_settings(item)
                     member.settings = item
@@ -223,8 +235,8 @@ class KernelPool:
         members = list(self.members.values())
         results = await asyncio.gather(*(m.client.list_llms() for m in members), return_exceptions=True)
         union: dict[str, dict] = {}
-        errors: list[BaseException] = []
-        for member, result in zip(members, results):
+        errors: list[AiosdError] = []
+        for member, result in zip(members, results, strict=True):
             if isinstance(result, BaseException):
                 if not isinstance(result, AiosdError):
                     raise result
@@ -256,7 +268,7 @@ class KernelPool:
         if not due:
             return
         results = await asyncio.gather(*(m.client.list_llms() for m in due), return_exceptions=True)
-        for member, result in zip(due, results):
+        for member, result in zip(due, results, strict=True):
             if isinstance(result, BaseException):
                 if not isinstance(result, AiosdError):
                     raise result
@@ -279,15 +291,17 @@ class KernelPool:
             await self._shared_transport.aclose()
 
 
-def _unclosable(transport):
+def _unclosable(transport: Transport | None) -> Transport | None:
     """An injected httpx transport shared by every member, which a member leaving the pool must not close."""
     if transport is None or isinstance(transport, str):
         return transport
     import httpx  # only here: the aiohttp-only daemon never imports httpx
 
+    shared = transport
+
     class Shared(httpx.AsyncBaseTransport):
-        async def handle_async_request(self, request):
-            return await transport.handle_async_request(request)
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            return await shared.handle_async_request(request)
 
         async def aclose(self) -> None:
             pass
@@ -296,8 +310,10 @@ def _unclosable(transport):
 
 
 def _counts_for_health(error: AiosdError) -> bool:
-    return isinstance(error, KernelUnreachable) or getattr(error, "kernel_status", None) in (0, None) or (
-        error.code == "kernel_not_ready" or (getattr(error, "kernel_status", 0) or 0) >= 500
+    """Whether a failed model-list refresh says the kernel is down: no answer, not ready, or a 5xx."""
+    status = _kernel_status(error)
+    return isinstance(error, KernelUnreachable) or status in (0, None) or (
+        error.code == "kernel_not_ready" or (status or 0) >= 500
     )
 
 
@@ -311,4 +327,4 @@ def _close_soon(member: PoolKernel) -> None:
     task.add_done_callback(_closing.discard)
 
 
-_closing: set[asyncio.Task] = set()
+_closing: set[asyncio.Task[None]] = set()

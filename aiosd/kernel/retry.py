@@ -2,7 +2,7 @@
 
 What lives here: ``RetryPolicy`` (backoff with jitter, the kernel's Retry-After as a floor, the
 per-request wait budget and deadline) and the one log line per attempt. What does not: the call
-itself (``kernel_client``) and the concurrency cap (``scheduler``; ``call`` takes a slot
+itself (``client``) and the concurrency cap (``scheduler``; ``call`` takes a slot
 inside each attempt, so a request waiting between retries does not hold one).
 
 The kernel already retries its LLM 3 times before it reports a 429 or 5xx; every retry here costs
@@ -60,7 +60,9 @@ def what_failed(error: BaseException) -> str:
         if error.kernel_status == 0:
             return "no usable answer"
         return f"status {error.kernel_status}"
-    return getattr(error, "code", None) or type(error).__name__
+    if isinstance(error, AiosdError) and error.code:
+        return error.code
+    return type(error).__name__
 
 
 class RetryPolicy:
@@ -196,8 +198,8 @@ class RetryPolicy:
     ) -> None:
         """Finish ``error`` for the client: attempt count, message, Retry-After for 429."""
         status = status_of(error)
-        error.attempts = attempt  # type: ignore[attr-defined]  # read by the HTTP layer
-        if attempt > 1 or status is not None and status in self.settings.on_status:
+        error.attempts = attempt  # read by the HTTP layer (X-Aiosd-Attempts)
+        if attempt > 1 or (status is not None and status in self.settings.on_status):
             suffix = f" (gave up after {attempt} attempt{'s' if attempt != 1 else ''}: {why})"
             error.message += suffix
             error.args = (error.message, *error.args[1:])

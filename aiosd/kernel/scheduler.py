@@ -70,7 +70,7 @@ class _Waiter:
     exclude: frozenset[str]
     enqueued_at: float
     seq: int
-    future: asyncio.Future = field(repr=False)
+    future: asyncio.Future[PoolKernel] = field(repr=False)
 
 
 class Scheduler:

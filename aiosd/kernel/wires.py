@@ -1,7 +1,7 @@
 """The HTTP libraries behind ``KernelClient``: wires that send one request and hand back its answer or ``NoAnswer``.
 
 What does not live here: deadlines, which path means what, reading the kernel's JSON, and turning
-answers into errors (``kernel_client`` and ``kernel_errors``).
+answers into errors (``client`` and ``kernel.errors``).
 
 A wire sends one request and hands back status, Retry-After and body bytes, nothing else (so no
 kernel header can travel further), or raises ``NoAnswer`` (nothing usable came back) or
@@ -21,8 +21,9 @@ import errno
 import importlib
 import os
 import socket
-from collections.abc import AsyncIterator
-from http.cookiejar import CookieJar, CookiePolicy
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from http.cookiejar import Cookie, CookieJar, CookiePolicy
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -30,6 +31,7 @@ from aiosd import __version__
 from aiosd.config.settings import KernelSettings
 
 if TYPE_CHECKING:
+    import aiohttp
     import httpx
 
 # Connections beyond max_concurrency: the model-list refresh and the canary must not wait
@@ -53,21 +55,21 @@ class _RejectAllCookies(CookiePolicy):
     rfc2965 = False
     hide_cookie2 = True
 
-    def set_ok(self, cookie, request) -> bool:  # noqa: ANN001 - CookiePolicy's signature
+    def set_ok(self, cookie: Cookie, request: urllib.request.Request) -> bool:
         return False
 
-    def return_ok(self, cookie, request) -> bool:  # noqa: ANN001
+    def return_ok(self, cookie: Cookie, request: urllib.request.Request) -> bool:
         return False
 
-    def domain_return_ok(self, domain, request) -> bool:  # noqa: ANN001
+    def domain_return_ok(self, domain: str, request: urllib.request.Request) -> bool:
         return False
 
-    def path_return_ok(self, path, request) -> bool:  # noqa: ANN001
+    def path_return_ok(self, path: str, request: urllib.request.Request) -> bool:
         return False
 
 
 class Answer:
-    __slots__ = ("status", "retry_after", "body", "path")
+    __slots__ = ("body", "path", "retry_after", "status")
 
     def __init__(self, status: int, retry_after: str | None, body: bytes, path: str) -> None:
         self.status = status
@@ -95,14 +97,15 @@ CUT_MID_ANSWER = "the connection closed in the middle of the answer"
 NOT_HTTP = "the answer was not valid HTTP"
 
 
-def _os_errors(exc: BaseException):
+def _os_errors(exc: BaseException) -> Iterator[OSError]:
     """The OSErrors behind ``exc`` (its causes and contexts), outermost first."""
     seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError):
-            yield exc
-        exc = exc.__cause__ or exc.__context__
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError):
+            yield current
+        current = current.__cause__ or current.__context__
 
 
 def connect_failure(exc: BaseException, host: str, connect_timeout: float) -> NoAnswer:
@@ -187,6 +190,27 @@ class Wire:
         raise NotImplementedError
 
 
+# httpx raises one RemoteProtocolError for a connection closed before or during the answer and for
+# bytes that are not HTTP; only its message tells them apart. These are httpcore's and h11's own
+# words (httpcore/_async/http11.py, h11/_readers.py), read once here, and only for the reason's words:
+# whichever branch is taken the call is KernelUnreachable with kernel_status 0, retried and counted
+# for health the same. Which phase failed comes from our own code (was the head read?), so a
+# changed message can at worst make a closed connection read as "not valid HTTP".
+# tests/kernel/test_client.py checks the installed libraries still say these words.
+HTTPCORE_CLOSED_BEFORE_HEAD = "Server disconnected without sending a response"
+H11_CLOSED_MID_BODY = "peer closed connection without sending complete message body"
+
+
+def protocol_failure(said: str, *, head_read: bool) -> str:
+    """The reason for an httpx ``RemoteProtocolError`` with message ``said``: closed before the
+    answer (only before the head), cut mid-answer (only after it), or not HTTP."""
+    if not head_read and said.startswith(HTTPCORE_CLOSED_BEFORE_HEAD):
+        return CLOSED_WITHOUT_ANSWER
+    if head_read and said.startswith(H11_CLOSED_MID_BODY):
+        return CUT_MID_ANSWER
+    return NOT_HTTP
+
+
 class HttpxWire(Wire):
     def __init__(
         self, settings: KernelSettings, transport: httpx.AsyncBaseTransport | None, *, owns_transport: bool
@@ -217,8 +241,10 @@ class HttpxWire(Wire):
         request = self.client.build_request(
             method, path, content=content, headers=_JSON_HEADERS if content is not None else _ACCEPT_JSON
         )
+        head_read = False  # whether the status line and headers came: which words a failure gets
         try:
             response = await self.client.send(request, stream=True)
+            head_read = True
             try:
                 body = await self._read(response, limit)
             finally:
@@ -230,15 +256,7 @@ class HttpxWire(Wire):
         except httpx.ConnectError as exc:
             raise connect_failure(exc, self.host, self.connect_timeout) from None
         except httpx.RemoteProtocolError as exc:
-            # h11's words tell a connection closed before or during the answer from garbage.
-            said = str(exc)
-            if said.startswith("Server disconnected without sending a response"):
-                raise NoAnswer(CLOSED_WITHOUT_ANSWER) from None
-            if said.startswith("peer closed connection without sending complete message body"):
-                raise NoAnswer(CUT_MID_ANSWER) from None
-            raise NoAnswer(NOT_HTTP) from None
-        except (httpx.ReadError, httpx.WriteError) as exc:
-            raise broken_connection(exc) from None
+            raise NoAnswer(protocol_failure(str(exc), head_read=head_read)) from None
         except (httpx.HTTPError, OSError) as exc:
             raise broken_connection(exc) from None
         return Answer(response.status_code, response.headers.get("retry-after"), body, path)
@@ -273,7 +291,7 @@ class AiohttpWire(Wire):
         # The whole call is bounded by asyncio.timeout in KernelClient; aiohttp only bounds connecting.
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout)
 
-    def _session_now(self):  # noqa: ANN202 - aiohttp is imported lazily
+    def _session_now(self) -> aiohttp.ClientSession:
         # Built on first use: an aiohttp session belongs to the running event loop.
         if self._session is None:
             aiohttp = self._aiohttp
@@ -307,7 +325,9 @@ class AiohttpWire(Wire):
             raise NoAnswer(f"no connection within {self.connect_timeout:g}s, kernel.connect_timeout",
                            connecting=True) from None
         except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc, getattr(aiohttp, "ClientConnectorDNSError", ())):  # aiohttp >= 3.10
+            dns_error = getattr(aiohttp, "ClientConnectorDNSError", ())  # aiohttp >= 3.10
+            is_dns_error = isinstance(exc, dns_error)
+            if is_dns_error:
                 said = exc.os_error.strerror or str(exc.os_error)
                 raise NoAnswer(f"host name {self.host!r} not found (DNS: {said})", connecting=True) from None
             raise connect_failure(exc.os_error, self.host, self.connect_timeout) from None
@@ -321,11 +341,11 @@ class AiohttpWire(Wire):
             raise broken_connection(exc) from None
 
     @staticmethod
-    async def _read(response, limit: int) -> bytes:  # noqa: ANN001 - aiohttp is imported lazily
+    async def _read(response: aiohttp.ClientResponse, limit: int) -> bytes:
         declared = response.content_length
         _check_head(response.headers.get("content-encoding"), declared, limit)
         if declared is not None:  # aiohttp reads exactly that many bytes: bounded, and the fast path
-            return await response.read()
+            return bytes(await response.read())
         return await _read_capped(response.content.iter_any(), limit)
 
     async def aclose(self) -> None:

@@ -4,7 +4,7 @@ What lives here: ``ModelCatalog`` (resolve an OpenClaw model id to a ``ModelSpec
 list for ``/v1/models`` and the OpenClaw sync, the periodic refresh from ``/core/llms/list``
 that keeps the last good list while the kernel is down, the check of ``models.map`` against the
 kernel's list, and change notification). What does not: talking HTTP to the kernel
-(``kernel_client``), writing OpenClaw's config (``openclaw``).
+(``kernel.client``), writing OpenClaw's config (``openclaw``).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class ModelCatalog:
         # Either the lister itself or a function giving the current one (the daemon replaces its
         # KernelClient on reload).
         self._lister_now: Callable[[], ModelLister] = (
-            (lambda: lister) if hasattr(lister, "list_llms") else lister  # type: ignore[assignment,return-value]
+            (lambda: lister) if hasattr(lister, "list_llms") else lister
         )
         self._clock = clock
         self._wall_clock = wall_clock

@@ -151,7 +151,7 @@ def _entries_from(document: object) -> Entries:
     entries: dict[str, str | None] = {}
     for entry in models:
         name = entry.get("name") if isinstance(entry, dict) else None
-        if model_id_problem(name) is not None:  # the same rule as a fresh list: never a raw bad id
+        if not isinstance(name, str) or model_id_problem(name) is not None:  # as a fresh list: never a bad id
             continue
         entries.setdefault(name, clean_backend(entry.get("backend")))
     return tuple(sorted(entries.items()))

@@ -257,7 +257,7 @@ def _decode_with_lone_surrogates(body: bytes, exc: msgspec.DecodeError) -> ChatR
     JavaScript's JSON.stringify then writes a lone ``\\ud83d``. Refusing it would fail the turn
     for good (a 400 is not retried), so this slow path repairs the text instead.
     """
-    if not isinstance(body, (bytes, bytearray, memoryview)) or not _SURROGATE_ESCAPE.search(body):
+    if not _SURROGATE_ESCAPE.search(body):
         raise InvalidRequest(f"Invalid request: body is not valid JSON ({exc})") from None
     try:
         data = _replace_lone_surrogates(json.loads(body))
@@ -329,4 +329,5 @@ def content_builtins(content: str | list) -> str | list[dict]:
     """Message content as plain JSON values for the kernel (parts as ``{"type": ...}`` dicts)."""
     if isinstance(content, str):
         return content
-    return msgspec.to_builtins(content)
+    parts: list[dict] = msgspec.to_builtins(content)  # a list of part structs becomes a list of dicts
+    return parts

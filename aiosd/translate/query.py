@@ -57,7 +57,8 @@ class KernelCall:
     @property
     def body(self) -> dict:
         """The /query body as JSON values, decoded from ``content`` (for tests, tools and logs)."""
-        return msgspec.json.decode(self.content)
+        body: dict = msgspec.json.decode(self.content)  # build_kernel_call encoded a dict
+        return body
 
     def decode(self, kernel_response: dict) -> Reply:
         """The kernel's ``response`` object (status_code 200) as a Reply.

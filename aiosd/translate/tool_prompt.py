@@ -142,7 +142,8 @@ def history_as_text(request: ChatRequest, *, tool_instructions: str | None) -> l
 
     def flush_results() -> None:
         if results:
-            out.append({"role": "user", "content": "<function_results>\n" + "\n".join(results) + "\n</function_results>"})
+            joined = "\n".join(results)
+            out.append({"role": "user", "content": f"<function_results>\n{joined}\n</function_results>"})
             results.clear()
 
     for message in request.messages:
@@ -153,7 +154,7 @@ def history_as_text(request: ChatRequest, *, tool_instructions: str | None) -> l
         flush_results()
         if isinstance(message, (SystemMessage, DeveloperMessage)):
             content = content_builtins(message.content)
-            if not instructions_placed:
+            if not instructions_placed and tool_instructions is not None:
                 content = _append_text(content, tool_instructions)
                 instructions_placed = True
             out.append({"role": "system", "content": content})
@@ -349,14 +350,17 @@ class _ReplyScan:
             self._dead_param_level.update(visited_param)
             raise
         text = self.text
-        return [(name, {key: text[a:b] for key, (a, b) in params.items()} if params else {}) for name, params in calls], end
+        found = [(name, {key: text[a:b] for key, (a, b) in params.items()} if params else {}) for name, params in calls]
+        return found, end
 
-    def _block(self, pos: int, visited_invoke: list[int], visited_param: list[int]):
+    def _block(
+        self, pos: int, visited_invoke: list[int], visited_param: list[int]
+    ) -> tuple[list[tuple[str, dict[str, tuple[int, int]] | None]], int]:
         text = self.text
         calls: list[tuple[str, dict[str, tuple[int, int]] | None]] = []  # None: no parameters
         end = len(text)
         while True:
-            pos = _WHITESPACE.match(text, pos).end()
+            pos = _skip_space(text, pos)
             if pos == end:
                 if calls:  # complete invokes, closing tag missing: accept
                     return calls, pos
@@ -381,7 +385,7 @@ class _ReplyScan:
             params: dict[str, tuple[int, int]] = {}
             calls.append((name, params))
             while True:
-                pos = _WHITESPACE.match(text, pos).end()
+                pos = _skip_space(text, pos)
                 if pos == end:
                     raise _Truncated
                 if pos in self._dead_param_level:
@@ -408,15 +412,14 @@ class _ReplyScan:
     def _value_end(self, start: int) -> int | None:
         """Where the value starting at ``start`` ends: the first ``</parameter>`` followed by what may
         follow a parameter, else the first ``</parameter>`` at all; None when there is none."""
-        if self._closes is None:
-            self._index_closes()
+        closes = self._closes if self._closes is not None else self._index_closes()
         i = bisect.bisect_left(self._value_ends, start)
         if i < len(self._value_ends):
             return self._value_ends[i]
-        i = bisect.bisect_left(self._closes, start)
-        return self._closes[i] if i < len(self._closes) else None
+        i = bisect.bisect_left(closes, start)
+        return closes[i] if i < len(closes) else None
 
-    def _index_closes(self) -> None:
+    def _index_closes(self) -> list[int]:
         text = self.text
         closes: list[int] = []
         at = text.find(_PARAM_CLOSE)
@@ -426,6 +429,13 @@ class _ReplyScan:
                 self._value_ends.append(at)
             at = text.find(_PARAM_CLOSE, at + len(_PARAM_CLOSE))
         self._closes = closes
+        return closes
+
+
+def _skip_space(text: str, pos: int) -> int:
+    """The first position at or after ``pos`` that is not whitespace."""
+    match = _WHITESPACE.match(text, pos)
+    return match.end() if match is not None else pos
 
 
 def _is_cut_tag(text: str, pos: int, tags: tuple[str, ...]) -> bool:

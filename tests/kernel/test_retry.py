@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from aiosd.config.settings import BackoffSettings, RetrySettings
+from aiosd.config.settings import ANONYMOUS, BackoffSettings, HealthSettings, RetrySettings, SchedulerSettings
 from aiosd.errors import (
     CapacityError,
     KernelRateLimited,
@@ -18,11 +18,10 @@ from aiosd.errors import (
     KernelTimeout,
     KernelUnreachable,
 )
-from aiosd.config.settings import ANONYMOUS, HealthSettings, SchedulerSettings
 from aiosd.kernel.call import forward_query
 from aiosd.kernel.pool import KernelPool
-from aiosd.kernel.scheduler import Scheduler
 from aiosd.kernel.retry import AttemptReport, RetryPolicy
+from aiosd.kernel.scheduler import Scheduler
 from tests.kernel.test_client import inner, kernel_settings
 
 

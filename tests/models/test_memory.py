@@ -8,10 +8,10 @@ import os
 import stat
 
 from aiosd.config.state_dir import resolve_state_dir
+from aiosd.errors import KernelUnreachable
 from aiosd.models import memory as model_memory
 from aiosd.models.catalog import ModelCatalog
 from aiosd.models.memory import ModelMemory
-from aiosd.errors import KernelUnreachable
 from tests.models.test_catalog import FakeLister, ids, mapped, model_settings
 
 ENTRIES = (("alpha", "openai"), ("meta-llama/Llama-3.1-8B-Instruct", "vllm"))

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiosd.api.app import build_app
-from aiosd.server.connections import uvicorn_config
 from aiosd.config.loader import load_config
 from aiosd.config.settings import Config
 from aiosd.daemon import EmbeddedServer
+from aiosd.server.connections import uvicorn_config
 from aiosd.service.runtime import Runtime
 
 

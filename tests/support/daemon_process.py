@@ -25,7 +25,7 @@ class Notification:
     fields: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, data: bytes) -> "Notification":
+    def parse(cls, data: bytes) -> Notification:
         raw = data.decode("latin-1")
         fields = {}
         for line in raw.split("\n"):
@@ -68,14 +68,14 @@ class NotifySocket:
         self.sock.settimeout(max(timeout, 0.001))
         try:
             data = self.sock.recv(65536)
-        except (socket.timeout, BlockingIOError):
+        except (TimeoutError, BlockingIOError):
             return None
         note = Notification.parse(data)
         self.received.append(note)
         return note
 
     def wait_for(self, key: str, value: str | None = None, *, timeout: float = 10.0,
-                 process: "AiosdProcess | None" = None) -> Notification:
+                 process: AiosdProcess | None = None) -> Notification:
         """Read datagrams until one carries ``key`` (with ``value``, if given); AssertionError after ``timeout``."""
         deadline = time.monotonic() + timeout
         while True:

@@ -16,38 +16,39 @@ import threading
 import time
 import uuid
 import zlib
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, Union
+from typing import Any, Union
 
 import uvicorn
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_MODELS",
+    "Delay",
+    "Drip",
+    "Empty",
     "FakeKernel",
+    "Garbage",
+    "GzipBomb",
+    "Hang",
+    "Huge",
+    "LLMFailure",
+    "LLMRequest",
+    "RawResponse",
+    "ResetMidBody",
+    "Retried",
+    "RetryAfter",
+    "ServerError",
     "Text",
+    "TooSlow",
     "ToolCall",
     "ToolCalls",
-    "Empty",
-    "LLMFailure",
-    "Unreachable",
-    "TooSlow",
-    "Hang",
-    "Delay",
-    "Retried",
-    "RawResponse",
-    "ServerError",
     "Unprocessable",
-    "Garbage",
-    "RetryAfter",
-    "Drip",
-    "ResetMidBody",
-    "Huge",
-    "GzipBomb",
-    "gzip_bomb",
-    "LLMRequest",
-    "DEFAULT_MODELS",
+    "Unreachable",
     "echo_llm",
+    "gzip_bomb",
 ]
 
 
@@ -123,13 +124,13 @@ class Hang:
     `release()` (then the call goes on with `then`, or the `llm` callable) or the kernel stops.
     A client that disconnects meanwhile does not end the kernel's work."""
 
-    def __init__(self, then: "LLMOutput | None" = None) -> None:
+    def __init__(self, then: LLMOutput | None = None) -> None:
         self.then = then
         self._lock = threading.Lock()
         self._released = False
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
 
-    def release(self, then: "LLMOutput | None" = None) -> None:
+    def release(self, then: LLMOutput | None = None) -> None:
         """Let every request hanging on this item go on (thread-safe, callable from tests)."""
         with self._lock:
             if then is not None:
@@ -166,7 +167,7 @@ class Delay:
     It holds its worker slot and, with batching, delays its whole batch."""
 
     seconds: float
-    then: "LLMOutput | None" = None
+    then: LLMOutput | None = None
 
 
 @dataclass
@@ -177,7 +178,7 @@ class Retried:
 
     outputs: tuple
 
-    def __init__(self, *outputs: "LLMOutput") -> None:
+    def __init__(self, *outputs: LLMOutput) -> None:
         if not outputs:
             raise ValueError("Retried needs at least one output")
         self.outputs = outputs
@@ -519,7 +520,7 @@ _PREFLIGHT_METHODS = b"DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"
 class _Job:
     """One /query inside the kernel: its parsed query and what the script chose for it."""
 
-    __slots__ = ("query_data", "item", "result", "client_gone")
+    __slots__ = ("client_gone", "item", "query_data", "result")
 
     def __init__(self, query_data: dict, item: Any, loop: asyncio.AbstractEventLoop) -> None:
         self.query_data = query_data
@@ -549,7 +550,7 @@ class _Server(uvicorn.Server):
             counter = (counter + 1) % 864000  # on_tick refreshes the Date header every 10 ticks
             try:
                 await asyncio.wait_for(self.exit_now.wait(), 0.1)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
@@ -648,14 +649,14 @@ class FakeKernel:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def __enter__(self) -> "FakeKernel":
+    def __enter__(self) -> FakeKernel:
         self.start()
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         self.stop()
 
-    def start(self) -> "FakeKernel":
+    def start(self) -> FakeKernel:
         if self._thread is not None:
             raise RuntimeError("FakeKernel already started")
         # proto=IPPROTO_TCP, or asyncio skips TCP_NODELAY on accepted sockets and every answer
@@ -776,7 +777,7 @@ class FakeKernel:
         with self._changed:
             self._changed.notify_all()
 
-    def wait_until(self, predicate: Callable[["FakeKernel"], bool], timeout: float = 5.0, what: str = "condition") -> None:
+    def wait_until(self, predicate: Callable[[FakeKernel], bool], timeout: float = 5.0, what: str = "condition") -> None:
         """Block until predicate(kernel) holds; raise TimeoutError after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         with self._changed:
@@ -804,7 +805,7 @@ class FakeKernel:
         """Block until at least n clients have left before their /query was answered."""
         self.wait_until(lambda k: k.disconnects >= n, timeout, f"{n} client disconnects")
 
-    async def wait_until_async(self, predicate: Callable[["FakeKernel"], bool], timeout: float = 5.0, what: str = "condition") -> None:
+    async def wait_until_async(self, predicate: Callable[[FakeKernel], bool], timeout: float = 5.0, what: str = "condition") -> None:
         await asyncio.to_thread(self.wait_until, predicate, timeout, what)
 
     async def wait_for_queries_async(self, n: int, timeout: float = 5.0) -> None:
@@ -995,7 +996,7 @@ class FakeKernel:
         while True:
             try:
                 await asyncio.wait_for(self._batch_now.wait(), interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._batch_now.clear()
             if not self._batch_queue:

@@ -69,7 +69,7 @@ class PeakMemory:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self._before = _status_kib("VmRSS")
         try:
             with open("/proc/self/clear_refs", "w") as f:
@@ -112,7 +112,7 @@ class LoopStallMeter:
         self.longest = max(self.longest, now - self._last - self.tick)
         self._last = now
 
-    async def __aenter__(self) -> "LoopStallMeter":
+    async def __aenter__(self) -> LoopStallMeter:
         self._last = time.monotonic()
         self._task = asyncio.create_task(self._run())
         return self
