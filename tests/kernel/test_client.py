@@ -767,6 +767,46 @@ async def test_a_reset_mid_answer_and_garbage_are_said_as_such(kernel, junk_serv
     assert (await no_answer(junk_server, transport)).reason == "the answer was not valid HTTP"
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_clean_close_mid_answer_is_said_as_such(kernel, transport):
+    kernel.script(fake_kernel.ResetMidBody(hard=False))
+    error = await no_answer(kernel.url, transport)
+    assert error.reason == "the connection closed in the middle of the answer"
+
+
+def test_the_httpx_words_aiosd_reads_are_still_the_libraries_words():
+    """httpx tells a closed connection from garbage only by its message (see kernel/wires.py)."""
+    import inspect
+
+    import h11._readers
+    import httpcore._async.http11
+
+    from aiosd.kernel import wires
+
+    for module, words in ((httpcore._async.http11, wires.HTTPCORE_CLOSED_BEFORE_HEAD),
+                          (h11._readers, wires.H11_CLOSED_MID_BODY)):
+        assert words in inspect.getsource(module), (
+            f"{module.__name__} no longer says {words!r}: update aiosd/kernel/wires.py's protocol_failure")
+
+
+def test_protocol_error_words_count_only_in_their_phase():
+    from aiosd.kernel.wires import (
+        CLOSED_WITHOUT_ANSWER,
+        CUT_MID_ANSWER,
+        H11_CLOSED_MID_BODY,
+        HTTPCORE_CLOSED_BEFORE_HEAD,
+        NOT_HTTP,
+        protocol_failure,
+    )
+
+    assert protocol_failure(HTTPCORE_CLOSED_BEFORE_HEAD + ".", head_read=False) == CLOSED_WITHOUT_ANSWER
+    assert protocol_failure(H11_CLOSED_MID_BODY + ": received 5 bytes", head_read=True) == CUT_MID_ANSWER
+    # The words of one phase in the other, or words no library version said: garbage, as before.
+    assert protocol_failure(HTTPCORE_CLOSED_BEFORE_HEAD, head_read=True) == NOT_HTTP
+    assert protocol_failure(H11_CLOSED_MID_BODY, head_read=False) == NOT_HTTP
+    assert protocol_failure("illegal status line: b'SSH-2.0'", head_read=False) == NOT_HTTP
+
+
 async def test_the_retry_log_lines_say_what_failed_in_words(caplog):
     import logging
 
