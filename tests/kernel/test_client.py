@@ -8,7 +8,6 @@ import json
 import httpx
 import pytest
 
-from aiosd.config.settings import KernelSettings
 from aiosd.errors import (
     KernelBadAnswer,
     KernelRateLimited,
@@ -18,45 +17,13 @@ from aiosd.errors import (
 )
 from aiosd.kernel.client import KernelClient
 from aiosd.kernel.errors import parse_retry_after, scrub, summarize_validation_detail
+from tests.support.kernel_calls import inner, kernel_settings, real_body, retry_settings
 
 BODY = {
     "agent_name": "openclaw",
     "query_type": "llm",
     "query_data": {"messages": [{"role": "user", "content": "hello"}], "llms": [{"name": "m"}]},
 }
-
-
-def kernel_settings(url: str = "http://kernel.test", **overrides) -> KernelSettings:
-    values = dict(
-        url=url,
-        agent_name="openclaw",
-        timeout=5.0,
-        connect_timeout=1.0,
-        max_concurrency=4,
-        queue_timeout=5.0,
-        ready_window=300.0,
-        probe_interval=0.0,
-        probe_model=None,
-    )
-    values.update(overrides)
-    return KernelSettings(**values)
-
-
-def inner(status_code: int = 200, message: str | None = "Hi!", error: str | None = None) -> dict:
-    return {
-        "response": {
-            "response_class": "llm",
-            "response_message": message,
-            "tool_calls": None,
-            "finished": True,
-            "error": error,
-            "status_code": status_code,
-        },
-        "start_times": [],
-        "end_times": [],
-        "waiting_times": [],
-        "turnaround_times": [],
-    }
 
 
 def client_answering(handler) -> KernelClient:
@@ -426,20 +393,6 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def real_body(text: str = "hello", model: str = "gpt-4o-mini") -> dict:
-    return {
-        "agent_name": "openclaw",
-        "query_type": "llm",
-        "query_data": {
-            "messages": [{"role": "user", "content": text}],
-            "llms": [{"name": model, "backend": "openai"}],
-            "tools": [],
-            "action_type": "chat",
-            "message_return_type": "text",
-        },
-    }
-
-
 TRANSPORTS = ["aiohttp", "httpx"]
 
 
@@ -491,8 +444,6 @@ async def test_real_kernel_429_inside_200(kernel, transport):
 
 async def test_real_kernel_429_twice_then_success_with_the_retry_policy(kernel):
     from aiosd.kernel.retry import RetryPolicy
-    from tests.kernel.test_retry import retry_settings
-
     kernel.script(fake_kernel.LLMFailure(429), fake_kernel.LLMFailure(429))
     policy = RetryPolicy(retry_settings(initial=0.01, max=0.01))
     async with KernelClient(kernel_settings(kernel.url)) as client:
@@ -811,8 +762,6 @@ async def test_the_retry_log_lines_say_what_failed_in_words(caplog):
     import logging
 
     from aiosd.kernel.retry import RetryPolicy
-    from tests.kernel.test_retry import retry_settings
-
     policy = RetryPolicy(retry_settings(initial=0.01, max=0.01, on_status=[0]))
     async with KernelClient(kernel_settings(f"http://127.0.0.1:{closed_port()}")) as client:
         with caplog.at_level(logging.INFO, logger="aiosd.retry"), pytest.raises(KernelUnreachable):

@@ -8,7 +8,7 @@ import httpx
 
 from aiosd.config.settings import HealthSettings
 from aiosd.kernel.pool import KernelPool
-from tests.kernel.test_client import inner, kernel_settings
+from tests.support.kernel_calls import inner, kernel_settings
 
 BODY = {"agent_name": "a", "query_type": "llm", "query_data": {"messages": [{"role": "user", "content": "x"}]}}
 

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from aiosd.config.settings import ANONYMOUS, BackoffSettings, HealthSettings, RetrySettings, SchedulerSettings
+from aiosd.config.settings import ANONYMOUS, HealthSettings, SchedulerSettings
 from aiosd.errors import (
     CapacityError,
     KernelRateLimited,
@@ -22,18 +22,7 @@ from aiosd.kernel.call import forward_query
 from aiosd.kernel.pool import KernelPool
 from aiosd.kernel.retry import AttemptReport, RetryPolicy
 from aiosd.kernel.scheduler import Scheduler
-from tests.kernel.test_client import inner, kernel_settings
-
-
-def retry_settings(
-    *, max_retries=3, on_status=(429,), initial=20.0, multiplier=1.0, max=60.0, jitter=0.0, budget=120.0
-) -> RetrySettings:
-    return RetrySettings(
-        max_retries=max_retries,
-        on_status=frozenset(on_status),
-        backoff=BackoffSettings(initial=initial, multiplier=multiplier, max=max, jitter=jitter),
-        budget=budget,
-    )
+from tests.support.kernel_calls import inner, kernel_settings, retry_settings
 
 
 class FakeTime:
@@ -332,8 +321,16 @@ async def test_forward_query_keeps_the_requests_own_limits_after_a_reload():
     # The pool has since been reloaded to a long queue timeout; the request started with 20 ms.
     scheduler = one_kernel(lambda r: None, max_concurrency=1, queue_timeout=60)
     await scheduler.acquire("m", key=scheduler.key_state(ANONYMOUS))  # someone else holds the only slot
-    started = time.monotonic()
+    deadlines: list[float] = []
+    acquire = scheduler.acquire
+
+    async def recording_acquire(*args, **kwargs):
+        deadlines.append(kwargs["deadline"])
+        return await acquire(*args, **kwargs)
+
+    scheduler.acquire = recording_acquire
     with pytest.raises(CapacityError):
-        await forward(scheduler, {}, RetryPolicy(retry_settings()), settings=kernel_settings(queue_timeout=0.02))
+        await forward(scheduler, {}, RetryPolicy(retry_settings()), settings=kernel_settings(queue_timeout=0.02),
+                      clock=lambda: 100.0)
     await scheduler.pool.close()
-    assert time.monotonic() - started < 5
+    assert deadlines == [100.02]  # asked for a slot until its own queue_timeout, not the pool's 60 s

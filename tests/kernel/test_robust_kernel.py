@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import httpx
 import openai
@@ -28,12 +27,13 @@ from tests.support.robust import (
     other_tasks,
 )
 
-# A 0.5 s kernel deadline; every fault must reach the client well within BOUND (loose: not a speed test).
+# A 0.5 s kernel deadline and at most 4 attempts: every fault reaches the client through aiosd's own
+# deadline or retry limit, whatever the kernel does (never through the client's 30 s timeout).
 FAST_FAILING = """
 kernel: {timeout: "500ms", connect_timeout: "1s", queue_timeout: "1s", max_concurrency: 4}
 retry: {max_retries: 3, on_status: [429], budget: "1s", backoff: {initial: "10ms", multiplier: 1.0, max: "20ms", jitter: 0.0}}
 """
-BOUND = 5.0
+MAX_ATTEMPTS = 4  # FAST_FAILING's max_retries + 1
 HELLO = [{"role": "user", "content": "hello"}]
 
 # fault name -> (script items, HTTP status the client gets, OpenAI error code)
@@ -84,12 +84,12 @@ async def test_kernel_fault_gives_a_well_formed_error_in_bounded_time_and_aiosd_
             baseline_tasks = set(asyncio.all_tasks())
             kernel.script(*items)
 
-            started = time.monotonic()
             got_status, error, _ = await ask(client_kind, aiosd)
-            elapsed = time.monotonic() - started
 
+            # The code says which bound ended it (kernel_timeout: the call deadline), and the
+            # kernel saw no more calls than the retry policy allows.
             assert (got_status, error["code"]) == (status, code), error
-            assert elapsed < BOUND
+            assert 1 <= len(kernel.queries) <= MAX_ATTEMPTS, len(kernel.queries)
             if fault == "hang":
                 # aiosd gave up on the call and dropped its connection (the kernel's work goes on).
                 await kernel.wait_for_disconnects_async(1)
@@ -110,16 +110,15 @@ async def test_kernel_fault_gives_a_well_formed_error_in_bounded_time_and_aiosd_
 async def test_kernel_refusing_connections_gives_502_then_serving_resumes_when_it_is_back(tmp_path, client_kind, caplog):
     kernel = FakeKernel(port=free_port())  # not started yet: nothing listens on its port
     async with serve_aiosd(config_for(tmp_path, kernel.url, FAST_FAILING)) as aiosd:
-        started = time.monotonic()
         with caplog.at_level(logging.INFO, logger="aiosd"):
             status, error, _ = await ask(client_kind, aiosd)
         assert (status, error["code"]) == (502, "kernel_unreachable")
         assert f"The AIOS kernel at {kernel.url} is unreachable (connection refused)" in error["message"]
-        assert time.monotonic() - started < BOUND
         assert_idle(aiosd)
         # Said as such wherever it shows: the log lines about the request, and why aiosd is not ready.
+        # Given up at the first refusal (on_status is [429]): no retries, no waits.
         logged = [r.getMessage() for r in caplog.records if r.name.startswith("aiosd")]
-        assert any("failed (connection refused); giving up" in line for line in logged), logged
+        assert any(f"attempt 1/{MAX_ATTEMPTS} failed (connection refused); giving up" in line for line in logged), logged
         assert not any("status 0" in line for line in logged), logged
         async with httpx.AsyncClient(base_url=aiosd.url, timeout=10) as client:
             ready = await client.get("/readyz")
@@ -133,13 +132,12 @@ async def test_a_429_storm_across_many_concurrent_clients_ends_in_429s_and_frees
     with FakeKernel() as kernel:
         async with serve_aiosd(config_for(tmp_path, kernel.url, FAST_FAILING)) as aiosd:
             kernel.script(*[LLMFailure(429)] * 10_000)
-            started = time.monotonic()
             async with httpx.AsyncClient(base_url=aiosd.base_url, timeout=30,
                                          limits=httpx.Limits(max_connections=40)) as client:
                 responses = await asyncio.gather(*[
                     client.post("/chat/completions", json={"model": "sonnet", "messages": HELLO}) for _ in range(40)
                 ])
-            assert time.monotonic() - started < BOUND
+            assert len(kernel.queries) <= 40 * MAX_ATTEMPTS  # every request stopped at the retry limit
             for response in responses:
                 # Either the retries ran out (429) or the queue behind 4 slots did (503): both tell
                 # the client to come back later, with Retry-After.
@@ -163,9 +161,8 @@ async def test_a_hung_kernel_holding_every_slot_makes_later_requests_503_not_han
             async with httpx.AsyncClient(base_url=aiosd.base_url, timeout=30) as client:
                 first = asyncio.create_task(client.post("/chat/completions", json={"model": "sonnet", "messages": HELLO}))
                 await kernel.wait_for_in_flight_async(1)
-                started = time.monotonic()
                 second = await client.post("/chat/completions", json={"model": "sonnet", "messages": HELLO})
-                assert time.monotonic() - started < BOUND
+                assert not first.done()  # answered by the queue's 200 ms, not after the kernel's 3 s
                 error = assert_openai_error(second, 503)
                 assert error["code"] == "queue_timeout"
                 assert second.headers["retry-after"]

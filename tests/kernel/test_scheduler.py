@@ -12,7 +12,7 @@ from aiosd.config.settings import ClientKey, HealthSettings, SchedulerSettings
 from aiosd.errors import CapacityError, QueueLimitExceeded
 from aiosd.kernel.pool import KernelPool
 from aiosd.kernel.scheduler import Scheduler
-from tests.kernel.test_client import kernel_settings
+from tests.support.kernel_calls import kernel_settings
 
 
 async def settle() -> None:

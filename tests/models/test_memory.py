@@ -12,7 +12,7 @@ from aiosd.errors import KernelUnreachable
 from aiosd.models import memory as model_memory
 from aiosd.models.catalog import ModelCatalog
 from aiosd.models.memory import ModelMemory
-from tests.models.test_catalog import FakeLister, ids, mapped, model_settings
+from tests.support.model_catalog import FakeLister, ids, mapped, model_settings
 
 ENTRIES = (("alpha", "openai"), ("meta-llama/Llama-3.1-8B-Instruct", "vllm"))
 

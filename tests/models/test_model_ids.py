@@ -10,9 +10,9 @@ import httpx
 
 from aiosd.config.schema import model_id_problem
 from aiosd.models.catalog import ModelCatalog
-from tests.models.test_catalog import FakeLister, ids, model_settings
 from tests.support.aiosd_harness import config_for, serve_aiosd
 from tests.support.fake_kernel import FakeKernel
+from tests.support.model_catalog import FakeLister, ids, model_settings
 
 HOSTILE = [
     {"name": "evil\r\nx-injected: 1", "backend": "openai"},

@@ -8,7 +8,7 @@ import pytest
 
 from aiosd.errors import KernelUnreachable, ModelNotFound
 from aiosd.models.catalog import ModelCatalog
-from tests.models.test_catalog import FakeLister, ids, mapped, model_settings
+from tests.support.model_catalog import FakeLister, ids, mapped, model_settings
 
 LISTED = [{"name": "gpt-4o-mini", "backend": "openai"}, {"name": "qwen2.5:7b", "backend": "ollama"}]
 
