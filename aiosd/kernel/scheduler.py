@@ -92,7 +92,7 @@ class Scheduler:
         self._clock = clock
         self._keys: dict[str, KeyState] = {}
         # class index -> key name -> waiters in arrival order
-        self._queues: list[dict[str, deque[_Waiter]]] = [dict() for _ in settings.classes]
+        self._queues: list[dict[str, deque[_Waiter]]] = [{} for _ in settings.classes]
         self._waiting = 0
         self._seq = itertools.count()
         self._vtime = 0.0  # the ``served`` of the key served last: where a key that was idle starts
@@ -131,7 +131,7 @@ class Scheduler:
         old_names = self.settings.classes
         self.settings = settings
         self._index_classes(settings)
-        queues: list[dict[str, deque[_Waiter]]] = [dict() for _ in settings.classes]
+        queues: list[dict[str, deque[_Waiter]]] = [{} for _ in settings.classes]
         for old_level, by_key in enumerate(self._queues):
             name = old_names[old_level] if old_level < len(old_names) else None
             level = settings.index_of(name)
@@ -330,7 +330,7 @@ class Scheduler:
         self._waiting += 1
 
     def _forget(self, waiter: _Waiter) -> None:
-        for level, by_key in enumerate(self._queues):
+        for by_key in self._queues:
             waiters = by_key.get(waiter.key.name)
             if waiters is None:
                 continue

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import msgspec
 
@@ -45,8 +45,8 @@ class RefusalPart(msgspec.Struct, tag_field="type", tag="refusal", omit_defaults
     refusal: str
 
 
-UserPart = Union[TextPart, ImagePart]
-AssistantPart = Union[TextPart, RefusalPart]
+UserPart = TextPart | ImagePart
+AssistantPart = TextPart | RefusalPart
 
 # --- messages ------------------------------------------------------------------------------
 
@@ -91,7 +91,7 @@ class ToolMessage(msgspec.Struct, tag_field="role", tag="tool"):
     tool_call_id: str
 
 
-Message = Union[SystemMessage, DeveloperMessage, UserMessage, AssistantMessage, ToolMessage]
+Message = SystemMessage | DeveloperMessage | UserMessage | AssistantMessage | ToolMessage
 
 # --- tools ---------------------------------------------------------------------------------
 

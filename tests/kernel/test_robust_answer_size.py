@@ -3,7 +3,6 @@ unread (kernel.max_answer_bytes), with bounded memory, no event-loop stall, and 
 
 from __future__ import annotations
 
-
 import httpx
 import pytest
 
@@ -94,12 +93,12 @@ async def test_through_aiosd_a_huge_answer_is_a_502_saying_so(tmp_path, kernel):
     kernel.clear_script()
     kernel.script(Huge(20 * MB), GzipBomb(16 * MB))
     config = config_for(tmp_path, kernel.url, "kernel: {max_answer_bytes: 1048576}")
-    async with serve_aiosd(config) as aiosd:
-        async with httpx.AsyncClient(base_url=aiosd.base_url, timeout=30) as http:
-            for words in ("an answer larger than 1048576 bytes (kernel.max_answer_bytes)", "a compressed answer"):
-                response = await http.post("/chat/completions", json={"model": "sonnet", "messages": [{"role": "user", "content": "hi"}]})
-                error = assert_openai_error(response, 502)
-                assert error["code"] == "kernel_bad_answer" and words in error["message"], error
+    hello = {"model": "sonnet", "messages": [{"role": "user", "content": "hi"}]}
+    async with serve_aiosd(config) as aiosd, httpx.AsyncClient(base_url=aiosd.base_url, timeout=30) as http:
+        for words in ("an answer larger than 1048576 bytes (kernel.max_answer_bytes)", "a compressed answer"):
+            response = await http.post("/chat/completions", json=hello)
+            error = assert_openai_error(response, 502)
+            assert error["code"] == "kernel_bad_answer" and words in error["message"], error
 
 
 def test_the_gzip_bomb_is_what_it_claims():

@@ -163,8 +163,9 @@ class AiosdProcess:
         }
         if notify is not None:
             child_env["NOTIFY_SOCKET"] = notify.address
-        self._stdout = open(self.stdout_path, "wb")
-        self._stderr = open(self.stderr_path, "wb")
+        # Open for the child's whole life, closed when it is reaped: no with block fits.
+        self._stdout = open(self.stdout_path, "wb")  # noqa: SIM115
+        self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115
         if journal:
             st = os.fstat(self._stderr.fileno())
             child_env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"

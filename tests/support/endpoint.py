@@ -62,9 +62,11 @@ async def stack(tmp_path, extra: str = "", *, kernel: FakeKernel | None = None, 
         kernel.start()
     try:
         config = config_for(tmp_path, kernel.url, merge_yaml(MODELS_YAML, extra))
-        async with serve_aiosd(config) as aiosd:
-            async with httpx.AsyncClient(base_url=aiosd.base_url, timeout=10, **client_options) as client:
-                yield Stack(kernel, aiosd, client)
+        async with (
+            serve_aiosd(config) as aiosd,
+            httpx.AsyncClient(base_url=aiosd.base_url, timeout=10, **client_options) as client,
+        ):
+            yield Stack(kernel, aiosd, client)
     finally:
         if own:
             kernel.stop()

@@ -184,7 +184,7 @@ class Retried:
         self.outputs = outputs
 
 
-LLMOutput = Union[Text, ToolCalls, Empty, LLMFailure, Unreachable, TooSlow, Hang, Delay, str, None]
+LLMOutput = Text | ToolCalls | Empty | LLMFailure | Unreachable | TooSlow | Hang | Delay | str | None
 LLMCallable = Callable[[list, "list | None", str], Union["LLMOutput", Awaitable["LLMOutput"]]]
 
 
@@ -449,14 +449,14 @@ def _missing(loc: list, value: Any) -> dict:
 def _union_errors(loc: list, query_data: Any, llm_query_errors: dict) -> list[dict]:
     errors = []
     for member, required in _QUERY_MEMBERS:
-        where = loc + [member]
+        where = [*loc, member]
         if query_data is _MISSING_BODY_FIELD or not isinstance(query_data, dict):
             value = None if query_data is _MISSING_BODY_FIELD else query_data
             errors.append(_error("model_attributes_type", where, "Input should be a valid dictionary or object to extract fields from", value))
         elif member == "LLMQuery" and llm_query_errors:
             errors.extend(dict(e, loc=where + e["loc"]) for e in llm_query_errors.values())
         elif member != "LLMQuery":
-            errors.append(_missing(where + [required], query_data))
+            errors.append(_missing([*where, required], query_data))
     return errors
 
 
@@ -876,7 +876,7 @@ class FakeKernel:
 
     async def _send_json(self, send: Callable, status: int, body: Any, extra: list, raw: bytes | None = None) -> None:
         data = raw if raw is not None else json.dumps(body).encode()
-        headers = [_JSON, (b"content-length", str(len(data)).encode())] + extra
+        headers = [_JSON, (b"content-length", str(len(data)).encode()), *extra]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
 
@@ -898,7 +898,7 @@ class FakeKernel:
         try:
             if isinstance(item, RawResponse):
                 data, headers = item.encoded()
-                headers = headers + [(b"content-length", str(len(data)).encode())] + cors
+                headers = [*headers, (b"content-length", str(len(data)).encode()), *cors]
                 await send({"type": "http.response.start", "status": item.status, "headers": headers})
                 await send({"type": "http.response.body", "body": data})
                 return
@@ -1010,7 +1010,7 @@ class FakeKernel:
                 self._notify()
                 continue
             results = await asyncio.gather(*(self._execute(job) for job in batch), return_exceptions=True)
-            for job, result in zip(batch, results):
+            for job, result in zip(batch, results, strict=False):
                 if job.result.done():
                     continue
                 if isinstance(result, BaseException):
@@ -1121,7 +1121,7 @@ class FakeKernel:
     # ---------------------------------------------------------------- transport faults
 
     async def _drip(self, send: Callable, data: bytes, cors: list, item: Drip) -> None:
-        headers = [_JSON, (b"content-length", str(len(data)).encode())] + cors
+        headers = [_JSON, (b"content-length", str(len(data)).encode()), *cors]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         for start in range(0, len(data), item.chunk_size):
             chunk = data[start : start + item.chunk_size]
@@ -1132,7 +1132,7 @@ class FakeKernel:
 
     async def _huge(self, send: Callable, receive: Callable, cors: list, item: Huge) -> None:
         filler = max(0, item.size - len(_HUGE_HEAD) - len(_HUGE_TAIL))
-        headers = [_JSON] + cors
+        headers = [_JSON, *cors]
         if item.content_length:
             headers.append((b"content-length", str(len(_HUGE_HEAD) + filler + len(_HUGE_TAIL)).encode()))
         # uvicorn drops what is sent after a disconnect without a word: stop once nobody reads.
@@ -1151,7 +1151,7 @@ class FakeKernel:
             gone.cancel()
 
     async def _reset_mid_body(self, scope: dict, send: Callable, data: bytes, cors: list, item: ResetMidBody) -> None:
-        headers = [_JSON, (b"content-length", str(len(data)).encode())] + cors
+        headers = [_JSON, (b"content-length", str(len(data)).encode()), *cors]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": data[: len(data) // 2], "more_body": True})
         if item.pause:
