@@ -1,1 +1,1 @@
-"""Talking to AIOS kernels: the HTTP client and its wires, kernel error mapping, the pool, its health and scheduler, retries and the canary. Knows nothing of OpenAI bodies or of OpenClaw."""
+"""Talking to AIOS kernels: client and wires, error mapping, the pool, health, scheduler, retries, canary."""

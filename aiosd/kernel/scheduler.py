@@ -1,4 +1,4 @@
-"""aiosd's one queue in front of the kernel pool: priority classes, weighted fair share across API keys, aging, per-key limits.
+"""aiosd's one queue in front of the kernel pool: priority classes, fair share across API keys, aging, key limits.
 
 What lives here: ``Scheduler`` (waiters grouped class -> key -> arrival order; on every arrival,
 freed slot, health or pool change it hands free slots out: the highest effective class first,

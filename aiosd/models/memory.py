@@ -53,7 +53,8 @@ class ModelMemory:
             self._problem(f"{self.path} {exc}; ignoring it (no remembered models until the kernel answers)")
             return ()
         except OSError as exc:
-            self._problem(f"cannot read {self.path} ({exc.strerror or exc}); no remembered models until the kernel answers")
+            self._problem(
+                f"cannot read {self.path} ({exc.strerror or exc}); no remembered models until the kernel answers")
             return ()
         try:
             document = json.loads(raw)
@@ -143,7 +144,8 @@ class _Unusable(Exception):
 
 
 def _entries_from(document: object) -> Entries:
-    if not isinstance(document, dict) or document.get("format") != FORMAT or not isinstance(document.get("models"), list):
+    if (not isinstance(document, dict) or document.get("format") != FORMAT
+            or not isinstance(document.get("models"), list)):
         raise _Unusable(f"is not a model list aiosd wrote (format {FORMAT})")
     models = document["models"]
     if len(models) > MAX_MODELS:

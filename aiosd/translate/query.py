@@ -71,7 +71,8 @@ class KernelCall:
         text, warning = _response_text(kernel_response)
         raw_calls = kernel_response.get("tool_calls")
         if self.tool_mode == "native":
-            return tool_native.decode_native_answer(text, raw_calls, self.tool_names, model_id=self.model.id, warning=warning)
+            return tool_native.decode_native_answer(
+                text, raw_calls, self.tool_names, model_id=self.model.id, warning=warning)
         if raw_calls:
             # No tools were sent, so this is not supposed to happen; the text is what counts.
             warning = "the kernel returned tool calls for a request sent without tools; ignored"

@@ -116,7 +116,8 @@ def decode_native_answer(
     if raw_calls:
         calls = [_tool_call(raw, names) for raw in raw_calls]
         generated = len(text or "") + sum(len(c.name) + len(c.arguments_json) for c in calls)
-        return Reply(content=text or None, tool_calls=calls, finish_reason="tool_calls", warning=warning, generated_chars=generated)
+        return Reply(content=text or None, tool_calls=calls, finish_reason="tool_calls", warning=warning,
+                     generated_chars=generated)
     if text is None:
         raise KernelTextDropped(
             "The AIOS kernel returned neither text nor tool calls: it drops every text answer when "
@@ -131,7 +132,8 @@ def decode_native_answer(
 def _tool_call(raw: Any, names: Mapping[str, str]) -> ToolCall:
     """``{"name", "parameters": {...}, "id"}`` from the kernel as an OpenAI tool call."""
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"]:
-        raise KernelBadAnswer(f"The AIOS kernel returned a tool call without a name: {str(raw)[:200]}", kernel_status=200)
+        raise KernelBadAnswer(f"The AIOS kernel returned a tool call without a name: {str(raw)[:200]}",
+                              kernel_status=200)
     returned = raw["name"]
     name = names.get(llm_side_name(returned), returned)
     parameters = raw.get("parameters")

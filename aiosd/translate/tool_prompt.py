@@ -75,7 +75,8 @@ You can call tools. To call tools, write a <function_calls> block in exactly thi
 - Write string values exactly as they are: no quotes around them, no escaping (newlines, <, > and & stay as they are).
 - Write numbers, booleans, arrays and objects as JSON.
 - Put several <invoke> elements in one block to call several tools; they run in order.
-- Stop writing right after </function_calls>. The results come back to you in a <function_results> message; never write results yourself.
+- Stop writing right after </function_calls>. The results come back to you in a <function_results> message; \
+never write results yourself.
 - Only call the tools listed below, with the parameters their JSON Schema declares.
 - To answer without calling a tool, just write your answer as text."""
 
@@ -181,7 +182,8 @@ def render_calls(calls: Sequence[ToolCallIn]) -> str:
         name = call.function.name
         args = _arguments_object(call.function.arguments)
         if args is None:  # not a JSON object: show it whole rather than lose it
-            parts.append(f'<invoke name="{name}">\n<parameter name="arguments">{call.function.arguments}</parameter>\n</invoke>')
+            shown = call.function.arguments
+            parts.append(f'<invoke name="{name}">\n<parameter name="arguments">{shown}</parameter>\n</invoke>')
         elif not args:
             parts.append(f'<invoke name="{name}"/>')
         else:
