@@ -16,7 +16,7 @@ import jsonschema
 import yaml
 
 from aiosd.config import rules, schema_errors
-from aiosd.config.auth_keys import Finding, KeyPath, read_keys
+from aiosd.config.auth_keys import Finding, read_keys
 from aiosd.config.convert import to_config
 from aiosd.config.durations import parse_duration
 from aiosd.config.schema import apply_defaults, validator
@@ -26,8 +26,8 @@ from aiosd.config.shipped import example_config_path
 from aiosd.config.yaml_errors import describe_yaml_error
 from aiosd.config.yaml_positions import (
     DuplicateKeyError,
+    KeyPath,
     Position,
-    PositionedDict,
     empty_mapping,
     load_yaml_with_positions,
     position_of,
@@ -82,7 +82,7 @@ def how_to_create(path: Path) -> str:
             "file with --config PATH or $AIOSD_CONFIG")
 
 
-def load_config(path: str | os.PathLike, env: dict[str, str] | None = None, *, empty_ok: bool = True) -> Config:
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None, *, empty_ok: bool = True) -> Config:
     """Read, parse, validate and type the config at ``path``; raises ConfigError.
 
     An empty file (or one of only comments) is every default. ``empty_ok=False`` refuses it
@@ -90,7 +90,6 @@ def load_config(path: str | os.PathLike, env: dict[str, str] | None = None, *, e
     unfinished write than a wish to drop every setting (and every mapped model from OpenClaw).
     """
     path = Path(path)
-    env = os.environ if env is None else env
     text = _read_text(path)
     name = str(path)
     try:
@@ -114,7 +113,7 @@ def load_config(path: str | os.PathLike, env: dict[str, str] | None = None, *, e
     if problems:
         problems.sort(key=lambda p: (p.line or 0, p.column or 0, p.key))
         raise ConfigError(problems)
-    return _build(name, document, path, env)
+    return _build(name, document, path, os.environ if env is None else env)
 
 
 def _read_text(path: Path) -> str:
@@ -148,24 +147,29 @@ def _yaml_problem(name: str, exc: yaml.YAMLError, text: str = "") -> ConfigProbl
         column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
         return ConfigProblem(name, line, column, "", f"invalid YAML: character #x{exc.character:04x} is not "
                              "allowed in a YAML file (control characters must be escaped in a double-quoted string)")
-    mark = getattr(exc, "problem_mark", None)
     if isinstance(exc, DuplicateKeyError):
-        if is_secret_path(exc.key_path[:-1]):  # a key there may be the secret itself
-            first, again = exc.lines
-            return ConfigProblem(name, mark.line + 1, mark.column + 1, _dotted(exc.key_path[:-1]),
-                                 f"a key is written twice, at line {first} and at line {again}; keep one")
-        return ConfigProblem(name, mark.line + 1, mark.column + 1, _dotted(exc.key_path), exc.problem)
+        return _duplicate_key_problem(name, exc)
     if not isinstance(exc, yaml.MarkedYAMLError):
         return ConfigProblem(name, None, None, "", f"invalid YAML: {str(exc).splitlines()[0]}")
     found = describe_yaml_error(exc, text)
     return ConfigProblem(name, found.line, found.column, "", f"invalid YAML: {found.message}")
 
 
-def _value_problems(name: str, document) -> list[ConfigProblem]:
+def _duplicate_key_problem(name: str, exc: DuplicateKeyError) -> ConfigProblem:
+    mark = exc.problem_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
+    if is_secret_path(exc.key_path[:-1]):  # a key there may be the secret itself
+        first, again = exc.lines
+        return ConfigProblem(name, line, column, _dotted(exc.key_path[:-1]),
+                             f"a key is written twice, at line {first} and at line {again}; keep one")
+    return ConfigProblem(name, line, column, _dotted(exc.key_path), exc.problem or "")
+
+
+def _value_problems(name: str, document: dict[Any, Any]) -> list[ConfigProblem]:
     """What JSON Schema cannot see in YAML: keys that are not text, NaN and infinity, numbers no float can hold."""
     problems: list[ConfigProblem] = []
 
-    def walk(node, path: tuple) -> None:
+    def walk(node: object, path: KeyPath) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
                 if isinstance(key, str):
@@ -200,7 +204,7 @@ def _value_problems(name: str, document) -> list[ConfigProblem]:
 _DURATION_TEXT = re.compile(r"^\s*[0-9]{300,}")
 
 
-def _dotted(path) -> str:
+def _dotted(path: KeyPath) -> str:
     out = ""
     for part in path:
         if not (isinstance(part, str) and part.isprintable()):
@@ -209,7 +213,7 @@ def _dotted(path) -> str:
     return out
 
 
-def _schema_problems(name: str, document, error: jsonschema.ValidationError) -> list[ConfigProblem]:
+def _schema_problems(name: str, document: dict[Any, Any], error: jsonschema.ValidationError) -> list[ConfigProblem]:
     return [_at(name, position_of(document, where, key=at_key), _dotted(key), message)
             for where, at_key, key, message in schema_errors.describe(error)]
 
@@ -218,7 +222,7 @@ def _at(name: str, pos: Position | None, key: str, message: str) -> ConfigProble
     return ConfigProblem(name, pos.line if pos else None, pos.column if pos else None, key, message)
 
 
-def _build(name: str, document: PositionedDict, path: Path, env: Mapping[str, str]) -> Config:
+def _build(name: str, document: dict[Any, Any], path: Path, env: Mapping[str, str]) -> Config:
     """The typed Config of a document the schema accepted, after the checks a schema cannot express."""
     filled = apply_defaults(document)
     keys = read_keys(filled["auth"]["keys"], env, path.parent)

@@ -100,8 +100,10 @@ def _children(value: Any, node: SchemaNode, root: SchemaNode) -> list[tuple[Any,
         return []
     properties = node.get("properties", {})
     extra = node.get("additionalProperties")
-    return [(key, properties[key]) if key in properties else (key, extra)
-            for key in value if key in properties or isinstance(extra, dict)]
+    described = [(key, properties[key]) for key in value if key in properties]
+    if isinstance(extra, dict):
+        described += [(key, extra) for key in value if key not in properties]
+    return described
 
 
 def _fill(value: Any, node: SchemaNode, root: SchemaNode) -> Any:
