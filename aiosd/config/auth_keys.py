@@ -1,4 +1,4 @@
-"""Reading the secrets ``auth.keys`` names: a key written inline, an environment variable, or a key file's first line."""
+"""Reading the secrets ``auth.keys`` names: a key written inline, an environment variable, a key file's first line."""
 
 from __future__ import annotations
 

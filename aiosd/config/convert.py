@@ -34,7 +34,7 @@ def to_config(filled: Section, keys: list[str], source_path: Path) -> Config:
         "kernels": [pool_member(kernel, entry) for entry in document["kernels"]],
         "scheduler": {**document["scheduler"], "priority_header": document["scheduler"]["priority_header"].lower()},
         "models": {**document["models"], "map": mapped_models(document["models"])},
-        "auth": {"keys": keys, "clients": [client(index, entry) for index, entry in enumerate(document["auth"]["keys"])]},
+        "auth": {"keys": keys, "clients": [client(i, entry) for i, entry in enumerate(document["auth"]["keys"])]},
     }
     # strict=False: JSON Schema counts 4.0 as an integer, so msgspec may too.
     return replace(msgspec.convert(shaped, Config, strict=False), source_path=source_path)

@@ -173,17 +173,17 @@ def _value_problems(name: str, document: dict[Any, Any]) -> list[ConfigProblem]:
         if isinstance(node, dict):
             for key, value in node.items():
                 if isinstance(key, str):
-                    walk(value, path + (key,))
+                    walk(value, (*path, key))
                 elif is_secret_path(path):  # the key may be the secret itself
-                    problems.append(_at(name, position_of(document, path + (key,), key=True), _dotted(path),
+                    problems.append(_at(name, position_of(document, (*path, key), key=True), _dotted(path),
                                         f"a key here is read as {article(kind(key))}, not text {NOT_SHOWN}"))
                 else:  # e.g. a model id written as 1 or 2024-01-01; the schema's key checks skip non-strings
                     text = "null" if key is None else str(key).lower() if isinstance(key, bool) else str(key)
-                    problems.append(_at(name, position_of(document, path + (key,), key=True), _dotted(path + (text,)),
+                    problems.append(_at(name, position_of(document, (*path, key), key=True), _dotted((*path, text)),
                                         f"the key {text} is read as {article(kind(key))}, not text; put it in quotes"))
         elif isinstance(node, list):
             for index, value in enumerate(node):
-                walk(value, path + (index,))
+                walk(value, (*path, index))
         elif isinstance(node, (int, float)) and not isinstance(node, bool):
             try:
                 finite = math.isfinite(node)
@@ -191,7 +191,8 @@ def _value_problems(name: str, document: dict[Any, Any]) -> list[ConfigProblem]:
                 finite = False
             if not finite:
                 digits = str(node)
-                text = f"a value {NOT_SHOWN}" if is_secret_path(path) else digits[:20] + ("..." if len(digits) > 20 else "")
+                shown = digits[:20] + ("..." if len(digits) > 20 else "")
+                text = f"a value {NOT_SHOWN}" if is_secret_path(path) else shown
                 problems.append(_at(name, position_of(document, path), _dotted(path), f"must be a finite number of "
                                     f"reasonable size, got {text}"))
         elif isinstance(node, str) and _DURATION_TEXT.match(node) and not math.isfinite(parse_duration(node)):

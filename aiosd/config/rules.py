@@ -1,4 +1,4 @@
-"""The rules a JSON Schema cannot express (ranges across keys, names that must differ, classes that must exist), checked on the typed ``Config``."""
+"""The rules a JSON Schema cannot express (ranges across keys, distinct names, known classes), on a ``Config``."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def kernel_timeout(config: Config, filled: dict[str, Any]) -> Iterator[Finding]:
 def backoff_cap(config: Config, filled: dict[str, Any]) -> Iterator[Finding]:
     backoff = config.retry.backoff
     if backoff.max < backoff.initial:
-        yield ("retry", "backoff", "max"), f"must be at least retry.backoff.initial ({filled['retry']['backoff']['initial']})"
+        initial = filled["retry"]["backoff"]["initial"]  # as written: "20s", not 20.0
+        yield ("retry", "backoff", "max"), f"must be at least retry.backoff.initial ({initial})"
 
 
 def mapped_models(config: Config, filled: dict[str, Any]) -> Iterator[Finding]:

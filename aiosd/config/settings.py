@@ -127,7 +127,8 @@ class OpenClawSettings:
     allowlist: Literal["auto", "model_policy", "none"]
     allow_entries: Literal["wildcard", "each"]
     backup: bool
-    timeout_seconds: int | None = schema_default("openclaw.timeout_seconds")  # None: from aiosd's own worst case for one request
+    # None: from aiosd's own worst case for one request
+    timeout_seconds: int | None = schema_default("openclaw.timeout_seconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +215,8 @@ class Config:
     auth: AuthSettings
     server: ServerSettings
     log_level: str
-    state_dir: str | None = schema_default("state_dir")  # None: $STATE_DIRECTORY, $XDG_STATE_HOME/aiosd, ~/.local/state/aiosd
+    # None: $STATE_DIRECTORY, $XDG_STATE_HOME/aiosd, ~/.local/state/aiosd
+    state_dir: str | None = schema_default("state_dir")
     source_path: Path | None = field(default=None, compare=False)
     # The pool: every kernel, each with the shared ``kernel:`` settings and its own url/slots.
     # Empty means a pool of one: ``kernel`` itself (see ``pool``).

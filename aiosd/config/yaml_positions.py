@@ -120,7 +120,7 @@ _PositionLoader.add_constructor("tag:yaml.org,2002:seq", _PositionLoader.constru
 
 def load_yaml_with_positions(text: str) -> Any:
     """Parse one YAML document; raises yaml.YAMLError (with marks) on bad YAML or duplicate keys."""
-    return yaml.load(text, Loader=_PositionLoader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_PositionLoader)
 
 
 def position_of(document: object, path: KeyPath, *, key: bool = False) -> Position | None:

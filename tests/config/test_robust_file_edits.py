@@ -64,7 +64,7 @@ class SteadyTraffic:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
 
-    async def __aenter__(self) -> "SteadyTraffic":
+    async def __aenter__(self) -> SteadyTraffic:
         self._tasks = [asyncio.create_task(self._client(i)) for i in range(self.clients)]
         await self.wait_for_requests(self.clients)  # traffic really flows before the file is touched
         return self

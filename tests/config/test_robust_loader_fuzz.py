@@ -145,7 +145,7 @@ def from_schema(node: dict, depth: int = 0) -> st.SearchStrategy:
         elif "listen" in node.get("description", "") or node.get("pattern", "").startswith("^(\\["):
             fitting.append(st.sampled_from(["127.0.0.1:8700", "[::1]:0", "0.0.0.0:80", "localhost:99999", "h:1", ":80"]))
         fitting.append(st.text(max_size=10))
-    if "object" in types and "properties" in node.get("items", {}) or (types == ["string", "object"]):
+    if ("object" in types and "properties" in node.get("items", {})) or (types == ["string", "object"]):
         pass
     if {"env", "file"} <= set(node.get("properties", {})):
         fitting.append(st.sampled_from([{"env": "AIOSD_KEY"}, {"env": "UNSET"}, {"file": "key.txt"},
@@ -180,9 +180,9 @@ def schema_paths(node: dict, path: tuple = ()) -> list[tuple[tuple, dict]]:
     node = _resolve(node)
     found = [(path, node)] if path else []
     for key, sub in node.get("properties", {}).items():
-        found += schema_paths(sub, path + (key,))
+        found += schema_paths(sub, (*path, key))
     if isinstance(node.get("additionalProperties"), dict):
-        found += schema_paths(node["additionalProperties"], path + ("sonnet",))
+        found += schema_paths(node["additionalProperties"], (*path, "sonnet"))
     return found
 
 

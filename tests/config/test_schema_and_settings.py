@@ -88,7 +88,7 @@ class Checker:
                     self.problems.append(f"{dotted} has no field in {cls.__name__}")
                 continue
             self.field(cls, names[key], hints[key], sub, dotted, instance)
-        for (owner, name), (section, dotted) in DERIVED_SECTIONS.items():
+        for (owner, _name), (section, dotted) in DERIVED_SECTIONS.items():
             if owner is cls:
                 self.visit(section, self.node_at(dotted), dotted, None)
 

@@ -105,7 +105,7 @@ def _leaves(node: dict, root: dict, path: tuple = ()):
         node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
     if "properties" in node and node.get("type") == "object":
         for key, sub in node["properties"].items():
-            yield from _leaves(sub, root, path + (key,))
+            yield from _leaves(sub, root, (*path, key))
     else:
         yield path, node
 
