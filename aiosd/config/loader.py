@@ -7,38 +7,26 @@ import math
 import os
 import re
 import shlex
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
 
 import jsonschema
 import yaml
 
-from aiosd.config import schema_errors
+from aiosd.config import rules, schema_errors
+from aiosd.config.auth_keys import Finding, read_keys
+from aiosd.config.convert import to_config
 from aiosd.config.durations import parse_duration
-from aiosd.config.schema import apply_defaults, model_id_problem, validator
-from aiosd.config.schema_errors import AUTH_KEY_ENTRY, AUTH_KEY_ONE_FORM, NOT_SHOWN, article, glued_key, is_secret_path, kind, no_space
-from aiosd.config.settings import (
-    AuthSettings,
-    BackoffSettings,
-    ClientKey,
-    Config,
-    HealthSettings,
-    KernelSettings,
-    ModelDefaults,
-    ModelSettings,
-    ModelSpec,
-    OpenClawSettings,
-    RetrySettings,
-    SchedulerSettings,
-    ServerSettings,
-    exposed_without_auth,
-    redact_url,
-)
+from aiosd.config.schema import apply_defaults, validator
+from aiosd.config.schema_errors import NOT_SHOWN, article, glued_key, is_secret_path, kind, no_space
+from aiosd.config.settings import Config
 from aiosd.config.shipped import example_config_path
 from aiosd.config.yaml_errors import describe_yaml_error
 from aiosd.config.yaml_positions import (
     DuplicateKeyError,
+    KeyPath,
     Position,
     empty_mapping,
     load_yaml_with_positions,
@@ -94,7 +82,7 @@ def how_to_create(path: Path) -> str:
             "file with --config PATH or $AIOSD_CONFIG")
 
 
-def load_config(path: str | os.PathLike, env: dict[str, str] | None = None, *, empty_ok: bool = True) -> Config:
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None, *, empty_ok: bool = True) -> Config:
     """Read, parse, validate and type the config at ``path``; raises ConfigError.
 
     An empty file (or one of only comments) is every default. ``empty_ok=False`` refuses it
@@ -102,7 +90,6 @@ def load_config(path: str | os.PathLike, env: dict[str, str] | None = None, *, e
     unfinished write than a wish to drop every setting (and every mapped model from OpenClaw).
     """
     path = Path(path)
-    env = os.environ if env is None else env
     text = _read_text(path)
     name = str(path)
     try:
@@ -126,7 +113,7 @@ def load_config(path: str | os.PathLike, env: dict[str, str] | None = None, *, e
     if problems:
         problems.sort(key=lambda p: (p.line or 0, p.column or 0, p.key))
         raise ConfigError(problems)
-    return _build(name, document, apply_defaults(document), path, env)
+    return _build(name, document, path, os.environ if env is None else env)
 
 
 def _read_text(path: Path) -> str:
@@ -160,38 +147,43 @@ def _yaml_problem(name: str, exc: yaml.YAMLError, text: str = "") -> ConfigProbl
         column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
         return ConfigProblem(name, line, column, "", f"invalid YAML: character #x{exc.character:04x} is not "
                              "allowed in a YAML file (control characters must be escaped in a double-quoted string)")
-    mark = getattr(exc, "problem_mark", None)
     if isinstance(exc, DuplicateKeyError):
-        if is_secret_path(exc.key_path[:-1]):  # a key there may be the secret itself
-            first, again = exc.lines
-            return ConfigProblem(name, mark.line + 1, mark.column + 1, _dotted(exc.key_path[:-1]),
-                                 f"a key is written twice, at line {first} and at line {again}; keep one")
-        return ConfigProblem(name, mark.line + 1, mark.column + 1, _dotted(exc.key_path), exc.problem)
+        return _duplicate_key_problem(name, exc)
     if not isinstance(exc, yaml.MarkedYAMLError):
         return ConfigProblem(name, None, None, "", f"invalid YAML: {str(exc).splitlines()[0]}")
     found = describe_yaml_error(exc, text)
     return ConfigProblem(name, found.line, found.column, "", f"invalid YAML: {found.message}")
 
 
-def _value_problems(name: str, document) -> list[ConfigProblem]:
+def _duplicate_key_problem(name: str, exc: DuplicateKeyError) -> ConfigProblem:
+    mark = exc.problem_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
+    if is_secret_path(exc.key_path[:-1]):  # a key there may be the secret itself
+        first, again = exc.lines
+        return ConfigProblem(name, line, column, _dotted(exc.key_path[:-1]),
+                             f"a key is written twice, at line {first} and at line {again}; keep one")
+    return ConfigProblem(name, line, column, _dotted(exc.key_path), exc.problem or "")
+
+
+def _value_problems(name: str, document: dict[Any, Any]) -> list[ConfigProblem]:
     """What JSON Schema cannot see in YAML: keys that are not text, NaN and infinity, numbers no float can hold."""
     problems: list[ConfigProblem] = []
 
-    def walk(node, path: tuple) -> None:
+    def walk(node: object, path: KeyPath) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
                 if isinstance(key, str):
-                    walk(value, path + (key,))
+                    walk(value, (*path, key))
                 elif is_secret_path(path):  # the key may be the secret itself
-                    problems.append(_at(name, position_of(document, path + (key,), key=True), _dotted(path),
+                    problems.append(_at(name, position_of(document, (*path, key), key=True), _dotted(path),
                                         f"a key here is read as {article(kind(key))}, not text {NOT_SHOWN}"))
                 else:  # e.g. a model id written as 1 or 2024-01-01; the schema's key checks skip non-strings
                     text = "null" if key is None else str(key).lower() if isinstance(key, bool) else str(key)
-                    problems.append(_at(name, position_of(document, path + (key,), key=True), _dotted(path + (text,)),
+                    problems.append(_at(name, position_of(document, (*path, key), key=True), _dotted((*path, text)),
                                         f"the key {text} is read as {article(kind(key))}, not text; put it in quotes"))
         elif isinstance(node, list):
             for index, value in enumerate(node):
-                walk(value, path + (index,))
+                walk(value, (*path, index))
         elif isinstance(node, (int, float)) and not isinstance(node, bool):
             try:
                 finite = math.isfinite(node)
@@ -199,7 +191,8 @@ def _value_problems(name: str, document) -> list[ConfigProblem]:
                 finite = False
             if not finite:
                 digits = str(node)
-                text = f"a value {NOT_SHOWN}" if is_secret_path(path) else digits[:20] + ("..." if len(digits) > 20 else "")
+                shown = digits[:20] + ("..." if len(digits) > 20 else "")
+                text = f"a value {NOT_SHOWN}" if is_secret_path(path) else shown
                 problems.append(_at(name, position_of(document, path), _dotted(path), f"must be a finite number of "
                                     f"reasonable size, got {text}"))
         elif isinstance(node, str) and _DURATION_TEXT.match(node) and not math.isfinite(parse_duration(node)):
@@ -212,7 +205,7 @@ def _value_problems(name: str, document) -> list[ConfigProblem]:
 _DURATION_TEXT = re.compile(r"^\s*[0-9]{300,}")
 
 
-def _dotted(path) -> str:
+def _dotted(path: KeyPath) -> str:
     out = ""
     for part in path:
         if not (isinstance(part, str) and part.isprintable()):
@@ -221,7 +214,7 @@ def _dotted(path) -> str:
     return out
 
 
-def _schema_problems(name: str, document, error: jsonschema.ValidationError) -> list[ConfigProblem]:
+def _schema_problems(name: str, document: dict[Any, Any], error: jsonschema.ValidationError) -> list[ConfigProblem]:
     return [_at(name, position_of(document, where, key=at_key), _dotted(key), message)
             for where, at_key, key, message in schema_errors.describe(error)]
 
@@ -230,214 +223,17 @@ def _at(name: str, pos: Position | None, key: str, message: str) -> ConfigProble
     return ConfigProblem(name, pos.line if pos else None, pos.column if pos else None, key, message)
 
 
-def _build(name: str, document, d: dict, path: Path, env) -> Config:
-    """Turn the validated, defaulted mapping into typed objects; collects the checks a schema can't express."""
-    problems: list[ConfigProblem] = []
-
-    def problem(key_path: tuple, message: str) -> None:
-        problems.append(_at(name, position_of(document, key_path), _dotted(key_path), message))
-
-    host, _, port_text = d["listen"].rpartition(":")
-    host = host.strip("[]")
-    port = int(port_text)
-    if not 0 < port < 65536:
-        problem(("listen",), f"port must be between 1 and 65535, got {port}")
-
-    k, r, m, o, s = d["kernel"], d["retry"], d["models"], d["openclaw"], d["server"]
-    seconds = parse_duration
-    kernel = KernelSettings(
-        url=k["url"].rstrip("/"),
-        agent_name=k["agent_name"],
-        timeout=seconds(k["timeout"]),
-        connect_timeout=seconds(k["connect_timeout"]),
-        max_concurrency=k["max_concurrency"],
-        queue_timeout=seconds(k["queue_timeout"]),
-        ready_window=seconds(k["ready_window"]),
-        probe_interval=seconds(k["probe_interval"]),
-        probe_model=k["probe_model"],
-        max_answer_bytes=k["max_answer_bytes"],
-        name=_kernel_name(k["url"]),
-        agent_name_per_key=k["agent_name_per_key"],
-    )
-    if kernel.timeout <= 0:
-        problem(("kernel", "timeout"), "must be more than 0")
-    backoff = BackoffSettings(
-        initial=seconds(r["backoff"]["initial"]),
-        multiplier=float(r["backoff"]["multiplier"]),
-        max=seconds(r["backoff"]["max"]),
-        jitter=float(r["backoff"]["jitter"]),
-    )
-    if backoff.max < backoff.initial:
-        problem(("retry", "backoff", "max"), f"must be at least retry.backoff.initial ({r['backoff']['initial']})")
-    retry = RetrySettings(
-        max_retries=r["max_retries"], on_status=frozenset(r["on_status"]), backoff=backoff, budget=seconds(r["budget"])
-    )
-
-    dm = m["defaults"]
-    defaults = ModelDefaults(**{**dm, "input": tuple(dm["input"])})
-    specs = []
-    for model_id, entry in m["map"].items():
-        why = model_id_problem(model_id)
-        if why:  # what the schema's pattern cannot see (a trailing newline)
-            problem(("models", "map", model_id), f"model id {model_id!r}: {why}")
-        traits = {name: entry.get(name, value) for name, value in defaults.traits().items()}
-        spec = ModelSpec(
-            **{**traits, "input": tuple(traits["input"])},
-            id=model_id,
-            kernel_model=entry["kernel_model"],
-            backend=entry.get("backend"),
-            name=entry.get("name") or f"{model_id} (via AIOS)",
-            source="map",
-            priority=entry.get("priority"),
-        )
-        if spec.max_tokens > spec.context_window:
-            problem(("models", "map", model_id, "max_tokens"), f"{spec.max_tokens} is more than the context_window ({spec.context_window})")
-        specs.append(spec)
-    models = ModelSettings(
-        discover=m["discover"], refresh_interval=seconds(m["refresh_interval"]), defaults=defaults, map=tuple(specs)
-    )
-    if models.refresh_interval <= 0:
-        problem(("models", "refresh_interval"), "must be more than 0")
-
-    openclaw = OpenClawSettings(
-        sync=o["sync"],
-        config_path=o["config_path"],
-        provider_id=o["provider_id"],
-        interval=seconds(o["interval"]),
-        base_url=o["base_url"],
-        api_key=o["api_key"],
-        create=o["create"],
-        allowlist=o["allowlist"],
-        allow_entries=o["allow_entries"],
-        backup=o["backup"],
-        timeout_seconds=o["timeout_seconds"],
-    )
-    for timeout_key in ("header_timeout", "body_timeout", "keep_alive_timeout"):
-        if seconds(s[timeout_key]) <= 0:
-            problem(("server", timeout_key), "must be more than 0")
-    if openclaw.sync and openclaw.interval <= 0:
-        problem(("openclaw", "interval"), "must be more than 0")
-
-    keys = []
-    for index, item in enumerate(d["auth"]["keys"]):
-        where = ("auth", "keys", index)
-        if isinstance(item, str):
-            keys.append(item)
-        elif sum(form in item for form in ("key", "env", "file")) != 1:
-            problem(where, f"must be {AUTH_KEY_ENTRY}: {AUTH_KEY_ONE_FORM}")
-            keys.append("")
-        elif "key" in item:
-            keys.append(item["key"])
-        elif "env" in item:
-            value = env.get(item["env"], "")
-            if len(value.strip()) < 8:
-                problem(where, f"environment variable {item['env']} is not set or holds fewer than 8 characters")
-            keys.append(value.strip())
-        else:
-            key_file = Path(os.path.expanduser(item["file"]))
-            if not key_file.is_absolute():
-                key_file = path.parent / key_file
-            try:
-                value = key_file.read_text(encoding="utf-8").splitlines()[0].strip() if key_file.stat().st_size else ""
-            except (OSError, UnicodeDecodeError, IndexError, ValueError) as exc:  # ValueError: a NUL in the path
-                problem(where, f"cannot read key file {key_file}: {getattr(exc, 'strerror', None) or exc}")
-                value = None
-            if value is not None and len(value) < 8:
-                problem(where, f"key file {key_file} holds no key of at least 8 characters on its first line")
-            keys.append(value or "")
-    # --- the pool and its scheduler (issue 12) -------------------------------------------------
-    sc, h = d["scheduler"], d["health"]
-    scheduler = SchedulerSettings(
-        classes=tuple(sc["classes"]),
-        default_class=sc["default_class"],
-        aging=seconds(sc["aging"]),
-        priority_header=sc["priority_header"].lower(),
-    )
-    known_classes = ", ".join(scheduler.classes)
-    if scheduler.default_class not in scheduler.classes:
-        problem(("scheduler", "default_class"), f"{scheduler.default_class!r} is not one of scheduler.classes ({known_classes})")
-    for spec in specs:
-        if spec.priority is not None and spec.priority not in scheduler.classes:
-            problem(("models", "map", spec.id, "priority"), f"{spec.priority!r} is not one of scheduler.classes ({known_classes})")
-    health = HealthSettings(
-        consecutive_failures=h["consecutive_failures"],
-        base_ejection=seconds(h["base_ejection"]),
-        max_ejection=seconds(h["max_ejection"]),
-    )
-    if health.max_ejection < health.base_ejection:
-        problem(("health", "max_ejection"), f"must be at least health.base_ejection ({h['base_ejection']})")
-    pool = []
-    for index, entry in enumerate(d["kernels"]):
-        member = replace(
-            kernel,
-            url=entry["url"].rstrip("/"),
-            name=entry.get("name") or _kernel_name(entry["url"]),
-            max_concurrency=entry.get("max_concurrency", kernel.max_concurrency),
-            weight=float(entry.get("weight", 1)),
-            labels=tuple(sorted((entry.get("labels") or {}).items())),
-        )
-        if any(other.name == member.name for other in pool):
-            problem(("kernels", index, "name"), f"two kernels are named {member.name!r}; give each a distinct name")
-        pool.append(member)
-    clients = []
-    for index, item in enumerate(d["auth"]["keys"]):
-        item = item if isinstance(item, dict) else {}
-        client = ClientKey(
-            name=item.get("name") or f"key-{index + 1}",
-            priority=item.get("priority"),
-            weight=float(item.get("weight", 1)),
-            max_in_flight=item.get("max_in_flight"),
-            max_queued=item.get("max_queued"),
-        )
-        if client.priority is not None and client.priority not in scheduler.classes:
-            problem(("auth", "keys", index, "priority"), f"{client.priority!r} is not one of scheduler.classes ({known_classes})")
-        if client.name == "anonymous":
-            problem(("auth", "keys", index, "name"), "'anonymous' is how aiosd names requests without a key; choose another name")
-        elif any(other.name == client.name for other in clients):
-            problem(("auth", "keys", index, "name"), f"two keys are named {client.name!r}; give each a distinct name")
-        clients.append(client)
-    # --- end of the pool block ------------------------------------------------------------------
-
-    auth = AuthSettings(keys=tuple(keys), clients=tuple(clients))
-    if exposed_without_auth(host, auth, d["allow_remote"]):
-        problem(("listen",), f"{host} is not a loopback address and auth.keys is empty: anyone who can reach it "
-                "could use your LLMs; add auth.keys, or set allow_remote: true to accept that")
-
-    if problems:
-        raise ConfigError(problems)
-    return Config(
-        listen_host=host,
-        listen_port=port,
-        allow_remote=d["allow_remote"],
-        kernel=kernel,
-        retry=retry,
-        models=models,
-        openclaw=openclaw,
-        auth=auth,
-        server=ServerSettings(
-            max_body_bytes=s["max_body_bytes"],
-            drain_timeout=seconds(s["drain_timeout"]),
-            reload_debounce=seconds(s["reload_debounce"]),
-            max_connections=s["max_connections"],
-            max_header_bytes=s["max_header_bytes"],
-            max_headers=s["max_headers"],
-            header_timeout=seconds(s["header_timeout"]),
-            body_timeout=seconds(s["body_timeout"]),
-            keep_alive_timeout=seconds(s["keep_alive_timeout"]),
-            allowed_hosts=tuple(s["allowed_hosts"]),
-            allowed_origins=tuple(s["allowed_origins"]),
-        ),
-        log_level=d["logging"]["level"],
-        state_dir=d["state_dir"],
-        source_path=path,
-        kernels=tuple(pool),
-        scheduler=scheduler,
-        health=health,
-    )
+def _build(name: str, document: dict[Any, Any], path: Path, env: Mapping[str, str]) -> Config:
+    """The typed Config of a document the schema accepted, after the checks a schema cannot express."""
+    filled = apply_defaults(document)
+    keys = read_keys(filled["auth"]["keys"], env, path.parent)
+    config = to_config(filled, keys.values, path)
+    findings = [*_apply(rules.BEFORE_KEYS, config, filled), *keys.problems, *_apply(rules.AFTER_KEYS, config, filled)]
+    if findings:
+        raise ConfigError([_at(name, position_of(document, key_path), _dotted(key_path), message)
+                           for key_path, message in findings])
+    return config
 
 
-def _kernel_name(url: str) -> str:
-    """A pool member's default name: its URL's host:port, never a password."""
-    host = urlsplit(redact_url(url)).netloc.rpartition("@")[2]
-    # Shown in a response header and as a metrics label: plain ASCII only.
-    return re.sub(r"[^A-Za-z0-9._:\[\]-]", "_", host)[:64] or "kernel"
+def _apply(checks: tuple[rules.Rule, ...], config: Config, filled: dict[str, Any]) -> list[Finding]:
+    return [finding for check in checks for finding in check(config, filled)]

@@ -1,4 +1,4 @@
-"""Finding and loading aiosd's JSON Schema, and filling in the defaults it declares."""
+"""aiosd's JSON Schema: finding it, the defaults it declares (the one place they live), and its duration keys."""
 
 from __future__ import annotations
 
@@ -7,10 +7,16 @@ import json
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-
+from aiosd.config.durations import parse_duration
 from aiosd.config.shipped import SCHEMA, shipped_file
+
+if TYPE_CHECKING:  # jsonschema is imported only where a file is validated: settings read defaults from here
+    import jsonschema
+
+SchemaNode = dict[str, Any]
+DURATION_REF = "#/$defs/duration"
 
 
 def schema_path() -> Path:
@@ -19,26 +25,63 @@ def schema_path() -> Path:
 
 
 @lru_cache(maxsize=1)
-def load_schema() -> dict:
-    return json.loads(schema_path().read_text(encoding="utf-8"))
+def load_schema() -> SchemaNode:
+    schema: SchemaNode = json.loads(schema_path().read_text(encoding="utf-8"))
+    return schema
 
 
 @lru_cache(maxsize=1)
 def validator() -> jsonschema.Draft202012Validator:
+    import jsonschema
+
     return jsonschema.Draft202012Validator(load_schema())
 
 
-def apply_defaults(document: dict, schema: dict | None = None) -> dict:
+def apply_defaults(document: dict[str, Any], schema: SchemaNode | None = None) -> dict[str, Any]:
     """A copy of ``document`` with every missing key that has a schema default filled in.
 
     jsonschema validates but never fills defaults; the schema is the one place defaults live,
-    so they are read from it rather than repeated in code.
+    so they are read from it rather than repeated in code. Entries of lists (``kernels:``,
+    ``auth.keys``) get their keys' defaults too.
     """
     root = load_schema() if schema is None else schema
-    return _fill(copy.deepcopy(document), root, root)
+    filled: dict[str, Any] = _fill(copy.deepcopy(document), root, root)
+    return filled
 
 
-def _resolve(node: dict, root: dict) -> dict:
+def in_seconds(document: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a validated ``document`` with every value the schema calls a duration ("30s") as seconds."""
+    root = load_schema()
+    converted: dict[str, Any] = _seconds(document, root, root)
+    return converted
+
+
+def schema_default(dotted: str) -> Any:
+    """The schema's default for a key, typed as the settings hold it: a duration in seconds, a list as a tuple.
+
+    ``dotted`` names the key as the file does, ``[]`` for any entry of a list: ``kernels[].weight``.
+    """
+    root = load_schema()
+    node = root
+    for part in dotted.split("."):
+        node = _resolve(node, root)["properties"][part.removesuffix("[]")]
+        if part.endswith("[]"):
+            node = _resolve(node, root)["items"]
+    raw = _resolve(node, root)["default"]
+    if _is_duration(node):
+        return parse_duration(raw)
+    if isinstance(raw, list):
+        return tuple(raw)
+    if isinstance(raw, dict):
+        return tuple(sorted(raw.items()))
+    return raw
+
+
+def _is_duration(node: SchemaNode) -> bool:
+    return node.get("$ref") == DURATION_REF
+
+
+def _resolve(node: SchemaNode, root: SchemaNode) -> SchemaNode:
     while "$ref" in node:
         ref = node["$ref"]
         target = root
@@ -48,21 +91,39 @@ def _resolve(node: dict, root: dict) -> dict:
     return node
 
 
-def _fill(value, node: dict, root: dict):
+def _children(value: Any, node: SchemaNode, root: SchemaNode) -> list[tuple[Any, SchemaNode]]:
+    """The keys (or indexes) of ``value`` that its schema ``node`` describes, each with its own schema node."""
     node = _resolve(node, root)
+    if isinstance(value, list) and isinstance(node.get("items"), dict):
+        return [(index, node["items"]) for index in range(len(value))]
     if not isinstance(value, dict):
-        return value
-    for key, sub in node.get("properties", {}).items():
-        sub = _resolve(sub, root)
-        if key not in value and "default" in sub:
-            value[key] = copy.deepcopy(sub["default"])
-        if key in value:
-            value[key] = _fill(value[key], sub, root)
+        return []
+    properties = node.get("properties", {})
     extra = node.get("additionalProperties")
+    described = [(key, properties[key]) for key in value if key in properties]
     if isinstance(extra, dict):
-        for key in value:
-            if key not in node.get("properties", {}):
-                value[key] = _fill(value[key], extra, root)
+        described += [(key, extra) for key in value if key not in properties]
+    return described
+
+
+def _fill(value: Any, node: SchemaNode, root: SchemaNode) -> Any:
+    if isinstance(value, dict):
+        for key, sub in _resolve(node, root).get("properties", {}).items():
+            sub = _resolve(sub, root)
+            if key not in value and "default" in sub:
+                value[key] = copy.deepcopy(sub["default"])
+    for key, sub in _children(value, node, root):
+        value[key] = _fill(value[key], sub, root)
+    return value
+
+
+def _seconds(value: Any, node: SchemaNode, root: SchemaNode) -> Any:
+    if _is_duration(node):
+        return parse_duration(value)
+    if isinstance(value, (dict, list)):
+        value = dict(value) if isinstance(value, dict) else list(value)
+        for key, sub in _children(value, node, root):
+            value[key] = _seconds(value[key], sub, root)
     return value
 
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import jsonschema
 
 from aiosd.config.durations import DURATION_FORMS
 
+KeyPath = tuple[Any, ...]  # keys and list indexes from the top of the document
+# Where a problem is (the value's path; True: at its key), the key path to name, and what is wrong.
+Described = tuple[KeyPath, bool, KeyPath, str]
 # Keys whose value (or whose entries) may be a secret, wherever they stand.
 SECRET_KEYS = frozenset({"auth", "api_key", "apiKey", "keys", "key", "token", "password", "secret"})
 NOT_SHOWN = "(not shown: it may be a secret)"
@@ -40,7 +44,7 @@ _DEFAULT_URL_EXAMPLE = "http://localhost:8000"
 # --- showing a value ---------------------------------------------------------------------------
 
 
-def is_secret_path(path: tuple) -> bool:
+def is_secret_path(path: KeyPath) -> bool:
     """True when the value at ``path`` (or something inside it) may be a secret."""
     return any(isinstance(part, str) and part in SECRET_KEYS for part in path)
 
@@ -50,7 +54,7 @@ def redact_userinfo(text: str) -> str:
     return re.sub(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?[^/?#]*@", lambda m: (m.group(1) or "") + "***@", text)
 
 
-def shown(path: tuple, value, *, with_kind: bool = True) -> str:
+def shown(path: KeyPath, value: object, *, with_kind: bool = True) -> str:
     """``value`` as an error message may show it: a scalar's text (bounded, after its kind), never a secret."""
     what = kind(value)
     if isinstance(value, (dict, list)) or value is None:
@@ -66,7 +70,7 @@ def shown(path: tuple, value, *, with_kind: bool = True) -> str:
     return f"{what} {text}" if with_kind else text
 
 
-def kind(value) -> str:
+def kind(value: object) -> str:
     if value is None:
         return "null"
     return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(type(value)) or (
@@ -78,7 +82,7 @@ def article(word: str) -> str:
     return ("an " if word[:1] in "aeiou" else "a ") + word
 
 
-def _is_url_key(path: tuple) -> bool:
+def _is_url_key(path: KeyPath) -> bool:
     last = next((p for p in reversed(path) if isinstance(p, str)), "")
     return last == "url" or last.endswith("_url")
 
@@ -87,19 +91,20 @@ def _is_url_key(path: tuple) -> bool:
 _GLUED = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_-]*):(?=\S)")
 
 
-def glued_key(text) -> str | None:
+def glued_key(text: object) -> str | None:
     match = _GLUED.match(text) if isinstance(text, str) else None
     return match.group(1) if match else None
 
 
 def no_space(key: str) -> str:
-    return f"no space after the colon of '{key}', so YAML read it as text, not as a key: write '{key}: ' and then the value"
+    return (f"no space after the colon of '{key}', so YAML read it as text, not as a key: write '{key}: ' and then "
+            "the value")
 
 
 # --- one schema error, described ---------------------------------------------------------------
 
 
-def describe(error: jsonschema.ValidationError) -> Iterator[tuple[tuple, bool, tuple, str]]:
+def describe(error: jsonschema.ValidationError) -> Iterator[Described]:
     """``(where, at_key, key, message)`` for each problem in ``error``: the path of the value it is at (of
     its key with ``at_key``), the key path to name, and what is wrong."""
     path = tuple(error.absolute_path)
@@ -107,24 +112,24 @@ def describe(error: jsonschema.ValidationError) -> Iterator[tuple[tuple, bool, t
         yield from _unknown_keys(path, error)
         return
     if "propertyNames" in error.schema_path and error.validator == "maxLength":
-        yield path + (error.instance,), True, path, f"model id {_long(error.instance)}: {_too_long(error)}"
+        yield (*path, error.instance), True, path, f"model id {_long(_instance(error))}: {_too_long(error)}"
         return
     if "propertyNames" in error.schema_path:  # a key of models.map: point at it
-        yield path + (error.instance,), True, path, (
+        yield (*path, error.instance), True, path, (
             f"model id {error.instance!r}: ids may use letters, digits, '.', '_', ':', '-' and '/', starting with a "
             "letter or digit (like sonnet or gpt-4o)")
         return
     yield path, False, path, _message(path, error)
 
 
-def _unknown_keys(path: tuple, error: jsonschema.ValidationError) -> Iterator[tuple[tuple, bool, tuple, str]]:
-    known = sorted(error.schema.get("properties", {}))
-    for extra in error.instance:
+def _unknown_keys(path: KeyPath, error: jsonschema.ValidationError) -> Iterator[Described]:
+    known = sorted(_schema_of(error).get("properties", {}))
+    for extra in _instance(error):
         if extra in known:
             continue
         glued = glued_key(extra)
-        if glued in known:  # "logging:{level: info}" reads as the key "logging:{level"
-            yield path + (extra,), True, path + (glued,), f"unknown key '{glued}:...': {no_space(glued)}"
+        if glued is not None and glued in known:  # "logging:{level: info}" reads as the key "logging:{level"
+            yield (*path, extra), True, (*path, glued), f"unknown key '{glued}:...': {no_space(glued)}"
             continue
         if is_secret_path(path):
             name = f"unknown key {NOT_SHOWN}"
@@ -136,57 +141,110 @@ def _unknown_keys(path: tuple, error: jsonschema.ValidationError) -> Iterator[tu
         hint = f"; known keys here: {', '.join(known)}" if known else ""
         if "env" in known and "file" in known:
             hint = f"; an entry is {AUTH_KEY_ENTRY}"
-        yield path + (extra,), True, path + (extra,) if not is_secret_path(path) else path, name + hint
+        yield (*path, extra), True, (*path, extra) if not is_secret_path(path) else path, name + hint
 
 
-def _message(path: tuple, error: jsonschema.ValidationError) -> str:
-    instance, rule, schema = error.instance, error.validator, error.schema
-    got = shown(path, instance, with_kind=False)
-    duration = _is_duration(schema)
-    if rule == "required":
-        missing = re.match(r"'([^']*)'", error.message)
-        name = missing.group(1) if missing else error.message
-        if name == "kernel_model":
-            return "missing required key 'kernel_model' (the model's name in the kernel, like kernel_model: gpt-4o-mini)"
-        return f"missing required key '{name}'"
-    if rule == "type":
-        types = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
-        expected = _expected(types, schema, duration)
-        if instance is None:
-            return f"has no value (null); write {expected} after the colon, or remove the key"
-        if "object" in types and glued_key(instance):
-            # "kernel:\n  url:http://x" makes kernel the text "url:http://x" (not shown: it may be a secret)
-            return f"must be {expected}, got text: {no_space(glued_key(instance))}"
-        return f"must be {expected}, got {shown(path, instance)}"
-    if rule == "enum":
-        return f"must be one of {', '.join(repr(v) for v in error.validator_value)}, got {got}"
-    if rule == "pattern":
-        return _pattern_message(path, schema, instance, got, duration)
-    if rule in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        bound = {"minimum": "at least", "maximum": "at most", "exclusiveMinimum": "more than",
-                 "exclusiveMaximum": "less than"}[rule]
-        if duration and rule == "minimum" and error.validator_value == 0:
-            return f"a duration cannot be negative, got {got}; write it like 30s, 5m or 1.5h"
-        return f"must be {bound} {error.validator_value}, got {got}"
-    if rule == "maxLength":
-        return _too_long(error) if is_secret_path(path) else f"{_long(instance)}: {_too_long(error)}"
-    if rule == "minLength":
-        if error.validator_value == 1:
-            return "must not be empty"
-        return f"must be at least {error.validator_value} characters long"
-    if rule == "uniqueItems":
-        twice = _first_repeated(instance)
-        if twice is None or is_secret_path(path):
-            return "has the same entry twice"
-        return f"has {shown(path, twice)} twice"
-    if rule == "minItems":
-        n = error.validator_value
-        example = " (like [text] or [text, image])" if path and path[-1] == "input" else ""
-        return f"must list at least {n} entr{'y' if n == 1 else 'ies'}{example}"
-    if rule in ("minProperties", "maxProperties") and _is_auth_key(schema):
-        return f"must be {AUTH_KEY_ENTRY}: {AUTH_KEY_ONE_FORM}"
+def _message(path: KeyPath, error: jsonschema.ValidationError) -> str:
+    describe = _BY_RULE.get(str(error.validator))
+    found = describe(path, error, _schema_of(error)) if describe else None
+    if found is not None:
+        return found
     # Anything new in the schema: jsonschema's words, without the value they may quote.
-    return error.message if not is_secret_path(path) else f"is not valid here ({rule})"
+    return error.message if not is_secret_path(path) else f"is not valid here ({error.validator})"
+
+
+def _schema_of(error: jsonschema.ValidationError) -> dict[str, Any]:
+    return dict(error.schema) if isinstance(error.schema, Mapping) else {}
+
+
+def _instance(error: jsonschema.ValidationError) -> Any:
+    return error.instance
+
+
+def _required(path: KeyPath, error: jsonschema.ValidationError, schema: dict[str, Any]) -> str:
+    missing = re.match(r"'([^']*)'", error.message)
+    name = missing.group(1) if missing else error.message
+    if name == "kernel_model":
+        return "missing required key 'kernel_model' (the model's name in the kernel, like kernel_model: gpt-4o-mini)"
+    return f"missing required key '{name}'"
+
+
+def _wrong_type(path: KeyPath, error: jsonschema.ValidationError, schema: dict[str, Any]) -> str:
+    instance = _instance(error)
+    value: Any = error.validator_value
+    types: list[str] = value if isinstance(value, list) else [value]
+    expected = _expected(types, schema, _is_duration(schema))
+    glued = glued_key(instance)
+    if instance is None:
+        return f"has no value (null); write {expected} after the colon, or remove the key"
+    if "object" in types and glued:
+        # "kernel:\n  url:http://x" makes kernel the text "url:http://x" (not shown: it may be a secret)
+        return f"must be {expected}, got text: {no_space(glued)}"
+    return f"must be {expected}, got {shown(path, instance)}"
+
+
+def _not_listed(path: KeyPath, error: jsonschema.ValidationError, schema: dict[str, Any]) -> str:
+    got = shown(path, _instance(error), with_kind=False)
+    listed: Any = error.validator_value  # an enum rule's value is the list of what it allows
+    return f"must be one of {', '.join(repr(v) for v in listed)}, got {got}"
+
+
+def _not_matched(path: KeyPath, error: jsonschema.ValidationError, schema: dict[str, Any]) -> str:
+    instance = _instance(error)
+    return _pattern_message(path, schema, instance, shown(path, instance, with_kind=False), _is_duration(schema))
+
+
+_BOUNDS = {"minimum": "at least", "maximum": "at most", "exclusiveMinimum": "more than",
+           "exclusiveMaximum": "less than"}
+
+
+def _out_of_bounds(path: KeyPath, error: jsonschema.ValidationError, schema: dict[str, Any]) -> str:
+    got = shown(path, _instance(error), with_kind=False)
+    if _is_duration(schema) and error.validator == "minimum" and error.validator_value == 0:
+        return f"a duration cannot be negative, got {got}; write it like 30s, 5m or 1.5h"
+    return f"must be {_BOUNDS[str(error.validator)]} {error.validator_value}, got {got}"
+
+
+def _too_long_text(path: KeyPath, error: jsonschema.ValidationError, schema: dict[str, Any]) -> str:
+    return _too_long(error) if is_secret_path(path) else f"{_long(str(_instance(error)))}: {_too_long(error)}"
+
+
+def _too_short_text(path: KeyPath, error: jsonschema.ValidationError, schema: dict[str, Any]) -> str:
+    if error.validator_value == 1:
+        return "must not be empty"
+    return f"must be at least {error.validator_value} characters long"
+
+
+def _repeated(path: KeyPath, error: jsonschema.ValidationError, schema: dict[str, Any]) -> str:
+    twice = _first_repeated(_instance(error))
+    if twice is None or is_secret_path(path):
+        return "has the same entry twice"
+    return f"has {shown(path, twice)} twice"
+
+
+def _too_few(path: KeyPath, error: jsonschema.ValidationError, schema: dict[str, Any]) -> str:
+    n = error.validator_value
+    example = " (like [text] or [text, image])" if path and path[-1] == "input" else ""
+    return f"must list at least {n} entr{'y' if n == 1 else 'ies'}{example}"
+
+
+def _key_entry(path: KeyPath, error: jsonschema.ValidationError, schema: dict[str, Any]) -> str | None:
+    return f"must be {AUTH_KEY_ENTRY}: {AUTH_KEY_ONE_FORM}" if _is_auth_key(schema) else None
+
+
+_BY_RULE: dict[str, Callable[[KeyPath, jsonschema.ValidationError, dict[str, Any]], str | None]] = {
+    "required": _required,
+    "type": _wrong_type,
+    "enum": _not_listed,
+    "pattern": _not_matched,
+    **dict.fromkeys(_BOUNDS, _out_of_bounds),
+    "maxLength": _too_long_text,
+    "minLength": _too_short_text,
+    "uniqueItems": _repeated,
+    "minItems": _too_few,
+    "minProperties": _key_entry,
+    "maxProperties": _key_entry,
+}
 
 
 def _long(text: str) -> str:
@@ -195,10 +253,10 @@ def _long(text: str) -> str:
 
 
 def _too_long(error: jsonschema.ValidationError) -> str:
-    return f"{len(error.instance)} characters long; at most {error.validator_value} allowed"
+    return f"{len(_instance(error))} characters long; at most {error.validator_value} allowed"
 
 
-def _expected(types: list, schema: dict, duration: bool) -> str:
+def _expected(types: list[str], schema: dict[str, Any], duration: bool) -> str:
     if duration:
         return DURATION
     if _is_auth_key(schema):
@@ -207,7 +265,7 @@ def _expected(types: list, schema: dict, duration: bool) -> str:
     return " or ".join(words)
 
 
-def _pattern_message(path: tuple, schema: dict, instance, got: str, duration: bool) -> str:
+def _pattern_message(path: KeyPath, schema: dict[str, Any], instance: object, got: str, duration: bool) -> str:
     name = next((p for p in reversed(path) if isinstance(p, str)), "")
     if duration:
         return f"must be {DURATION}, got {got}"
@@ -216,7 +274,8 @@ def _pattern_message(path: tuple, schema: dict, instance, got: str, duration: bo
     if name == "priority_header":
         return f"may use letters, digits and '-' (a header name, like x-aiosd-priority), got {got}"
     if name == "name" and len(path) >= 3 and path[0] in ("kernels", "auth"):
-        return f"may use letters, digits, '.', '_', ':' and '-', starting with a letter or digit (like gpu-1), got {got}"
+        return (f"may use letters, digits, '.', '_', ':' and '-', starting with a letter or digit (like gpu-1), "
+                f"got {got}")
     if name == "provider_id":
         return f"may use lowercase letters, digits, '_' and '-', starting with a letter or digit (like aios), got {got}"
     if schema.get("pattern", "").startswith("^https?://"):
@@ -228,17 +287,18 @@ def _pattern_message(path: tuple, schema: dict, instance, got: str, duration: bo
     return f"is not in the form this key takes{f' ({description})' if description else ''}; got {got}"
 
 
-def _is_duration(schema: dict) -> bool:
+def _is_duration(schema: dict[str, Any]) -> bool:
     return "ms|s|m|h" in schema.get("pattern", "")
 
 
-def _is_auth_key(schema: dict) -> bool:
+def _is_auth_key(schema: dict[str, Any]) -> bool:
     return {"env", "file"} <= set(schema.get("properties", {}))
 
 
-def _first_repeated(items) -> object | None:
-    seen = []
-    for item in items if isinstance(items, list) else []:
+def _first_repeated(items: object) -> object | None:
+    seen: list[object] = []
+    entries: list[object] = items if isinstance(items, list) else []
+    for item in entries:
         if item in seen:
             return item
         seen.append(item)

@@ -1,4 +1,8 @@
-"""The typed, immutable configuration object the rest of aiosd reads (built by ``loader``)."""
+"""The typed, immutable configuration object the rest of aiosd reads (built by ``loader``).
+
+Each class mirrors one section of the JSON Schema, field for field (tests/config/test_schema_and_settings.py
+holds them to it); a default written here is read from the schema, where every default lives.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,13 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from aiosd.config.schema import schema_default
+
 ToolMode = Literal["prompt", "native", "none"]
 
-# kernel.max_answer_bytes' default: the kernel asks its LLM for at most 1000 tokens, so a real
+# kernel.max_answer_bytes' default (8 MiB): the kernel asks its LLM for at most 1000 tokens, so a real
 # answer (or model list) is a few KB; 8 MiB leaves room for any kernel configured otherwise.
-DEFAULT_MAX_ANSWER_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_ANSWER_BYTES: int = schema_default("kernel.max_answer_bytes")
 TextDroppedPolicy = Literal["retry_without_tools", "error"]
 
 
@@ -31,11 +37,11 @@ class KernelSettings:
     max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES  # larger kernel answers are refused unread
     # One member of the pool (``kernels:``; ``kernel:`` alone is a pool of one): its name in logs,
     # status and metrics, its share when loads tie, and free-form labels shown in status.
-    name: str = "kernel"
-    weight: float = 1.0
-    labels: tuple[tuple[str, str], ...] = ()
+    name: str = "kernel"  # not a file default: a kernel is named after its URL
+    weight: float = float(schema_default("kernels[].weight"))
+    labels: tuple[tuple[str, str], ...] = schema_default("kernels[].labels")
     # Send agent_name as "<agent_name>.<key name>" so the kernel's logs and memory tell keys apart.
-    agent_name_per_key: bool = False
+    agent_name_per_key: bool = schema_default("kernel.agent_name_per_key")
 
     @property
     def shown_url(self) -> str:
@@ -121,7 +127,8 @@ class OpenClawSettings:
     allowlist: Literal["auto", "model_policy", "none"]
     allow_entries: Literal["wildcard", "each"]
     backup: bool
-    timeout_seconds: int | None = None  # None: from aiosd's own worst case for one request
+    # None: from aiosd's own worst case for one request
+    timeout_seconds: int | None = schema_default("openclaw.timeout_seconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +137,7 @@ class ClientKey:
 
     name: str
     priority: str | None = None  # scheduler class; None: scheduler.default_class
-    weight: float = 1.0  # share within its class against other keys
+    weight: float = float(schema_default("auth.keys[].weight"))  # share within its class against other keys
     max_in_flight: int | None = None
     max_queued: int | None = None
 
@@ -158,10 +165,10 @@ class AuthSettings:
 class SchedulerSettings:
     """``scheduler:``: priority classes (highest first), aging, and the header that may lower a class."""
 
-    classes: tuple[str, ...] = ("interactive", "background")
-    default_class: str = "interactive"
-    aging: float = 30.0  # seconds of waiting that raise a request one class; 0: never
-    priority_header: str = "x-aiosd-priority"
+    classes: tuple[str, ...] = schema_default("scheduler.classes")
+    default_class: str = schema_default("scheduler.default_class")
+    aging: float = schema_default("scheduler.aging")  # seconds of waiting that raise a request one class; 0: never
+    priority_header: str = schema_default("scheduler.priority_header")
 
     def index_of(self, name: str | None) -> int | None:
         try:
@@ -174,9 +181,9 @@ class SchedulerSettings:
 class HealthSettings:
     """``health:``: outlier ejection of pool members (Envoy's consecutive gateway failures)."""
 
-    consecutive_failures: int = 3
-    base_ejection: float = 10.0
-    max_ejection: float = 300.0
+    consecutive_failures: int = schema_default("health.consecutive_failures")
+    base_ejection: float = schema_default("health.base_ejection")
+    max_ejection: float = schema_default("health.max_ejection")
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,11 +215,12 @@ class Config:
     auth: AuthSettings
     server: ServerSettings
     log_level: str
-    state_dir: str | None = None  # None: $STATE_DIRECTORY, $XDG_STATE_HOME/aiosd, ~/.local/state/aiosd
+    # None: $STATE_DIRECTORY, $XDG_STATE_HOME/aiosd, ~/.local/state/aiosd
+    state_dir: str | None = schema_default("state_dir")
     source_path: Path | None = field(default=None, compare=False)
     # The pool: every kernel, each with the shared ``kernel:`` settings and its own url/slots.
     # Empty means a pool of one: ``kernel`` itself (see ``pool``).
-    kernels: tuple[KernelSettings, ...] = ()
+    kernels: tuple[KernelSettings, ...] = schema_default("kernels")
     scheduler: SchedulerSettings = SchedulerSettings()
     health: HealthSettings = HealthSettings()
 

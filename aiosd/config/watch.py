@@ -44,7 +44,8 @@ async def watch_config(
 
     Runs until ``stop`` is set. ``watching`` is set once the directory is watched; ``on_change`` is
     also called then, since the file may have changed after it was read and before the watch began.
-    The caller compares contents, so a call with nothing changed costs little. The quiet time is aiosd's own rather than watchfiles' ``step``:
+    The caller compares contents, so a call with nothing changed costs little. The quiet time is
+    aiosd's own rather than watchfiles' ``step``:
     watchfiles counts distinct (change, path) pairs, so a second write to the same file would not
     hold back a batch, and a tool writing the file in pieces would get its half-written file loaded.
     """
@@ -94,7 +95,7 @@ async def _watch_changes(config_path: Path, changed: asyncio.Event, stop: asynci
     while not stop.is_set():
         dirs, names = watched_names(config_path)
 
-        def relevant(change: watchfiles.Change, path: str) -> bool:
+        def relevant(change: watchfiles.Change, path: str, names: set[str] = names) -> bool:
             name = Path(path).name
             return name in names or name.startswith("..")
 
@@ -108,7 +109,7 @@ async def _watch_changes(config_path: Path, changed: asyncio.Event, stop: asynci
         missed = gap
         gap = False
 
-        def established() -> None:
+        def established(missed: bool = missed) -> None:
             # Runs once awatch has added its inotify watches (they are added before its first await).
             if missed:
                 changed.set()
@@ -135,5 +136,5 @@ async def _watch_changes(config_path: Path, changed: asyncio.Event, stop: asynci
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
     try:
         await asyncio.wait_for(stop.wait(), seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import yaml
 
@@ -45,11 +46,19 @@ def describe_yaml_error(exc: yaml.MarkedYAMLError, text: str) -> YamlSyntaxProbl
             return found
     # Anything else: PyYAML's own words, still placed.
     words = problem + (f" ({context})" if context else "")
-    return YamlSyntaxProblem(*(at or (None, None)), words or str(exc).splitlines()[0])
+    return _placed(at, words or str(exc).splitlines()[0])
 
 
-def _mark(mark: yaml.Mark | None) -> tuple[int, int] | None:
+Place = tuple[int, int]  # line and column, 1-based
+Found: TypeAlias = YamlSyntaxProblem | None
+
+
+def _mark(mark: yaml.Mark | None) -> Place | None:
     return None if mark is None else (mark.line + 1, mark.column + 1)
+
+
+def _placed(at: Place | None, message: str) -> YamlSyntaxProblem:
+    return YamlSyntaxProblem(at[0], at[1], message) if at else YamlSyntaxProblem(None, None, message)
 
 
 # --- reading the lines -------------------------------------------------------------------------
@@ -180,7 +189,7 @@ def _missing_space(lines: list[str], line: int) -> YamlSyntaxProblem | None:
 # --- one function per kind of mistake ----------------------------------------------------------
 
 
-def _tab(lines, problem, context, at, opened):
+def _tab(lines: list[str], problem: str, context: str, at: Place | None, opened: Place | None) -> Found:
     if "'\\t'" not in problem or at is None:
         return None
     line, column = at
@@ -191,29 +200,29 @@ def _tab(lines, problem, context, at, opened):
                                            "replace the tab with spaces")
 
 
-def _bad_start(lines, problem, context, at, opened):
+def _bad_start(lines: list[str], problem: str, context: str, at: Place | None, opened: Place | None) -> Found:
     match = re.fullmatch(r"found character '(.)' that cannot start any token", problem)
     if match is None or at is None:
         return None
-    return YamlSyntaxProblem(*at, f"a value cannot start with '{match.group(1)}' in YAML; put the value in "
+    return _placed(at, f"a value cannot start with '{match.group(1)}' in YAML; put the value in "
                                   "quotes")
 
 
-def _unclosed_quote(lines, problem, context, at, opened):
+def _unclosed_quote(lines: list[str], problem: str, context: str, at: Place | None, opened: Place | None) -> Found:
     if "quoted scalar" not in context or opened is None:
         return None
     quote = lines[opened[0] - 1][opened[1] - 1 : opened[1]] if opened[0] <= len(lines) else '"'
     if "unexpected end of stream" in problem or "unexpected document" in problem:
-        return YamlSyntaxProblem(*opened, f"the quote {quote} opened here is never closed; end the value with {quote}")
+        return _placed(opened, f"the quote {quote} opened here is never closed; end the value with {quote}")
     escape = re.fullmatch(r"found unknown escape character '?(.*?)'?", problem)
     if escape and at is not None:
-        return YamlSyntaxProblem(*at, (
+        return _placed(at, (
             f"'\\{escape.group(1)}' is not an escape YAML knows, and a backslash in double quotes starts one; "
             "use single quotes for text with backslashes, or write \\\\"))
     return None
 
 
-def _unclosed_bracket(lines, problem, context, at, opened):
+def _unclosed_bracket(lines: list[str], problem: str, context: str, at: Place | None, opened: Place | None) -> Found:
     match = re.fullmatch(r"while parsing a flow (sequence|mapping)", context)
     if match is None or opened is None:
         return None
@@ -221,31 +230,31 @@ def _unclosed_bracket(lines, problem, context, at, opened):
     found = re.search(r"but got '(.*)'$", problem)
     seen = found.group(1) if found else "something else"
     after = "the end of the file" if seen == "<stream end>" else f"'{seen}' at line {at[0]}" if at else f"'{seen}'"
-    return YamlSyntaxProblem(*opened, (
+    return _placed(opened, (
         f"the '{open_}' opened here is never closed: YAML reached {after} before a '{close}'; "
         f"close it with '{close}' (and separate the entries with ', ')"))
 
 
-def _stray_closer(lines, problem, context, at, opened):
+def _stray_closer(lines: list[str], problem: str, context: str, at: Place | None, opened: Place | None) -> Found:
     match = re.fullmatch(r"expected <block end>, but found '([\]}])'", problem)
     if match is None or at is None:
         return None
     opener = "[" if match.group(1) == "]" else "{"
-    return YamlSyntaxProblem(*at, f"a '{match.group(1)}' with no '{opener}' before it; remove it")
+    return _placed(at, f"a '{match.group(1)}' with no '{opener}' before it; remove it")
 
 
-def _text_after_quote(lines, problem, context, at, opened):
+def _text_after_quote(lines: list[str], problem: str, context: str, at: Place | None, opened: Place | None) -> Found:
     if problem != "expected <block end>, but found '<scalar>'" or at is None:
         return None
     line = lines[at[0] - 1] if at[0] <= len(lines) else ""
     before = line[: at[1] - 1].rstrip()
     if before.endswith(("'", '"')):
-        return YamlSyntaxProblem(*at, "text after the closing quote of a quoted value; put the whole value in "
+        return _placed(at, "text after the closing quote of a quoted value; put the whole value in "
                                       "the quotes")
     return None
 
 
-def _block_out_of_place(lines, problem, context, at, opened):
+def _block_out_of_place(lines: list[str], problem: str, context: str, at: Place | None, opened: Place | None) -> Found:
     """Indentation: PyYAML's "expected <block end>, but found '<block mapping start>'" and kin."""
     if at is None:
         return None
@@ -256,26 +265,33 @@ def _block_out_of_place(lines, problem, context, at, opened):
             return found
         if problem.endswith("'-'") or "sequence" in problem:
             key = next((k for _, k, _ in _keys_above(lines, at[0])), None)
-            return YamlSyntaxProblem(*at, (
+            return _placed(at, (
                 "a list item ('- ') among keys" + (f" (next to '{key}')" if key else "")
                 + "; a list must be the value of its own key, indented under it"))
     return None
 
 
-def _colon_out_of_place(lines, problem, context, at, opened):
+def _colon_out_of_place(lines: list[str], problem: str, context: str, at: Place | None, opened: Place | None) -> Found:
     """A ':' where none may be: inside an unquoted value, after a missing space, or on a line indented too far."""
-    simple_key = "while scanning a simple key" in context and opened is not None
-    if problem != "mapping values are not allowed here" and not simple_key:
+    if "while scanning a simple key" in context and opened is not None:
+        return _key_without_colon(lines, at, opened)
+    if problem != "mapping values are not allowed here" or at is None:
         return None
-    if simple_key:  # "could not find expected ':'": the key started at ``opened``
-        found = _missing_space(lines, opened[0])
-        if found is not None:
-            return found
-        if at is not None and (found := _indentation(lines, at[0])) is not None:
-            return found
-        return YamlSyntaxProblem(*opened, _NO_COLON)
-    if at is None:
-        return None
+    return _colon_in_value(lines, at)
+
+
+def _key_without_colon(lines: list[str], at: Place | None, opened: Place) -> YamlSyntaxProblem:
+    """PyYAML's "could not find expected ':'": the key started at ``opened``."""
+    found = _missing_space(lines, opened[0])
+    if found is not None:
+        return found
+    if at is not None and (found := _indentation(lines, at[0])) is not None:
+        return found
+    return _placed(opened, _NO_COLON)
+
+
+def _colon_in_value(lines: list[str], at: Place) -> Found:
+    """PyYAML's "mapping values are not allowed here" at ``at``."""
     line, column = at
     text = lines[line - 1] if line <= len(lines) else ""
     key_here = _KEY.match(text)
@@ -294,7 +310,7 @@ def _colon_out_of_place(lines, problem, context, at, opened):
     return None
 
 
-def _glued(lines, problem, context, at, opened):
+def _glued(lines: list[str], problem: str, context: str, at: Place | None, opened: Place | None) -> Found:
     """A "key:value" with no space, on the line PyYAML stopped at or on the one before it."""
     if at is None:
         return None
@@ -302,27 +318,27 @@ def _glued(lines, problem, context, at, opened):
     return _missing_space(lines, at[0]) or (_missing_space(lines, previous) if previous else None)
 
 
-def _undefined_alias(lines, problem, context, at, opened):
+def _undefined_alias(lines: list[str], problem: str, context: str, at: Place | None, opened: Place | None) -> Found:
     match = re.fullmatch(r"found undefined alias '(.*)'", problem)
     if match is None or at is None:
         return None
     name = _short(match.group(1))
-    return YamlSyntaxProblem(*at, f"'*{name}' refers to an anchor '&{name}' that is not defined above it; "
+    return _placed(at, f"'*{name}' refers to an anchor '&{name}' that is not defined above it; "
                                   "a value starting with '*' must be quoted")
 
 
-def _second_document(lines, problem, context, at, opened):
+def _second_document(lines: list[str], problem: str, context: str, at: Place | None, opened: Place | None) -> Found:
     if problem != "but found another document" or at is None:
         return None
-    return YamlSyntaxProblem(*at, "a second YAML document starts here ('---'); aiosd reads one: remove this "
+    return _placed(at, "a second YAML document starts here ('---'); aiosd reads one: remove this "
                                   "line or merge the documents")
 
 
-def _unknown_tag(lines, problem, context, at, opened):
+def _unknown_tag(lines: list[str], problem: str, context: str, at: Place | None, opened: Place | None) -> Found:
     match = re.fullmatch(r"could not determine a constructor for the tag '(.*)'", problem)
     if match is None or at is None:
         return None
-    return YamlSyntaxProblem(*at, f"the tag '{_short(match.group(1))}' means nothing to aiosd; a value starting "
+    return _placed(at, f"the tag '{_short(match.group(1))}' means nothing to aiosd; a value starting "
                                   "with '!' must be quoted")
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import yaml
+
+KeyPath = tuple[Any, ...]  # keys (any YAML scalar) and list indexes from the top of the document
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,16 +19,19 @@ class Position:
 class DuplicateKeyError(yaml.MarkedYAMLError):
     """A key written twice in one mapping; ``key_path`` is where (the keys above it, then the key)."""
 
-    def __init__(self, problem: str, problem_mark: yaml.Mark, key_path: tuple, lines: tuple[int, int]) -> None:
+    def __init__(self, problem: str, problem_mark: yaml.Mark, key_path: KeyPath, lines: tuple[int, int]) -> None:
         super().__init__(None, None, problem, problem_mark)
         self.key_path = key_path
         self.lines = lines  # where the key was written first, and again
 
 
-class PositionedDict(dict):
+class PositionedDict(dict[Any, Any]):
     """A mapping that also knows where each key and each value were written."""
 
-    __slots__ = ("key_positions", "value_positions", "position")
+    __slots__ = ("key_positions", "position", "value_positions")
+    key_positions: dict[Any, Position]
+    value_positions: dict[Any, Position]
+    position: Position
 
 
 def empty_mapping() -> PositionedDict:
@@ -35,8 +41,12 @@ def empty_mapping() -> PositionedDict:
     return result
 
 
-class PositionedList(list):
+class PositionedList(list[Any]):
+    """A list that also knows where each item was written."""
+
     __slots__ = ("item_positions", "position")
+    item_positions: list[Position]
+    position: Position
 
 
 def _position(mark: yaml.Mark) -> Position:
@@ -44,11 +54,11 @@ def _position(mark: yaml.Mark) -> Position:
 
 
 class _PositionLoader(yaml.SafeLoader):
-    def __init__(self, stream) -> None:
+    def __init__(self, stream: str) -> None:
         super().__init__(stream)
-        self.key_path: list = []  # the keys above the value being built, for error messages
+        self.key_path: list[Any] = []  # the keys above the value being built, for error messages
 
-    def construct_object(self, node: yaml.Node, deep: bool = False):
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep=deep)
         except yaml.YAMLError:
@@ -108,15 +118,15 @@ _PositionLoader.add_constructor("tag:yaml.org,2002:map", _PositionLoader.constru
 _PositionLoader.add_constructor("tag:yaml.org,2002:seq", _PositionLoader.construct_sequence)
 
 
-def load_yaml_with_positions(text: str):
+def load_yaml_with_positions(text: str) -> Any:
     """Parse one YAML document; raises yaml.YAMLError (with marks) on bad YAML or duplicate keys."""
-    return yaml.load(text, Loader=_PositionLoader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_PositionLoader)
 
 
-def position_of(document, path: tuple, *, key: bool = False) -> Position | None:
+def position_of(document: object, path: KeyPath, *, key: bool = False) -> Position | None:
     """Where the value (or with key=True, the key) at ``path`` was written; the nearest parent if unknown."""
     node = document
-    best = getattr(document, "position", None)
+    best: Position | None = getattr(document, "position", None)
     for index, part in enumerate(path):
         last = index == len(path) - 1
         if isinstance(node, PositionedDict) and part in node:

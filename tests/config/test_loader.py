@@ -66,7 +66,8 @@ def test_a_missing_file_says_so_and_offers_the_example_shipped_in_the_package(tm
     assert example.is_file()
     assert str(problem) == (
         f"no config at {path}: create it from the commented example shipped with aiosd (cp {example} {path}, "
-        "then set kernel.url and models.map), or run 'aiosd service install --system' (or --user), which installs it with a "
+        "then set kernel.url and models.map), or run 'aiosd service install --system' (or --user), which installs "
+        "it with a "
         "systemd unit; or name another file with --config PATH or $AIOSD_CONFIG")
     assert "not a valid" not in str(problem)
 
@@ -77,7 +78,8 @@ def test_an_invalid_file_is_not_reported_as_missing(tmp_path):
     assert not caught.value.missing
 
 
-@pytest.mark.parametrize("text", ["", "\n\n", "# listen: 127.0.0.1:8700\n\n   # nothing else\n", "---\n", "--- # x\n..."])
+@pytest.mark.parametrize("text", ["", "\n\n", "# listen: 127.0.0.1:8700\n\n   # nothing else\n", "---\n",
+                                  "--- # x\n..."])
 def test_an_empty_file_or_one_of_only_comments_means_every_default(tmp_path, text):
     # Every key is optional, so a file with none is the defaults, like a file of "{}".
     config = load_config(write(tmp_path, text), env={})
@@ -178,7 +180,8 @@ models:
         (5, 13, "retry.backoff.inital"),
         (8, 31, "models.map.sonnet.colour"),
     ]
-    assert found[0].message.startswith("unknown key 'lisen' (did you mean 'listen'?); known keys here: allow_remote, auth, health, kernel, kernels, listen")
+    assert found[0].message.startswith("unknown key 'lisen' (did you mean 'listen'?); known keys here: "
+                                       "allow_remote, auth, health, kernel, kernels, listen")
     assert "known keys here: initial, jitter, max, multiplier" in found[2].message
 
 
@@ -201,8 +204,10 @@ def test_an_empty_section_is_called_null_not_a_crash(tmp_path):
 def test_bad_durations_show_the_accepted_forms(tmp_path):
     text = "kernel:\n  timeout: 10 minutes\nretry:\n  budget: -5\n  backoff: {initial: 1d}\n"
     found = problems(write(tmp_path, text))
-    assert [where(p) for p in found] == [(2, 12, "kernel.timeout"), (4, 11, "retry.budget"), (5, 22, "retry.backoff.initial")]
-    assert found[0].message == ("must be a duration like 30s, 5m or 1.5h (units ms, s, m, h; a plain number is seconds), "
+    assert [where(p) for p in found] == [
+        (2, 12, "kernel.timeout"), (4, 11, "retry.budget"), (5, 22, "retry.backoff.initial")]
+    assert found[0].message == (
+        "must be a duration like 30s, 5m or 1.5h (units ms, s, m, h; a plain number is seconds), "
                                 "got '10 minutes'")
     assert found[1].message == "a duration cannot be negative, got -5; write it like 30s, 5m or 1.5h"
     assert "got '1d'" in found[2].message
@@ -252,7 +257,8 @@ def test_auth_keys_come_from_the_environment_and_from_files(tmp_path):
 
 def test_a_missing_key_env_var_and_unreadable_key_files_are_each_reported(tmp_path):
     (tmp_path / "a-directory").mkdir()
-    text = "auth:\n  keys:\n    - {env: AIOSD_MISSING}\n    - {file: /nonexistent/aiosd-key}\n    - {file: a-directory}\n"
+    text = ("auth:\n  keys:\n    - {env: AIOSD_MISSING}\n    - {file: /nonexistent/aiosd-key}\n"
+            "    - {file: a-directory}\n")
     found = problems(write(tmp_path, text))
     assert [where(p) for p in found] == [(3, 7, "auth.keys[0]"), (4, 7, "auth.keys[1]"), (5, 7, "auth.keys[2]")]
     assert found[0].message == "environment variable AIOSD_MISSING is not set or holds fewer than 8 characters"
@@ -268,7 +274,8 @@ def test_backoff_max_below_initial_is_refused(tmp_path):
 
 def test_a_problem_prints_as_file_line_column_key_message(tmp_path):
     path = write(tmp_path, "logging: {level: loud}\n")
-    assert str(only_problem(path)) == f"{path}:1:18: logging.level: must be one of 'debug', 'info', 'warning', 'error', got 'loud'"
+    assert str(only_problem(path)) == (
+        f"{path}:1:18: logging.level: must be one of 'debug', 'info', 'warning', 'error', got 'loud'")
 
 
 # --- what a good file gives ----------------------------------------------------------------
@@ -281,7 +288,8 @@ def test_defaults_come_from_the_schema(tmp_path):
     assert (config.kernel.url, config.kernel.agent_name, config.kernel.timeout, config.kernel.max_concurrency) == (
         "http://localhost:8000", "openclaw", 600.0, 4)
     assert (config.retry.max_retries, config.retry.on_status, config.retry.budget) == (3, frozenset({429}), 120.0)
-    assert (config.retry.backoff.initial, config.retry.backoff.multiplier, config.retry.backoff.max) == (20.0, 1.0, 60.0)
+    backoff = config.retry.backoff
+    assert (backoff.initial, backoff.multiplier, backoff.max) == (20.0, 1.0, 60.0)
     assert (config.models.discover, config.models.refresh_interval, config.models.map) == (True, 60.0, ())
     assert (config.models.defaults.context_window, config.models.defaults.max_tokens, config.models.defaults.tools) == (
         200000, 8192, "prompt")
@@ -294,7 +302,8 @@ def test_defaults_come_from_the_schema(tmp_path):
 def test_durations_accept_every_documented_form(tmp_path):
     text = "kernel: {timeout: 250ms, connect_timeout: 2, queue_timeout: 5m, ready_window: 1h, probe_interval: 1.5s}\n"
     kernel = load_config(write(tmp_path, text), env={}).kernel
-    assert (kernel.timeout, kernel.connect_timeout, kernel.queue_timeout, kernel.ready_window, kernel.probe_interval) == (
+    assert (kernel.timeout, kernel.connect_timeout, kernel.queue_timeout, kernel.ready_window,
+            kernel.probe_interval) == (
         0.25, 2.0, 300.0, 3600.0, 1.5)
 
 
@@ -364,7 +373,8 @@ def test_the_schema_describes_every_key_and_allows_no_stray_keys():
 
 def test_every_schema_default_is_itself_valid(tmp_path):
     # An empty mapping for every section gets all defaults; the result must load.
-    text = "".join(f"{key}: {{}}\n" for key, node in load_schema()["properties"].items() if node.get("type") == "object")
+    text = "".join(f"{key}: {{}}\n" for key, node in load_schema()["properties"].items()
+                   if node.get("type") == "object")
     assert isinstance(load_config(write(tmp_path, text), env={}), Config)
 
 

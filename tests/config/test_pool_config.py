@@ -7,7 +7,8 @@ from tests.config.test_loader import problems, where, write
 
 
 def test_without_kernels_the_kernel_section_is_a_pool_of_one(tmp_path):
-    config = load_config(write(tmp_path, 'kernel: {url: "http://user:secret@localhost:8000", max_concurrency: 6}\n'), env={})
+    text = 'kernel: {url: "http://user:secret@localhost:8000", max_concurrency: 6}\n'
+    config = load_config(write(tmp_path, text), env={})
     (only,) = config.pool
     assert only.url == "http://user:secret@localhost:8000" and only.max_concurrency == 6
     assert only.name == "localhost:8000"  # never the password
@@ -41,7 +42,8 @@ models:
     assert config.auth.keys == ("plain-key-123", "from-the-env-123", "literal-key-123")
     plain, cron, alice = config.auth.clients
     assert plain.name == "key-1" and plain.priority is None
-    assert (cron.name, cron.priority, cron.weight, cron.max_in_flight, cron.max_queued) == ("cron", "background", 0.5, 2, 10)
+    assert (cron.name, cron.priority, cron.weight, cron.max_in_flight, cron.max_queued) == (
+        "cron", "background", 0.5, 2, 10)
     assert alice.name == "alice"
     assert config.models.map[0].priority == "background"
     assert config.auth.client_at(None).name == "anonymous"
@@ -64,7 +66,8 @@ health: {base_ejection: 1m, max_ejection: 10s}
 """
     found = {p.key: p for p in problems(write(tmp_path, text), env={"ALSO": "whatever-123"})}
     assert "not one of scheduler.classes (fast, slow)" in found["scheduler.default_class"].message
-    assert where(found["kernels[1].name"])[0] == 4 and "two kernels are named 'same'" in found["kernels[1].name"].message
+    assert where(found["kernels[1].name"])[0] == 4
+    assert "two kernels are named 'same'" in found["kernels[1].name"].message
     assert "exactly one of key, env or file" in found["auth.keys[0]"].message
     assert "'urgent' is not one of scheduler.classes" in found["auth.keys[1].priority"].message
     assert "'interactive' is not one of" in found["models.map.sonnet.priority"].message

@@ -1,4 +1,7 @@
-"""A real daemon under a stream of requests while its config file is edited, deleted, replaced and half-written: no request fails, the last good config wins."""
+"""A real daemon under requests while its config file is edited, deleted, replaced and half-written.
+
+No request fails, and the last good config wins.
+"""
 
 from __future__ import annotations
 
@@ -64,7 +67,7 @@ class SteadyTraffic:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
 
-    async def __aenter__(self) -> "SteadyTraffic":
+    async def __aenter__(self) -> SteadyTraffic:
         self._tasks = [asyncio.create_task(self._client(i)) for i in range(self.clients)]
         await self.wait_for_requests(self.clients)  # traffic really flows before the file is touched
         return self
@@ -92,7 +95,8 @@ class SteadyTraffic:
                 except httpx.HTTPError as exc:
                     self.failures.append(f"{text}: {exc!r}")
                     continue
-                if response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == f"echo: {text}":
+                answer = response.json()["choices"][0]["message"]["content"] if response.status_code == 200 else None
+                if answer == f"echo: {text}":
                     self.ok += 1
                 else:
                     self.failures.append(f"{text}: {response.status_code} {response.text[:200]}")
@@ -103,7 +107,8 @@ async def serving_models(daemon) -> set[str]:
         try:
             response = await client.get(daemon.url + "/v1/models")
         except httpx.HTTPError as exc:
-            raise AssertionError(f"GET /v1/models: {exc!r}; aiosd log:\n" + "\n".join(l for l in daemon.process.stderr_lines() if "answered in" not in l)[-6000:]) from None
+            log = "\n".join(line for line in daemon.process.stderr_lines() if "answered in" not in line)
+            raise AssertionError(f"GET /v1/models: {exc!r}; aiosd log:\n" + log[-6000:]) from None
     return {m["id"] for m in response.json()["data"]}
 
 
@@ -111,7 +116,8 @@ async def wait_for_models(daemon, expected: set[str], timeout: float = 10.0) -> 
     """Until /v1/models lists exactly ``expected`` (the daemon is another process: no event to await here)."""
     deadline = time.monotonic() + timeout
     while (models := await serving_models(daemon)) != expected:
-        assert time.monotonic() < deadline, f"serving {sorted(models)}, not {sorted(expected)}:\n{daemon.process.stderr_text()[-3000:]}"
+        assert time.monotonic() < deadline, (
+            f"serving {sorted(models)}, not {sorted(expected)}:\n{daemon.process.stderr_text()[-3000:]}")
         await asyncio.sleep(0.02)
 
 
@@ -123,12 +129,14 @@ async def wait_for_refused_reload(daemon, timeout: float = 10.0) -> dict:
             last = (await client.get(daemon.url + "/status")).json()["config"]["last_reload"]
         if last is not None and last["ok"] is False:
             return last
-        assert time.monotonic() < deadline, f"no refused reload within {timeout}s:\n{daemon.process.stderr_text()[-3000:]}"
+        assert time.monotonic() < deadline, (
+            f"no refused reload within {timeout}s:\n{daemon.process.stderr_text()[-3000:]}")
         await asyncio.sleep(0.02)
 
 
 def assert_no_failures(traffic: SteadyTraffic) -> None:
-    assert not traffic.failures, f"{len(traffic.failures)} of {traffic.ok + len(traffic.failures)} failed: {traffic.failures[:5]}"
+    assert not traffic.failures, (
+        f"{len(traffic.failures)} of {traffic.ok + len(traffic.failures)} failed: {traffic.failures[:5]}")
     assert traffic.ok >= 20  # requests really flowed during the edits
 
 

@@ -1,4 +1,7 @@
-"""Fuzzing the config loader: any text or any document built from the schema's keys loads as a Config or fails as a ConfigError that says where."""
+"""Fuzzing the config loader.
+
+Any text, or any document built from the schema's keys, loads as a Config or fails as a ConfigError that says where.
+"""
 
 from __future__ import annotations
 
@@ -82,7 +85,8 @@ def _parses(data: bytes) -> bool:
 
 SCHEMA_KEYS = sorted({key for key in yaml.safe_dump(SCHEMA).split() if key.endswith(":")})
 YAML_TOKENS = st.sampled_from([
-    "\n", "\n  ", "\n    ", ": ", ":", "- ", "-", "{", "}", "[", "]", ", ", "'", '"', "#", "&a ", "*a", "!!str ", "!!int ",
+    "\n", "\n  ", "\n    ", ": ", ":", "- ", "-", "{", "}", "[", "]", ", ", "'", '"', "#", "&a ", "*a", "!!str ",
+    "!!int ",
     "!!python/object:os.system ", "!!binary ", "? ", "|", ">", "---\n", "...\n", "%YAML 1.1\n", "\t", "\\", "~", "null",
     "true", "no", "0x1F", "1e309", ".nan", ".inf", "-.inf", "1_000", "0o17", "2024-01-01", "99999", "0", "-1",
     "250ms", "5m", "http://localhost:8000", "127.0.0.1:8700", "[::1]:8700", "\x00", "\ufeff", "é", "\U0001f600",
@@ -107,7 +111,8 @@ def test_arbitrary_bytes(config_file, data):
 
 scalars = (st.none() | st.booleans() | st.integers(min_value=-(10**400), max_value=10**400) | st.floats()
            | st.text(max_size=12) | st.sampled_from(["", "0", "1s", "250ms", "-5s", "1e3", " 5 m", "\x00", "~", "~/x"]))
-any_value = st.recursive(scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
+any_value = st.recursive(scalars,
+                         lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
                          max_leaves=6)
 
 
@@ -118,6 +123,20 @@ def _resolve(node: dict) -> dict:
             target = target[part]
         node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
     return node
+
+
+def _texts(node: dict) -> list[st.SearchStrategy]:
+    """Text values for a string key: the forms its pattern looks for (good and bad), then any text."""
+    pattern = node.get("pattern", "")
+    if "ms|s|m|h" in pattern:
+        forms = [st.sampled_from(["0", "1s", "250ms", "5m", "1h", "1.5s", "10", " 2 s ", "1d", "-1s", "1e3"])]
+    elif pattern.startswith("^https?"):
+        forms = [st.sampled_from(["http://localhost:8000", "https://k:1/x/", "ftp://x", "http://", "http://a b"])]
+    elif "listen" in node.get("description", "") or pattern.startswith("^(\\["):
+        forms = [st.sampled_from(["127.0.0.1:8700", "[::1]:0", "0.0.0.0:80", "localhost:99999", "h:1", ":80"])]
+    else:
+        forms = []
+    return [*forms, st.text(max_size=10)]
 
 
 def from_schema(node: dict, depth: int = 0) -> st.SearchStrategy:
@@ -138,21 +157,14 @@ def from_schema(node: dict, depth: int = 0) -> st.SearchStrategy:
     if "array" in types:
         fitting.append(st.lists(from_schema(node.get("items", {}), depth + 1), max_size=3))
     if "string" in types:
-        if "pattern" in node and "ms|s|m|h" in node["pattern"]:
-            fitting.append(st.sampled_from(["0", "1s", "250ms", "5m", "1h", "1.5s", "10", " 2 s ", "1d", "-1s", "1e3"]))
-        elif node.get("pattern", "").startswith("^https?"):
-            fitting.append(st.sampled_from(["http://localhost:8000", "https://k:1/x/", "ftp://x", "http://", "http://a b"]))
-        elif "listen" in node.get("description", "") or node.get("pattern", "").startswith("^(\\["):
-            fitting.append(st.sampled_from(["127.0.0.1:8700", "[::1]:0", "0.0.0.0:80", "localhost:99999", "h:1", ":80"]))
-        fitting.append(st.text(max_size=10))
-    if "object" in types and "properties" in node.get("items", {}) or (types == ["string", "object"]):
-        pass
+        fitting += _texts(node)
     if {"env", "file"} <= set(node.get("properties", {})):
         fitting.append(st.sampled_from([{"env": "AIOSD_KEY"}, {"env": "UNSET"}, {"file": "key.txt"},
                                         {"file": "missing.txt"}, {"file": "\x00"}, {"file": "~/key.txt"},
                                         {"file": "."}, {"env": "AIOSD_KEY", "file": "key.txt"}]))
     if "integer" in types or "number" in types:
-        fitting.append(st.integers(min_value=-2, max_value=2_000_000) | st.integers(min_value=-(10**400), max_value=10**400))
+        fitting.append(st.integers(min_value=-2, max_value=2_000_000)
+                       | st.integers(min_value=-(10**400), max_value=10**400))
     if "number" in types:
         fitting.append(st.floats())
     if "boolean" in types:
@@ -180,9 +192,9 @@ def schema_paths(node: dict, path: tuple = ()) -> list[tuple[tuple, dict]]:
     node = _resolve(node)
     found = [(path, node)] if path else []
     for key, sub in node.get("properties", {}).items():
-        found += schema_paths(sub, path + (key,))
+        found += schema_paths(sub, (*path, key))
     if isinstance(node.get("additionalProperties"), dict):
-        found += schema_paths(node["additionalProperties"], path + ("sonnet",))
+        found += schema_paths(node["additionalProperties"], (*path, "sonnet"))
     return found
 
 
@@ -190,8 +202,10 @@ SCHEMA_PATHS = schema_paths(SCHEMA)
 VALID = {
     "listen": "127.0.0.1:8700",
     "kernel": {"url": "http://localhost:8000", "timeout": "30s", "max_concurrency": 4},
-    "retry": {"max_retries": 2, "on_status": [429, 503], "backoff": {"initial": "1s", "multiplier": 2, "max": "10s", "jitter": 0.1}},
-    "models": {"discover": False, "map": {"sonnet": {"kernel_model": "gpt-4o-mini", "backend": "openai", "tools": "prompt"}}},
+    "retry": {"max_retries": 2, "on_status": [429, 503],
+              "backoff": {"initial": "1s", "multiplier": 2, "max": "10s", "jitter": 0.1}},
+    "models": {"discover": False,
+               "map": {"sonnet": {"kernel_model": "gpt-4o-mini", "backend": "openai", "tools": "prompt"}}},
     "openclaw": {"sync": False},
     "auth": {"keys": ["a-literal-key-1", {"env": "AIOSD_KEY"}, {"file": "key.txt"}]},
     "server": {"max_body_bytes": 1048576},
@@ -215,7 +229,8 @@ def test_one_bad_value_in_an_otherwise_valid_config(config_file, mutation):
     for key in path[:-1]:
         target = target.setdefault(key, {})
     target[path[-1]] = value
-    assert_config_or_clear_error(config_file, yaml.safe_dump(document, allow_unicode=True).encode("utf-8", "surrogatepass"))
+    data = yaml.safe_dump(document, allow_unicode=True).encode("utf-8", "surrogatepass")
+    assert_config_or_clear_error(config_file, data)
 
 
 def test_the_valid_base_config_loads(config_file):

@@ -19,9 +19,11 @@ PASSWORD = "hunter2-Zq8"
 CASES = [
     # The review's reproduction: a key where a list of keys belongs.
     (f'auth: {{keys: "{SECRET}"}}\n',
-     "1:14: auth.keys: must be a list (like [a, b], or one '- item' per line), got string (not shown: it may be a secret)"),
+     "1:14: auth.keys: must be a list (like [a, b], or one '- item' per line), got string "
+     "(not shown: it may be a secret)"),
     (f"auth: {{keys: [{SECRET}, 12345678901234]}}\n",
-     "1:35: auth.keys[1]: must be a key (text of at least 8 characters), {key: KEY}, {env: NAME} or {file: PATH}, got integer "
+     "1:35: auth.keys[1]: must be a key (text of at least 8 characters), {key: KEY}, {env: NAME} or {file: PATH}, "
+     "got integer "
      "(not shown: it may be a secret)"),
     (f'auth: "{SECRET}"\n',
      "1:7: auth: must be a mapping (indented key: value lines), got string (not shown: it may be a secret)"),

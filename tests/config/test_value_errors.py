@@ -40,17 +40,21 @@ CASES = [
     ("kernel: {timeout: 1d}\n", f"1:19: kernel.timeout: must be {DURATION}, got '1d'"),
     ("kernel: {timeout: 5 minutes}\n", f"1:19: kernel.timeout: must be {DURATION}, got '5 minutes'"),
     ("kernel: {timeout: true}\n", f"1:19: kernel.timeout: must be {DURATION}, got boolean true"),
-    ("retry: {budget: -1}\n", "1:17: retry.budget: a duration cannot be negative, got -1; write it like 30s, 5m or 1.5h"),
-    ("kernel: {timeout: }\n", f"1:18: kernel.timeout: has no value (null); write {DURATION} after the colon, or remove the key"),
+    ("retry: {budget: -1}\n",
+     "1:17: retry.budget: a duration cannot be negative, got -1; write it like 30s, 5m or 1.5h"),
+    ("kernel: {timeout: }\n",
+     f"1:18: kernel.timeout: has no value (null); write {DURATION} after the colon, or remove the key"),
     # Enums list their choices.
     ("models: {defaults: {on_text_dropped: retry}}\n",
      "1:38: models.defaults.on_text_dropped: must be one of 'retry_without_tools', 'error', got 'retry'"),
-    ("openclaw: {allowlist: all}\n", "1:23: openclaw.allowlist: must be one of 'auto', 'model_policy', 'none', got 'all'"),
+    ("openclaw: {allowlist: all}\n",
+     "1:23: openclaw.allowlist: must be one of 'auto', 'model_policy', 'none', got 'all'"),
     ("models: {defaults: {input: [text, audio]}}\n",
      "1:35: models.defaults.input[1]: must be one of 'text', 'image', got 'audio'"),
     # Numbers, booleans, lists.
     ("kernel: {max_concurrency: 0}\n", "1:27: kernel.max_concurrency: must be at least 1, got 0"),
-    ("kernel: {max_concurrency: 1.5}\n", "1:27: kernel.max_concurrency: must be a whole number (like 4), got number 1.5"),
+    ("kernel: {max_concurrency: 1.5}\n",
+     "1:27: kernel.max_concurrency: must be a whole number (like 4), got number 1.5"),
     ("retry: {backoff: {multiplier: fast}}\n",
      "1:31: retry.backoff.multiplier: must be a number (like 1.5), got string 'fast'"),
     ("retry: {backoff: {jitter: 5}}\n", "1:27: retry.backoff.jitter: must be at most 1, got 5"),
@@ -105,7 +109,7 @@ def _leaves(node: dict, root: dict, path: tuple = ()):
         node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
     if "properties" in node and node.get("type") == "object":
         for key, sub in node["properties"].items():
-            yield from _leaves(sub, root, path + (key,))
+            yield from _leaves(sub, root, (*path, key))
     else:
         yield path, node
 
