@@ -9,40 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from aiosd.config.loader import ConfigError, ConfigProblem, load_config
+from aiosd.config.loader import ConfigError, load_config
 from aiosd.config.schema import load_schema, validator
 from aiosd.config.settings import Config
 from aiosd.config.shipped import example_config_path
+from tests.support.config_files import only_problem, problems, where, write
 from tests.support.model_specs import DEFAULTS
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def write(tmp_path: Path, content: str | bytes, name: str = "aiosd.yaml") -> Path:
-    path = tmp_path / name
-    if isinstance(content, str):
-        content = content.encode("utf-8")
-    path.write_bytes(content)
-    return path
-
-
-def problems(path: Path, env: dict[str, str] | None = None) -> list[ConfigProblem]:
-    with pytest.raises(ConfigError) as caught:
-        load_config(path, env={} if env is None else env)
-    assert str(caught.value) == "\n".join(str(p) for p in caught.value.problems)
-    for problem in caught.value.problems:
-        assert problem.file == str(path)
-    return caught.value.problems
-
-
-def only_problem(path: Path, env: dict[str, str] | None = None) -> ConfigProblem:
-    found = problems(path, env)
-    assert len(found) == 1, found
-    return found[0]
-
-
-def where(problem: ConfigProblem) -> tuple:
-    return problem.line, problem.column, problem.key
 
 
 def test_a_reload_may_refuse_an_empty_file(tmp_path):

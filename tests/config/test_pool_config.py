@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiosd.config.loader import load_config
-from tests.config.test_loader import problems, where, write
+from tests.support.config_files import problems, where, write
 
 
 def test_without_kernels_the_kernel_section_is_a_pool_of_one(tmp_path):
