@@ -17,11 +17,15 @@ import socket
 import sys
 import textwrap
 from importlib.metadata import version
+from typing import TYPE_CHECKING
 
 import httptools
 import pytest
 import uvicorn
 from uvicorn.server import ServerState
+
+if TYPE_CHECKING:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 CONNECTIONS = "aiosd/server/connections.py"
 DAEMON = "aiosd/daemon.py"
@@ -31,7 +35,7 @@ def broken(library: str, internal: str, user: str, what: str = "no longer has") 
     return f"{library} {version(library)}: {internal.split('.')[0]} {what} {internal} ({user} relies on it)"
 
 
-def httptools_protocol() -> type:
+def httptools_protocol() -> type[HttpToolsProtocol]:
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     except ImportError:  # pragma: no cover - only on a uvicorn that moved it
