@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import signal
+import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import uvicorn
 from aiosd.config.loader import ConfigError, ConfigProblem, NoConfigFile, load_config
 from aiosd.config.settings import Config, exposed_without_auth, format_listen
 from aiosd.config.watch import watch_config
+from aiosd.server.connections import listening_sockets, log_accept_failures, uvicorn_config
 from aiosd.service.logs import set_level, setup_logging
 from aiosd.service.notify import SystemdNotifier
 
@@ -33,20 +37,22 @@ class ReloadOutcome:
 
 
 class EmbeddedServer(uvicorn.Server):
-    """uvicorn inside aiosd's own loop: aiosd owns the signals and learns when the socket is bound."""
+    """uvicorn inside aiosd's own loop: aiosd owns the signals and learns when the socket is bound.
+
+    uvicorn has no setting for leaving signals alone: ``serve()`` wraps itself in ``capture_signals()``,
+    which replaces the SIGINT/SIGTERM handlers and raises the signals again once it returns. A no-op
+    ``capture_signals`` is the embedding hook its maintainers point to (tests/server pin it).
+    """
 
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
         self.listening = asyncio.Event()
 
-    def capture_signals(self):  # the daemon installs its own handlers
-        import contextlib
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:  # the daemon installs its own handlers
+        yield
 
-        return contextlib.nullcontext()
-
-    async def startup(self, sockets=None) -> None:
-        from aiosd.server.connections import listening_sockets
-
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         if sockets is None:
             try:
                 sockets = listening_sockets(self.config.host, self.config.port)
@@ -78,11 +84,10 @@ class Daemon:
         self._config_digest = config_digest if config_digest is not None else _digest(config_path)
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[object]] = []
 
     async def run(self) -> int:
         from aiosd.api.app import build_app
-        from aiosd.server.connections import listening_sockets, log_accept_failures, uvicorn_config
 
         config = self.runtime.config
         loop = asyncio.get_running_loop()
@@ -112,13 +117,14 @@ class Daemon:
             await self.runtime.close()
             self.notifier.close()
             return 1
-        log.info("listening on http://%s (kernel %s, config %s)", config.listen, config.kernel.shown_url, self.config_path)
+        log.info("listening on http://%s (kernel %s, config %s)", config.listen, config.kernel.shown_url,
+                 self.config_path)
         # Watch before READY=1: an edit made right after systemd reports us started must not be missed.
         watching = asyncio.Event()
         self._tasks.append(asyncio.create_task(self._watch(watching), name="config-watch"))
         try:
             await asyncio.wait_for(watching.wait(), 5.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("the config file is not watched yet (see above); edits apply once it is, SIGHUP reloads now")
         self.notifier.ready(self.runtime.status_line())
 
@@ -135,7 +141,7 @@ class Daemon:
         drain = self.runtime.config.server.drain_timeout
         self.notifier.stopping(f"stopping: draining requests in flight (up to {drain:g}s)")
         log.info("stopping: no new connections; requests in flight may finish within %gs", drain)
-        server.config.timeout_graceful_shutdown = drain
+        server.config.timeout_graceful_shutdown = drain  # type: ignore[assignment]  # an int to uvicorn; any float works
         server.should_exit = True
         await serving
         await self._close()
@@ -162,14 +168,17 @@ class Daemon:
         self._tasks.append(task)
         task.add_done_callback(self._forget_task)
 
-    def _forget_task(self, task: asyncio.Task) -> None:
+    def _forget_task(self, task: asyncio.Task[object]) -> None:
         if task in self._tasks:
             self._tasks.remove(task)
 
     async def _watch(self, watching: asyncio.Event) -> None:
+        async def on_change() -> None:
+            await self.reload("file changed")
+
         await watch_config(
             self.config_path,
-            lambda: self.reload("file changed"),
+            on_change,
             debounce=lambda: self.runtime.config.server.reload_debounce,
             stop=self._stop,
             watching=watching,

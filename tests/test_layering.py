@@ -1,5 +1,10 @@
 """The package's layers: imports run one way (cli -> daemon -> server -> api -> service ->
-kernel/openclaw/models -> translate -> config -> errors), with no cycles, and every folder says what lives in it."""
+kernel/openclaw/models -> translate -> config -> errors), with no cycles, and every folder says what lives in it.
+
+An object passed down can hide an upward reach that no import shows (kernel code handed the whole
+runtime and reading its config). mypy makes every parameter carry a type; the checks below make
+sure the lower layers' annotations and ``TYPE_CHECKING`` imports name no higher layer's type.
+"""
 
 from __future__ import annotations
 
@@ -39,11 +44,15 @@ def layer_of(module: str) -> str:
 
 
 def imported_modules(path: Path) -> set[str]:
-    """Every aiosd module the file imports, at any depth (deferred imports in functions included)."""
-    this = module_name(path)
-    package = this if path.name == "__init__.py" else this.rpartition(".")[0]
+    """Every aiosd module the file imports, at any depth (deferred imports in functions and
+    ``if TYPE_CHECKING:`` imports included)."""
+    return imports_in(path.read_text(encoding="utf-8"), module_name(path), is_package=path.name == "__init__.py")
+
+
+def imports_in(source: str, this: str, *, is_package: bool = False) -> set[str]:
+    package = this if is_package else this.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if alias.name.split(".")[0] == "aiosd")
         elif isinstance(node, ast.ImportFrom):
@@ -98,7 +107,7 @@ def test_there_are_no_import_cycles():
 
     def visit(module: str) -> None:
         if module in path:
-            pytest.fail("import cycle: " + " -> ".join(path[path.index(module):] + [module]))
+            pytest.fail("import cycle: " + " -> ".join([*path[path.index(module):], module]))
         if module in done:
             return
         path.append(module)
@@ -121,3 +130,84 @@ def test_names_inside_a_folder_drop_the_folders_prefix():
     stuttering = [str(path.relative_to(PACKAGE.parent)) for path in PACKAGE.rglob("*.py")
                   if path.parent != PACKAGE and path.stem.startswith(path.parent.name + "_")]
     assert stuttering == []
+
+
+# --- types passed down -------------------------------------------------------------------------
+
+# The layers that are handed objects from above (a runtime, a config generation) and must not know their types.
+LOWER = ("kernel", "models", "openclaw", "translate", "config")
+
+
+def annotation_names(source: str) -> set[str]:
+    """Every name an annotation mentions, string annotations and dotted names (last part) included."""
+    names: set[str] = set()
+
+    def collect(annotation: ast.expr | None) -> None:
+        if annotation is None:
+            return
+        for node in ast.walk(annotation):
+            if isinstance(node, ast.Name):
+                names.add(node.id)
+            elif isinstance(node, ast.Attribute):
+                names.add(node.attr)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                try:
+                    collect(ast.parse(node.value, mode="eval").body)
+                except SyntaxError:
+                    continue
+
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            arguments = node.args
+            for argument in (*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs,
+                             arguments.vararg, arguments.kwarg):
+                if argument is not None:
+                    collect(argument.annotation)
+            collect(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            collect(node.annotation)
+    return names
+
+
+def classes_by_layer() -> dict[str, set[str]]:
+    """Each class name defined in aiosd, with the layers that define a class of that name."""
+    found: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                found.setdefault(node.name, set()).add(layer_of(module_name(path)))
+    return found
+
+
+def higher_types_named(source: str, layer: str, classes: dict[str, set[str]]) -> list[str]:
+    """The names in ``source``'s annotations that only a layer above ``layer`` defines."""
+    rank = LAYERS[layer]
+    return sorted(name for name in annotation_names(source)
+                  if name in classes and all(LAYERS[owner] > rank for owner in classes[name]))
+
+
+def test_the_lower_layers_name_no_higher_layers_types():
+    classes = classes_by_layer()
+    reaching = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        layer = layer_of(module_name(path))
+        if layer in LOWER:
+            for name in higher_types_named(path.read_text(encoding="utf-8"), layer, classes):
+                reaching.append(f"{module_name(path)} mentions {name} ({'/'.join(sorted(classes[name]))})")
+    assert reaching == [], "pass what the code needs as arguments, not a higher layer's object"
+
+
+def test_the_type_checks_see_what_they_must():
+    # Import checks see TYPE_CHECKING imports; annotation checks see strings and names never imported,
+    # and leave alone a name that a layer at or below the module's also defines (Config).
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from aiosd.service.runtime import Runtime\n"
+        "def probe(runtime: 'Runtime', daemon: Daemon, config: Config, *rest: list[aiosd.api.app.Thing]) -> None: ...\n"
+        "state: RequestHistory | None = None\n"
+    )
+    assert "aiosd.service.runtime" in imports_in(source, "aiosd.kernel.canary")
+    classes = {"Runtime": {"service"}, "Daemon": {"daemon"}, "Thing": {"api"}, "RequestHistory": {"service"},
+               "Config": {"config", "service"}}
+    assert higher_types_named(source, "kernel", classes) == ["Daemon", "RequestHistory", "Runtime", "Thing"]

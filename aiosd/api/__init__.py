@@ -1,1 +1,4 @@
-"""The HTTP surface: the Litestar app, the completion routes, OpenAI and Anthropic response bodies, request context (ids, body limits, disconnects) and the OpenAPI description. No scheduling or kernel I/O of its own."""
+"""The HTTP surface: the app, the completion routes, response and error bodies, request context, the OpenAPI text.
+
+Request context means ids, body limits and disconnects. No scheduling or kernel I/O of its own.
+"""

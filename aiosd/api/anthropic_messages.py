@@ -142,12 +142,15 @@ def _assistant_blocks(blocks: list, where: str, out: list[dict]) -> None:
     out.append(message)
 
 
-def _image_url(block: dict, where: str) -> str:
-    source = block.get("source") if isinstance(block.get("source"), dict) else {}
-    if source.get("type") == "base64" and isinstance(source.get("data"), str):
-        return f"data:{source.get('media_type', 'image/png')};base64,{source['data']}"
-    if source.get("type") == "url" and isinstance(source.get("url"), str):
-        return source["url"]
+def _image_url(block: dict[str, Any], where: str) -> str:
+    source = block.get("source")
+    if not isinstance(source, dict):
+        source = {}
+    data, url = source.get("data"), source.get("url")
+    if source.get("type") == "base64" and isinstance(data, str):
+        return f"data:{source.get('media_type', 'image/png')};base64,{data}"
+    if source.get("type") == "url" and isinstance(url, str):
+        return url
     raise InvalidRequest(f"Invalid request: {where}.source: expected a base64 or url image source")
 
 
@@ -168,7 +171,8 @@ def _tool_choice(choice: Any) -> Any:
     kind = choice.get("type")
     if kind == "tool" and isinstance(choice.get("name"), str):
         return {"type": "function", "function": {"name": choice["name"]}}
-    return {"auto": "auto", "any": "required", "none": "none"}.get(kind)
+    choices: dict[Any, str] = {"auto": "auto", "any": "required", "none": "none"}
+    return choices.get(kind)
 
 
 # --- output ------------------------------------------------------------------------------------
@@ -209,6 +213,8 @@ def iter_message_events(reply: Reply, *, model_id: str, message_id: str, usage: 
         "usage": {"input_tokens": usage.prompt_tokens, "output_tokens": 0},
     }})
     for index, block in enumerate(_content_blocks(reply)):
+        start: dict[str, Any]
+        delta: dict[str, Any]
         if block["type"] == "text":
             start, delta = {"type": "text", "text": ""}, {"type": "text_delta", "text": block["text"]}
         else:

@@ -4,51 +4,83 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, cast
 
 from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
-from litestar.types import ASGIApp
+from litestar.types import ASGIApp as LitestarASGIApp
 
 from aiosd import __version__
 from aiosd.api import completion_routes
-from aiosd.api.completion_routes import log_error
-from aiosd.api.dashboard import dashboard_router
-from aiosd.api.openapi_docs import ChatCompletionOperation
 from aiosd.api.anthropic_messages import error_body as anthropic_error_body
+from aiosd.api.asgi import ASGIApp
+from aiosd.api.dashboard import dashboard_router
+from aiosd.api.error_response import error_headers, internal_error, log_error
+from aiosd.api.openapi_docs import ChatCompletionOperation
 from aiosd.api.request_context import request_id_middleware
 from aiosd.api.request_guard import GuardSettings, guard_settings, request_guard
 from aiosd.api.responses import error_body as openai_error_body
 from aiosd.errors import AiosdError, AuthenticationFailed
+
+if TYPE_CHECKING:
+    from aiosd.config.settings import Config
+    from aiosd.service.runtime import Runtime
 
 log = logging.getLogger("aiosd.http")
 
 JSON = "application/json"
 
 
-def build_app(runtime) -> Litestar:
-    """The Litestar app serving ``runtime`` (which the daemon swaps configs inside)."""
+def build_app(runtime: Runtime) -> ASGIApp:
+    """The ASGI app serving ``runtime`` (which the daemon swaps configs inside).
 
-    def check_headers(headers) -> int | None:
+    Litestar serves every route but the two completion POSTs; in front of it, plain ASGI wrappers
+    that must see every request (404s and 405s included, which Litestar's ``middleware=[...]`` never
+    sees): the request id, the Host/Origin/Content-Type guard, and the dispatch of the completion
+    POSTs to their raw apps."""
+
+    def check_headers(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
         return check_auth(runtime.config.auth.keys, headers)
+
+    chat_app = completion_routes.completion_app(runtime, completion_routes.OPENAI, check_headers)
+    messages_app = completion_routes.completion_app(runtime, completion_routes.ANTHROPIC, check_headers)
+    app = Litestar(
+        route_handlers=[*_route_handlers(runtime, chat_app, messages_app),
+                        *dashboard_router(runtime, lambda request: check_headers(request.scope["headers"]))],
+        exception_handlers={AiosdError: aiosd_error_response, HTTPException: http_error_response,
+                            Exception: unexpected_error_response},
+        request_max_body_size=runtime.config.server.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="aiosd", version=__version__, path="/openapi"),
+        debug=False,
+        logging_config=None,
+    )
+    routes = {completion_routes.CHAT_PATH: chat_app, completion_routes.MESSAGES_PATH: messages_app}
+    # The cast: Litestar's own scope types are TypedDicts, narrower than the mappings aiosd's wrappers pass.
+    dispatch = completion_routes.completion_dispatch(routes, cast("ASGIApp", app))
+    return request_id_middleware(request_guard(dispatch, _guard_settings_of(runtime), _error_body_for_path))
+
+
+def _route_handlers(runtime: Runtime, chat_app: ASGIApp, messages_app: ASGIApp) -> list[HTTPRouteHandler]:
+    """Litestar's routes: the completion routes' descriptions, the model list, health, status and metrics."""
 
     def check_request(request: Request) -> None:
         check_auth(runtime.config.auth.keys, request.scope["headers"])
 
-    chat_app = completion_routes.completion_app(runtime, completion_routes.OPENAI, check_headers)
-    messages_app = completion_routes.completion_app(runtime, completion_routes.ANTHROPIC, check_headers)
-
-    # POSTs to these exact paths never reach these two handlers: completion_dispatch (below) hands
-    # them to the same ASGI apps before Litestar's router. They give the routes their OpenAPI
-    # description and serve any path variant Litestar matches (a trailing slash).
+    # POSTs to these exact paths never reach these two handlers: completion_dispatch hands them to
+    # the same ASGI apps before Litestar. They give the routes their OpenAPI description and serve
+    # any path variant Litestar matches (a trailing slash). Litestar relays a returned ASGI app when
+    # the return annotation is its own ``ASGIApp``.
     @post(completion_routes.CHAT_PATH, status_code=200, summary="Create a chat completion (OpenAI-compatible)",
           operation_class=ChatCompletionOperation)
-    async def chat_completions() -> ASGIApp:
-        return chat_app
+    async def chat_completions() -> LitestarASGIApp:
+        return cast("LitestarASGIApp", chat_app)  # the same callable; Litestar's types name its own scope shapes
 
     @post(completion_routes.MESSAGES_PATH, status_code=200, summary="Create a message (Anthropic Messages dialect)")
-    async def messages() -> ASGIApp:
-        return messages_app
+    async def messages() -> LitestarASGIApp:
+        return cast("LitestarASGIApp", messages_app)
 
     @get("/v1/models", summary="List the models aiosd exposes (OpenAI-compatible)")
     async def list_models(request: Request) -> Response:
@@ -78,35 +110,21 @@ def build_app(runtime) -> Litestar:
         # As a header: media_type="text/..." would get a second "; charset=utf-8" from Litestar.
         return Response(body, headers={"content-type": content_type})
 
-    app = Litestar(
-        route_handlers=[chat_completions, messages, list_models, healthz, readyz, status, metrics_endpoint,
-                        *dashboard_router(runtime, check_request)],
-        exception_handlers={AiosdError: aiosd_error_response, HTTPException: http_error_response,
-                            Exception: unexpected_error_response},
-        request_max_body_size=runtime.config.server.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="aiosd", version=__version__, path="/openapi"),
-        debug=False,
-        logging_config=None,
-    )
-    # Litestar runs middleware=[...] only once a route matched; around its ASGI handler, 404s and
-    # 405s get an X-Request-Id too.
-    routes = {completion_routes.CHAT_PATH: chat_app, completion_routes.MESSAGES_PATH: messages_app}
-    guarded = request_guard(completion_routes.completion_dispatch(routes, app.asgi_handler),
-                            _guard_settings_of(runtime), _error_body_for_path)
-    app.asgi_handler = request_id_middleware(guarded)
-    return app
+    return [chat_completions, messages, list_models, healthz, readyz, status, metrics_endpoint]
 
 
-def _guard_settings_of(runtime):
+def _guard_settings_of(runtime: Runtime) -> Callable[[], GuardSettings]:
     """The request guard's settings for the generation serving now, built once per generation."""
-    cached: list = [None, None]  # (config, settings)
+    built_for: Config | None = None
+    built: GuardSettings | None = None
 
     def settings() -> GuardSettings:
+        nonlocal built_for, built
         config = runtime.config
-        if cached[0] is not config:
-            cached[1] = guard_settings(runtime.bound_host, config.server.allowed_hosts, config.server.allowed_origins)
-            cached[0] = config
-        return cached[1]
+        if built is None or built_for is not config:
+            built = guard_settings(runtime.bound_host, config.server.allowed_hosts, config.server.allowed_origins)
+            built_for = config
+        return built
 
     return settings
 
@@ -117,7 +135,7 @@ def _error_body_for_path(path: str, error: AiosdError) -> bytes:
     return openai_error_body(error)
 
 
-def check_auth(keys, headers) -> int | None:
+def check_auth(keys: Sequence[str], headers: Iterable[tuple[bytes, bytes]]) -> int | None:
     """``AuthenticationFailed`` unless ``headers`` (ASGI pairs) carry one of ``keys`` (none: no auth).
     Returns the index of the key presented (None when auth is off), for the scheduler."""
     if not keys:
@@ -145,20 +163,18 @@ def check_auth(keys, headers) -> int | None:
 
 
 def _error_response(exc: AiosdError) -> Response:
-    headers = {}
-    if exc.retry_after is not None:
-        headers["retry-after"] = str(max(1, int(round(exc.retry_after))))
-    attempts = getattr(exc, "attempts", None)
-    if attempts:
-        headers["x-aiosd-attempts"] = str(attempts)
-    kernels = getattr(exc, "kernels", None)
-    if kernels:
-        headers["x-aiosd-kernels"] = ",".join(kernels)
-    return Response(exc.to_body(), status_code=exc.status, media_type=JSON, headers=headers)
+    """``exc`` in OpenAI's shape with the headers every error carries (``error_response`` writes them)."""
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in error_headers(exc)}
+    return Response(openai_error_body(exc), status_code=exc.status, media_type=JSON, headers=headers)
+
+
+def _request_id(request: Request) -> str:
+    request_id: str = request.scope.get("state", {}).get("request_id", "-")
+    return request_id
 
 
 def aiosd_error_response(request: Request, exc: AiosdError) -> Response:
-    log_error(request.scope.get("state", {}).get("request_id", "-"), exc)
+    log_error(_request_id(request), exc)
     return _error_response(exc)
 
 
@@ -179,7 +195,4 @@ def _from_http_exception(exc: HTTPException) -> AiosdError:
 
 
 def unexpected_error_response(request: Request, exc: Exception) -> Response:
-    request_id = request.scope.get("state", {}).get("request_id", "-")
-    log.exception("request %s: unexpected error; answering 500", request_id)
-    error = AiosdError(f"internal error in aiosd (request id {request_id}; details in aiosd's log)")
-    return _error_response(error)
+    return _error_response(internal_error(_request_id(request)))

@@ -1,4 +1,6 @@
-"""The two completion routes (/v1/chat/completions, /v1/messages) as raw ASGI apps: auth, body, forwarding, the answer, errors, metrics and the per-request log line.
+"""The two completion routes (/v1/chat/completions, /v1/messages) as raw ASGI apps.
+
+Each does auth, body, forwarding, the answer, errors, metrics and the per-request log line.
 
 Why raw ASGI: these routes carry every agent turn (60 KB bodies), and Litestar's per-request
 machinery (signature model, Request and Response objects, its exception middleware) cost as much
@@ -16,8 +18,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiosd.api import anthropic_messages as anthropic
+from aiosd.api.asgi import ASGIApp, Headers, Receive, Scope, Send
+from aiosd.api.error_response import JSON, internal_error, log_error, send_error, send_response
 from aiosd.api.request_context import (
     ClientDisconnected,
     cancel_on_disconnect,
@@ -30,17 +35,23 @@ from aiosd.api.responses import (
     estimate_usage,
     sse_stream,
 )
-from aiosd.errors import AiosdError, ClientError
+from aiosd.errors import AiosdError
 from aiosd.service.forwarding import Completion, complete
+from aiosd.service.history import Trip
 from aiosd.service.metrics import UNKNOWN_MODEL
 from aiosd.translate.chat_request import ChatRequest, parse_chat_request
 
+if TYPE_CHECKING:
+    from aiosd.service.runtime import Runtime
+
 log = logging.getLogger("aiosd.http")
+
+# Raises AuthenticationFailed for a request without a valid key; else the index of the key presented (None: no auth).
+CheckAuth = Callable[[Headers], "int | None"]
 
 CHAT_PATH = "/v1/chat/completions"
 MESSAGES_PATH = "/v1/messages"
 
-_JSON = b"application/json"
 # What Litestar sent for text/event-stream; clients and tests see the same bytes as before.
 _EVENT_STREAM = b"text/event-stream; charset=utf-8"
 _STREAM_HEADERS = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
@@ -90,110 +101,104 @@ OPENAI = Dialect(parse_chat_request, _openai_answer, error_body)
 ANTHROPIC = Dialect(anthropic.parse_messages_request, _anthropic_answer, anthropic.error_body)
 
 
-def log_error(request_id: str, exc: AiosdError) -> None:
-    level = logging.INFO if isinstance(exc, ClientError) else logging.WARNING
-    log.log(level, "request %s: %d %s: %s", request_id, exc.status, exc.code, exc.message)
-
-
-def error_headers(exc: AiosdError) -> list[tuple[bytes, bytes]]:
-    headers = []
-    if exc.retry_after is not None:
-        headers.append((b"retry-after", str(max(1, int(round(exc.retry_after)))).encode()))
-    attempts = getattr(exc, "attempts", None)
-    if attempts:
-        headers.append((b"x-aiosd-attempts", str(attempts).encode()))
-    kernels = getattr(exc, "kernels", None)
-    if kernels:  # pool kernel names: from the config, plain ASCII
-        headers.append((b"x-aiosd-kernels", ",".join(kernels).encode()))
-    return headers
-
-
-async def _send(send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-    headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def completion_app(runtime, dialect: Dialect, check_auth: Callable[[list], int | None]):
+def completion_app(runtime: Runtime, dialect: Dialect, check_auth: CheckAuth) -> ASGIApp:
     """The raw ASGI app answering one completion route in ``dialect``'s shape; ``check_auth(headers)``
     raises ``AuthenticationFailed`` for a request without a valid key, else returns the key's index."""
 
-    async def serve(scope, receive, send) -> None:
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        request_id = scope["state"]["request_id"]
-        metrics = runtime.metrics
-        history = runtime.history
-        trip = history.begin(request_id)
+        request_id: str = scope["state"]["request_id"]
+        trip = runtime.history.begin(request_id)
         try:
-            headers = scope["headers"]
-            key_index = check_auth(headers)
-            trip.key = runtime.config.auth.client_at(key_index).name
-            content_length = None
-            for name, value in headers:
-                if name == b"content-length":
-                    content_length = value.decode("latin-1")
-                    break
-            body = await read_body(receive, content_length, runtime.config.server.max_body_bytes)
-            chat = dialect.parse(body)
-            del body  # 60 KB less held while the kernel answers
-            trip.model = chat.model
-            completion = await cancel_on_disconnect(receive, complete(
-                runtime, chat, request_id, key_index=key_index, headers=headers, trip=trip))
+            chat, completion = await _complete(runtime, dialect, check_auth, scope["headers"], receive, trip)
         except ClientDisconnected:
-            metrics.requests_child(UNKNOWN_MODEL, "client_disconnected").inc()
-            history.finish(trip, status=499, outcome="client_disconnected", total=time.perf_counter() - started)
-            log.info("request %s: client disconnected before the answer; its queue place or kernel call was cancelled", request_id)
-            await _send(send, 499, [], b"")
+            _count_failure(runtime, trip, 499, "client_disconnected", None, started)
+            log.info("request %s: client disconnected before the answer; its queue place or kernel call was "
+                     "cancelled", request_id)
+            await send_response(send, 499, [], b"")
             return
         except AiosdError as exc:
-            model_label = getattr(exc, "model_id", None) or UNKNOWN_MODEL
-            metrics.requests_child(model_label, OUTCOME_BY_CODE.get(exc.code, "kernel_error")).inc()
-            history.finish(trip, status=exc.status, outcome=OUTCOME_BY_CODE.get(exc.code, "kernel_error"),
-                           model=getattr(exc, "model_id", None), total=time.perf_counter() - started)
-            metrics.request_duration_child(model_label).observe(time.perf_counter() - started)
+            _count_failure(runtime, trip, exc.status, OUTCOME_BY_CODE.get(exc.code, "kernel_error"), exc, started)
             log_error(request_id, exc)
-            await _send(send, exc.status, [*error_headers(exc), (b"content-type", _JSON)], dialect.error_body(exc))
+            await send_error(send, exc, dialect.error_body)
             return
         except Exception:
-            log.exception("request %s: unexpected error; answering 500", request_id)
-            metrics.requests_child(UNKNOWN_MODEL, "internal_error").inc()
-            history.finish(trip, status=500, outcome="internal_error", total=time.perf_counter() - started)
-            error = AiosdError(f"internal error in aiosd (request id {request_id}; details in aiosd's log)")
-            await _send(send, 500, [(b"content-type", _JSON)], dialect.error_body(error))
+            error = internal_error(request_id)
+            _count_failure(runtime, trip, 500, "internal_error", None, started)
+            await send_error(send, error, dialect.error_body)
             return
-        model, reply = completion.model, completion.reply
-        elapsed = time.perf_counter() - started
-        metrics.requests_child(model.id, "ok").inc()
-        metrics.request_duration_child(model.id).observe(elapsed)
-        metrics.overhead.observe(max(0.0, elapsed - completion.waiting))
-        kernels = ",".join(completion.kernels)
-        history.finish(trip, status=200, outcome="ok", model=model.id, total=elapsed)
-        log.info(
-            "request %s: model %s answered in %.2fs (%d attempt%s on %s, finish %s%s)",
-            request_id, model.id, elapsed, completion.attempts, "s" if completion.attempts != 1 else "",
-            kernels or "-", reply.finish_reason, f", {len(reply.tool_calls)} tool call(s)" if reply.tool_calls else "",
-        )
-        body, is_stream = dialect.answer(chat, completion, estimate_usage(completion.call, reply), request_id)
-        headers = [
-            (b"x-aiosd-attempts", str(completion.attempts).encode()),
-            (b"x-aiosd-usage", b"estimated"),
-            (b"x-aiosd-model", model.id.encode()),
-            (b"x-aiosd-kernels", kernels.encode()),
-        ]
-        if is_stream:
-            headers.extend(_STREAM_HEADERS)
-            headers.append((b"content-type", _EVENT_STREAM))
-        else:
-            headers.append((b"content-type", _JSON))
-        await _send(send, 200, headers, body)
+        await _answer(runtime, dialect, send, request_id, chat, completion, trip, started)
 
     return serve
 
 
-def completion_dispatch(routes: dict[str, object], fallback):
+async def _complete(runtime: Runtime, dialect: Dialect, check_auth: CheckAuth, headers: Headers, receive: Receive,
+                    trip: Trip) -> tuple[ChatRequest, Completion]:
+    """Auth, the body, parsing and the kernel trip: everything that may fail with an error to answer."""
+    key_index = check_auth(headers)
+    trip.key = runtime.config.auth.client_at(key_index).name
+    content_length = None
+    for name, value in headers:
+        if name == b"content-length":
+            content_length = value.decode("latin-1")
+            break
+    body = await read_body(receive, content_length, runtime.config.server.max_body_bytes)
+    chat = dialect.parse(body)
+    del body  # 60 KB less held while the kernel answers
+    trip.model = chat.model
+    completion = await cancel_on_disconnect(receive, complete(
+        runtime, chat, trip.request_id, key_index=key_index, headers=headers, trip=trip))
+    return chat, completion
+
+
+def _count_failure(runtime: Runtime, trip: Trip, status: int, outcome: str, exc: AiosdError | None,
+                   started: float) -> None:
+    """Metrics and the status page's record of a request that got no answer from a model.
+
+    Only an ``AiosdError`` says which model it was for, and only then is its duration observed."""
+    elapsed = time.perf_counter() - started
+    model_id = exc.model_id if exc is not None else None
+    runtime.metrics.requests_child(model_id or UNKNOWN_MODEL, outcome).inc()
+    runtime.history.finish(trip, status=status, outcome=outcome, model=model_id, total=elapsed)
+    if exc is not None:
+        runtime.metrics.request_duration_child(model_id or UNKNOWN_MODEL).observe(elapsed)
+
+
+async def _answer(runtime: Runtime, dialect: Dialect, send: Send, request_id: str, chat: ChatRequest,
+                  completion: Completion, trip: Trip, started: float) -> None:
+    """Count, log and send a model's answer."""
+    model, reply = completion.model, completion.reply
+    elapsed = time.perf_counter() - started
+    metrics = runtime.metrics
+    metrics.requests_child(model.id, "ok").inc()
+    metrics.request_duration_child(model.id).observe(elapsed)
+    metrics.overhead.observe(max(0.0, elapsed - completion.waiting))
+    kernels = ",".join(completion.kernels)
+    runtime.history.finish(trip, status=200, outcome="ok", model=model.id, total=elapsed)
+    log.info(
+        "request %s: model %s answered in %.2fs (%d attempt%s on %s, finish %s%s)",
+        request_id, model.id, elapsed, completion.attempts, "s" if completion.attempts != 1 else "",
+        kernels or "-", reply.finish_reason, f", {len(reply.tool_calls)} tool call(s)" if reply.tool_calls else "",
+    )
+    body, is_stream = dialect.answer(chat, completion, estimate_usage(completion.call, reply), request_id)
+    headers = [
+        (b"x-aiosd-attempts", str(completion.attempts).encode()),
+        (b"x-aiosd-usage", b"estimated"),
+        (b"x-aiosd-model", model.id.encode()),
+        (b"x-aiosd-kernels", kernels.encode()),
+    ]
+    if is_stream:
+        headers.extend(_STREAM_HEADERS)
+        headers.append((b"content-type", _EVENT_STREAM))
+    else:
+        headers.append((b"content-type", JSON))
+    await send_response(send, 200, headers, body)
+
+
+def completion_dispatch(routes: dict[str, ASGIApp], fallback: ASGIApp) -> ASGIApp:
     """ASGI: POSTs to a path in ``routes`` go straight to its app, everything else to ``fallback`` (Litestar)."""
 
-    async def dispatch(scope, receive, send):
+    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             route = routes.get(scope["path"])
             if route is not None:

@@ -1,4 +1,4 @@
-"""OpenAPI descriptions for routes that read their raw body (Litestar cannot infer a request body from a bare Request)."""
+"""OpenAPI descriptions for routes that read their raw body (Litestar cannot infer a body from a bare Request)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ _TEXT_PART = {"type": "object", "required": ["type", "text"],
               "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}
 _IMAGE_PART = {"type": "object", "required": ["type", "image_url"],
                "properties": {"type": {"const": "image_url"},
-                              "image_url": {"type": "object", "required": ["url"], "properties": {"url": {"type": "string"}}}}}
+                              "image_url": {"type": "object", "required": ["url"],
+                                            "properties": {"url": {"type": "string"}}}}}
 _TOOL_CALL = {"type": "object", "required": ["id", "type", "function"],
               "properties": {"id": {"type": "string"}, "type": {"const": "function"},
                              "function": {"type": "object", "required": ["name", "arguments"],
@@ -58,7 +59,8 @@ CHAT_COMPLETION_REQUEST = {
             {"enum": ["auto", "none", "required"]},
             {"type": "object", "required": ["type", "function"],
              "properties": {"type": {"const": "function"},
-                            "function": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}},
+                            "function": {"type": "object", "required": ["name"],
+                                         "properties": {"name": {"type": "string"}}}}},
         ]},
         "parallel_tool_calls": {"type": "boolean"},
         "stream": {"type": "boolean"},

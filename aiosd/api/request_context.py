@@ -1,4 +1,4 @@
-"""Per-request plumbing: the request id header, reading the body within the size limit, and cancelling work when the client goes away."""
+"""Per-request plumbing: the request id header, the body within its size limit, cancelling work on a disconnect."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from aiosd.api.asgi import ASGIApp, Message, Receive, Scope, Send
 from aiosd.errors import RequestTooLarge
 
 T = TypeVar("T")
@@ -20,10 +21,10 @@ class ClientDisconnected(Exception):
     """The client hung up before aiosd answered; its kernel call was cancelled."""
 
 
-def request_id_middleware(app):
+def request_id_middleware(app: ASGIApp) -> ASGIApp:
     """ASGI middleware: every HTTP response carries X-Request-Id (the client's, if sane, else a new one)."""
 
-    async def middleware(scope, receive, send):
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await app(scope, receive, send)
         request_id = None
@@ -35,7 +36,7 @@ def request_id_middleware(app):
             request_id = ("req_" + secrets.token_hex(8)).encode()
         scope.setdefault("state", {})["request_id"] = request_id.decode()
 
-        async def send_with_id(message):
+        async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER, request_id)]
             await send(message)
@@ -45,14 +46,14 @@ def request_id_middleware(app):
     return middleware
 
 
-async def read_body(receive, content_length: str | None, limit: int) -> bytes:
+async def read_body(receive: Receive, content_length: str | None, limit: int) -> bytes:
     """The request body, at most ``limit`` bytes (read per request, so a reloaded
     ``server.max_body_bytes`` applies at once); ``RequestTooLarge`` past it, ``ClientDisconnected``
     if the client leaves before the body is complete."""
     if content_length is not None and content_length.isdigit() and int(content_length) > limit:
         # Refuse before reading anything: the client announced too much.
         raise _too_large(limit)
-    chunks = []
+    chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
@@ -72,7 +73,7 @@ def _too_large(limit: int) -> RequestTooLarge:
     return RequestTooLarge(f"request body too large: the limit is {limit} bytes (server.max_body_bytes)")
 
 
-async def until_disconnect(receive) -> None:
+async def until_disconnect(receive: Receive) -> None:
     """Return once the client disconnects (the body must already have been read)."""
     while True:
         message = await receive()
@@ -80,13 +81,14 @@ async def until_disconnect(receive) -> None:
             return
 
 
-async def cancel_on_disconnect(receive, work: Awaitable[T]) -> T:
+async def cancel_on_disconnect(receive: Receive, work: Awaitable[T]) -> T:
     """Run ``work``; if the client disconnects first, cancel it (queue place, retry wait, kernel call).
 
     ``work`` runs in the calling task (one task per request fewer than running it beside the
     watcher); the watcher cancels the calling task when the client goes away.
     """
     caller = asyncio.current_task()
+    assert caller is not None, "cancel_on_disconnect runs inside the request's task"
     disconnected = False
 
     async def watch() -> None:

@@ -1,4 +1,6 @@
-"""Which requests aiosd answers at all: its own Host names (DNS rebinding), allowed browser Origins (cross-site pages), JSON bodies on POSTs.
+"""Which requests aiosd answers at all: its own Host names, allowed browser Origins, JSON bodies on POSTs.
+
+Host names guard against DNS rebinding, Origins against cross-site pages.
 
 Why: with the default setup (loopback, no keys) any web page the user opens can reach aiosd. A
 page on another site sends an ``Origin`` it cannot forge; a rebinding page (attacker.example
@@ -12,16 +14,18 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from aiosd.service.logs import RateLimitedLog
+from aiosd.api.asgi import ASGIApp, Message, Receive, Scope, Send
+from aiosd.api.error_response import JSON, send_response
 from aiosd.errors import (
     AiosdError,
     HostNotAllowed,
     OriginNotAllowed,
     UnsupportedMediaType,
 )
+from aiosd.service.logs import RateLimitedLog
 
 # Names that always mean this machine and that no outside DNS can re-point.
 _OWN_NAMES = frozenset(("localhost", "127.0.0.1", "::1"))
@@ -38,7 +42,7 @@ class GuardSettings:
     origins: frozenset[str]  # lower-case "scheme://host[:port]"
 
 
-def guard_settings(bound_host: str, allowed_hosts, allowed_origins) -> GuardSettings:
+def guard_settings(bound_host: str, allowed_hosts: Iterable[str], allowed_origins: Iterable[str]) -> GuardSettings:
     hosts = set(_OWN_NAMES)
     hosts.add(_canonical(bound_host))
     hosts.update(_canonical(h) for h in allowed_hosts if h != "*")
@@ -46,7 +50,8 @@ def guard_settings(bound_host: str, allowed_hosts, allowed_origins) -> GuardSett
                          frozenset(o.lower().rstrip("/") for o in allowed_origins))
 
 
-def request_guard(app, settings: Callable[[], GuardSettings], error_body: Callable[[str, AiosdError], bytes]):
+def request_guard(app: ASGIApp, settings: Callable[[], GuardSettings],
+                  error_body: Callable[[str, AiosdError], bytes]) -> ASGIApp:
     """ASGI middleware refusing, before anything else reads the request, a Host that is not one of
     aiosd's names (421), a browser Origin that is not allowed (403), and a POST whose body is not
     declared JSON (415); a preflight from an allowed Origin gets its CORS answer (204).
@@ -54,7 +59,7 @@ def request_guard(app, settings: Callable[[], GuardSettings], error_body: Callab
 
     log_refused = RateLimitedLog(logging.INFO)
 
-    async def guard(scope, receive, send):
+    async def guard(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await app(scope, receive, send)
         host = origin = content_type = None
@@ -66,7 +71,7 @@ def request_guard(app, settings: Callable[[], GuardSettings], error_body: Callab
             elif name == b"content-type":
                 content_type = value if content_type is None else content_type
         allowed = settings()
-        error = None
+        error: AiosdError | None = None
         if host is not None and not _host_allowed(host, allowed, scope.get("server")):
             error = HostNotAllowed(
                 f"Host {_shown(host)} is not one of aiosd's names (localhost, its IP addresses, "
@@ -85,15 +90,12 @@ def request_guard(app, settings: Callable[[], GuardSettings], error_body: Callab
         if error is not None:
             log_refused("request %s: %d %s: %s", scope.get("state", {}).get("request_id", "-"), error.status,
                         error.code, error.message, what="requests refused for their Host, Origin or Content-Type")
-            body = error_body(scope["path"], error)
-            await send({"type": "http.response.start", "status": error.status, "headers": [
-                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
+            await send_response(send, error.status, [(b"content-type", JSON)], error_body(scope["path"], error))
             return None
         if origin is None:
             return await app(scope, receive, send)
 
-        async def send_with_cors(message):  # an allowed browser page may read the answer
+        async def send_with_cors(message: Message) -> None:  # an allowed browser page may read the answer
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), (b"access-control-allow-origin", origin),
                                       (b"vary", b"origin")]
@@ -104,7 +106,7 @@ def request_guard(app, settings: Callable[[], GuardSettings], error_body: Callab
     return guard
 
 
-async def _preflight(scope, send, origin: bytes) -> None:
+async def _preflight(scope: Scope, send: Send, origin: bytes) -> None:
     requested = b""
     for name, value in scope["headers"]:
         if name == b"access-control-request-headers":
@@ -118,7 +120,7 @@ async def _preflight(scope, send, origin: bytes) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-def _host_allowed(host: bytes, allowed: GuardSettings, server) -> bool:
+def _host_allowed(host: bytes, allowed: GuardSettings, server: tuple[str, int | None] | None) -> bool:
     if allowed.any_host:
         return True
     name = _host_name(host)

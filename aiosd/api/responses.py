@@ -78,7 +78,8 @@ def _request_size(request: ChatRequest) -> tuple[int, int]:
     for message in request.messages:
         content = getattr(message, "content", None)
         if isinstance(content, list):
-            images += sum(1 for part in content_builtins(content) if part.get("type") == "image_url")
+            parts = content_builtins(content)  # a list in, a list out
+            images += sum(1 for part in parts if isinstance(part, dict) and part.get("type") == "image_url")
         size += len(text_of(content).encode("utf-8", "surrogatepass"))
         for call in getattr(message, "tool_calls", None) or ():
             size += len(call.function.name) + len(call.function.arguments)
@@ -137,9 +138,11 @@ def sse_stream(reply: Reply, *, model_id: str, completion_id: str, created: int,
     return list(iter_sse_frames(reply, model_id=model_id, completion_id=completion_id, created=created, usage=usage))
 
 
-def iter_sse_frames(reply: Reply, *, model_id: str, completion_id: str, created: int, usage: Usage | None) -> Iterator[bytes]:
+def iter_sse_frames(reply: Reply, *, model_id: str, completion_id: str, created: int,
+                    usage: Usage | None) -> Iterator[bytes]:
     # Every chunk starts with the same id/object/created/model: encode that once.
-    head = b'data: {"id":' + _encode_safe(completion_id) + b',"object":"chat.completion.chunk","created":' + _encode_safe(created) + b',"model":' + _encode_safe(model_id)
+    head = (b'data: {"id":' + _encode_safe(completion_id) + b',"object":"chat.completion.chunk","created":'
+            + _encode_safe(created) + b',"model":' + _encode_safe(model_id))
 
     def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}

@@ -1,4 +1,6 @@
-"""The connection layer under the app: request head caps (431), read timeouts, the connection cap, and accept() failures logged once per interval.
+"""The connection layer under the app: request head caps (431), read timeouts, the connection cap, accept() failures.
+
+Failed accept() calls are logged once per interval.
 
 Why here and not in the app: all of this must happen before anything reads the request. uvicorn's
 httptools protocol accumulates an unterminated header (and a chunked body's trailer) by bytes
@@ -19,18 +21,25 @@ import resource
 import socket
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import httptools
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from aiosd.service.logs import RateLimitedLog
+from aiosd.api.asgi import ASGIApp
+from aiosd.api.responses import error_body
 from aiosd.errors import (
     AiosdError,
     HeaderFieldsTooLarge,
     RequestTimeout,
     TooManyConnections,
 )
+from aiosd.service.logs import RateLimitedLog
+
+if TYPE_CHECKING:
+    from aiosd.config.settings import Config
+    from aiosd.service.runtime import Runtime
 
 log = logging.getLogger("aiosd.http")
 
@@ -57,9 +66,9 @@ class ConnectionLimits:
 class ConnectionGuard:
     """Live limits (from the config generation serving now) and the connections that are idle."""
 
-    def __init__(self, runtime) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self._config = None
+        self._config: Config | None = None
         self._limits: ConnectionLimits | None = None
         # Connections without a request in flight, longest-idle first (a dict keeps insertion order).
         self.idle: dict[GuardedHttpProtocol, None] = {}
@@ -71,7 +80,7 @@ class ConnectionGuard:
 
     def limits(self) -> ConnectionLimits:
         config = self.runtime.config
-        if config is not self._config:
+        if self._limits is None or config is not self._config:
             server = config.server
             self._limits = ConnectionLimits(
                 max_connections=fit_open_file_limit(server.max_connections, config.kernel.max_concurrency),
@@ -115,10 +124,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     guard: ConnectionGuard
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # uvicorn's arguments, passed on as they come
         super().__init__(*args, **kwargs)
         self.limits = self.guard.limits()
-        self.timeout_keep_alive = self.limits.keep_alive_timeout
+        # uvicorn declares an int (its CLI takes whole seconds); call_later takes any float.
+        self.timeout_keep_alive = self.limits.keep_alive_timeout  # type: ignore[assignment]
         self._in_head = True  # the parser is reading a request line and headers (or waits for one)
         self._head_bytes = 0  # bytes fed to the parser for this head so far
         self._tail = b""  # the last bytes of the previous chunk: a CRLFCRLF may straddle two
@@ -137,7 +147,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     # --- the connection ----------------------------------------------------------------------
 
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's
         super().connection_made(transport)
         guard = self.guard
         if len(self.connections) - len(guard.closing) > self.limits.max_connections:
@@ -158,7 +168,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         guard.idle[self] = None
         self._start_head_timer()
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.guard.idle.pop(self, None)
         self.guard.closing.discard(self)
         self._cancel_read_timer()
@@ -255,7 +265,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_chunk_complete(self) -> None:
         # "<size in hex>\r\n" before the chunk's data and "\r\n" after it.
-        self._framing += len("%x" % self._chunk_bytes) + 4
+        self._framing += len(f"{self._chunk_bytes:x}") + 4
         self._chunk_bytes = 0
 
     def on_message_complete(self) -> None:
@@ -304,7 +314,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.guard.log_timeout("closed a connection from %s: its request body stalled for %gs "
                                "(server.body_timeout)", _peer(self.client), timeout,
                                what="connections closed for a stalled request body")
-        if self.cycle is not None and not self.cycle.response_started:
+        cycle: RequestResponseCycle | None = self.cycle  # uvicorn types it as always set; None before a request
+        if cycle is not None and not cycle.response_started:
             self._refuse(RequestTimeout(f"the request body stopped arriving for {timeout:g}s (server.body_timeout)"))
         else:
             self._close()
@@ -317,20 +328,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._refuse(HeaderFieldsTooLarge(f"request header fields too large: {reason}"))
 
     def _refuse(self, error: AiosdError, retry_after: int | None = None) -> None:
-        """Answer ``error`` as an OpenAI-style JSON body and close the connection."""
-        from aiosd.api.responses import (
-            error_body,  # the api package's one JSON error writer
-        )
-
+        """Answer ``error`` as an OpenAI-style JSON body (the api package's writer) and close the connection."""
         self._refused = True
         body = error_body(error)
         head = [f"HTTP/1.1 {error.status} {_REASONS.get(error.status, '')}",
                 "content-type: application/json", f"content-length: {len(body)}", "connection: close"]
         if retry_after is not None:
             head.append(f"retry-after: {retry_after}")
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.disconnected = True  # the app's request (if one runs) ends as a disconnect
-            self.cycle.message_event.set()
+        cycle: RequestResponseCycle | None = self.cycle  # uvicorn types it as always set; None before a request
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True  # the app's request (if one runs) ends as a disconnect
+            cycle.message_event.set()
         self.transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
         self._close()
 
@@ -338,7 +346,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 _REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 
 
-def _peer(client) -> str:
+def _peer(client: tuple[str, int] | None) -> str:
     if not client:
         return "an unknown address"
     host, port = client[0], client[1]
@@ -350,7 +358,7 @@ def protocol_class(guard: ConnectionGuard) -> type[GuardedHttpProtocol]:
     return type("AiosdHttpProtocol", (GuardedHttpProtocol,), {"guard": guard})
 
 
-def uvicorn_config(app, runtime, *, graceful_timeout: float) -> uvicorn.Config:
+def uvicorn_config(app: ASGIApp, runtime: Runtime, *, graceful_timeout: float) -> uvicorn.Config:
     """uvicorn's settings for aiosd's HTTP server on the runtime's bound address."""
     guard = ConnectionGuard(runtime)
     guard.limits()  # at start: says now if max_connections does not fit the open-file limit
@@ -364,8 +372,9 @@ def uvicorn_config(app, runtime, *, graceful_timeout: float) -> uvicorn.Config:
         access_log=False,
         server_header=False,
         ws="none",
-        timeout_graceful_shutdown=graceful_timeout,
-        timeout_keep_alive=runtime.config.server.keep_alive_timeout,
+        # uvicorn declares an int; asyncio.timeout takes any float.
+        timeout_graceful_shutdown=graceful_timeout,  # type: ignore[arg-type]
+        timeout_keep_alive=runtime.config.server.keep_alive_timeout,  # type: ignore[arg-type]  # an int there too
     )
 
 
@@ -382,7 +391,7 @@ class _Listener(socket.socket):
 
     _resting_until = 0.0
 
-    def accept(self):
+    def accept(self) -> tuple[socket.socket, Any]:  # Any: the peer address, by family as socket.accept
         if self._resting_until and time.monotonic() < self._resting_until:
             raise BlockingIOError(errno.EAGAIN, "not accepting for a moment: out of files")
         try:
@@ -398,19 +407,19 @@ def listening_sockets(host: str, port: int) -> list[socket.socket]:
     create_server would make them); OSError when one cannot be bound."""
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
-    seen = set()
+    seen: set[tuple[int, Any]] = set()
     try:
         for family, kind, proto, _, address in infos:
             if (family, address) in seen:
                 continue
             seen.add((family, address))
-            sock = _Listener(family, kind, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener = _Listener(family, kind, proto)
+            sockets.append(listener)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, True)
-            sock.bind(address)
-            sock.setblocking(False)
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, True)
+            listener.bind(address)
+            listener.setblocking(False)
     except OSError:
         for sock in sockets:
             sock.close()
@@ -424,7 +433,7 @@ def log_accept_failures(loop: asyncio.AbstractEventLoop) -> None:
     report = RateLimitedLog(logging.ERROR)
     previous = loop.get_exception_handler()
 
-    def handler(loop, context) -> None:
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if context.get("message") == _ACCEPT_FAILED:
             exc = context.get("exception")
             soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]

@@ -33,9 +33,11 @@ def sse_events(text: str) -> list[tuple[str, dict]]:
 async def test_recorded_anthropic_turn_streams_anthropic_events(tmp_path):
     body, headers = recorded()
     with FakeKernel() as kernel:
-        async with serve_aiosd(config_for(tmp_path, kernel.url)) as aiosd:
-            async with httpx.AsyncClient(base_url=aiosd.url) as client:
-                response = await client.post("/v1/messages", json=body, headers={"x-api-key": headers["x-api-key"]})
+        async with (
+            serve_aiosd(config_for(tmp_path, kernel.url)) as aiosd,
+            httpx.AsyncClient(base_url=aiosd.url) as client,
+        ):
+            response = await client.post("/v1/messages", json=body, headers={"x-api-key": headers["x-api-key"]})
         sent = kernel.queries[-1]["query_data"]["messages"]
     assert response.status_code == 200, response.text
     events = sse_events(response.text)
@@ -55,20 +57,22 @@ async def test_tool_use_comes_back_as_tool_use_blocks_and_tool_results_go_to_the
     written = '<function_calls><invoke name="read"><parameter name="path">a.txt</parameter></invoke></function_calls>'
     with FakeKernel() as kernel:
         kernel.script(Text("Let me look." + written), Text("It says hi."))
-        async with serve_aiosd(config_for(tmp_path, kernel.url)) as aiosd:
-            async with httpx.AsyncClient(base_url=aiosd.url) as client:
-                first = await client.post("/v1/messages", json=dict(body, stream=False))
-                message = first.json()
-                assert message["stop_reason"] == "tool_use"
-                assert message["content"][0] == {"type": "text", "text": "Let me look."}
-                call = message["content"][1]
-                assert call["type"] == "tool_use" and call["name"] == "read" and call["input"] == {"path": "a.txt"}
-                follow_up = dict(body, stream=False, messages=[
-                    *body["messages"],
-                    {"role": "assistant", "content": message["content"]},
-                    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"], "content": "hi"}]},
-                ])
-                second = await client.post("/v1/messages", json=follow_up)
+        async with (
+            serve_aiosd(config_for(tmp_path, kernel.url)) as aiosd,
+            httpx.AsyncClient(base_url=aiosd.url) as client,
+        ):
+            first = await client.post("/v1/messages", json=dict(body, stream=False))
+            message = first.json()
+            assert message["stop_reason"] == "tool_use"
+            assert message["content"][0] == {"type": "text", "text": "Let me look."}
+            call = message["content"][1]
+            assert call["type"] == "tool_use" and call["name"] == "read" and call["input"] == {"path": "a.txt"}
+            follow_up = dict(body, stream=False, messages=[
+                *body["messages"],
+                {"role": "assistant", "content": message["content"]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"], "content": "hi"}]},
+            ])
+            second = await client.post("/v1/messages", json=follow_up)
         history = json.dumps(kernel.queries[-1]["query_data"]["messages"])
     assert second.json()["content"] == [{"type": "text", "text": "It says hi."}]
     assert "a.txt" in history and "hi" in history
@@ -76,12 +80,14 @@ async def test_tool_use_comes_back_as_tool_use_blocks_and_tool_results_go_to_the
 
 async def test_errors_use_anthropics_error_shape(tmp_path):
     with FakeKernel() as kernel:
-        async with serve_aiosd(config_for(tmp_path, kernel.url)) as aiosd:
-            async with httpx.AsyncClient(base_url=aiosd.url) as client:
-                unknown = await client.post("/v1/messages", json={"model": "nope", "max_tokens": 10,
-                                                                   "messages": [{"role": "user", "content": "x"}]})
-                broken = await client.post("/v1/messages", content=b"{not json",
-                                           headers={"content-type": "application/json"})
+        async with (
+            serve_aiosd(config_for(tmp_path, kernel.url)) as aiosd,
+            httpx.AsyncClient(base_url=aiosd.url) as client,
+        ):
+            unknown = await client.post("/v1/messages", json={"model": "nope", "max_tokens": 10,
+                                                               "messages": [{"role": "user", "content": "x"}]})
+            broken = await client.post("/v1/messages", content=b"{not json",
+                                       headers={"content-type": "application/json"})
     assert unknown.status_code == 404
     assert unknown.json()["type"] == "error" and unknown.json()["error"]["type"] == "not_found_error"
     assert broken.status_code == 400 and broken.json()["error"]["type"] == "invalid_request_error"
@@ -101,10 +107,12 @@ def test_unsupported_blocks_are_a_clear_400_naming_the_block():
 ], ids=["whole-body", "in-metadata", "in-tool-schema"])
 async def test_deeply_nested_messages_body_is_a_400_not_a_500(tmp_path, body):
     with FakeKernel() as kernel:
-        async with serve_aiosd(config_for(tmp_path, kernel.url)) as aiosd:
-            async with httpx.AsyncClient(base_url=aiosd.url) as client:
-                response = await client.post("/v1/messages", content=body,
-                                             headers={"content-type": "application/json"})
+        async with (
+            serve_aiosd(config_for(tmp_path, kernel.url)) as aiosd,
+            httpx.AsyncClient(base_url=aiosd.url) as client,
+        ):
+            response = await client.post("/v1/messages", content=body,
+                                         headers={"content-type": "application/json"})
         assert kernel.queries == []
     assert response.status_code == 400, response.text
     error = response.json()

@@ -94,7 +94,9 @@ async def _send_in_order(s, count: int) -> list[asyncio.Task]:
     admission = s.runtime.scheduler
     for number in range(count):
         tasks.append(asyncio.create_task(s.client.post("/chat/completions", json=chat(f"request {number}"))))
-        await wait_for(lambda: admission.in_flight + admission.queued == number + 1, what=f"request {number} arriving")
+        arrived = number + 1
+        await wait_for(lambda arrived=arrived: admission.in_flight + admission.queued == arrived,
+                       what=f"request {number} arriving")
     return tasks
 
 
@@ -108,7 +110,8 @@ async def test_twenty_parallel_requests_never_exceed_the_cap(tmp_path):
         hang.release()
         responses = await asyncio.gather(*tasks)
     assert [r.status_code for r in responses] == [200] * 20
-    assert [r.json()["choices"][0]["message"]["content"] for r in responses] == [f"echo: request {n}" for n in range(20)]
+    answers = [r.json()["choices"][0]["message"]["content"] for r in responses]
+    assert answers == [f"echo: request {n}" for n in range(20)]
     assert s.kernel.max_in_flight == 4
     assert _idle(s.runtime)
     # Arrival order is kept: a request reaches the kernel at most (cap - 1) places from its turn.

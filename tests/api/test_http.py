@@ -32,20 +32,21 @@ def kernel():
 async def test_auth_keys_from_every_source(tmp_path, kernel, source):
     key_file = tmp_path / "key.txt"
     key_file.write_text(KEY + "\n# the rest of the file is ignored\n")
-    entry = {"literal": json.dumps(KEY), "env": "{env: AIOSD_TEST_KEY}", "file": f"{{file: {json.dumps(str(key_file))}}}"}[source]
+    entry = {"literal": json.dumps(KEY), "env": "{env: AIOSD_TEST_KEY}",
+             "file": f"{{file: {json.dumps(str(key_file))}}}"}[source]
     config_for(tmp_path, kernel.url, merge_yaml(MODELS_YAML, "auth: {keys: [placeholder-key-000, other-key-12345]}"))
     path = tmp_path / "aiosd.yaml"
     path.write_text(path.read_text().replace("placeholder-key-000", entry))
     config = load_config(path, env={"AIOSD_TEST_KEY": KEY})
-    async with serve_aiosd(config) as aiosd:
-        async with httpx.AsyncClient(base_url=aiosd.base_url) as client:
-            missing = await client.post("/chat/completions", json=chat())
-            wrong = await client.post("/chat/completions", json=chat(), headers={"authorization": "Bearer " + KEY[:-1]})
-            other_scheme = await client.post("/chat/completions", json=chat(), headers={"authorization": "Basic " + KEY})
-            right = await client.post("/chat/completions", json=chat(), headers={"authorization": "Bearer " + KEY})
-            second = await client.post("/chat/completions", json=chat(), headers={"authorization": "Bearer other-key-12345"})
-            models_without = await client.get("/models")
-            models_with = await client.get("/models", headers={"authorization": "Bearer " + KEY})
+    async with serve_aiosd(config) as aiosd, httpx.AsyncClient(base_url=aiosd.base_url) as client:
+        missing = await client.post("/chat/completions", json=chat())
+        wrong = await client.post("/chat/completions", json=chat(), headers={"authorization": "Bearer " + KEY[:-1]})
+        other_scheme = await client.post("/chat/completions", json=chat(), headers={"authorization": "Basic " + KEY})
+        right = await client.post("/chat/completions", json=chat(), headers={"authorization": "Bearer " + KEY})
+        second = await client.post("/chat/completions", json=chat(),
+                                   headers={"authorization": "Bearer other-key-12345"})
+        models_without = await client.get("/models")
+        models_with = await client.get("/models", headers={"authorization": "Bearer " + KEY})
     for response in (missing, wrong, other_scheme, models_without):
         error = assert_openai_error(response, 401, "invalid_api_key")
         assert error["type"] == "authentication_error"
@@ -67,12 +68,14 @@ async def test_every_key_is_compared_in_constant_time(tmp_path, kernel, monkeypa
 
     monkeypatch.setattr(aiosd.api.app.hmac, "compare_digest", spy)
     extra = merge_yaml(MODELS_YAML, 'auth: {keys: ["first-key-123", "second-key-456"]}')
-    async with serve_aiosd(config_for(tmp_path, kernel.url, extra)) as aiosd:
-        async with httpx.AsyncClient(base_url=aiosd.base_url) as client:
-            ok = await client.post("/chat/completions", json=chat(), headers={"authorization": "Bearer first-key-123"})
-            compared_for_first = list(compared)
-            compared.clear()
-            refused = await client.post("/chat/completions", json=chat(), headers={"authorization": "Bearer nope"})
+    async with (
+        serve_aiosd(config_for(tmp_path, kernel.url, extra)) as aiosd,
+        httpx.AsyncClient(base_url=aiosd.base_url) as client,
+    ):
+        ok = await client.post("/chat/completions", json=chat(), headers={"authorization": "Bearer first-key-123"})
+        compared_for_first = list(compared)
+        compared.clear()
+        refused = await client.post("/chat/completions", json=chat(), headers={"authorization": "Bearer nope"})
     assert ok.status_code == 200 and refused.status_code == 401
     # Even when the first key matches, the second is still compared: timing says nothing.
     assert compared_for_first == [b"first-key-123", b"second-key-456"]
@@ -84,7 +87,8 @@ async def test_a_body_above_max_body_bytes_is_413_openai_shaped(tmp_path):
         big = await s.client.post("/chat/completions", json=chat("x" * 5000))
         async def chunks():
             yield json.dumps(chat("y" * 5000)).encode()
-        chunked = await s.client.post("/chat/completions", content=chunks(), headers={"content-type": "application/json"})
+        chunked = await s.client.post("/chat/completions", content=chunks(),
+                                      headers={"content-type": "application/json"})
         small = await s.client.post("/chat/completions", json=chat("fits"))
     assert_openai_error(big, 413, "request_too_large")
     assert_openai_error(chunked, 413, "request_too_large")
@@ -147,7 +151,8 @@ async def test_the_kernels_cors_headers_are_never_copied(tmp_path):
     # The preflight is answered without any grant (no Access-Control-Allow-Origin): a browser then
     # refuses to let a web page call aiosd on loopback.
     preflight = responses[3]
-    assert "access-control-allow-origin" not in preflight.headers and "access-control-allow-methods" not in preflight.headers
+    assert "access-control-allow-origin" not in preflight.headers
+    assert "access-control-allow-methods" not in preflight.headers
 
 
 async def test_every_response_has_a_request_id(tmp_path):
@@ -183,7 +188,8 @@ async def test_log_lines_about_a_request_carry_its_id(tmp_path, caplog):
     async with stack(tmp_path) as s:
         s.kernel.script(LLMFailure(429), "answer")
         with caplog.at_level(logging.DEBUG, logger="aiosd"):
-            ok = await s.client.post("/chat/completions", json=chat("a secret prompt"), headers={"x-request-id": "trace-ok-1"})
+            ok = await s.client.post("/chat/completions", json=chat("a secret prompt"),
+                                     headers={"x-request-id": "trace-ok-1"})
             s.kernel.script(*[LLMFailure(429)] * 4)
             failed = await s.client.post("/chat/completions", json=chat(), headers={"x-request-id": "trace-fail-2"})
     assert ok.status_code == 200 and failed.status_code == 429

@@ -1,4 +1,4 @@
-"""Reloads while bound: the socket aiosd listens on is fixed until a restart, and everything is judged and described by it."""
+"""Reloads while bound: the socket aiosd listens on is fixed until a restart; all is judged and described by it."""
 
 from __future__ import annotations
 

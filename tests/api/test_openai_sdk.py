@@ -76,9 +76,8 @@ async def test_sdk_parses_tool_calls_whole_and_streamed(tmp_path):
 
 
 async def test_sdk_lists_the_models(tmp_path):
-    async with stack(tmp_path) as s:
-        async with sdk(s) as client:
-            page = await client.models.list()
+    async with stack(tmp_path) as s, sdk(s) as client:
+        page = await client.models.list()
     assert sorted(m.id for m in page.data) == ["mock-model", "sonnet"]
 
 

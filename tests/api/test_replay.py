@@ -28,19 +28,7 @@ async def test_recorded_request_reaches_the_kernel_and_the_answer_comes_back(tmp
     assert response.status_code == 200, response.text[:500]
     assert response.headers["x-aiosd-attempts"] == "1"
     assert response.headers["x-aiosd-usage"] == "estimated"
-    if stream:
-        assert response.headers["content-type"].startswith("text/event-stream")
-        sse = read_sse(response.text)
-        assert sse.content == "The README says hello."
-        assert sse.finish_reasons == ["stop"]
-        usage = sse.usage
-    else:
-        completion = response.json()
-        assert completion["object"] == "chat.completion"
-        assert completion["model"] == "mock-model"
-        assert completion["choices"][0]["message"] == {"role": "assistant", "content": "The README says hello."}
-        assert completion["choices"][0]["finish_reason"] == "stop"
-        usage = completion["usage"]
+    usage = _answer_usage(response, stream)
     # OpenClaw's 50 KB system prompt alone is over 12,000 tokens at 4 bytes per token.
     assert usage["prompt_tokens"] > 12_000
     assert usage["completion_tokens"] > 0
@@ -48,9 +36,28 @@ async def test_recorded_request_reaches_the_kernel_and_the_answer_comes_back(tmp
 
     [query] = s.kernel.queries
     assert query["agent_name"] == "openclaw" and query["query_type"] == "llm"
-    data = query["query_data"]
+    _check_prompt_mode_query(query["query_data"], request)
+
+
+def _answer_usage(response, stream: bool) -> dict:
+    """The answer is the scripted text, finished with "stop"; returns its usage."""
+    if stream:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        sse = read_sse(response.text)
+        assert sse.content == "The README says hello."
+        assert sse.finish_reasons == ["stop"]
+        return sse.usage
+    completion = response.json()
+    assert completion["object"] == "chat.completion"
+    assert completion["model"] == "mock-model"
+    assert completion["choices"][0]["message"] == {"role": "assistant", "content": "The README says hello."}
+    assert completion["choices"][0]["finish_reason"] == "stop"
+    return completion["usage"]
+
+
+def _check_prompt_mode_query(data: dict, request: dict) -> None:
+    """Prompt mode (the default): no tools to the kernel, no tool role, calls and results as text."""
     assert data["llms"] == [{"name": "gpt-4o-mini", "backend": "openai"}]
-    # Prompt mode (the default): no tools to the kernel, no tool role, calls and results as text.
     assert data["tools"] == []
     roles = _roles(data["messages"])
     assert "tool" not in roles
@@ -65,7 +72,8 @@ async def test_recorded_request_reaches_the_kernel_and_the_answer_comes_back(tmp
     first_user = next(m["content"] for m in request["messages"] if m["role"] == "user")
     assert first_user in [m["content"] for m in data["messages"]]
     if any(m["role"] == "tool" for m in request["messages"]):
-        [call, result] = [m for m in data["messages"][1:] if m["role"] == "assistant" or "<function_results>" in str(m["content"])]
+        [call, result] = [m for m in data["messages"][1:]
+                          if m["role"] == "assistant" or "<function_results>" in str(m["content"])]
         assert call["role"] == "assistant" and '<invoke name="read">' in call["content"]
         assert '<parameter name="path">MOCK_README.txt</parameter>' in call["content"]
         assert "hello from MOCK_README" in result["content"]

@@ -42,7 +42,8 @@ def read_stream(frames: list[bytes]):
         chunks.append(ChatCompletionChunk.model_validate_json(frame[6:]))
     content, calls, finish, usage = "", {}, [], None
     for chunk in chunks:
-        assert (chunk.id, chunk.object, chunk.created, chunk.model) == ("chatcmpl-abc", "chat.completion.chunk", 1_700_000_000, "sonnet")
+        assert (chunk.id, chunk.object, chunk.created, chunk.model) == (
+            "chatcmpl-abc", "chat.completion.chunk", 1_700_000_000, "sonnet")
         usage = chunk.usage or usage
         for choice in chunk.choices:
             content += choice.delta.content or ""
@@ -66,7 +67,8 @@ def test_text_completion_body():
 
 
 def test_tool_call_completion_body():
-    raw = completion_body(Reply(content=None, tool_calls=CALLS.tool_calls, finish_reason="tool_calls"), usage=USAGE, **IDS)
+    reply = Reply(content=None, tool_calls=CALLS.tool_calls, finish_reason="tool_calls")
+    raw = completion_body(reply, usage=USAGE, **IDS)
     parsed = ChatCompletion.model_validate_json(raw)
     message = parsed.choices[0].message
     assert json.loads(raw)["choices"][0]["message"]["content"] is None
@@ -96,7 +98,7 @@ def test_text_stream():
 
 
 def test_tool_call_stream():
-    chunks, content, calls, finish, usage = read_stream(sse_stream(CALLS, usage=USAGE, **IDS))
+    chunks, content, calls, finish, _usage = read_stream(sse_stream(CALLS, usage=USAGE, **IDS))
     assert content == "Let me look."
     assert calls == [{"id": "call_1", "name": "read", "arguments": '{"path":"a.txt"}'},
                      {"id": "call_2", "name": "ls", "arguments": "{}"}]
@@ -160,7 +162,8 @@ def test_usage_estimate_counts_what_was_sent_including_tool_descriptions():
 def test_usage_counts_images_and_tool_calls():
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 100_000}}
     request = parse_chat_request(body([{"role": "user", "content": [{"type": "text", "text": "what?"}, image]}]))
-    usage = estimate_usage(build_kernel_call(request, model(), "a"), Reply(content=None, tool_calls=[ToolCall("c", "ls", '{"path":"/very/long/path"}')]))
+    reply = Reply(content=None, tool_calls=[ToolCall("c", "ls", '{"path":"/very/long/path"}')])
+    usage = estimate_usage(build_kernel_call(request, model(), "a"), reply)
     assert 700 < usage.prompt_tokens < 1_000  # one image, not 25k tokens of base64
     assert usage.completion_tokens > 0
 

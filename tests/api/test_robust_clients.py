@@ -1,4 +1,4 @@
-"""Robustness against clients: malformed and oversized requests, huge but valid ones, and disconnects at every stage leak nothing."""
+"""Robustness against clients: malformed, oversized and huge valid requests; disconnects at any stage leak nothing."""
 
 from __future__ import annotations
 
@@ -46,13 +46,16 @@ def aiosd_failures(caplog) -> list[logging.LogRecord]:
     json.dumps(HELLO).encode() + b"}", json.dumps(HELLO).encode()[:-5], b"[" * 100_000 + b"]" * 100_000,
     b'{"model": "sonnet", "messages": [{"role": "user", "content": "hi"}], "stream": NaN}',
 ], ids=lambda b: repr(b[:24]))
-async def test_malformed_json_gets_400_with_an_openai_error_and_nothing_reaches_the_kernel(tmp_path, kernel, body, caplog):
-    async with serve_aiosd(config_for(tmp_path, kernel.url, CONFIG)) as aiosd:
-        async with httpx.AsyncClient(base_url=aiosd.base_url) as client:
-            response = await client.post("/chat/completions", content=body, headers={"content-type": "application/json"})
-            error = assert_openai_error(response, 400)
-            assert error["type"] == "invalid_request_error"
-            assert (await client.post("/chat/completions", json=HELLO)).status_code == 200
+async def test_malformed_json_gets_400_with_an_openai_error_and_nothing_reaches_the_kernel(tmp_path, kernel, body,
+                                                                                           caplog):
+    async with (
+        serve_aiosd(config_for(tmp_path, kernel.url, CONFIG)) as aiosd,
+        httpx.AsyncClient(base_url=aiosd.base_url) as client,
+    ):
+        response = await client.post("/chat/completions", content=body, headers={"content-type": "application/json"})
+        error = assert_openai_error(response, 400)
+        assert error["type"] == "invalid_request_error"
+        assert (await client.post("/chat/completions", json=HELLO)).status_code == 200
     assert kernel.query_count == 1  # only the good request
     assert not aiosd_failures(caplog)
 
@@ -64,23 +67,27 @@ async def test_a_body_over_max_body_bytes_gets_413_with_or_without_content_lengt
             yield b" " * 100_000
             sent += 100_000
 
-    async with serve_aiosd(config_for(tmp_path, kernel.url, CONFIG)) as aiosd:
-        async with httpx.AsyncClient(base_url=aiosd.base_url, timeout=30) as client:
-            json_body = {"content-type": "application/json"}
-            declared = await client.post("/chat/completions", content=b" " * (MAX_BODY + 1), headers=json_body)
-            streamed = await client.post("/chat/completions", content=chunked(MAX_BODY * 3), headers=json_body)
-            for response in (declared, streamed):
-                assert assert_openai_error(response, 413)["code"] == "request_too_large"
-            assert (await client.post("/chat/completions", json=HELLO)).status_code == 200
+    async with (
+        serve_aiosd(config_for(tmp_path, kernel.url, CONFIG)) as aiosd,
+        httpx.AsyncClient(base_url=aiosd.base_url, timeout=30) as client,
+    ):
+        json_body = {"content-type": "application/json"}
+        declared = await client.post("/chat/completions", content=b" " * (MAX_BODY + 1), headers=json_body)
+        streamed = await client.post("/chat/completions", content=chunked(MAX_BODY * 3), headers=json_body)
+        for response in (declared, streamed):
+            assert assert_openai_error(response, 413)["code"] == "request_too_large"
+        assert (await client.post("/chat/completions", json=HELLO)).status_code == 200
     assert kernel.query_count == 1
 
 
 async def test_a_1mb_system_prompt_reaches_the_kernel_whole(tmp_path, kernel):
     system = "You are a careful agent. " * 42_000  # 1.05 MB
-    async with serve_aiosd(config_for(tmp_path, kernel.url, CONFIG)) as aiosd:
-        async with httpx.AsyncClient(base_url=aiosd.base_url, timeout=30) as client:
-            response = await client.post("/chat/completions", json={
-                "model": "sonnet", "messages": [{"role": "system", "content": system}, {"role": "user", "content": "go"}]})
+    async with (
+        serve_aiosd(config_for(tmp_path, kernel.url, CONFIG)) as aiosd,
+        httpx.AsyncClient(base_url=aiosd.base_url, timeout=30) as client,
+    ):
+        response = await client.post("/chat/completions", json={
+            "model": "sonnet", "messages": [{"role": "system", "content": system}, {"role": "user", "content": "go"}]})
     assert response.status_code == 200, response.text[:300]
     assert response.json()["choices"][0]["message"]["content"] == "echo: go"
     sent = kernel.queries[-1]["query_data"]["messages"]
@@ -94,14 +101,14 @@ async def test_thousands_of_tools_are_offered_and_a_call_to_the_last_one_comes_b
         "parameters": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}}}
         for i in range(3000)]
     if tool_mode == "prompt":
-        kernel.script(Text('<function_calls><invoke name="tool_2999"><parameter name="path">a</parameter></invoke></function_calls>'))
+        kernel.script(Text('<function_calls><invoke name="tool_2999"><parameter name="path">a</parameter></invoke>'
+                           '</function_calls>'))
     else:
         kernel.script(Text('{"name": "tool_2999", "arguments": {"path": "a"}}'))
     config = config_for(tmp_path, kernel.url, CONFIG + f"models: {{defaults: {{tools: {tool_mode}}}}}")
-    async with serve_aiosd(config) as aiosd:
-        async with httpx.AsyncClient(base_url=aiosd.base_url, timeout=30) as client:
-            response = await client.post("/chat/completions", json={
-                "model": "sonnet", "messages": [{"role": "user", "content": "use the last tool"}], "tools": tools})
+    async with serve_aiosd(config) as aiosd, httpx.AsyncClient(base_url=aiosd.base_url, timeout=30) as client:
+        response = await client.post("/chat/completions", json={
+            "model": "sonnet", "messages": [{"role": "user", "content": "use the last tool"}], "tools": tools})
     assert response.status_code == 200, response.text[:300]
     call = response.json()["choices"][0]["message"]["tool_calls"][0]["function"]
     assert (call["name"], json.loads(call["arguments"])) == ("tool_2999", {"path": "a"})
@@ -119,7 +126,7 @@ class RawClient:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def connect(cls, port: int) -> "RawClient":
+    async def connect(cls, port: int) -> RawClient:
         return cls(*await asyncio.open_connection("127.0.0.1", port))
 
     def send(self, body: bytes, *, declared_length: int | None = None, send_only: int | None = None) -> None:
@@ -170,7 +177,8 @@ async def test_disconnect_before_the_body_is_complete(tmp_path, kernel, caplog, 
 async def test_disconnect_while_queued_gives_up_the_place_and_never_calls_the_kernel(tmp_path, kernel, caplog):
     hang = Hang()
     kernel.script(hang)
-    config = config_for(tmp_path, kernel.url, CONFIG + 'kernel: {max_concurrency: 1, timeout: "10s", queue_timeout: "10s"}')
+    config = config_for(tmp_path, kernel.url,
+                        CONFIG + 'kernel: {max_concurrency: 1, timeout: "10s", queue_timeout: "10s"}')
     async with serve_aiosd(config) as aiosd:
         baseline = set(asyncio.all_tasks())
         async with httpx.AsyncClient(base_url=aiosd.base_url, timeout=30) as holder:

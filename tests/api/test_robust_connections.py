@@ -1,4 +1,4 @@
-"""Anyone who can reach the port: oversized and slow request heads, idle floods, stalled bodies, running out of file descriptors."""
+"""Anyone who can reach the port: oversized and slow request heads, idle floods, stalled bodies, no file descriptors."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ async def read_until_closed(reader: asyncio.StreamReader, timeout: float = 5.0) 
     """Everything the server sends until it closes the connection (AssertionError if it does not)."""
     try:
         return await asyncio.wait_for(reader.read(-1), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise AssertionError(f"aiosd did not close the connection within {timeout}s") from None
 
 
@@ -109,14 +109,16 @@ async def test_a_chunked_body_trailer_is_capped_too(tmp_path, kernel):
 
 
 def _cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / __import__("os").sysconf("SC_CLK_TCK")
 
 
 def _rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
 
 
@@ -172,10 +174,13 @@ async def test_a_slowloris_head_is_closed_after_header_timeout_even_while_bytes_
         started = time.monotonic()
         raw = await read_until_closed(reader, timeout=4)
         elapsed = time.monotonic() - started
+        # Closed while the bytes still trickled (the trickle lasts 5 s), and not before the timeout.
+        still_trickling = not trickling.done()
         trickling.cancel()
         writer.close()
         assert_json_error(raw, 408, "request_timeout")
-        assert 0.4 < elapsed < 3, elapsed
+        assert still_trickling
+        assert elapsed > 0.4, elapsed
 
 
 async def test_a_connection_that_sends_nothing_is_closed_after_header_timeout(tmp_path, kernel):

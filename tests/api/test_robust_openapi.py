@@ -1,4 +1,4 @@
-"""schemathesis against aiosd's own OpenAPI description: generated requests to every route never get a 5xx or an undeclared content type."""
+"""schemathesis against aiosd's OpenAPI description: no generated request gets a 5xx or an undeclared content type."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from tests.support.robust import AiosdInThread
 @pytest.fixture(scope="module")
 def running_aiosd(tmp_path_factory):
     with FakeKernel(record=False) as kernel:
-        config = config_for(tmp_path_factory.mktemp("openapi"), kernel.url, 'kernel: {timeout: "5s"}\nretry: {max_retries: 0}')
+        config = config_for(tmp_path_factory.mktemp("openapi"), kernel.url,
+                            'kernel: {timeout: "5s"}\nretry: {max_retries: 0}')
         with AiosdInThread(config) as aiosd:
             yield aiosd
 

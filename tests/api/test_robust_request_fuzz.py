@@ -1,4 +1,4 @@
-"""Property-based: any JSON value in any field of a chat request gets a 200 or a 4xx OpenAI error from aiosd, never a 5xx."""
+"""Property-based: any JSON value in any field of a chat request gets a 200 or a 4xx OpenAI error, never a 5xx."""
 
 from __future__ import annotations
 
@@ -29,12 +29,14 @@ BASE = {
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": [{"type": "text", "text": "read a"}]},
         {"role": "assistant", "content": None,
-         "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "read", "arguments": "{\"path\": \"a\"}"}}]},
+         "tool_calls": [{"id": "call_1", "type": "function",
+                         "function": {"name": "read", "arguments": "{\"path\": \"a\"}"}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": "file a"},
         {"role": "user", "content": "thanks"},
     ],
     "tools": [{"type": "function", "function": {"name": "read", "description": "Read a file",
-                                                 "parameters": {"type": "object", "properties": {"path": {"type": "string"}}}}}],
+                                                 "parameters": {"type": "object",
+                                                                "properties": {"path": {"type": "string"}}}}}],
 }
 
 json_values = st.recursive(
@@ -52,10 +54,10 @@ json_values = st.recursive(
 @pytest.fixture(scope="module")
 def aiosd_url(tmp_path_factory):
     with FakeKernel(record=False) as kernel:
-        config = config_for(tmp_path_factory.mktemp("fuzz"), kernel.url, 'kernel: {timeout: "5s"}\nretry: {max_retries: 0}')
-        with AiosdInThread(config) as aiosd:
-            with httpx.Client(base_url=aiosd.base_url, timeout=30) as client:
-                yield client
+        config = config_for(tmp_path_factory.mktemp("fuzz"), kernel.url,
+                            'kernel: {timeout: "5s"}\nretry: {max_retries: 0}')
+        with AiosdInThread(config) as aiosd, httpx.Client(base_url=aiosd.base_url, timeout=30) as client:
+            yield client
 
 
 def check(client: httpx.Client, body: dict | list) -> None:

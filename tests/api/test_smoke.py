@@ -10,12 +10,14 @@ from tests.support.fake_kernel import FakeKernel
 
 async def test_recorded_text_turn_streams_back_the_kernel_answer(tmp_path):
     with FakeKernel() as kernel:
-        async with serve_aiosd(config_for(tmp_path, kernel.url)) as aiosd:
-            async with httpx.AsyncClient(base_url=aiosd.base_url) as client:
-                response = await client.post(
-                    "/chat/completions",
-                    json={"model": "sonnet", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
-                )
+        async with (
+            serve_aiosd(config_for(tmp_path, kernel.url)) as aiosd,
+            httpx.AsyncClient(base_url=aiosd.base_url) as client,
+        ):
+            response = await client.post(
+                "/chat/completions",
+                json={"model": "sonnet", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+            )
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
     assert "echo: hi" in response.text

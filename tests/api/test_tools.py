@@ -111,7 +111,8 @@ async def test_native_mode_round_trip_maps_names_back(tmp_path, stream):
     user = {"role": "user", "content": "file it"}
     async with stack(tmp_path, NATIVE_YAML) as s:
         s.kernel.script(
-            ToolCalls([ToolCall("github__create_issue", '{"title": "bug"}', "call_1"), ToolCall("fs__read", '{"path": "a"}', "call_2")]),
+            ToolCalls([ToolCall("github__create_issue", '{"title": "bug"}', "call_1"),
+                       ToolCall("fs__read", '{"path": "a"}', "call_2")]),
             # A text answer with tools present is dropped by the kernel; aiosd asks again without tools.
             Text("filed"),
             Text("filed"),
@@ -147,7 +148,8 @@ async def test_native_text_dropped_is_asked_again_without_tools(tmp_path, stream
     async with stack(tmp_path, NATIVE_YAML) as s:
         # With tools present the kernel drops a text answer; the second ask carries no tools.
         s.kernel.script(Text("the answer"), Text("the answer"))
-        response = await _ask(s.client, [{"role": "user", "content": "q"}], stream=stream, model="native-model", tools=NATIVE_TOOLS)
+        response = await _ask(s.client, [{"role": "user", "content": "q"}], stream=stream, model="native-model",
+                              tools=NATIVE_TOOLS)
         content, calls, finish = _answer(response, stream)
     assert (content, calls, finish) == ("the answer", [], "stop")
     assert response.headers["x-aiosd-attempts"] == "2"
@@ -158,7 +160,8 @@ async def test_native_text_dropped_is_asked_again_without_tools(tmp_path, stream
 async def test_native_text_dropped_with_policy_error_is_a_502_that_explains(tmp_path, stream):
     async with stack(tmp_path, NATIVE_YAML) as s:
         s.kernel.script(Text("the answer"))
-        response = await _ask(s.client, [{"role": "user", "content": "q"}], stream=stream, model="native-strict", tools=NATIVE_TOOLS)
+        response = await _ask(s.client, [{"role": "user", "content": "q"}], stream=stream, model="native-strict",
+                              tools=NATIVE_TOOLS)
     error = assert_openai_error(response, 502, "kernel_dropped_text")
     assert "tools: prompt" in error["message"] and "native-strict" in error["message"]
     assert s.kernel.query_count == 1
