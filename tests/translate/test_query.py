@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -116,16 +115,6 @@ def test_an_unknown_backend_is_not_sent_and_an_empty_kernel_model_is_refused():
     assert call.body["query_data"]["llms"] == [{"name": "claude-sonnet"}]
     with pytest.raises(AiosdError):  # an llms entry without a name hangs the kernel's batch
         build_kernel_call(roundtrip_request(), model(kernel_model=""), "a")
-
-
-def test_parse_and_build_of_a_60kb_request_stays_under_a_millisecond():
-    raw = RECORDED[-1][1]
-    runs = 100
-    started = time.perf_counter()
-    for _ in range(runs):
-        build_kernel_call(parse_chat_request(raw), MODEL, "openclaw")
-    per_request = (time.perf_counter() - started) / runs
-    assert per_request < 0.001, f"{per_request * 1e6:.0f} us"
 
 
 # --- decoding ------------------------------------------------------------------------------
