@@ -130,11 +130,12 @@ class LoopTurnMeter:
         self._task = asyncio.create_task(self._tick())
         return self
 
-    async def __aexit__(self, *exc_info) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self._note()  # what was taken in since the last tick counts too
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 @contextlib.contextmanager
