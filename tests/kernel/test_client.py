@@ -270,7 +270,12 @@ async def test_list_llms_keeps_only_name_and_backend():
     listing = {
         "status": "success",
         "llms": [
-            {"name": "gpt-4o-mini", "backend": "openai", "hostname": "http://10.0.0.5:8000", "api_key": "sk-secret123456"},
+            {
+                "name": "gpt-4o-mini",
+                "backend": "openai",
+                "hostname": "http://10.0.0.5:8000",
+                "api_key": "sk-secret123456",
+            },
             {"name": "qwen", "backend": "ollama", "hostname": "http://localhost:11434"},
             {"backend": "broken"},
             "nonsense",

@@ -61,7 +61,8 @@ def test_each_ejection_in_a_row_doubles_the_backoff_up_to_the_cap_and_a_healthy_
 def test_what_fails_over_and_what_ejects():
     assert is_gateway_failure(REFUSED) and is_gateway_failure(KernelTimeout("hung"))
     assert is_gateway_failure(KernelRejected("500", kernel_status=500))
-    assert fails_over(KernelRateLimited("429", kernel_status=429)) and not is_gateway_failure(KernelRateLimited("429", kernel_status=429))
+    assert fails_over(KernelRateLimited("429", kernel_status=429))
+    assert not is_gateway_failure(KernelRateLimited("429", kernel_status=429))
     assert not fails_over(KernelRejected("context too long", kernel_status=400))
     assert not fails_over(KernelRejected("bad body", kernel_status=422))
 

@@ -41,9 +41,14 @@ async def test_a_kernel_leaving_does_not_close_the_transport_the_others_share():
 
 async def test_each_kernel_keeps_its_own_model_list_and_the_union_is_returned():
     def lister(names):
-        return lambda request: httpx.Response(200, json={"status": "success", "llms": [{"name": n, "backend": "openai"} for n in names]})
+        llms = [{"name": n, "backend": "openai"} for n in names]
+        return lambda request: httpx.Response(200, json={"status": "success", "llms": llms})
 
-    pool = KernelPool((kernel_settings("http://a.test", name="a"),), HealthSettings(), transport=httpx.MockTransport(lister(["x", "y"])))
+    pool = KernelPool(
+        (kernel_settings("http://a.test", name="a"),),
+        HealthSettings(),
+        transport=httpx.MockTransport(lister(["x", "y"])),
+    )
     listed = await pool.list_llms()
     assert {m["name"] for m in listed} == {"x", "y"} and pool.members["a"].models == {"x", "y"}
     await pool.close()
@@ -78,7 +83,8 @@ async def test_a_kernel_that_fails_one_refresh_keeps_its_models_in_the_union():
         if request.url.host == "b.test" and down["b"]:
             raise httpx.ConnectError("connection refused")
         names = ["x"] if request.url.host == "a.test" else ["only-on-b"]
-        return httpx.Response(200, json={"status": "success", "llms": [{"name": n, "backend": "openai"} for n in names]})
+        llms = [{"name": n, "backend": "openai"} for n in names]
+        return httpx.Response(200, json={"status": "success", "llms": llms})
 
     pool = KernelPool((kernel_settings("http://a.test", name="a"), kernel_settings("http://b.test", name="b")),
                       HealthSettings(), transport=httpx.MockTransport(handler))

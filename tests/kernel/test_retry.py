@@ -297,7 +297,11 @@ async def test_forward_query_serialises_once_releases_the_slot_between_attempts_
         waits.append(seconds)
         in_flight_seen.append(scheduler.in_flight)  # nobody holds the slot while we wait
 
-    body = {"agent_name": "openclaw", "query_type": "llm", "query_data": {"messages": [{"role": "user", "content": "x"}]}}
+    body = {
+        "agent_name": "openclaw",
+        "query_type": "llm",
+        "query_data": {"messages": [{"role": "user", "content": "x"}]},
+    }
     policy = RetryPolicy(retry_settings(initial=0.5), sleep=sleep)
     scheduler = one_kernel(handler, max_concurrency=1)
     result = await forward(scheduler, body, policy, model="m")

@@ -1,4 +1,5 @@
-"""Robustness against a failing kernel: every fault ends in a well-formed OpenAI error in bounded time, and aiosd stays healthy."""
+"""Robustness against a failing kernel: every fault ends in a well-formed OpenAI error in bounded time,
+and aiosd stays healthy."""
 
 from __future__ import annotations
 
@@ -29,10 +30,12 @@ from tests.support.robust import (
 
 # A 0.5 s kernel deadline and at most 4 attempts: every fault reaches the client through aiosd's own
 # deadline or retry limit, whatever the kernel does (never through the client's 30 s timeout).
-FAST_FAILING = """
-kernel: {timeout: "500ms", connect_timeout: "1s", queue_timeout: "1s", max_concurrency: 4}
-retry: {max_retries: 3, on_status: [429], budget: "1s", backoff: {initial: "10ms", multiplier: 1.0, max: "20ms", jitter: 0.0}}
-"""
+FAST_FAILING = (
+    "\n"
+    'kernel: {timeout: "500ms", connect_timeout: "1s", queue_timeout: "1s", max_concurrency: 4}\n'
+    'retry: {max_retries: 3, on_status: [429], budget: "1s", '
+    'backoff: {initial: "10ms", multiplier: 1.0, max: "20ms", jitter: 0.0}}\n'
+)
 MAX_ATTEMPTS = 4  # FAST_FAILING's max_retries + 1
 HELLO = [{"role": "user", "content": "hello"}]
 
@@ -96,7 +99,9 @@ async def test_kernel_fault_gives_a_well_formed_error_in_bounded_time_and_aiosd_
                 await kernel.wait_until_async(lambda k: k.in_flight == 0, what="the kernel's HTTP request to end")
             if fault in ("hang", "slow_drip", "reset_mid_response"):
                 # A connection that timed out or broke is closed, never put back in the pool.
-                await eventually(lambda: connections_to(kernel.port) == 0, what="aiosd closing the broken kernel connection")
+                await eventually(
+                    lambda: connections_to(kernel.port) == 0, what="aiosd closing the broken kernel connection"
+                )
             assert_idle(aiosd)
 
             kernel.clear_script()
@@ -107,7 +112,9 @@ async def test_kernel_fault_gives_a_well_formed_error_in_bounded_time_and_aiosd_
 
 
 @pytest.mark.parametrize("client_kind", CLIENTS)
-async def test_kernel_refusing_connections_gives_502_then_serving_resumes_when_it_is_back(tmp_path, client_kind, caplog):
+async def test_kernel_refusing_connections_gives_502_then_serving_resumes_when_it_is_back(
+    tmp_path, client_kind, caplog
+):
     kernel = FakeKernel(port=free_port())  # not started yet: nothing listens on its port
     async with serve_aiosd(config_for(tmp_path, kernel.url, FAST_FAILING)) as aiosd:
         with caplog.at_level(logging.INFO, logger="aiosd"):
@@ -118,7 +125,8 @@ async def test_kernel_refusing_connections_gives_502_then_serving_resumes_when_i
         # Said as such wherever it shows: the log lines about the request, and why aiosd is not ready.
         # Given up at the first refusal (on_status is [429]): no retries, no waits.
         logged = [r.getMessage() for r in caplog.records if r.name.startswith("aiosd")]
-        assert any(f"attempt 1/{MAX_ATTEMPTS} failed (connection refused); giving up" in line for line in logged), logged
+        giving_up = f"attempt 1/{MAX_ATTEMPTS} failed (connection refused); giving up"
+        assert any(giving_up in line for line in logged), logged
         assert not any("status 0" in line for line in logged), logged
         async with httpx.AsyncClient(base_url=aiosd.url, timeout=10) as client:
             ready = await client.get("/readyz")
@@ -155,11 +163,14 @@ async def test_a_429_storm_across_many_concurrent_clients_ends_in_429s_and_frees
 async def test_a_hung_kernel_holding_every_slot_makes_later_requests_503_not_hang(tmp_path):
     hang = Hang()
     with FakeKernel() as kernel:
-        config = config_for(tmp_path, kernel.url, FAST_FAILING + 'kernel: {timeout: "3s", queue_timeout: "200ms", max_concurrency: 1}')
+        one_slot = 'kernel: {timeout: "3s", queue_timeout: "200ms", max_concurrency: 1}'
+        config = config_for(tmp_path, kernel.url, FAST_FAILING + one_slot)
         async with serve_aiosd(config) as aiosd:
             kernel.script(hang)
             async with httpx.AsyncClient(base_url=aiosd.base_url, timeout=30) as client:
-                first = asyncio.create_task(client.post("/chat/completions", json={"model": "sonnet", "messages": HELLO}))
+                first = asyncio.create_task(
+                    client.post("/chat/completions", json={"model": "sonnet", "messages": HELLO})
+                )
                 await kernel.wait_for_in_flight_async(1)
                 second = await client.post("/chat/completions", json={"model": "sonnet", "messages": HELLO})
                 assert not first.done()  # answered by the queue's 200 ms, not after the kernel's 3 s

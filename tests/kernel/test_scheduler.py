@@ -1,4 +1,5 @@
-"""Scheduler: slots of a kernel pool handed out by class, fair share across keys, aging and per-key limits; clean exits."""
+"""Scheduler: slots of a kernel pool handed out by class, fair share across keys, aging and per-key limits;
+clean exits."""
 
 from __future__ import annotations
 
@@ -23,8 +24,11 @@ async def settle() -> None:
 
 def scheduler_for(*slots: int, clock=time.monotonic, aging: float = 0.0, models=None) -> Scheduler:
     """A scheduler over kernels k0, k1, ... with ``slots`` slots each (no kernel is ever called)."""
-    settings = tuple(kernel_settings(f"http://k{i}.test", name=f"k{i}", max_concurrency=n) for i, n in enumerate(slots))
-    pool = KernelPool(settings, HealthSettings(), transport=httpx.MockTransport(lambda r: httpx.Response(500)), clock=clock)
+    settings = tuple(
+        kernel_settings(f"http://k{i}.test", name=f"k{i}", max_concurrency=n) for i, n in enumerate(slots)
+    )
+    never_called = httpx.MockTransport(lambda r: httpx.Response(500))
+    pool = KernelPool(settings, HealthSettings(), transport=never_called, clock=clock)
     for i, member in enumerate(pool):
         if models is not None:
             member.models = frozenset(models[i])
@@ -192,7 +196,8 @@ async def test_weights_share_slots_between_keys_in_proportion():
         order.append(name)
         s.release(kernel, state)
 
-    tasks = [asyncio.create_task(one(heavy, "H")) for _ in range(6)] + [asyncio.create_task(one(light, "L")) for _ in range(6)]
+    tasks = [asyncio.create_task(one(heavy, "H")) for _ in range(6)]
+    tasks += [asyncio.create_task(one(light, "L")) for _ in range(6)]
     await settle()
     s.release(held, light)
     await asyncio.gather(*tasks)

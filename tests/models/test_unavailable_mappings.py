@@ -14,7 +14,8 @@ LISTED = [{"name": "gpt-4o-mini", "backend": "openai"}, {"name": "qwen2.5:7b", "
 
 
 def catalog_with(lister: FakeLister, **options) -> ModelCatalog:
-    return ModelCatalog(model_settings(mapped("sonnet", "claude-gone"), mapped("fast", "gpt-4o-mini"), **options), lister)
+    settings = model_settings(mapped("sonnet", "claude-gone"), mapped("fast", "gpt-4o-mini"), **options)
+    return ModelCatalog(settings, lister)
 
 
 async def test_a_mapping_the_kernel_does_not_list_is_left_out_and_answers_404_saying_why(caplog):
@@ -87,5 +88,7 @@ async def test_without_discovery_mappings_are_kept_as_they_are():
     lister = FakeLister(LISTED)
     catalog = catalog_with(lister)
     await catalog.refresh()
-    catalog.apply_settings(model_settings(mapped("sonnet", "claude-gone"), mapped("fast", "gpt-4o-mini"), discover=False))
+    catalog.apply_settings(
+        model_settings(mapped("sonnet", "claude-gone"), mapped("fast", "gpt-4o-mini"), discover=False)
+    )
     assert ids(catalog) == ["sonnet", "fast"] and catalog.unavailable() == ()

@@ -1,4 +1,5 @@
-"""Test helpers for a real ``python -m aiosd run`` process: a NOTIFY_SOCKET the test owns, the process, and file swaps."""
+"""Test helpers for a real ``python -m aiosd run`` process: a NOTIFY_SOCKET the test owns, the process,
+and file swaps."""
 
 from __future__ import annotations
 
@@ -83,7 +84,8 @@ class NotifySocket:
             if left <= 0:
                 seen = "\n  ".join(n.raw.replace("\n", " | ") for n in self.received[-10:])
                 logs = f"\naiosd's stderr:\n{process.stderr_text()}" if process else ""
-                raise AssertionError(f"no {key}{'=' + value if value else ''} within {timeout}s; last seen:\n  {seen}{logs}")
+                wanted = f"{key}{'=' + value if value else ''}"
+                raise AssertionError(f"no {wanted} within {timeout}s; last seen:\n  {seen}{logs}")
             note = self.receive(min(left, 0.5) if process else left)
             if note is None:
                 if process is not None and process.poll() is not None:

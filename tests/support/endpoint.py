@@ -32,7 +32,8 @@ TOOLS = [
 MODEL_CALLS = (
     "Let me look.\n"
     "<function_calls>\n"
-    '<invoke name="read"><parameter name="path">a <b> & c.txt</parameter><parameter name="limit">20</parameter></invoke>\n'
+    '<invoke name="read"><parameter name="path">a <b> & c.txt</parameter>'
+    '<parameter name="limit">20</parameter></invoke>\n'
     '<invoke name="ls"/>\n'
     "</function_calls>"
 )

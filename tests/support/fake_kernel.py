@@ -1,4 +1,5 @@
-"""A fake AIOS kernel on loopback (uvicorn in a thread) reproducing the real kernel's wire behaviour, quirks and hangs included."""
+"""A fake AIOS kernel on loopback (uvicorn in a thread) reproducing the real kernel's wire behaviour,
+quirks and hangs included."""
 
 from __future__ import annotations
 
@@ -294,7 +295,8 @@ def gzip_bomb(inflated: int = 1 << 30) -> bytes:
 
 def GzipBomb(inflated: int = 1 << 30, status: int = 200) -> RawResponse:
     """A `Content-Encoding: gzip` answer that inflates to `inflated` bytes (1 GiB: ~1 MB sent)."""
-    return RawResponse(status, gzip_bomb(inflated), [("content-type", "application/json"), ("content-encoding", "gzip")])
+    headers = [("content-type", "application/json"), ("content-encoding", "gzip")]
+    return RawResponse(status, gzip_bomb(inflated), headers)
 
 
 _TRANSPORT_ITEMS = (RawResponse, Drip, ResetMidBody, Huge)
@@ -310,7 +312,12 @@ class LLMRequest:
 
 
 DEFAULT_MODELS: list[dict[str, Any]] = [
-    {"name": "gpt-4o-mini", "backend": "openai", "hostname": "http://10.0.0.5:11434", "api_key": "sk-fake-kernel-secret"},
+    {
+        "name": "gpt-4o-mini",
+        "backend": "openai",
+        "hostname": "http://10.0.0.5:11434",
+        "api_key": "sk-fake-kernel-secret",
+    },
     {"name": "qwen2.5:7b", "backend": "ollama", "hostname": "http://localhost:11434"},
     {"name": "meta-llama/Llama-3.1-8B-Instruct", "backend": "vllm", "hostname": "http://localhost:8091/v1"},
 ]
@@ -356,6 +363,11 @@ def _envelope(response: dict) -> bytes:
     ).encode()
 
 
+def _invalid_request(model: str) -> str:
+    """The kernel's sentence for a request its LLM backend refused as malformed."""
+    return f"Invalid Request for model '{model}'. Check your input parameters (e.g., messages, tools format)."
+
+
 # (response.status_code, generic sentence, attempts the kernel makes) for each LLM failure.
 def _failure_policy(output: Any, model: str) -> tuple[int, str, int] | None:
     if isinstance(output, Unreachable):
@@ -368,7 +380,7 @@ def _failure_policy(output: Any, model: str) -> tuple[int, str, int] | None:
     if status == 429:
         return 429, f"Rate Limit Exceeded for model '{model}'. Please try again later.", 3
     if status == 400:
-        return 400, f"Invalid Request for model '{model}'. Check your input parameters (e.g., messages, tools format).", 1
+        return 400, _invalid_request(model), 1
     if status in (401, 403):
         return 401, f"Authentication Error with model '{model}': Invalid or missing API key.", 1
     if status == 404:
@@ -435,7 +447,13 @@ def _decode_tool_response(output: Text | ToolCalls | Empty) -> list[dict]:
 
 _MISSING_BODY_FIELD = object()
 # The kernel's query_data is a union; pydantic reports one entry per member it tried.
-_QUERY_MEMBERS = (("LLMQuery", "messages"), ("ToolQuery", "tool_calls"), ("MemoryQuery", "params"), ("StorageQuery", "params"))
+_QUERY_MEMBERS = (
+    ("LLMQuery", "messages"),
+    ("ToolQuery", "tool_calls"),
+    ("MemoryQuery", "params"),
+    ("StorageQuery", "params"),
+)
+_NOT_AN_OBJECT = "Input should be a valid dictionary or object to extract fields from"
 
 
 def _error(kind: str, loc: list, msg: str, value: Any) -> dict:
@@ -452,7 +470,7 @@ def _union_errors(loc: list, query_data: Any, llm_query_errors: dict) -> list[di
         where = [*loc, member]
         if query_data is _MISSING_BODY_FIELD or not isinstance(query_data, dict):
             value = None if query_data is _MISSING_BODY_FIELD else query_data
-            errors.append(_error("model_attributes_type", where, "Input should be a valid dictionary or object to extract fields from", value))
+            errors.append(_error("model_attributes_type", where, _NOT_AN_OBJECT, value))
         elif member == "LLMQuery" and llm_query_errors:
             errors.extend(dict(e, loc=where + e["loc"]) for e in llm_query_errors.values())
         elif member != "LLMQuery":
@@ -470,7 +488,9 @@ def _llm_query_errors(query_data: dict) -> dict:
     else:
         for i, message in enumerate(messages):
             if not isinstance(message, dict):
-                errors[f"messages.{i}"] = _error("dict_type", ["messages", i], "Input should be a valid dictionary", message)
+                errors[f"messages.{i}"] = _error(
+                    "dict_type", ["messages", i], "Input should be a valid dictionary", message
+                )
     for name in ("tools", "llms"):
         value = query_data.get(name)
         if value is None:
@@ -490,7 +510,7 @@ def _llm_query_errors(query_data: dict) -> dict:
 
 def _validation_errors(payload: Any) -> list[dict] | None:
     if not isinstance(payload, dict):
-        return [_error("model_attributes_type", ["body"], "Input should be a valid dictionary or object to extract fields from", payload)]
+        return [_error("model_attributes_type", ["body"], _NOT_AN_OBJECT, payload)]
     errors = []
     for name in ("agent_name", "query_type"):
         if name not in payload:
@@ -777,7 +797,9 @@ class FakeKernel:
         with self._changed:
             self._changed.notify_all()
 
-    def wait_until(self, predicate: Callable[[FakeKernel], bool], timeout: float = 5.0, what: str = "condition") -> None:
+    def wait_until(
+        self, predicate: Callable[[FakeKernel], bool], timeout: float = 5.0, what: str = "condition"
+    ) -> None:
         """Block until predicate(kernel) holds; raise TimeoutError after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         with self._changed:
@@ -805,7 +827,9 @@ class FakeKernel:
         """Block until at least n clients have left before their /query was answered."""
         self.wait_until(lambda k: k.disconnects >= n, timeout, f"{n} client disconnects")
 
-    async def wait_until_async(self, predicate: Callable[[FakeKernel], bool], timeout: float = 5.0, what: str = "condition") -> None:
+    async def wait_until_async(
+        self, predicate: Callable[[FakeKernel], bool], timeout: float = 5.0, what: str = "condition"
+    ) -> None:
         await asyncio.to_thread(self.wait_until, predicate, timeout, what)
 
     async def wait_for_queries_async(self, n: int, timeout: float = 5.0) -> None:
@@ -830,7 +854,11 @@ class FakeKernel:
                 origin = value
             elif name == b"access-control-request-method":
                 preflight = True
-        cors = [(b"access-control-allow-origin", origin), (b"access-control-allow-credentials", b"true"), (b"vary", b"Origin")] if origin else []
+        cors = [
+            (b"access-control-allow-origin", origin),
+            (b"access-control-allow-credentials", b"true"),
+            (b"vary", b"Origin"),
+        ] if origin else []
 
         if method == "OPTIONS" and origin and preflight:
             await self._preflight(scope, send, origin)
@@ -907,7 +935,13 @@ class FakeKernel:
                 return
             if not parsed:
                 position, reason = getattr(decode_error, "pos", 0), getattr(decode_error, "msg", str(decode_error))
-                detail = [{"type": "json_invalid", "loc": ["body", position], "msg": "JSON decode error", "input": {}, "ctx": {"error": reason}}]
+                detail = [{
+                    "type": "json_invalid",
+                    "loc": ["body", position],
+                    "msg": "JSON decode error",
+                    "input": {},
+                    "ctx": {"error": reason},
+                }]
                 await self._send_json(send, 422, {"detail": detail}, cors)
                 return
             errors = _validation_errors(payload)
@@ -919,7 +953,8 @@ class FakeKernel:
                 await self._send_json(send, 500, {"detail": "'provider'"}, cors)
                 return
             if payload["query_type"] != "llm":
-                response = _llm_response(error=f"the fake kernel only serves query_type 'llm', not {payload['query_type']!r}", status=400)
+                served = f"the fake kernel only serves query_type 'llm', not {payload['query_type']!r}"
+                response = _llm_response(error=served, status=400)
                 await self._send_json(send, 200, None, cors, raw=_envelope(response))
                 return
 
@@ -1028,14 +1063,18 @@ class FakeKernel:
             return _llm_response(error="Syscall query must contain a non-empty list of messages.", status=400)
         model = self._route(query_data.get("llms"))
         if model is None:
-            return _llm_response(error="Selected LLMs are not all available. Please check the available LLMs.", status=500)
+            return _llm_response(
+                error="Selected LLMs are not all available. Please check the available LLMs.", status=500
+            )
         model_name = model["name"]
         tools = query_data.get("tools") or None
         if tools and any(not isinstance(t.get("function"), dict) for t in tools):
-            return _llm_response(error=f"Invalid Request for model '{model_name}'. Check your input parameters (e.g., messages, tools format).", status=400)
+            return _llm_response(error=_invalid_request(model_name), status=400)
         if any(not isinstance(m.get("content"), (str, list, type(None))) for m in messages):
             # litellm chokes on the content before sending; the kernel calls that a connection error.
-            return _llm_response(error=f"Connection Error with model '{model_name}'. Could not reach the LLM service.", status=503)
+            return _llm_response(
+                error=f"Connection Error with model '{model_name}'. Could not reach the LLM service.", status=503
+            )
 
         llm_messages = [dict(m, role="system") if m.get("role") == "developer" else m for m in messages]
         llm_tools = _slash_to_double_underscore(tools) if tools else None

@@ -1,4 +1,5 @@
-"""Helpers for the robustness suite: leak counters (tasks, TCP connections), memory and event-loop stall meters, OpenAI error checks, aiosd in a thread."""
+"""Helpers for the robustness suite: leak counters (tasks, TCP connections), memory and per-loop-turn
+meters, OpenAI error checks, aiosd in a thread."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+
+import pytest
 
 from tests.support.aiosd_harness import RunningAiosd, serve_aiosd
 
@@ -93,35 +96,73 @@ class PeakMemory:
         self.growth = max(0, peak - self._before) / 1024
 
 
-class LoopStallMeter:
-    """The longest the running event loop went without running a 5 ms ticker (``longest``, seconds):
-    how long anything kept the loop from serving other requests."""
+class LoopTurnMeter:
+    """How much of a kernel answer the client took in within one turn of the event loop.
 
-    def __init__(self, tick: float = 0.005) -> None:
-        self.tick = tick
-        self.longest = 0.0
+    A ticker task runs once per loop turn (``turns``); ``count`` is fed every piece of answer the
+    HTTP library hands over (see ``counting_answer_bytes``), and ``most_in_one_turn`` is the largest
+    number of bytes taken in between two ticks. A reader that yields to the loop takes in one
+    socket read per turn; one that inflates or parses a whole answer at once takes it all in one
+    turn, keeping every other request waiting. Bytes, not seconds: the machine's speed does not
+    change it."""
+
+    def __init__(self) -> None:
+        self.turns = 0
+        self.taken = 0
+        self.most_in_one_turn = 0
+        self._taken_at_last_turn = 0
         self._task: asyncio.Task | None = None
 
-    async def _run(self) -> None:
+    def count(self, piece: bytes) -> None:
+        self.taken += len(piece)
+
+    async def _tick(self) -> None:
         while True:
-            await asyncio.sleep(self.tick)
+            await asyncio.sleep(0)  # once per loop turn
             self._note()
 
     def _note(self) -> None:
-        now = time.monotonic()
-        self.longest = max(self.longest, now - self._last - self.tick)
-        self._last = now
+        self.turns += 1
+        self.most_in_one_turn = max(self.most_in_one_turn, self.taken - self._taken_at_last_turn)
+        self._taken_at_last_turn = self.taken
 
-    async def __aenter__(self) -> LoopStallMeter:
-        self._last = time.monotonic()
-        self._task = asyncio.create_task(self._run())
+    async def __aenter__(self) -> LoopTurnMeter:
+        self._task = asyncio.create_task(self._tick())
         return self
 
-    async def __aexit__(self, *exc_info) -> None:
-        self._note()  # a stall just before the end counts too
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._note()  # what was taken in since the last tick counts too
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+@contextlib.contextmanager
+def counting_answer_bytes(meter: LoopTurnMeter) -> Iterator[None]:
+    """Feed ``meter`` every piece of answer body aiohttp's and httpx's readers hand to their caller
+    (aiohttp ``StreamReader.readany``, which ``iter_any`` and ``read`` use; httpx
+    ``Response.aiter_bytes``, which ``aread`` uses)."""
+    import aiohttp
+    import httpx
+
+    readany = aiohttp.StreamReader.readany
+    aiter_bytes = httpx.Response.aiter_bytes
+
+    async def counted_readany(self: aiohttp.StreamReader) -> bytes:
+        piece = await readany(self)
+        meter.count(piece)
+        return piece
+
+    async def counted_aiter_bytes(self: httpx.Response, chunk_size: int | None = None) -> AsyncIterator[bytes]:
+        async for piece in aiter_bytes(self, chunk_size):
+            meter.count(piece)
+            yield piece
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(aiohttp.StreamReader, "readany", counted_readany)
+        patch.setattr(httpx.Response, "aiter_bytes", counted_aiter_bytes)
+        yield
 
 
 def connections_to(port: int) -> int:

@@ -43,7 +43,9 @@ from tests.support.fake_kernel import (
 ENVELOPE_KEYS = {"response", "start_times", "end_times", "waiting_times", "turnaround_times"}
 
 
-def query_body(text: str = "hello", *, model: str | None = "gpt-4o-mini", messages=None, tools=None, **query_data) -> dict:
+def query_body(
+    text: str = "hello", *, model: str | None = "gpt-4o-mini", messages=None, tools=None, **query_data
+) -> dict:
     data = {
         "messages": messages if messages is not None else [{"role": "user", "content": text}],
         "tools": tools if tools is not None else [],
@@ -57,7 +59,8 @@ def query_body(text: str = "hello", *, model: str | None = "gpt-4o-mini", messag
 
 
 def tool(name: str) -> dict:
-    return {"type": "function", "function": {"name": name, "description": "d", "parameters": {"type": "object", "properties": {}}}}
+    no_parameters = {"type": "object", "properties": {}}
+    return {"type": "function", "function": {"name": name, "description": "d", "parameters": no_parameters}}
 
 
 def is_uuid(value: str) -> bool:
@@ -148,8 +151,15 @@ def test_empty_content_comes_back_as_the_string_None_with_a_warning(client, kern
 def test_developer_becomes_system_and_everything_else_reaches_the_llm_unchanged(client, kernel):
     messages = [
         {"role": "developer", "content": "be brief"},
-        {"role": "user", "content": [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "data:x"}}]},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "read", "arguments": "{}"}}]},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "data:x"}}],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "read", "arguments": "{}"}}],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": "file body"},
     ]
     ask(client, query_body(messages=messages))
@@ -181,7 +191,9 @@ def test_content_of_the_wrong_type_is_misreported_as_a_connection_error(client):
         (TooSlow(), 408, 3),
     ],
 )
-def test_llm_failures_come_back_inside_http_200_after_the_kernels_own_attempts(client, kernel, failure, status, attempts):
+def test_llm_failures_come_back_inside_http_200_after_the_kernels_own_attempts(
+    client, kernel, failure, status, attempts
+):
     before = kernel.attempts
     kernel.script(failure)
     answer = client.post("/query", json=query_body())
@@ -343,7 +355,12 @@ def test_vllm_and_sglang_backends_fail_every_request_with_tools(client, kernel):
 def test_the_model_list_leaks_hostname_and_api_key(client):
     answer = client.get("/core/llms/list").json()
     assert answer["status"] == "success"
-    assert answer["llms"][0] == {"name": "gpt-4o-mini", "backend": "openai", "hostname": "http://10.0.0.5:11434", "api_key": "sk-fake-kernel-secret"}
+    assert answer["llms"][0] == {
+        "name": "gpt-4o-mini",
+        "backend": "openai",
+        "hostname": "http://10.0.0.5:11434",
+        "api_key": "sk-fake-kernel-secret",
+    }
 
 
 def test_the_model_list_before_the_llm_core_is_up():
@@ -446,7 +463,9 @@ def test_a_hang_holds_until_released(kernel):
     hang = Hang()
     kernel.script(hang)
     result = {}
-    caller = threading.Thread(target=lambda: result.update(answer=httpx.post(kernel.url + "/query", json=query_body(), timeout=5)))
+    caller = threading.Thread(
+        target=lambda: result.update(answer=httpx.post(kernel.url + "/query", json=query_body(), timeout=5))
+    )
     caller.start()
     kernel.wait_until(lambda k: k.busy_workers == 1 and k.in_flight == 1, what="a hung call")
     hang.release(Text("released"))
@@ -468,7 +487,9 @@ async def test_a_client_that_disconnects_does_not_cancel_the_kernels_work(kernel
     await kernel.wait_until_async(lambda k: k.in_flight == 0, what="the HTTP request to end")
     assert kernel.busy_workers == 1  # the slot stays held
     hang.release()
-    await kernel.wait_until_async(lambda k: k.finished_after_disconnect == finished + 1, what="the abandoned work to finish")
+    await kernel.wait_until_async(
+        lambda k: k.finished_after_disconnect == finished + 1, what="the abandoned work to finish"
+    )
     assert kernel.busy_workers == 0
 
 

@@ -127,18 +127,21 @@ def test_tool_choice_variants():
         (body([{"role": "function", "content": "x"}]), "messages[0].role"),
         (body([{"content": "x"}]), "role"),
         (body([{"role": "user", "content": [{"type": "audio", "x": 1}]}]), "messages[0].content[0].type"),
-        (body([{"role": "system", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}]), "messages[0].content[0].type"),
+        (body([{"role": "system", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}]),
+         "messages[0].content[0].type"),
         (body([{"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "x", "arguments": {}}}]}]),
          "messages[0].tool_calls[0].function.arguments"),
         (body([{"role": "user", "content": "x"}], max_tokens=True), "max_tokens"),
         (body([{"role": "user", "content": "x"}], stream="yes"), "stream"),
-        (body([{"role": "user", "content": "x"}], tools=[{"type": "function", "function": {"name": ""}}]), "tools[0].function"),
+        (body([{"role": "user", "content": "x"}], tools=[{"type": "function", "function": {"name": ""}}]),
+         "tools[0].function"),
         (body([{"role": "user", "content": "x"}], tools={"name": "x"}), "tools"),
         (body([{"role": "user", "content": "x"}], tool_choice="always"), "tool_choice"),
         (body([{"role": "user", "content": "x"}], tool_choice="required"), "tool_choice"),
         (body([{"role": "user", "content": "x"}], tools=[{"type": "function", "function": {"name": "a"}}],
               tool_choice={"type": "function", "function": {"name": "b"}}), "tool_choice.function.name"),
-        (b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{"function": ' + b"[" * 5000 + b"]" * 5000 + b"}]}",
+        (b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{"function": '
+         + b"[" * 5000 + b"]" * 5000 + b"}]}",
          "tools[0].function"),
     ],
 )
@@ -150,14 +153,21 @@ def test_invalid_requests_name_the_field(raw, mentions):
 
 
 def test_deeply_nested_json_is_a_400_not_a_crash():
-    raw = b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{"function": {"name": "x", "parameters": {"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}}]}"
+    raw = (
+        b'{"model": "m", "messages": [{"role": "user", "content": "x"}], '
+        b'"tools": [{"function": {"name": "x", "parameters": {"a": '
+        + b"[" * 100_000 + b"]" * 100_000 + b"}}}]}"
+    )
     with pytest.raises(InvalidRequest):
         parse_chat_request(raw)
 
 
 def test_lone_surrogate_from_a_cut_emoji_is_repaired_not_refused():
     # OpenClaw caps tool output by bytes; JSON.stringify writes half an emoji as a lone escape.
-    raw = b'{"model": "m", "messages": [{"role": "tool", "tool_call_id": "c", "content": "ok \\ud83d"}, {"role": "user", "content": "\\ud83d\\ude00"}]}'
+    raw = (
+        b'{"model": "m", "messages": [{"role": "tool", "tool_call_id": "c", "content": "ok \\ud83d"}, '
+        b'{"role": "user", "content": "\\ud83d\\ude00"}]}'
+    )
     request = parse_chat_request(raw)
     assert request.messages[0].content == "ok \ufffd"
     assert request.messages[1].content == "\U0001f600"
@@ -187,7 +197,11 @@ VALID = {
     "messages": [
         {"role": "system", "content": "s"},
         {"role": "user", "content": [{"type": "text", "text": "t"}]},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function", "function": {"name": "read", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c", "type": "function", "function": {"name": "read", "arguments": "{}"}}],
+        },
         {"role": "tool", "tool_call_id": "c", "content": "r"},
     ],
     "tools": [{"type": "function", "function": {"name": "read", "parameters": {"type": "object"}}}],

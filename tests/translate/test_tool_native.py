@@ -38,7 +38,9 @@ def test_tools_are_sent_openai_shaped_never_flat():
 
 def test_a_tool_without_parameters_gets_an_empty_object_schema():
     sent, _ = kernel_tools(tools_of("ls"))
-    assert sent == [{"type": "function", "function": {"name": "ls", "parameters": {"type": "object", "properties": {}}}}]
+    assert sent == [
+        {"type": "function", "function": {"name": "ls", "parameters": {"type": "object", "properties": {}}}}
+    ]
 
 
 @pytest.mark.parametrize(
@@ -114,7 +116,8 @@ def test_history_is_passed_natively_with_llm_side_names():
                 {"role": "developer", "content": "sys"},
                 {"role": "user", "content": "go"},
                 {"role": "assistant", "content": "", "tool_calls": [
-                    {"id": "callx1", "type": "function", "function": {"name": "github/create_issue", "arguments": ""}}]},
+                    {"id": "callx1", "type": "function",
+                     "function": {"name": "github/create_issue", "arguments": ""}}]},
                 {"role": "tool", "tool_call_id": "callx1", "content": [{"type": "text", "text": "done"}]},
             ]
         )

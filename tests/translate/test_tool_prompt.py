@@ -45,13 +45,16 @@ def test_instructions_follow_tool_choice():
     tools = [{"type": "function", "function": {"name": "read"}}, {"type": "function", "function": {"name": "ls"}}]
     msgs = [{"role": "user", "content": "x"}]
     assert "must call at least one tool" in render_tool_instructions(request(msgs, tools=tools, tool_choice="required"))
-    named = render_tool_instructions(request(msgs, tools=tools, tool_choice={"type": "function", "function": {"name": "ls"}}))
+    ls_only = {"type": "function", "function": {"name": "ls"}}
+    named = render_tool_instructions(request(msgs, tools=tools, tool_choice=ls_only))
     assert "must call the tool ls" in named
     assert "at most one tool" in render_tool_instructions(request(msgs, tools=tools, parallel_tool_calls=False))
 
 
 def test_instructions_go_at_the_end_of_the_first_system_message():
-    req = request([{"role": "developer", "content": "SYSTEM"}, {"role": "user", "content": "hi"}], tools=openclaw_tools())
+    req = request(
+        [{"role": "developer", "content": "SYSTEM"}, {"role": "user", "content": "hi"}], tools=openclaw_tools()
+    )
     out = history_as_text(req, tool_instructions="TOOLS HERE")
     assert out == [{"role": "system", "content": "SYSTEM\n\nTOOLS HERE"}, {"role": "user", "content": "hi"}]
 
@@ -105,7 +108,11 @@ def test_results_are_matched_by_stripped_id_then_by_position():
     req = request(
         [
             {"role": "user", "content": "x"},
-            {"role": "assistant", "content": None, "tool_calls": [_call("call_1-a", "ls", "{}"), _call("call_2-b", "read", "{}")]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [_call("call_1-a", "ls", "{}"), _call("call_2-b", "read", "{}")],
+            },
             # OpenClaw replays ids without punctuation, and here in the other order
             {"role": "tool", "tool_call_id": "call2b", "content": "R"},
             {"role": "tool", "tool_call_id": "completely-different", "content": "L"},
@@ -116,14 +123,18 @@ def test_results_are_matched_by_stripped_id_then_by_position():
 
 
 def test_arguments_that_are_not_an_object_are_shown_not_lost():
-    req = request([{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [_call("c", "exec", "ls -la")]}])
-    assert '<parameter name="arguments">ls -la</parameter>' in history_as_text(req, tool_instructions=None)[1]["content"]
+    req = request(
+        [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [_call("c", "exec", "ls -la")]}]
+    )
+    rendered = history_as_text(req, tool_instructions=None)[1]["content"]
+    assert '<parameter name="arguments">ls -la</parameter>' in rendered
 
 
 def test_arguments_nested_deeper_than_json_can_follow_are_shown_not_a_crash():
     deep = "[" * 100_000 + "]" * 100_000  # json.loads raises RecursionError on it
     req = request([{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [_call("c", "exec", deep)]}])
-    assert f'<parameter name="arguments">{deep}</parameter>' in history_as_text(req, tool_instructions=None)[1]["content"]
+    rendered = history_as_text(req, tool_instructions=None)[1]["content"]
+    assert f'<parameter name="arguments">{deep}</parameter>' in rendered
 
 
 # --- parsing the reply ---------------------------------------------------------------------
@@ -136,7 +147,8 @@ def _args(reply):
 def test_several_calls_several_blocks_self_closing_and_text_before():
     text = (
         "I'll check.\n<function_calls>\n<invoke name=\"read\">\n<parameter name=\"path\">a.txt</parameter>\n</invoke>\n"
-        "<invoke name=\"ls\"/>\n</function_calls>\nand also\n<function_calls><invoke name=\"ls\"></invoke></function_calls>"
+        "<invoke name=\"ls\"/>\n</function_calls>\nand also\n"
+        "<function_calls><invoke name=\"ls\"></invoke></function_calls>"
         "\n<function_results>invented</function_results>"
     )
     reply = parse_reply_text(text, TOOLS)
@@ -164,11 +176,13 @@ def test_values_are_converted_to_the_types_the_schema_declares():
         "<function_calls>"
         '<invoke name="read"><parameter name="path">007</parameter><parameter name="offset"> 12 </parameter>'
         '<parameter name="limit">2.5</parameter><parameter name="optional">True</parameter></invoke>'
-        '<invoke name="process"><parameter name="action">list</parameter><parameter name="keys">["C-c", "Enter"]</parameter>'
+        '<invoke name="process"><parameter name="action">list</parameter>'
+        '<parameter name="keys">["C-c", "Enter"]</parameter>'
         '<parameter name="eof">false</parameter></invoke>'
         '<invoke name="exec"><parameter name="command">echo 1</parameter><parameter name="env">{"A": "1"}</parameter>'
         '<parameter name="timeoutSeconds">30</parameter></invoke>'
-        '<invoke name="tool_search"><parameter name="query">null</parameter><parameter name="limit">5</parameter></invoke>'
+        '<invoke name="tool_search"><parameter name="query">null</parameter>'
+        '<parameter name="limit">5</parameter></invoke>'
         "</function_calls>"
     )
     assert _args(parse_reply_text(text, TOOLS)) == [
@@ -181,7 +195,10 @@ def test_values_are_converted_to_the_types_the_schema_declares():
 
 def test_string_values_are_kept_verbatim_with_newlines_and_markup():
     content = "\n<html>\n  a < b && c > d\n  &amp; </parameter> stays\n</html>\n"
-    text = f'<function_calls><invoke name="write"><parameter name="path">x.html</parameter><parameter name="content">{content}</parameter></invoke></function_calls>'
+    text = (
+        '<function_calls><invoke name="write"><parameter name="path">x.html</parameter>'
+        f'<parameter name="content">{content}</parameter></invoke></function_calls>'
+    )
     assert _args(parse_reply_text(text, TOOLS)) == [("write", {"path": "x.html", "content": content})]
 
 
@@ -212,7 +229,9 @@ def test_convert_value(raw, schema, expected):
 
 
 def test_unknown_tools_are_returned_for_openclaw_to_report():
-    reply = parse_reply_text('<function_calls><invoke name="no_such_tool"><parameter name="n">1</parameter></invoke></function_calls>', TOOLS)
+    reply = parse_reply_text(
+        '<function_calls><invoke name="no_such_tool"><parameter name="n">1</parameter></invoke></function_calls>', TOOLS
+    )
     assert _args(reply) == [("no_such_tool", {"n": "1"})]
 
 
@@ -238,7 +257,10 @@ def test_malformed_blocks_are_plain_text(text):
 
 
 def test_a_block_cut_off_mid_invoke_is_text_with_finish_length():
-    text = 'Writing it.\n<function_calls><invoke name="write"><parameter name="path">a</parameter><parameter name="content">half a fi'
+    text = (
+        'Writing it.\n<function_calls><invoke name="write"><parameter name="path">a</parameter>'
+        '<parameter name="content">half a fi'
+    )
     reply = parse_reply_text(text, TOOLS)
     assert reply.tool_calls == [] and reply.content == text and reply.finish_reason == "length"
     assert reply.warning
@@ -255,8 +277,10 @@ def test_a_code_fence_around_the_block_does_not_leak_into_the_content():
 
 
 def test_rendered_history_parses_back_to_the_same_calls():
-    calls = [_call("c1", "exec", json.dumps({"command": "cat <<EOF\na & b\nEOF", "timeoutSeconds": 5, "env": {"X": "1"}})),
-             _call("c2", "ls", "")]
+    calls = [
+        _call("c1", "exec", json.dumps({"command": "cat <<EOF\na & b\nEOF", "timeoutSeconds": 5, "env": {"X": "1"}})),
+        _call("c2", "ls", ""),
+    ]
     req = request([{"role": "user", "content": "x"}, {"role": "assistant", "content": None, "tool_calls": calls}])
     rendered = history_as_text(req, tool_instructions=None)[1]["content"]
     assert _args(parse_reply_text(rendered, TOOLS)) == [
