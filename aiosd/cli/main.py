@@ -6,9 +6,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 
 from aiosd import __version__
+from aiosd.cli.subcommands import Subcommands
 from aiosd.config.loader import ConfigError, load_config
 from aiosd.config.schema import load_schema
 from aiosd.config.settings import Config, default_config_path
@@ -18,12 +19,6 @@ CONFIG_HELP = "the config file (default: $AIOSD_CONFIG when it is set, else /etc
 LOG_LEVEL_HELP = "the least severe log lines shown on stderr (default: the config's logging.level)"
 # sysexits' EX_USAGE: a mistyped option must not look like `check`'s 2 ("a check failed").
 USAGE_ERROR = 64
-
-
-class Subcommands(Protocol):
-    """What ``add_subparsers`` returns, as far as the subcommands use it: a new parser per name."""
-
-    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
 
 
 class _HelpFormatter(argparse.HelpFormatter):

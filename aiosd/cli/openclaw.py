@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, TextIO
 if TYPE_CHECKING:  # annotations only: `aiosd run` builds this parser and need not load httpx
     import httpx
 
-    from aiosd.cli.main import Subcommands
-
+from aiosd.cli.subcommands import Subcommands
 from aiosd.config.settings import Config, ModelSpec
 from aiosd.kernel.client import KernelClient
 from aiosd.kernel.pool import KernelPool

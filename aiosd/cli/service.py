@@ -14,8 +14,8 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from aiosd.cli.subcommands import Subcommands
 from aiosd.cli.units import (
     OPENCLAW_VARIABLES,
     UnitSettings,
@@ -31,9 +31,6 @@ from aiosd.config.schema import load_schema
 from aiosd.config.settings import Config, is_loopback_host
 from aiosd.config.shipped import example_config_path
 from aiosd.openclaw.file import resolve_openclaw_path
-
-if TYPE_CHECKING:
-    from aiosd.cli.main import Subcommands
 
 UNIT_NAME = "aiosd.service"
 GATEWAY_UNIT = "openclaw-gateway.service"
