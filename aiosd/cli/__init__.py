@@ -1,1 +1,1 @@
-"""The command line (run, check, schema, status, sync-openclaw): thin layers over the daemon, the config and the OpenClaw sync."""
+"""The command line (run, check, schema, status, sync-openclaw, service): thin layers over the daemon and the rest."""

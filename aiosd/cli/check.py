@@ -1,4 +1,4 @@
-"""``aiosd check --kernel [--test]``: the whole chain checked line by line (kernel, its models, OpenClaw's file, one chat).
+"""``aiosd check --kernel [--test]``: the whole chain checked line by line (kernel, models, OpenClaw's file, a chat).
 
 Each line is one check, ``ok``, ``warn`` or ``FAIL``, printed as it completes. The kernel part is
 a function of one kernel's settings (``check_kernel``), run for every kernel the config names;
@@ -15,11 +15,12 @@ import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TextIO
 from urllib.parse import urlsplit
 
 from aiosd.config.durations import format_duration
-from aiosd.config.settings import Config, KernelSettings, ModelSpec
+from aiosd.config.settings import Config, KernelSettings, ModelSpec, OpenClawSettings
 from aiosd.errors import AiosdError
 from aiosd.kernel.client import KernelClient
 from aiosd.models.catalog import ModelCatalog
@@ -38,7 +39,8 @@ TEST_PROMPT = "This is a connection test. Reply with the single word: pong"
 _SHOWN_NAMES = 12
 _ANSWER_LIMIT = 200
 
-EXIT_OK, EXIT_CONFIG_INVALID, EXIT_CHECK_FAILED = 0, 1, 2
+# `aiosd check` exits 1 for an invalid config (before any of these checks run).
+EXIT_OK, EXIT_CHECK_FAILED = 0, 2
 
 
 @dataclass
@@ -137,10 +139,11 @@ async def tcp_problem(host: str, port: int, timeout: float) -> str | None:
             return f"the host {host!r} could not be looked up right now (DNS: temporary failure; is the network up?)"
         return f"the host {host!r} is not known (DNS lookup failed; check the name in the URL)"
     reasons: list[str] = []
-    for family, kind, proto, _, address in infos:
+    for family, _kind, proto, _, address in infos:
         try:
             async with asyncio.timeout(timeout):
-                _, writer = await asyncio.open_connection(address[0], address[1], family=family, proto=proto)
+                # an IPv4 or IPv6 (host, port, ...): SOCK_STREAM lookups give nothing else
+                _, writer = await asyncio.open_connection(str(address[0]), int(address[1]), family=family, proto=proto)
         except TimeoutError:
             reasons.append(f"no answer within {format_duration(timeout)} (kernel.connect_timeout)")
             continue
@@ -168,7 +171,7 @@ def _os_reason(exc: OSError) -> str:
         errno.ETIMEDOUT: "the connection timed out",
         errno.EACCES: "not allowed to connect (a firewall or sandbox)",
         errno.EPERM: "not allowed to connect (a firewall or sandbox)",
-    }.get(exc.errno, exc.strerror or type(exc).__name__)
+    }.get(exc.errno or 0, exc.strerror or type(exc).__name__)
 
 
 # --- the mappings --------------------------------------------------------------------------
@@ -218,41 +221,63 @@ def check_openclaw(
     where = f"openclaw {path}"
     # Not aiosd's to maintain: what is missing is a warning, not a failure.
     missing: Status = "FAIL" if settings.sync else "warn"
+    document = _openclaw_document(settings, path, how, where, missing, report)
+    if document is None:
+        return
+    provider_id = settings.provider_id
+    providers = _get(document, "models", "providers")
+    provider = providers.get(provider_id) if isinstance(providers, dict) else None
+    if not isinstance(provider, dict):
+        sync_note = "" if settings.sync else " (openclaw.sync is off: aiosd does not maintain it)"
+        report.add(missing, f"{where}: has no provider {provider_id!r}{sync_note}; the running daemon writes it at "
+                            "its next sync, 'aiosd sync-openclaw' writes it now")
+        ids: list[str] = []
+    else:
+        ids = _check_provider(config, provider, exposed, where, missing, report, kernel_list_known=kernel_list_known)
+    _check_allowlist(document, provider_id, [m.id for m in exposed] or ids, where, report,
+                     managed=settings.allowlist != "none", syncing=settings.sync)
+
+
+def _openclaw_document(
+    settings: OpenClawSettings, path: Path, how: str, where: str, missing: Status, report: Report
+) -> dict | None:
+    """OpenClaw's file parsed, after one line saying it was found; None (the line says why) when it cannot be."""
     try:
         snapshot = read_snapshot(path)
     except OpenClawFileError as exc:
         report.add("FAIL", f"{where}: {exc}")
-        return
-    if not snapshot.exists:
+        return None
+    if snapshot.raw is None:
         if settings.sync and settings.create:
             report.add("warn", f"{where}: not there yet ({how}); aiosd creates it at its first sync (openclaw.create)")
         else:
             report.add(missing, f"{where}: not found ({how}); is OpenClaw set up for this user? "
                                 "openclaw.config_path names another file")
-        return
+        return None
     try:
         document = parse_document(snapshot.raw, path)
     except OpenClawFileError as exc:
         report.add("FAIL", f"{where}: found ({how}) but {_after_path(str(exc), path)}")
-        return
+        return None
     report.add("ok", f"{where}: found ({how}) and parses")
-    sync_note = "" if settings.sync else " (openclaw.sync is off: aiosd does not maintain it)"
-    provider_id = settings.provider_id
-    providers = _get(document, "models", "providers")
-    provider = providers.get(provider_id) if isinstance(providers, dict) else None
-    if not isinstance(provider, dict):
-        report.add(missing, f"{where}: has no provider {provider_id!r}{sync_note}; the running daemon writes it at "
-                            "its next sync, 'aiosd sync-openclaw' writes it now")
-        _check_allowlist(document, provider_id, [m.id for m in exposed], where, report,
-                         managed=settings.allowlist != "none", syncing=settings.sync)
-        return
+    return document
+
+
+def _check_provider(
+    config: Config, provider: dict, exposed: Sequence[ModelSpec], where: str, missing: Status, report: Report, *,
+    kernel_list_known: bool,
+) -> list[str]:
+    """aiosd's provider entry points at this aiosd and lists its models; returns the model ids it lists."""
+    provider_id = config.openclaw.provider_id
     rows = provider.get("models")
-    ids = [r["id"] for r in rows if isinstance(r, dict) and isinstance(r.get("id"), str)] if isinstance(rows, list) else []
+    listed = rows if isinstance(rows, list) else []
+    ids = [r["id"] for r in listed if isinstance(r, dict) and isinstance(r.get("id"), str)]
     base_url = provider.get("baseUrl")
     if base_url == config.own_base_url:
         report.add("ok", f"{where}: provider {provider_id!r} points at {config.own_base_url} with "
                          f"{len(ids)} model{'s' if len(ids) != 1 else ''}")
     else:
+        sync_note = "" if config.openclaw.sync else " (openclaw.sync is off: aiosd does not maintain it)"
         shown = _printable(str(base_url), 100) if base_url is not None else "nothing"
         report.add(missing, f"{where}: provider {provider_id!r} points at {shown}, but aiosd serves "
                             f"{config.own_base_url}{sync_note}")
@@ -261,8 +286,7 @@ def check_openclaw(
         if absent:
             report.add("warn", f"{where}: provider {provider_id!r} does not list {_names(absent)} yet "
                                "(the next sync adds them)")
-    _check_allowlist(document, provider_id, [m.id for m in exposed] or ids, where, report,
-                     managed=settings.allowlist != "none", syncing=settings.sync)
+    return ids
 
 
 def _check_allowlist(document: dict, provider_id: str, ids: list[str], where: str, report: Report, *,
@@ -306,12 +330,14 @@ def _lookup_source(env: Mapping[str, str]) -> str:
     return "OpenClaw's own lookup: ~/.openclaw" + (" with $OPENCLAW_HOME" if env.get("OPENCLAW_HOME") else "")
 
 
-def _after_path(message: str, path) -> str:
+def _after_path(message: str, path: Path) -> str:
+    """An OpenClawFileError's message without the path it starts with (the line names it already)."""
     text = message.removeprefix(str(path)).strip()
     return text.removesuffix("; not touching it")
 
 
-def _get(node, *keys):
+def _get(node: object, *keys: str) -> object:
+    """``node[k1][k2]...``, or None where a step is missing or not an object."""
     for key in keys:
         if not isinstance(node, dict):
             return None
@@ -357,7 +383,14 @@ async def test_chat(
     report.add("ok", f"{what}: answered in {took}: {shown!r}")  # repr escapes control characters
 
 
-def _test_model(config: Config, findings, exposed, model_id: str | None, report: Report) -> ModelSpec | None:
+def _test_model(
+    config: Config,
+    findings: Sequence[KernelFindings],
+    exposed: Sequence[ModelSpec],
+    model_id: str | None,
+    report: Report,
+) -> ModelSpec | None:
+    """The model the test chat asks: the one named, else the first mapped one the kernel lists, else any."""
     by_id = {m.id: m for m in exposed}
     if model_id is not None:
         spec = by_id.get(model_id)

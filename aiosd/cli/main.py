@@ -6,11 +6,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any, NoReturn
 
 from aiosd import __version__
+from aiosd.cli.subcommands import Subcommands
 from aiosd.config.loader import ConfigError, load_config
 from aiosd.config.schema import load_schema
-from aiosd.config.settings import default_config_path
+from aiosd.config.settings import Config, default_config_path
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 CONFIG_HELP = "the config file (default: $AIOSD_CONFIG when it is set, else /etc/aiosd.yaml)"
@@ -36,11 +38,11 @@ class _HelpFormatter(argparse.HelpFormatter):
 class _Parser(argparse.ArgumentParser):
     """argparse with paragraphs kept apart in --help and usage errors exiting 64."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
 
@@ -63,7 +65,7 @@ def common_options() -> argparse.ArgumentParser:
 # already resolved to a Path) returning the exit status.
 
 
-def add_run(commands, parents) -> None:
+def add_run(commands: Subcommands, parents: list[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "run",
         parents=parents,
@@ -76,12 +78,13 @@ def add_run(commands, parents) -> None:
             "config; SIGTERM or SIGINT stop it once the requests in flight have finished. "
             "--log-level overrides the config's logging.level for as long as the daemon runs."
         ),
-        epilog=exit_codes("0  stopped cleanly", "1  could not start (no config, an invalid config, the address in use)"),
+        epilog=exit_codes("0  stopped cleanly",
+                          "1  could not start (no config, an invalid config, the address in use)"),
     )
     parser.set_defaults(handler=_run)
 
 
-def _run(args) -> int:
+def _run(args: argparse.Namespace) -> int:
     from aiosd.daemon import run_daemon
     from aiosd.service.logs import override_level
 
@@ -90,7 +93,7 @@ def _run(args) -> int:
     return run_daemon(args.config)
 
 
-def add_check(commands, parents) -> None:
+def add_check(commands: Subcommands, parents: list[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "check",
         parents=parents,
@@ -137,7 +140,7 @@ def _duration(text: str) -> float:
     return seconds
 
 
-def _check(args) -> int:
+def _check(args: argparse.Namespace) -> int:
     beyond = args.kernel or args.test
     try:
         config = load_config(args.config)
@@ -149,7 +152,8 @@ def _check(args) -> int:
         return 1
     models = ", ".join(m.id for m in config.models.map) or "none mapped"
     discover = " (plus the kernel's own list)" if config.models.discover else ""
-    summary = f"{args.config}: valid; listens on {config.listen}, kernel {config.kernel.shown_url}, models: {models}{discover}"
+    summary = (f"{args.config}: valid; listens on {config.listen}, kernel {config.kernel.shown_url}, "
+               f"models: {models}{discover}")
     if not beyond:
         print(summary)
         return 0
@@ -166,7 +170,7 @@ def _check(args) -> int:
     return EXIT_CHECK_FAILED if report.failed else EXIT_OK
 
 
-def add_schema(commands, parents) -> None:
+def add_schema(commands: Subcommands, parents: list[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "schema",
         parents=parents,
@@ -179,12 +183,12 @@ def add_schema(commands, parents) -> None:
     parser.set_defaults(handler=_schema)
 
 
-def _schema(args) -> int:
+def _schema(args: argparse.Namespace) -> int:
     print(json.dumps(load_schema(), indent=2))
     return 0
 
 
-def add_status(commands, parents) -> None:
+def add_status(commands: Subcommands, parents: list[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "status",
         parents=parents,
@@ -198,24 +202,25 @@ def add_status(commands, parents) -> None:
         epilog=exit_codes("0  the daemon answered", "1  it did not answer (or answered with an error)"),
     )
     parser.add_argument("--json", action="store_true", help="print the raw JSON of GET /status")
-    parser.add_argument("--url", help="the daemon's address, e.g. http://127.0.0.1:8700 (default: from the config's listen)")
+    parser.add_argument("--url",
+                        help="the daemon's address, e.g. http://127.0.0.1:8700 (default: from the config's listen)")
     parser.set_defaults(handler=_status)
 
 
-def _status(args) -> int:
+def _status(args: argparse.Namespace) -> int:
     # Works with an invalid file too: it reports the daemon, not the file.
     from aiosd.cli.status import run_status_command
 
     return run_status_command(args, args.config)
 
 
-def add_sync_openclaw(commands, parents) -> None:
+def add_sync_openclaw(commands: Subcommands, parents: list[argparse.ArgumentParser]) -> None:
     from aiosd.cli.openclaw import add_sync_openclaw_parser
 
     add_sync_openclaw_parser(commands, parents=parents).set_defaults(handler=_sync_openclaw)
 
 
-def _sync_openclaw(args) -> int:
+def _sync_openclaw(args: argparse.Namespace) -> int:
     from aiosd.cli.openclaw import run_sync_openclaw
     from aiosd.service.logs import setup_logging
 
@@ -226,16 +231,15 @@ def _sync_openclaw(args) -> int:
     return run_sync_openclaw(args, config)
 
 
-def add_service(commands, parents) -> None:
+def add_service(commands: Subcommands, parents: list[argparse.ArgumentParser]) -> None:
     # Its own --config-free options: each mode has its config path (/etc/aiosd.yaml, or under
     # $XDG_CONFIG_HOME), and it installs the example config there where none exists.
     from aiosd.cli.service import add_service_parser
 
-    add_service_parser(commands)
-    commands.choices["service"].set_defaults(handler=_service)
+    add_service_parser(commands).set_defaults(handler=_service)
 
 
-def _service(args) -> int:
+def _service(args: argparse.Namespace) -> int:
     from aiosd.cli.service import run_service_command
 
     return run_service_command(args)
@@ -274,10 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.config = args.config or default_config_path()
-    return args.handler(args)
+    status: int = args.handler(args)
+    return status
 
 
-def _load_or_report(config_path: Path):
+def _load_or_report(config_path: Path) -> Config | None:
+    """The config, or None after printing its problems on stderr."""
     try:
         return load_config(config_path)
     except ConfigError as exc:

@@ -12,17 +12,21 @@ from typing import TYPE_CHECKING, TextIO
 if TYPE_CHECKING:  # annotations only: `aiosd run` builds this parser and need not load httpx
     import httpx
 
+from aiosd.cli.subcommands import Subcommands
 from aiosd.config.settings import Config, ModelSpec
 from aiosd.kernel.client import KernelClient
-from aiosd.models.catalog import ModelCatalog
 from aiosd.kernel.pool import KernelPool
+from aiosd.models.catalog import ModelCatalog
 from aiosd.openclaw.sync import openclaw_api_key, provider_timeout_seconds, sync_openclaw
 
 # The CLI should answer quickly when the kernel is down.
 KERNEL_LIST_TIMEOUT = 5.0
 
 
-def add_sync_openclaw_parser(subparsers, *, parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
+def add_sync_openclaw_parser(
+    subparsers: Subcommands, *, parents: Sequence[argparse.ArgumentParser] = ()
+) -> argparse.ArgumentParser:
+    """The ``sync-openclaw`` subcommand's parser."""
     parser = subparsers.add_parser(
         "sync-openclaw",
         parents=list(parents),
@@ -106,7 +110,8 @@ async def current_models(
         if not config.models.discover:
             return catalog.models(), None
         result = await catalog.refresh()
-        problem = None if result.ok else f"could not list the kernel's models at {config.pool[0].shown_url} ({result.message})"
+        where = config.pool[0].shown_url
+        problem = None if result.ok else f"could not list the kernel's models at {where} ({result.message})"
         return catalog.models(), problem
 
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from aiosd.cli.subcommands import Subcommands
 from aiosd.cli.units import (
     OPENCLAW_VARIABLES,
     UnitSettings,
@@ -27,7 +28,7 @@ from aiosd.cli.units import (
 )
 from aiosd.config.loader import ConfigError, load_config
 from aiosd.config.schema import load_schema
-from aiosd.config.settings import is_loopback_host
+from aiosd.config.settings import Config, is_loopback_host
 from aiosd.config.shipped import example_config_path
 from aiosd.openclaw.file import resolve_openclaw_path
 
@@ -40,7 +41,8 @@ class ServiceError(Exception):
     """The install or uninstall cannot go on; the message says why and what to do."""
 
 
-def add_service_parser(commands) -> None:
+def add_service_parser(commands: Subcommands) -> argparse.ArgumentParser:
+    """The ``service`` subcommand's parser, with its ``install`` and ``uninstall`` actions."""
     service = commands.add_parser(
         "service",
         help="install or remove aiosd as a systemd service",
@@ -61,8 +63,10 @@ def add_service_parser(commands) -> None:
     install.add_argument("--openclaw-state-dir", metavar="DIR", type=Path,
                          help="--system: that user's OpenClaw state directory (default: as its gateway unit says, "
                          "else ~NAME/.openclaw)")
-    install.add_argument("--no-start", action="store_true", help="write the files and daemon-reload, but do not enable or start")
-    install.add_argument("--dry-run", action="store_true", help="print the files and commands instead of writing and running them")
+    install.add_argument("--no-start", action="store_true",
+                         help="write the files and daemon-reload, but do not enable or start")
+    install.add_argument("--dry-run", action="store_true",
+                         help="print the files and commands instead of writing and running them")
     _add_test_hooks(install)
     uninstall = actions.add_parser(
         "uninstall",
@@ -71,12 +75,14 @@ def add_service_parser(commands) -> None:
         "aiosd's entries in OpenClaw's openclaw.json stay too: `aiosd sync-openclaw --remove` takes them out.",
     )
     _add_mode(uninstall, required=False)
-    uninstall.add_argument("--purge", action="store_true", help="also remove the config file and aiosd's state directory")
+    uninstall.add_argument("--purge", action="store_true",
+                           help="also remove the config file and aiosd's state directory")
     uninstall.add_argument("--dry-run", action="store_true", help="print what would be removed and run")
     _add_test_hooks(uninstall)
+    return service
 
 
-def _add_mode(parser, required: bool) -> None:
+def _add_mode(parser: argparse.ArgumentParser, required: bool) -> None:
     mode = parser.add_mutually_exclusive_group(required=required)
     mode.add_argument("--user", dest="mode", action="store_const", const="user",
                       help="a user unit (~/.config/systemd/user), config $XDG_CONFIG_HOME/aiosd/aiosd.yaml")
@@ -84,7 +90,7 @@ def _add_mode(parser, required: bool) -> None:
                       help="a system unit (/etc/systemd/system), config /etc/aiosd.yaml; needs root")
 
 
-def _add_test_hooks(parser) -> None:
+def _add_test_hooks(parser: argparse.ArgumentParser) -> None:
     # For the tests: a directory standing in for / (system paths) and the systemctl to run.
     parser.add_argument("--root", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--systemctl", default=None, help=argparse.SUPPRESS)
@@ -211,14 +217,15 @@ def user_openclaw_environment(layout: Layout, env: Mapping[str, str] = os.enviro
 # --- the config the unit will read ---------------------------------------------------------------
 
 
-def _config_for_unit(layout: Layout, warnings: list[str]):
+def _config_for_unit(layout: Layout, warnings: list[str]) -> Config | None:
     """The config the service will use: the existing file, else the example about to be installed."""
     source = layout.config_path if layout.config_path.exists() else example_config_path()
     try:
         return load_config(source)
     except ConfigError as exc:
-        warnings.append(f"{source} does not validate ({len(exc.problems)} problem(s); `aiosd check --config {source}` "
-                        "shows them): the unit is written for a kernel on this machine and will not start until it does")
+        warnings.append(f"{source} does not validate ({len(exc.problems)} problem(s); "
+                        f"`aiosd check --config {source}` shows them): the unit is written for a kernel on this "
+                        "machine and will not start until it does")
         return None
 
 
@@ -264,7 +271,7 @@ def _find_systemctl(option: str | None) -> str | None:
     return option if option else shutil.which("systemctl")
 
 
-def _check_privileges(args, layout: Layout) -> None:
+def _check_privileges(args: argparse.Namespace, layout: Layout) -> None:
     if args.root is not None or args.dry_run:
         return
     if layout.mode == "system" and os.geteuid() != 0:
@@ -309,7 +316,8 @@ def _install_example_config(layout: Layout, group_id: int | None) -> bool:
     return True
 
 
-def install(args) -> int:
+def install(args: argparse.Namespace) -> int:
+    """Write the unit, install the example config where none is, reload, enable and start; 1 if a step failed."""
     if args.mode == "user" and (args.openclaw_user or args.openclaw_state_dir):
         raise ServiceError("--openclaw-user and --openclaw-state-dir are for --system; a user unit runs as you "
                            "and finds OpenClaw's files the way your OpenClaw gateway does")
@@ -319,25 +327,14 @@ def install(args) -> int:
     warnings: list[str] = []
     config = _config_for_unit(layout, warnings)
     kernel_url = config.kernel.url if config else "http://localhost:8000"
-    command = aiosd_command()
     if layout.mode == "system":
         who, why = openclaw_user(args.openclaw_user, args.openclaw_state_dir, args.root)
-        writable = [who.state_dir]
-        unit_env = {"HOME": str(who.home), **who.environment}
-        if config is not None:  # openclaw.config_path may name a file outside the state directory
-            openclaw_file = resolve_openclaw_path(config.openclaw, unit_env)
-            if not openclaw_file.parent.is_relative_to(who.state_dir):
-                writable.append(openclaw_file.parent)
-        install_command = f"aiosd service install --system --openclaw-user {who.name}"
-        settings = UnitSettings("system", command, layout.shown_config_path, readme_path(), kernel_url,
-                                who.name, who.group, writable, who.environment, install_command)
-        if command[0].startswith(("/tmp/", "/var/tmp/")):
-            warnings.append(f"aiosd is installed under {command[0].split('/')[1]}/ ({command[0]}), which the "
-                            "unit's PrivateTmp=yes hides from the service: install it elsewhere, e.g. /opt/aiosd")
+        settings = _system_unit_settings(layout, who, config, kernel_url, warnings)
     else:
         who, why = None, ""
-        settings = UnitSettings("user", command, layout.config_path, readme_path(), kernel_url,
-                                environment=user_openclaw_environment(layout), install_command="aiosd service install --user")
+        settings = UnitSettings("user", aiosd_command(), layout.config_path, readme_path(), kernel_url,
+                                environment=user_openclaw_environment(layout),
+                                install_command="aiosd service install --user")
     try:
         unit = render_unit(settings)
     except UnitValueError as exc:
@@ -346,7 +343,44 @@ def install(args) -> int:
     previous = layout.unit_path.read_text(encoding="utf-8") if layout.unit_path.exists() else None
     title = f"aiosd as a {layout.mode} service" + (f", running as {who.name} ({why})" if who else "")
     steps.say(title + (" (dry run: nothing is written or run)" if args.dry_run else "") + ":")
-    if args.dry_run:
+    _put_unit(steps, layout, unit, previous)
+    _put_example_config(steps, layout, who)
+    if who:
+        _say_what_the_sandbox_allows(steps, who, settings, kernel_url)
+    _reload_and_start(steps, layout, args.no_start, restart=previous is not None and previous != unit)
+    if layout.mode == "user" and not args.dry_run:
+        if steps.failed:
+            steps.say("note: systemctl --user needs your own login session (not su or sudo); on a server without "
+                      "one, `loginctl enable-linger` starts your user manager")
+        _linger_hint(steps, layout)
+    for warning in warnings:
+        steps.say(f"warning: {warning}")
+    _say_how_to_follow(steps, layout)
+    return 1 if steps.failed else 0
+
+
+def _system_unit_settings(
+    layout: Layout, who: OpenClawUser, config: Config | None, kernel_url: str, warnings: list[str]
+) -> UnitSettings:
+    """The system unit's settings: run as OpenClaw's user, allowed to write only where its file lives."""
+    command = aiosd_command()
+    writable = [who.state_dir]
+    unit_env = {"HOME": str(who.home), **who.environment}
+    if config is not None:  # openclaw.config_path may name a file outside the state directory
+        openclaw_file = resolve_openclaw_path(config.openclaw, unit_env)
+        if not openclaw_file.parent.is_relative_to(who.state_dir):
+            writable.append(openclaw_file.parent)
+    if command[0].startswith(("/tmp/", "/var/tmp/")):
+        warnings.append(f"aiosd is installed under {command[0].split('/')[1]}/ ({command[0]}), which the "
+                        "unit's PrivateTmp=yes hides from the service: install it elsewhere, e.g. /opt/aiosd")
+    install_command = f"aiosd service install --system --openclaw-user {who.name}"
+    return UnitSettings("system", command, layout.shown_config_path, readme_path(), kernel_url,
+                        who.name, who.group, writable, who.environment, install_command)
+
+
+def _put_unit(steps: Steps, layout: Layout, unit: str, previous: str | None) -> None:
+    """Write the unit file unless it already says the same (a dry run prints it instead)."""
+    if steps.dry_run:
         steps.say(f"would write {layout.unit_path}" + (" (unchanged)" if previous == unit else "") + ":")
         steps.say("")
         steps.say(f"# {layout.unit_path}")
@@ -357,45 +391,44 @@ def install(args) -> int:
         _write_text_atomically(layout.unit_path, unit, 0o644)
         steps.say(f"{'rewrote' if previous is not None else 'wrote'} {layout.unit_path}")
 
+
+def _put_example_config(steps: Steps, layout: Layout, who: OpenClawUser | None) -> None:
+    """Install the example config where there is none; an existing config is never touched."""
     if layout.config_path.exists():
         steps.say(f"kept the existing config {layout.config_path}")
-    elif args.dry_run:
+    elif steps.dry_run:
         steps.say(f"would copy the example config {example_config_path()} to {layout.config_path}")
     else:
         group_id = pwd.getpwnam(who.name).pw_gid if who else None
         copied = _install_example_config(layout, group_id)
         steps.say(f"installed the example config as {layout.config_path}: set kernel.url and models.map there "
                   "(edits apply live)" if copied else f"kept the existing config {layout.config_path}")
-    if who:
-        extra = "".join(f" and {p}" for p in settings.writable_paths[1:])
-        steps.say(f"the service may write OpenClaw's state directory {who.state_dir}{extra} and its own "
-                  "/var/lib/aiosd, nothing else")
-        host = kernel_host(kernel_url)
-        if host and not is_loopback_host(host):
-            steps.say(f"the unit lets aiosd reach the kernel at {host}" + (
-                " (by hostname: no address restriction, see the unit's comment)" if not _is_ip(host) else ""))
-        else:
-            steps.say("the unit lets aiosd reach only this machine: for a kernel elsewhere, set kernel.url and run "
-                      "this command again")
 
+
+def _say_what_the_sandbox_allows(steps: Steps, who: OpenClawUser, settings: UnitSettings, kernel_url: str) -> None:
+    """For a system unit: which paths the service may write and which hosts it may reach."""
+    extra = "".join(f" and {p}" for p in settings.writable_paths[1:])
+    steps.say(f"the service may write OpenClaw's state directory {who.state_dir}{extra} and its own "
+              "/var/lib/aiosd, nothing else")
+    host = kernel_host(kernel_url)
+    if host and not is_loopback_host(host):
+        steps.say(f"the unit lets aiosd reach the kernel at {host}" + (
+            " (by hostname: no address restriction, see the unit's comment)" if not _is_ip(host) else ""))
+    else:
+        steps.say("the unit lets aiosd reach only this machine: for a kernel elsewhere, set kernel.url and run "
+                  "this command again")
+
+
+def _reload_and_start(steps: Steps, layout: Layout, no_start: bool, *, restart: bool) -> None:
+    """daemon-reload, then enable --now (and try-restart when the unit changed), unless --no-start."""
     ok = steps.run([*layout.systemctl_flags, "daemon-reload"])
-    if ok and not args.no_start:
+    if ok and not no_start:
         ok = steps.run([*layout.systemctl_flags, "enable", "--now", UNIT_NAME])
-        if ok and previous is not None and previous != unit:
+        if ok and restart:
             # enable --now leaves a running service on its old unit.
             steps.run([*layout.systemctl_flags, "try-restart", UNIT_NAME])
     elif ok:
         steps.say(f"not started (--no-start): systemctl{_user_flag(layout)} enable --now aiosd")
-
-    if layout.mode == "user" and not args.dry_run:
-        if steps.failed:
-            steps.say("note: systemctl --user needs your own login session (not su or sudo); on a server without "
-                      "one, `loginctl enable-linger` starts your user manager")
-        _linger_hint(steps, layout)
-    for warning in warnings:
-        steps.say(f"warning: {warning}")
-    _say_how_to_follow(steps, layout)
-    return 1 if steps.failed else 0
 
 
 def _is_ip(host: str) -> bool:
@@ -435,16 +468,18 @@ def _say_how_to_follow(steps: Steps, layout: Layout) -> None:
 # --- uninstall -----------------------------------------------------------------------------------
 
 
-def _detect_mode(args) -> str | None:
+def _detect_mode(args: argparse.Namespace) -> str | None:
+    """The mode given, else the one mode whose unit is installed, else None (nothing installed)."""
     if args.mode:
-        return args.mode
+        return str(args.mode)
     present = [mode for mode in ("user", "system") if layout_for(mode, args.root).unit_path.exists()]
     if len(present) > 1:
-        raise ServiceError("aiosd is installed both as a user and as a system unit: say which to remove, --user or --system")
+        raise ServiceError("aiosd is installed both as a user and as a system unit: say which to remove, "
+                           "--user or --system")
     return present[0] if present else None
 
 
-def uninstall(args) -> int:
+def uninstall(args: argparse.Namespace) -> int:
     mode = _detect_mode(args)
     if mode is None:
         looked = ", ".join(str(layout_for(m, args.root).unit_path) for m in ("user", "system"))
@@ -454,7 +489,8 @@ def uninstall(args) -> int:
     _check_privileges(args, layout)
     steps = Steps(args.dry_run, _find_systemctl(args.systemctl))
     would = "would " if args.dry_run else ""
-    steps.say(f"removing aiosd's {mode} service" + (" (dry run: nothing is removed or run)" if args.dry_run else "") + ":")
+    dry = " (dry run: nothing is removed or run)" if args.dry_run else ""
+    steps.say(f"removing aiosd's {mode} service{dry}:")
     unit_text = layout.unit_path.read_text(encoding="utf-8", errors="replace") if layout.unit_path.exists() else None
     if unit_text is not None:
         steps.run([*layout.systemctl_flags, "disable", "--now", UNIT_NAME])
@@ -492,7 +528,7 @@ def _provider_id(layout: Layout) -> str:
     try:
         return load_config(layout.config_path).openclaw.provider_id
     except (ConfigError, OSError):
-        return load_schema()["properties"]["openclaw"]["properties"]["provider_id"]["default"]
+        return str(load_schema()["properties"]["openclaw"]["properties"]["provider_id"]["default"])
 
 
 def _openclaw_removal_command(layout: Layout, unit_text: str | None) -> str:
@@ -506,7 +542,7 @@ def _openclaw_removal_command(layout: Layout, unit_text: str | None) -> str:
     return shlex.join([*prefix, *(["env", *variables] if variables else []), *base])
 
 
-def run_service_command(args) -> int:
+def run_service_command(args: argparse.Namespace) -> int:
     try:
         return install(args) if args.service_action == "install" else uninstall(args)
     except ServiceError as exc:

@@ -119,7 +119,7 @@ def ip_address_rules(kernel_url: str) -> list[str]:
     if not host or is_loopback_host(host):
         return rules
     try:
-        return rules + [f"IPAddressAllow={ipaddress.ip_address(host)}"]
+        return [*rules, f"IPAddressAllow={ipaddress.ip_address(host)}"]
     except ValueError:
         pass
     return [

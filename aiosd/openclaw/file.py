@@ -1,16 +1,16 @@
-"""OpenClaw's config file on disk: where it is, reading it as JSON5, replacing it atomically and seeing what was replaced (no merging)."""
+"""OpenClaw's config file on disk: where it is, reading it as JSON5, replacing it atomically (no merging)."""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import os
 import re
-import ctypes
 import secrets
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,11 +83,16 @@ class Snapshot:
     def exists(self) -> bool:
         return self.raw is not None
 
+    @property
+    def inode(self) -> tuple[int, int] | None:
+        """(st_dev, st_ino) of the file that was read; None when there was none."""
+        return self.identity[:2] if self.identity is not None else None
+
     def same_file_as(self, other: Snapshot) -> bool:
         """Both absent, or the same inode holding the same bytes (timestamps are too coarse alone)."""
         if not self.exists or not other.exists:
             return self.exists == other.exists
-        return self.identity[:2] == other.identity[:2] and self.raw == other.raw
+        return self.inode == other.inode and self.raw == other.raw
 
 
 def _refuse_non_regular(path: Path, st: os.stat_result) -> None:
@@ -173,7 +178,7 @@ def read_settled(path: Path, timeout: float = SETTLE_TIMEOUT) -> Snapshot:
     return _settled(lambda: read_snapshot(path), timeout)
 
 
-def _settled(read, timeout: float) -> Snapshot:
+def _settled(read: Callable[[], Snapshot], timeout: float) -> Snapshot:
     """``read()`` again every few milliseconds until two reads agree (a writer rewriting the file in
     place has finished); after ``timeout`` the last read is returned as it is."""
     deadline = time.monotonic() + timeout
@@ -225,7 +230,7 @@ def parse_document(raw: bytes, path: Path) -> dict:
     return document
 
 
-def _loads(text: str):
+def _loads(text: str) -> object:
     # OpenClaw rewrites the file as plain JSON: the C parser reads 1 MB in ~10 ms, where json5's
     # pure-Python parser takes ~7 s holding the GIL (stalling the daemon's requests). JSON5 only
     # for files that are not plain JSON; its errors are the ones reported.
@@ -397,7 +402,8 @@ _RENAME_NOREPLACE = 1
 _RENAME_EXCHANGE = 2
 
 
-def _load_renameat2():
+def _load_renameat2() -> Callable[[int, bytes, int, bytes, int], int] | None:
+    """libc's renameat2, when this libc has it."""
     try:
         function = ctypes.CDLL(None, use_errno=True).renameat2  # glibc >= 2.28
     except (OSError, AttributeError):
@@ -467,7 +473,7 @@ def _swap_back(tmp: Path, path: Path, ours: Snapshot, attempts: int = 5) -> None
     for _ in range(attempts):
         _renameat2(tmp, path, _RENAME_EXCHANGE)
         st = os.lstat(tmp)
-        if (st.st_dev, st.st_ino) == ours.identity[:2]:
+        if (st.st_dev, st.st_ino) == ours.inode:
             break  # if not, a third writer renamed its file in meanwhile: that one goes back in too
     discard(tmp)
     fsync_directory(path.parent)

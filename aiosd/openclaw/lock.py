@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 # OpenClaw's CONFIG_WRITE_LOCK_OPTIONS.stale: a lock older than this is abandoned.
@@ -108,9 +108,10 @@ def _acquire(lock: Path, owner: tuple[int | None, int | None], wait: float) -> _
             raise
         try:
             os.write(fd, raw)
-            if os.geteuid() == 0 and None not in owner:
+            uid, gid = owner
+            if os.geteuid() == 0 and uid is not None and gid is not None:
                 with contextlib.suppress(OSError):  # so OpenClaw's user can judge and clear it
-                    os.fchown(fd, *owner)
+                    os.fchown(fd, uid, gid)
             st = os.fstat(fd)
         finally:
             os.close(fd)
@@ -203,4 +204,4 @@ def pid_alive(pid: int) -> bool:
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -18,7 +18,7 @@ Every function returns a new document; the input is never modified and key order
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 from aiosd.config.settings import ModelSpec, redact_url
@@ -67,7 +67,7 @@ def desired_provider(
     rows: dict[str, dict] = {}
     for spec in models:
         rows.setdefault(spec.id, model_row(spec))
-    provider = {"baseUrl": base_url, "apiKey": api_key, "api": API}
+    provider: dict[str, object] = {"baseUrl": base_url, "apiKey": api_key, "api": API}
     if timeout_seconds is not None:
         provider["timeoutSeconds"] = timeout_seconds
     provider["models"] = list(rows.values())
@@ -96,8 +96,8 @@ def merge(
     """``document`` with aiosd's provider entry and allowlist entries brought up to date."""
     doc = copy.deepcopy(document)
     notes = notes if notes is not None else []
-    models_section = _object(doc, "models", "models", create=True)
-    providers = _object(models_section, "providers", "models.providers", create=True)
+    models_section = _created_object(doc, "models", "models")
+    providers = _created_object(models_section, "providers", "models.providers")
     existing = providers.get(provider_id)
     providers[provider_id] = _merge_provider(existing if isinstance(existing, dict) else None, provider)
     if allowlist != "none":
@@ -112,7 +112,7 @@ def remove(document: dict, provider_id: str, *, notes: list[str] | None = None) 
     notes = notes if notes is not None else []
     models_section = _object(doc, "models", "models")
     providers = _object(models_section, "providers", "models.providers")
-    if providers is not None and provider_id in providers:
+    if models_section is not None and providers is not None and provider_id in providers:
         del providers[provider_id]
         if not providers:  # emptied by aiosd: take the containers it needed out too
             del models_section["providers"]
@@ -145,7 +145,8 @@ def allowlists_in(document: dict, allowlist: Allowlist) -> list[str]:
     return found
 
 
-def is_ours(ref: str, provider_id: str) -> bool:
+def is_ours(ref: object, provider_id: str) -> bool:
+    """True for an allowlist entry of aiosd's provider (``<provider_id>/...``)."""
     return isinstance(ref, str) and ref.startswith(provider_id + "/")
 
 
@@ -162,7 +163,7 @@ def _merge_provider(old: dict | None, new: dict) -> dict:
     out["api"] = new["api"]
     if "timeoutSeconds" in new:
         out["timeoutSeconds"] = new["timeoutSeconds"]
-    old_rows = {}
+    old_rows: dict[str, dict] = {}
     if isinstance(old.get("models"), list):
         for row in old["models"]:
             if isinstance(row, dict) and isinstance(row.get("id"), str):
@@ -261,6 +262,13 @@ def _object(parent: dict | None, key: str, where: str, *, create: bool = False, 
     return value
 
 
+def _created_object(parent: dict, key: str, where: str) -> dict:
+    """``parent[key]``, created empty when absent; MergeConflict when it is there and not an object."""
+    value = _object(parent, key, where, create=True)
+    assert value is not None  # created when absent; anything else not an object raised
+    return value
+
+
 def _defaults(doc: dict, *, strict: bool = True) -> dict | None:
     return _object(_object(doc, "agents", "agents", strict=strict), "defaults", "agents.defaults", strict=strict)
 
@@ -294,45 +302,57 @@ def describe_changes(old: dict, new: dict, provider_id: str) -> list[str]:
     """What ``merge`` or ``remove`` changed in aiosd's part of the document, as short phrases for one
     log line: models added and removed, provider fields changed, allowlist entries added and removed.
     Never a secret (an apiKey change is named, not shown)."""
-    changes: list[str] = []
     old_provider = _provider_of(old, provider_id)
     new_provider = _provider_of(new, provider_id)
+    changes: list[str] = []
     if old_provider is None and new_provider is not None:
-        ids = _row_ids(new_provider)
-        changes.append(f"added provider {provider_id} with {_ids_phrase(ids)}")
+        changes.append(f"added provider {provider_id} with {_ids_phrase(_row_ids(new_provider))}")
     elif old_provider is not None and new_provider is None:
         changes.append(f"took provider {provider_id} out")
     elif old_provider is not None and new_provider is not None:
-        old_ids, new_ids = _row_ids(old_provider), _row_ids(new_provider)
-        old_set, new_set = set(old_ids), set(new_ids)
-        added = [i for i in new_ids if i not in old_set]
-        removed = [i for i in old_ids if i not in new_set]
-        if added:
-            changes.append(f"models added: {_listed(added)}")
-        if removed:
-            changes.append(f"models removed: {_listed(removed)}")
-        old_rows = {r.get("id"): r for r in old_provider.get("models") or [] if isinstance(r, dict)}
-        updated = [r["id"] for r in new_provider.get("models") or []
-                   if isinstance(r, dict) and r.get("id") in old_rows and old_rows[r["id"]] != r]
-        if updated:
-            changes.append(f"model rows updated: {_listed(updated)}")
-        for key in ("baseUrl", "api", "timeoutSeconds"):
-            before, after = old_provider.get(key), new_provider.get(key)
-            if before != after:
-                if key == "baseUrl":
-                    before, after = (redact_url(v) if isinstance(v, str) else v for v in (before, after))
-                changes.append(f"{key} {_scalar(before)} -> {_scalar(after)}")
-        if old_provider.get("apiKey") != new_provider.get("apiKey"):
-            changes.append("apiKey replaced")
+        changes += _provider_changes(old_provider, new_provider)
     for where, old_refs, new_refs in _allowlist_refs(old, new, provider_id):
-        old_set, new_set = set(old_refs), set(new_refs)
-        added = [r for r in new_refs if r not in old_set]
-        removed = [r for r in old_refs if r not in new_set]
+        added, removed = _added_and_removed(old_refs, new_refs)
         if added:
             changes.append(f"{where} +{', +'.join(_cap(added))}")
         if removed:
             changes.append(f"{where} -{', -'.join(_cap(removed))}")
     return changes
+
+
+def _provider_changes(old_provider: dict, new_provider: dict) -> list[str]:
+    """Models added, removed and updated, and provider fields changed, between two provider entries."""
+    changes: list[str] = []
+    added, removed = _added_and_removed(_row_ids(old_provider), _row_ids(new_provider))
+    if added:
+        changes.append(f"models added: {_listed(added)}")
+    if removed:
+        changes.append(f"models removed: {_listed(removed)}")
+    updated = _updated_row_ids(old_provider, new_provider)
+    if updated:
+        changes.append(f"model rows updated: {_listed(updated)}")
+    for key in ("baseUrl", "api", "timeoutSeconds"):
+        before, after = old_provider.get(key), new_provider.get(key)
+        if before != after:
+            if key == "baseUrl":
+                before, after = (redact_url(v) if isinstance(v, str) else v for v in (before, after))
+            changes.append(f"{key} {_scalar(before)} -> {_scalar(after)}")
+    if old_provider.get("apiKey") != new_provider.get("apiKey"):
+        changes.append("apiKey replaced")
+    return changes
+
+
+def _added_and_removed(old: list[str], new: list[str]) -> tuple[list[str], list[str]]:
+    """(in ``new`` only, in ``old`` only), each in its list's order; each id set built once."""
+    old_set, new_set = set(old), set(new)
+    return [i for i in new if i not in old_set], [i for i in old if i not in new_set]
+
+
+def _updated_row_ids(old_provider: dict, new_provider: dict) -> list[str]:
+    """Ids of the model rows in both entries whose contents differ."""
+    old_rows = {r.get("id"): r for r in old_provider.get("models") or [] if isinstance(r, dict)}
+    return [r["id"] for r in new_provider.get("models") or []
+            if isinstance(r, dict) and r.get("id") in old_rows and old_rows[r["id"]] != r]
 
 
 def _provider_of(doc: dict, provider_id: str) -> dict | None:
@@ -343,10 +363,13 @@ def _provider_of(doc: dict, provider_id: str) -> dict | None:
 
 def _row_ids(provider: dict) -> list[str]:
     rows = provider.get("models")
-    return [r["id"] for r in rows if isinstance(r, dict) and isinstance(r.get("id"), str)] if isinstance(rows, list) else []
+    if not isinstance(rows, list):
+        return []
+    return [r["id"] for r in rows if isinstance(r, dict) and isinstance(r.get("id"), str)]
 
 
-def _allowlist_refs(old: dict, new: dict, provider_id: str):
+def _allowlist_refs(old: dict, new: dict, provider_id: str) -> Iterator[tuple[str, list[str], list[str]]]:
+    """(where, aiosd's entries before, after) for each allowlist whose entries of aiosd's changed."""
     for where, getter in (("modelPolicy.allow", _allow_refs), ("agents.defaults.models", _legacy_refs)):
         old_refs = [r for r in getter(old) if is_ours(r, provider_id)]
         new_refs = [r for r in getter(new) if is_ours(r, provider_id)]
@@ -379,5 +402,5 @@ def _ids_phrase(ids: list[str]) -> str:
     return f"{count} ({_listed(ids)})" if ids else count
 
 
-def _scalar(value) -> str:
+def _scalar(value: object) -> str:
     return "unset" if value is None else str(value)

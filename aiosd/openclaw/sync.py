@@ -251,7 +251,7 @@ def _sync(
         return SyncResult("refused", path, f"not writing {path}: {exc}")
 
     def plan_for(snapshot: files.Snapshot) -> _Plan:
-        document = files.parse_document(snapshot.raw, path) if snapshot.exists else {}
+        document = files.parse_document(snapshot.raw, path) if snapshot.raw is not None else {}
         notes: list[str] = []
         timeout_written = timeout_kept_user = None
         if removing:
@@ -292,7 +292,7 @@ def _sync(
         return _unchanged(path, provider_id, plan, removing)
     diff = ""
     if with_diff:
-        old_text = snapshot.raw.decode("utf-8-sig", errors="replace") if snapshot.exists else ""
+        old_text = snapshot.raw.decode("utf-8-sig", errors="replace") if snapshot.raw is not None else ""
         diff = _redacted(_diff(old_text, plan.text, path))
     if dry_run:
         verb = "would create" if not snapshot.exists else "would change"
@@ -305,6 +305,19 @@ def _sync(
             return _write(settings, path, plan_for, (snapshot, plan), removing, diff, before_replace)
     except LockBusy as exc:
         return SyncResult("busy", path, f"{path}: {exc}; aiosd writes it at the next sync")
+
+
+@dataclass(slots=True)
+class _Rounds:
+    """What the write rounds under one hold of the lock have done so far."""
+
+    first: _Plan | None = None  # the first round's plan: its changes are the ones reported
+    last: _Plan | None = None  # the last round's plan: its timeouts are the ones in the file now
+    wrote: bool = False
+    backup_tried: bool = False
+    backup: Path | None = None  # the backup written by this sync, if one was
+    checks_failed: int = 0  # rounds lost to another writer before or during the swap
+    conflicts: int = 0  # rounds that merged again on top of a version a plain rename replaced
 
 
 def _write(
@@ -323,80 +336,138 @@ def _write(
     reading again. A change caught by the swap itself (the file aiosd replaced is not the one it
     expected) means another writer's version was just replaced: aiosd merges again on top of it
     and writes that, at once."""
-    provider_id = settings.provider_id
     base = expected = files.read_snapshot(path)  # under the lock: the latest version
     existed = base.exists
-    first = None
-    wrote = backup = None
-    checks_failed = conflicts = 0
+    rounds = _Rounds()
     while True:
-        if not base.exists and not removing and not settings.create:
-            return _missing(path, provider_id, ())
-        if not base.exists and removing:
-            return SyncResult("unchanged", path, f"{path} does not exist; nothing to remove")
+        gone = _nothing_to_write_to(settings, path, base, removing)
+        if gone is not None:
+            return gone
         # the version read before taking the lock, unchanged since: its merge is already done
         plan = planned[1] if base.same_file_as(planned[0]) else plan_for(base)
-        first = first or plan
+        rounds.first = rounds.first or plan
+        rounds.last = plan
         if plan.unchanged and base is expected:
-            if not wrote:
-                return _unchanged(path, provider_id, plan, removing)
+            if not rounds.wrote:
+                return _unchanged(path, settings.provider_id, plan, removing)
             break
-        # Another writer's version that already has aiosd's entries goes back in as it was.
-        data = base.raw if plan.unchanged else plan.text.encode("utf-8")
-        files.check_writable(expected)
-        files.remove_stale_temp_files(path)
-        uid, gid = files.intended_owner(expected if expected.exists else base)
-        mode = next((s.mode for s in (expected, base) if s.exists), files.NEW_FILE_MODE)
-        tmp = files.write_temp(path, data, mode=mode, uid=uid, gid=gid)
-        try:
-            if before_replace is not None:
-                before_replace(path)
-            current = files.read_snapshot(path)
-            if not current.same_file_as(expected):
-                files.discard(tmp)
-                checks_failed += 1
-                if checks_failed >= MAX_MERGE_ROUNDS:
-                    break
-                # someone else wrote meanwhile: merge again on top of their version
-                base = expected = current if (not current.exists or files.parses(current.raw)) \
-                    else files.read_settled(path)
-                continue
-            if backup is None and expected.exists and settings.backup and not files.is_plain_json(expected.raw):
-                backup = files.keep_backup_once(expected) or False
-            ours = files.snapshot_of_temp(tmp, data, path)
-            done, replaced = files.put_in_place(tmp, path, expected, ours)
-        except BaseException:
+        following = _write_round(settings, path, base, expected, plan, rounds, before_replace)
+        if following is None:
+            break
+        base, expected = following
+    return _written(settings, path, rounds, existed, removing, diff)
+
+
+def _nothing_to_write_to(
+    settings: OpenClawSettings, path: Path, base: files.Snapshot, removing: bool
+) -> SyncResult | None:
+    """The result when the file is (now) absent and aiosd must not create it; None otherwise."""
+    if base.exists:
+        return None
+    if removing:
+        return SyncResult("unchanged", path, f"{path} does not exist; nothing to remove")
+    if not settings.create:
+        return _missing(path, settings.provider_id, ())
+    return None
+
+
+def _write_round(
+    settings: OpenClawSettings,
+    path: Path,
+    base: files.Snapshot,
+    expected: files.Snapshot,
+    plan: _Plan,
+    rounds: _Rounds,
+    before_replace: Callable[[Path], None] | None,
+) -> tuple[files.Snapshot, files.Snapshot] | None:
+    """One round: write the temp file, check the file is still ``expected``, swap it in.
+
+    Returns the (base, expected) the next round merges into and replaces, or None when the
+    writing is over (done, or given up after ``MAX_MERGE_ROUNDS``: ``rounds`` says which)."""
+    # Another writer's version that already has aiosd's entries goes back in as it was.
+    data = base.raw if plan.unchanged and base.raw is not None else plan.text.encode("utf-8")
+    tmp = _write_temp_beside(path, data, base, expected)
+    try:
+        if before_replace is not None:
+            before_replace(path)
+        current = files.read_snapshot(path)
+        if not current.same_file_as(expected):
             files.discard(tmp)
-            raise
-        if not done:  # another writer got there first; their version is in place: start again from it
-            checks_failed += 1
-            if checks_failed >= MAX_MERGE_ROUNDS:
-                break
-            base = expected = files.read_settled(path)
-            continue
-        wrote = True
-        if (replaced is None or replaced.same_file_as(expected) or not replaced.exists
-                or not files.parses(replaced.raw) or conflicts >= MAX_MERGE_ROUNDS):
-            break
-        # Only where the file system cannot swap: the rename replaced another writer's version
-        # (written after aiosd's check), so merge again on top of theirs, and write that at once.
-        conflicts += 1
-        base, expected = replaced, ours
-    if not wrote or checks_failed >= MAX_MERGE_ROUNDS:
+            # someone else wrote meanwhile: merge again on top of their version
+            return _after_lost_race(path, rounds, current)
+        _keep_backup_once(settings, expected, rounds)
+        ours = files.snapshot_of_temp(tmp, data, path)
+        done, replaced = files.put_in_place(tmp, path, expected, ours)
+    except BaseException:
+        files.discard(tmp)
+        raise
+    if not done:  # another writer got there first; their version is in place: start again from it
+        return _after_lost_race(path, rounds, None)
+    rounds.wrote = True
+    if (replaced is None or replaced.same_file_as(expected) or replaced.raw is None
+            or not files.parses(replaced.raw) or rounds.conflicts >= MAX_MERGE_ROUNDS):
+        return None
+    # Only where the file system cannot swap: the rename replaced another writer's version
+    # (written after aiosd's check), so merge again on top of theirs, and write that at once.
+    rounds.conflicts += 1
+    return replaced, ours
+
+
+def _write_temp_beside(path: Path, data: bytes, base: files.Snapshot, expected: files.Snapshot) -> Path:
+    """The temp file holding ``data``, with the mode and owner of the file it replaces."""
+    files.check_writable(expected)
+    files.remove_stale_temp_files(path)
+    uid, gid = files.intended_owner(expected if expected.exists else base)
+    mode = next((s.mode for s in (expected, base) if s.mode is not None), files.NEW_FILE_MODE)
+    return files.write_temp(path, data, mode=mode, uid=uid, gid=gid)
+
+
+def _after_lost_race(
+    path: Path, rounds: _Rounds, current: files.Snapshot | None
+) -> tuple[files.Snapshot, files.Snapshot] | None:
+    """Count a round lost to another writer; the version to merge into next, or None after too many.
+
+    ``current`` is what the check before the swap read (None when the swap itself lost): used as
+    it is when whole, else the file is read again once the other writer has settled."""
+    rounds.checks_failed += 1
+    if rounds.checks_failed >= MAX_MERGE_ROUNDS:
+        return None
+    if current is not None and (current.raw is None or files.parses(current.raw)):
+        return current, current
+    settled = files.read_settled(path)
+    return settled, settled
+
+
+def _keep_backup_once(settings: OpenClawSettings, expected: files.Snapshot, rounds: _Rounds) -> None:
+    """The first time aiosd replaces a JSON5 file (comments and all), keep the original if asked to."""
+    if rounds.backup_tried or expected.raw is None or not settings.backup or files.is_plain_json(expected.raw):
+        return
+    rounds.backup_tried = True
+    rounds.backup = files.keep_backup_once(expected)
+
+
+def _written(
+    settings: OpenClawSettings, path: Path, rounds: _Rounds, existed: bool, removing: bool, diff: str
+) -> SyncResult:
+    """The result of the write rounds: written, created or removed, or refused after too many races."""
+    if not rounds.wrote or rounds.checks_failed >= MAX_MERGE_ROUNDS:
         return SyncResult("refused", path, (
             f"{path} changed {MAX_MERGE_ROUNDS} times while aiosd was writing it; will try again at the next sync"))
+    first, last = rounds.first, rounds.last
+    assert first is not None and last is not None  # every round plans before it can write
     changes = list(first.changes)
-    if conflicts:
-        changes.append(f"merged again on top of {conflicts} concurrent write(s)")
-    if backup:
-        changes.append(f"original (JSON5, comments) kept as {backup.name}")
-    timeouts = {"timeout_written": plan.timeout_written, "timeout_kept_user": plan.timeout_kept_user}
+    if rounds.conflicts:
+        changes.append(f"merged again on top of {rounds.conflicts} concurrent write(s)")
+    if rounds.backup is not None:
+        changes.append(f"original (JSON5, comments) kept as {rounds.backup.name}")
     if not existed:
-        return SyncResult("created", path, _line(f"created {path}", first.parts), diff, **timeouts)
+        return SyncResult("created", path, _line(f"created {path}", first.parts), diff,
+                          timeout_written=last.timeout_written, timeout_kept_user=last.timeout_kept_user)
     if removing:
-        head = f"took provider {provider_id} and its allowlist entries out of {path}"
+        head = f"took provider {settings.provider_id} and its allowlist entries out of {path}"
         return SyncResult("removed", path, _line(head, changes), diff)
-    return SyncResult("written", path, _line(f"updated {path}", changes), diff, **timeouts)
+    return SyncResult("written", path, _line(f"updated {path}", changes), diff,
+                      timeout_written=last.timeout_written, timeout_kept_user=last.timeout_kept_user)
 
 
 def _missing(path: Path, provider_id: str, models: Sequence[ModelSpec]) -> SyncResult:

@@ -1,4 +1,4 @@
-"""``aiosd check --kernel [--test]`` against the fake kernel (running, down, missing a model) and real OpenClaw files."""
+"""``aiosd check --kernel [--test]`` against the fake kernel (running, down, missing a model) and OpenClaw files."""
 
 from __future__ import annotations
 
@@ -151,7 +151,8 @@ def test_the_file_is_found_the_way_openclaw_finds_it(tmp_path, fresh, capsys, mo
     config = write_config(tmp_path, fresh.url, openclaw="openclaw: {create: false}\n")
     (state / "openclaw.json").write_text("{}")
     code, lines = check(capsys, "--kernel", "--config", config)
-    assert f"ok    openclaw {state / 'openclaw.json'}: found (OpenClaw's own lookup: $OPENCLAW_STATE_DIR) and parses" in lines
+    found = "found (OpenClaw's own lookup: $OPENCLAW_STATE_DIR) and parses"
+    assert f"ok    openclaw {state / 'openclaw.json'}: {found}" in lines
     assert lines_with(lines, "has no provider 'aios'") == [
         f"FAIL  openclaw {state / 'openclaw.json'}: has no provider 'aios'; the running daemon writes it at its next "
         "sync, 'aiosd sync-openclaw' writes it now"]
@@ -209,7 +210,8 @@ def test_test_reports_the_kernels_error_and_exits_2(tmp_path, fresh, capsys):
     code, lines = check(capsys, "--test", "--config", config)
     assert code == 2
     (answer,) = lines_with(lines, "test chat")
-    assert answer.startswith("FAIL  test chat with sonnet (kernel model 'gpt-4o-mini'): The AIOS kernel's LLM refused it")
+    assert answer.startswith(
+        "FAIL  test chat with sonnet (kernel model 'gpt-4o-mini'): The AIOS kernel's LLM refused it")
     assert answer.endswith(")") and "(after " in answer
 
 
@@ -284,4 +286,5 @@ def test_a_server_that_is_not_an_aios_kernel_is_reachable_but_said_not_to_be_one
             thread.join()
     assert code == 2
     assert lines[1] == (f"FAIL  kernel {url}: reachable, but listing its models failed: The server at kernel.url "
-                        "answered HTTP 404 for /core/llms/list: it does not look like an AIOS kernel (check kernel.url).")
+                        "answered HTTP 404 for /core/llms/list: it does not look like an AIOS kernel "
+                        "(check kernel.url).")

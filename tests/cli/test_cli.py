@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import jsonschema
 import pytest
@@ -14,17 +11,10 @@ from aiosd import __version__
 from aiosd.cli.main import main
 from aiosd.config.schema import load_schema
 from aiosd.config.shipped import example_config_path
-from tests.support.daemon_process import REPO
+from tests.support.command_line import run_aiosd
 
 GOOD = 'listen: "127.0.0.1:8700"\nmodels:\n  map:\n    sonnet: {kernel_model: "claude-sonnet-4-5-20250929"}\n'
 BAD = 'kernel:\n  timeout: soon\nlogging: {level: loud}\n'
-
-
-def run_aiosd(*args: str, env: dict[str, str] | None = None, cwd=None) -> subprocess.CompletedProcess:
-    child_env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO), "HOME": str(cwd or REPO)}
-    child_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "aiosd", *args], capture_output=True, text=True,
-                          env=child_env, cwd=cwd, timeout=60)
 
 
 @pytest.fixture(autouse=True)
@@ -105,7 +95,8 @@ def test_run_without_a_config_file_says_there_is_none_not_that_it_is_invalid(tmp
     (line,) = result.stderr.splitlines()
     assert line.endswith(f"CRITICAL aiosd.daemon: cannot start: no config at {path}: create it from the commented "
                          f"example shipped with aiosd (cp {example_config_path()} {path}, then set kernel.url and "
-                         "models.map), or run 'aiosd service install --system' (or --user), which installs it with a systemd unit; or "
+                         "models.map), or run 'aiosd service install --system' (or --user), which installs it "
+                         "with a systemd unit; or "
                          "name another file with --config PATH or $AIOSD_CONFIG")
 
 

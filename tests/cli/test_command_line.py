@@ -7,8 +7,8 @@ import argparse
 import pytest
 
 from aiosd.cli.main import build_parser, main
-from tests.cli.test_cli import run_aiosd
 from tests.support.aiosd_harness import free_port
+from tests.support.command_line import run_aiosd
 from tests.support.daemon_process import (
     AiosdProcess,
     NotifySocket,
@@ -82,7 +82,8 @@ def test_run_log_level_overrides_logging_level_at_start_and_after_every_reload(t
         config = tmp_path / "aiosd.yaml"
         config.write_text(text + "logging: {level: info}\n")
         notify = NotifySocket(tmp_path)
-        process = AiosdProcess(config, notify, tmp_path, args=["run", "--config", str(config), "--log-level", "warning"])
+        process = AiosdProcess(config, notify, tmp_path,
+                               args=["run", "--config", str(config), "--log-level", "warning"])
         daemon = RunningDaemon(process, notify, port, config)
         try:
             daemon.wait_for("READY", "1", timeout=20)

@@ -29,7 +29,8 @@ class FakeSystemctl:
     def __init__(self, directory: Path, fail: tuple[str, ...] = ()) -> None:
         self.log = directory / "systemctl.log"
         self.path = directory / "systemctl"
-        failing = "".join(f'  *" {verb} "*) echo "Failed to {verb} unit: Access denied" >&2; exit 1;;\n' for verb in fail)
+        failing = "".join(f'  *" {verb} "*) echo "Failed to {verb} unit: Access denied" >&2; exit 1;;\n'
+                          for verb in fail)
         self.path.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {shlex.quote(str(self.log))}\n'
                              f'case " $* " in\n{failing}esac\nexit 0\n')
         self.path.chmod(0o755)
@@ -311,7 +312,8 @@ def test_uninstall_removes_the_unit_keeps_the_config_and_says_how_to_clean_openc
     assert env.systemctl.calls[2:] == ["disable --now aiosd.service", "daemon-reload"]
     assert f"kept the config {env.root}/etc/aiosd.yaml (--purge removes it" in out
     assert (f"aiosd's provider 'aios' stays in OpenClaw's openclaw.json; to take it out: sudo -u {ME.pw_name} "
-            f"env OPENCLAW_STATE_DIR={ME.pw_dir}/.openclaw {AIOSD} sync-openclaw --remove --config /etc/aiosd.yaml") in out
+            f"env OPENCLAW_STATE_DIR={ME.pw_dir}/.openclaw {AIOSD} sync-openclaw --remove "
+            "--config /etc/aiosd.yaml") in out
 
 
 def test_uninstall_purge_removes_config_and_state(env, capsys):

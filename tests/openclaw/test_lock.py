@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -31,9 +31,24 @@ def sync(path: Path):
     return sync_openclaw(settings(path), [spec("sonnet")], base_url=BASE_URL, api_key=API_KEY)
 
 
+class VirtualClock:
+    """``time`` as lock.py sees it, with a clock that only sleeping moves: waits are counted, not lived."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    time = staticmethod(time.time)  # a lock's age is judged against the wall clock, as OpenClaw does
+
+
 def openclaw_lock(path: Path, *, pid: int, age: float = 0.0) -> Path:
     """The lock as OpenClaw's file-lock writes it: JSON {pid, createdAt}, then its ownership-token line."""
-    created = datetime.now(timezone.utc) - timedelta(seconds=age)
+    created = datetime.now(UTC) - timedelta(seconds=age)
     lock = lock_path_for(path)
     payload = {"pid": pid, "createdAt": created.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
     lock.write_text(json.dumps(payload, indent=2) + "\n" + "\t" * 8 + " \t" * 64 + "\n")
@@ -48,13 +63,14 @@ def dead_pid() -> int:
 
 def test_while_openclaw_holds_its_lock_aiosd_waits_then_leaves_the_file_for_the_next_sync(path, monkeypatch):
     monkeypatch.setattr(lock_module, "WAIT", 0.2)
+    clock = VirtualClock()
+    monkeypatch.setattr(lock_module, "time", clock)
     lock = openclaw_lock(path, pid=os.getppid())  # a live process that is not aiosd
     before = path.read_bytes()
-    started = time.monotonic()
     result = sync(path)
     assert result.outcome == "busy" and not result.ok
     assert f"openclaw.json.lock held by pid {os.getppid()}" in result.message and "next sync" in result.message
-    assert 0.2 <= time.monotonic() - started < 2
+    assert 0.2 <= clock.now <= 0.2 + 0.1  # it waited WAIT, and gave up within one poll (at most 0.1 s) after
     assert path.read_bytes() == before and lock.exists()  # neither the file nor OpenClaw's lock touched
 
 
@@ -78,7 +94,7 @@ def test_aiosd_holds_the_lock_in_openclaws_format_while_it_writes(path):
     [payload] = seen
     assert payload["pid"] == os.getpid()
     created = datetime.fromisoformat(payload["createdAt"].replace("Z", "+00:00"))
-    assert abs((datetime.now(timezone.utc) - created).total_seconds()) < 5
+    assert abs((datetime.now(UTC) - created).total_seconds()) < 5
     assert oct(os.stat(path).st_mode & 0o777) == oct(0o600)
     assert not lock_path_for(path).exists()  # released after the write
 

@@ -118,9 +118,9 @@ def test_rows_for_models_that_are_gone_are_removed():
 
 
 def test_a_non_object_where_aiosd_writes_is_a_conflict():
-    with pytest.raises(MergeConflict, match="models.providers is not an object"):
+    with pytest.raises(MergeConflict, match=r"models\.providers is not an object"):
         merge({"models": {"providers": []}}, "aios", provider())
-    with pytest.raises(MergeConflict, match="agents.defaults.modelPolicy.allow is not a list"):
+    with pytest.raises(MergeConflict, match=r"agents\.defaults\.modelPolicy\.allow is not a list"):
         merge({"agents": {"defaults": {"modelPolicy": {"allow": "aios/*"}}}}, "aios", provider())
 
 

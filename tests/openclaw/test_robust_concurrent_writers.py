@@ -1,4 +1,4 @@
-"""aiosd syncing openclaw.json again and again while another process keeps writing it: the other writer's changes are never undone.
+"""aiosd syncing openclaw.json again and again while another process writes it: that writer's changes stay.
 
 The other writer is a real process that bumps a counter (``gateway.port``, a key aiosd never
 touches) every 2 ms, the way OpenClaw does (temp file + rename) or the way an editor or a script
@@ -109,12 +109,14 @@ def test_another_writers_updates_survive_aiosds_syncs(tmp_path, how, caplog):
     writes, reverted = report["writes"], report["reverted"]
     written = outcomes.count("written")
     summary = (f"{how} writer: {reverted} of {writes} updates reverted by aiosd ({reverted / max(writes, 1):.3%}); "
-               f"aiosd wrote {written} times in {len(outcomes)} syncs ({dict((o, outcomes.count(o)) for o in set(outcomes))})")
+               f"aiosd wrote {written} times in {len(outcomes)} syncs "
+               f"({ {o: outcomes.count(o) for o in set(outcomes)} })")
     print(summary)
     # the race really happened: both kept writing
     assert writes > 100 and written >= 10, summary
     # the writer's final state survives, and aiosd's entries are there too, valid for OpenClaw
-    assert final == report["final"], f"the final update was undone: file has {final}, writer wrote {report['final']}; {summary}"
+    assert final == report["final"], (
+        f"the final update was undone: file has {final}, writer wrote {report['final']}; {summary}")
     document = assert_valid_openclaw(path)
     assert [m["id"] for m in document["models"]["providers"]["aios"]["models"]] == ["sonnet", "opus"]
     assert reverted == 0, summary

@@ -490,9 +490,9 @@ def test_a_writer_killed_at_random_points_leaves_a_file_that_parses(tmp_path):
             proc = subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(path)],
                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
             procs.append((proc, path))
-        for proc, path in procs:
+        for proc, _ in procs:
             assert proc.stdout.readline() == b"ready\n"
-        for proc, path in procs:
+        for proc, _ in procs:
             time.sleep(rng.uniform(0, 0.04))
             proc.send_signal(signal.SIGKILL)
         for proc, path in procs:
@@ -567,7 +567,7 @@ def test_every_sync_logs_one_line_without_the_api_key(path, caplog):
     # nothing to do is debug (a minute's interval must not fill the journal); changes are info
     levels = [logging.INFO, logging.DEBUG, logging.INFO, logging.INFO, logging.INFO, logging.ERROR]
     assert [r.levelno for r in records] == levels
-    for record, result in zip(records, results):
+    for record, result in zip(records, results, strict=True):
         line = record.getMessage()
         assert "\n" not in line and API_KEY not in line and result.message in line
     assert "1 model" in results[0].message and "allowlist" in results[0].message
@@ -673,12 +673,12 @@ def test_cli_with_the_kernel_down_keeps_the_discovered_models_unless_told_map_on
     assert run_cli(config, transport=kernel_listing("sonnet", "llama3"))[0] == 0
     before = path.read_bytes()
 
-    code, out, err = run_cli(config, transport=kernel_down())
+    code, _out, err = run_cli(config, transport=kernel_down())
     assert code == 1
     assert "could not list the kernel's models" in err and "not syncing" in err and "--map-only" in err
     assert path.read_bytes() == before  # llama3 stays in OpenClaw's list
 
-    code, out, err = run_cli(config, "--map-only", transport=kernel_down())
+    code, _out, err = run_cli(config, "--map-only", transport=kernel_down())
     assert code == 0 and "models.map only" in err
     rows = json.loads(path.read_text())["models"]["providers"]["aios"]["models"]
     assert [r["id"] for r in rows] == ["sonnet"]
@@ -886,8 +886,7 @@ def test_openclaw_timeout_seconds_in_aiosds_config_wins(path):
 
 
 def test_timeout_seconds_in_aiosds_config_must_be_a_positive_integer(tmp_path):
-    from aiosd.config.loader import ConfigError
-    from aiosd.config.loader import load_config
+    from aiosd.config.loader import ConfigError, load_config
 
     config = tmp_path / "aiosd.yaml"
     config.write_text("openclaw: {timeout_seconds: 0}\n")

@@ -51,10 +51,8 @@ def openclaw_validator() -> jsonschema.Draft7Validator:
 
 def assert_valid_openclaw(document_or_path: dict | Path) -> dict:
     """Fail with every schema error when the document (or the file's JSON5) is not valid for OpenClaw."""
-    if isinstance(document_or_path, Path):
-        document = json5.loads(document_or_path.read_text())
-    else:
-        document = document_or_path
+    path = document_or_path
+    document: dict = json5.loads(path.read_text()) if isinstance(path, Path) else path
     errors = sorted(openclaw_validator().iter_errors(document), key=lambda e: list(e.absolute_path))
     assert not errors, "\n".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
     return document
