@@ -20,6 +20,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,18 +168,7 @@ def measure_all(plan: Plan, wrk: str, workdir: Path, aiosd_pythonpath: str,
             "stream": write_script(workdir, "stream", paths["chat_stream"], stream=True),
         }
 
-        def load(target: str, connections: int, seconds: float) -> LoadResult:
-            url = query_url if target == "kernel" else aiosd_url
-            measured = kernel if target == "kernel" else aiosd
-            cpu_before = cpu_seconds(measured.pid)
-            result = run_wrk(wrk, url, scripts[target], connections=connections, seconds=seconds)
-            if result.requests:
-                result.cpu_ms_per_request = round((cpu_seconds(measured.pid) - cpu_before) * 1000 / result.requests, 3)
-            print(f"  {target:6} c={connections:<3} {result.rps:8.0f} req/s  p50 {result.p50_us / 1000:6.2f} ms  "
-                  f"p99 {result.p99_us / 1000:6.2f} ms  errors {result.errors}  CPU {result.cpu_ms_per_request} ms/req",
-                  flush=True)
-            return result
-
+        load = load_driver(wrk, scripts, {"kernel": (query_url, kernel.pid), "aiosd": (aiosd_url, aiosd.pid)})
         if plan.warm_up:
             print("warm-up", flush=True)
             for target in ("kernel", "plain", "stream"):
@@ -223,6 +213,23 @@ def measure_all(plan: Plan, wrk: str, workdir: Path, aiosd_pythonpath: str,
         aiosd_log_lines=count_lines(aiosd.log_path),
     )
     return figures_from(plan, runs, rss_idle, rss_peak, soaks, ready_seconds, reloads, sync), details
+
+
+def load_driver(wrk: str, scripts: dict[str, Path],
+                targets: dict[str, tuple[str, int]]) -> Callable[[str, int, float], LoadResult]:
+    """``load(target, connections, seconds)``: one wrk run against the kernel or aiosd, with the CPU it cost."""
+    def load(target: str, connections: int, seconds: float) -> LoadResult:
+        url, pid = targets["kernel"] if target == "kernel" else targets["aiosd"]
+        cpu_before = cpu_seconds(pid)
+        result = run_wrk(wrk, url, scripts[target], connections=connections, seconds=seconds)
+        if result.requests:
+            result.cpu_ms_per_request = round((cpu_seconds(pid) - cpu_before) * 1000 / result.requests, 3)
+        print(f"  {target:6} c={connections:<3} {result.rps:8.0f} req/s  p50 {result.p50_us / 1000:6.2f} ms  "
+              f"p99 {result.p99_us / 1000:6.2f} ms  errors {result.errors}  CPU {result.cpu_ms_per_request} ms/req",
+              flush=True)
+        return result
+
+    return load
 
 
 def count_lines(path: Path) -> int | None:
