@@ -1,4 +1,7 @@
-"""The processes under test: the fake kernel and aiosd, each started as its own OS process, and what the bench reads of them (systemd notifications, resident memory)."""
+"""The processes under test: the fake kernel and aiosd, each started as its own OS process.
+
+Also what the bench reads of them: systemd notifications and resident memory.
+"""
 
 from __future__ import annotations
 
@@ -62,14 +65,14 @@ class FakeKernelProcess:
         self.url = ""
 
     def start(self, timeout: float = 15.0) -> None:
-        log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(
-            [sys.executable, str(REPO / "tests" / "support" / "fake_kernel.py"), "--port", "0", "--batch-interval", "0"],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            cwd=REPO,
-        )
-        log.close()
+        with open(self.log_path, "wb") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, str(REPO / "tests" / "support" / "fake_kernel.py"),
+                 "--port", "0", "--batch-interval", "0"],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                cwd=REPO,
+            )
         # Its first stdout line names the port it bound ("fake AIOS kernel listening on http://...").
         ready, _, _ = select.select([self.process.stdout], [], [], timeout)
         line = self.process.stdout.readline().decode() if ready else ""
@@ -149,16 +152,15 @@ class AiosdProcess:
         env.pop("WATCHDOG_USEC", None)
         if self.pythonpath:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [self.pythonpath, env.get("PYTHONPATH")]))
-        log = open(self.log_path, "wb")
-        self.started_at = time.perf_counter()
-        self.process = subprocess.Popen(
-            [self.python, "-m", "aiosd", "run", "--config", str(self.config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=self.config_path.parent,
-        )
-        log.close()
+        with open(self.log_path, "wb") as log:  # the child keeps its own copy of the descriptor
+            self.started_at = time.perf_counter()
+            self.process = subprocess.Popen(
+                [self.python, "-m", "aiosd", "run", "--config", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.config_path.parent,
+            )
         try:
             self.ready_at = self.notify.wait_for("READY", after=self.started_at, timeout=timeout)
         except TimeoutError:
@@ -206,7 +208,7 @@ class RssSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self._thread.start()
         return self
 

@@ -1,4 +1,7 @@
-"""aiosd's benchmarks: one command that starts a zero-latency fake kernel and aiosd on loopback, drives them with wrk, prints a table against the targets (issue 6) and writes JSON.
+"""aiosd's benchmarks: one command for a fake kernel and aiosd on loopback, driven with wrk.
+
+It starts a zero-latency fake kernel and aiosd on loopback, drives them with wrk, prints a table
+against the targets (issue 6) and writes JSON.
 
     python3 bench/run.py            # the full run (about 2-3 minutes on 2 cores)
     python3 bench/run.py --quick    # a few hundred requests per step: checks the harness, not aiosd
@@ -17,6 +20,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if any(f.verdict == "MISS" for f in figures) else 0
 
 
-def measure_all(plan: Plan, wrk: str, workdir: Path, aiosd_pythonpath: str, aiosd_python: str) -> tuple[list[Figure], dict]:
+def measure_all(plan: Plan, wrk: str, workdir: Path, aiosd_pythonpath: str,
+                aiosd_python: str) -> tuple[list[Figure], dict]:
     # Other work on the machine skews every figure: keep the load average with the results.
     details: dict = {"plan": plan.__dict__, "loadavg_before": os.getloadavg(), "aiosd_python": aiosd_python,
                      "aiosd_pythonpath": aiosd_pythonpath}
@@ -148,7 +153,8 @@ def measure_all(plan: Plan, wrk: str, workdir: Path, aiosd_pythonpath: str, aios
             ready_seconds = aiosd.start()
         except RuntimeError as exc:
             raise BenchFailed(str(exc)) from None
-        print(f"aiosd READY=1 after {ready_seconds * 1000:.0f} ms (pid {aiosd.pid}); fake kernel {kernel.url} (pid {kernel.pid})", flush=True)
+        print(f"aiosd READY=1 after {ready_seconds * 1000:.0f} ms (pid {aiosd.pid}); "
+              f"fake kernel {kernel.url} (pid {kernel.pid})", flush=True)
         config = load_config(config_path)
         paths = bodies.write_bodies(workdir, config)
         aiosd_url = f"http://127.0.0.1:{port}/v1/chat/completions"
@@ -162,18 +168,7 @@ def measure_all(plan: Plan, wrk: str, workdir: Path, aiosd_pythonpath: str, aios
             "stream": write_script(workdir, "stream", paths["chat_stream"], stream=True),
         }
 
-        def load(target: str, connections: int, seconds: float) -> LoadResult:
-            url = query_url if target == "kernel" else aiosd_url
-            measured = kernel if target == "kernel" else aiosd
-            cpu_before = cpu_seconds(measured.pid)
-            result = run_wrk(wrk, url, scripts[target], connections=connections, seconds=seconds)
-            if result.requests:
-                result.cpu_ms_per_request = round((cpu_seconds(measured.pid) - cpu_before) * 1000 / result.requests, 3)
-            print(f"  {target:6} c={connections:<3} {result.rps:8.0f} req/s  p50 {result.p50_us / 1000:6.2f} ms  "
-                  f"p99 {result.p99_us / 1000:6.2f} ms  errors {result.errors}  CPU {result.cpu_ms_per_request} ms/req",
-                  flush=True)
-            return result
-
+        load = load_driver(wrk, scripts, {"kernel": (query_url, kernel.pid), "aiosd": (aiosd_url, aiosd.pid)})
         if plan.warm_up:
             print("warm-up", flush=True)
             for target in ("kernel", "plain", "stream"):
@@ -215,9 +210,34 @@ def measure_all(plan: Plan, wrk: str, workdir: Path, aiosd_pythonpath: str, aios
         start_to_ready_s=ready_seconds,
         reloads=reloads,
         openclaw_sync=sync,
-        aiosd_log_lines=sum(1 for _ in open(aiosd.log_path, errors="replace")) if aiosd.log_path.exists() else None,
+        aiosd_log_lines=count_lines(aiosd.log_path),
     )
     return figures_from(plan, runs, rss_idle, rss_peak, soaks, ready_seconds, reloads, sync), details
+
+
+def load_driver(wrk: str, scripts: dict[str, Path],
+                targets: dict[str, tuple[str, int]]) -> Callable[[str, int, float], LoadResult]:
+    """``load(target, connections, seconds)``: one wrk run against the kernel or aiosd, with the CPU it cost."""
+    def load(target: str, connections: int, seconds: float) -> LoadResult:
+        url, pid = targets["kernel"] if target == "kernel" else targets["aiosd"]
+        cpu_before = cpu_seconds(pid)
+        result = run_wrk(wrk, url, scripts[target], connections=connections, seconds=seconds)
+        if result.requests:
+            result.cpu_ms_per_request = round((cpu_seconds(pid) - cpu_before) * 1000 / result.requests, 3)
+        print(f"  {target:6} c={connections:<3} {result.rps:8.0f} req/s  p50 {result.p50_us / 1000:6.2f} ms  "
+              f"p99 {result.p99_us / 1000:6.2f} ms  errors {result.errors}  CPU {result.cpu_ms_per_request} ms/req",
+              flush=True)
+        return result
+
+    return load
+
+
+def count_lines(path: Path) -> int | None:
+    """The lines in a log file, or None when the process never wrote one."""
+    if not path.exists():
+        return None
+    with open(path, errors="replace") as lines:
+        return sum(1 for _ in lines)
 
 
 def check_answers(aiosd_url: str, query_url: str, paths: dict[str, Path], aiosd: AiosdProcess) -> None:
@@ -225,10 +245,10 @@ def check_answers(aiosd_url: str, query_url: str, paths: dict[str, Path], aiosd:
     status, _, body = http_post(query_url, paths["query"].read_bytes())
     if status != 200 or b'"status_code": 200' not in body.replace(b'"status_code":200', b'"status_code": 200'):
         raise BenchFailed(f"the fake kernel's /query answered {status}: {body[:300]!r}")
-    status, headers, body = http_post(aiosd_url, paths["chat_plain"].read_bytes())
+    status, _, body = http_post(aiosd_url, paths["chat_plain"].read_bytes())
     if status != 200 or b'"chat.completion"' not in body:
         raise BenchFailed(f"aiosd answered {status}: {body[:300]!r}; log: {aiosd.log_tail()}")
-    status, headers, body = http_post(aiosd_url, paths["chat_stream"].read_bytes())
+    status, _, body = http_post(aiosd_url, paths["chat_stream"].read_bytes())
     if status != 200 or not body.endswith(b"data: [DONE]\n\n"):
         raise BenchFailed(f"aiosd's stream answered {status}: {body[-300:]!r}; log: {aiosd.log_tail()}")
 
@@ -266,8 +286,8 @@ def time_config_edit(config_path: Path, port: int, kernel_url: str, notify: Noti
         if time.perf_counter() > deadline:
             raise BenchFailed(f"config edit {number}: /v1/models never listed {model}; log: {aiosd.log_tail()}")
         time.sleep(0.002)
-    print(f"  edit {number}: READY=1 after {(ready - written) * 1000:.0f} ms, serving after {(serving - written) * 1000:.0f} ms",
-          flush=True)
+    print(f"  edit {number}: READY=1 after {(ready - written) * 1000:.0f} ms, "
+          f"serving after {(serving - written) * 1000:.0f} ms", flush=True)
     return {"ready_s": ready - written, "serving_s": serving - written, "reloading_s": reloading - written}
 
 
@@ -279,8 +299,10 @@ def figures_from(plan: Plan, runs, rss_idle, rss_peak, soaks, ready_seconds, rel
             kernel, relay = runs["kernel"][c], runs[mode][c]
             p50 = (relay.p50_us - kernel.p50_us) / 1000
             p99 = (relay.p99_us - kernel.p99_us) / 1000
-            figures.append(Figure(f"added latency p50, c={c}, {label}", round(p50, 3), "ms", ("<=", 1.0) if c == 1 else None))
-            figures.append(Figure(f"added latency p99, c={c}, {label}", round(p99, 3), "ms", ("<=", 3.0) if c == 1 else None))
+            figures.append(Figure(f"added latency p50, c={c}, {label}", round(p50, 3), "ms",
+                                  ("<=", 1.0) if c == 1 else None))
+            figures.append(Figure(f"added latency p99, c={c}, {label}", round(p99, 3), "ms",
+                                  ("<=", 3.0) if c == 1 else None))
     for c in plan.concurrencies:
         if c == 1:
             continue
@@ -301,11 +323,14 @@ def figures_from(plan: Plan, runs, rss_idle, rss_peak, soaks, ready_seconds, rel
     figures.append(Figure("RSS peak under load", round(rss_peak / MB, 1), "MB", ("<=", 80)))
     (first_n, first_rss), (second_n, second_rss) = soaks
     figures.append(Figure(f"RSS after {first_n} more requests", round(first_rss / MB, 1), "MB"))
-    figures.append(Figure(f"RSS growth over the next {second_n} requests", round((second_rss - first_rss) / MB, 2), "MB", ("<=", 1.0)))
-    figures.append(Figure("config edit to new config serving (worst)", round(max(r["serving_s"] for r in reloads), 3), "s", ("<=", 1.0)))
+    figures.append(Figure(f"RSS growth over the next {second_n} requests", round((second_rss - first_rss) / MB, 2),
+                          "MB", ("<=", 1.0)))
+    figures.append(Figure("config edit to new config serving (worst)", round(max(r["serving_s"] for r in reloads), 3),
+                          "s", ("<=", 1.0)))
     figures.append(Figure("start to READY=1", round(ready_seconds, 3), "s", ("<=", 2.0)))
     sync_note = f"{sync['file_bytes'] / 1e6:.1f} MB, {sync['models']} models"
-    figures.append(Figure("openclaw sync, nothing to change (median)", sync["unchanged_ms_median"], "ms", note=sync_note))
+    figures.append(Figure("openclaw sync, nothing to change (median)", sync["unchanged_ms_median"], "ms",
+                          note=sync_note))
     figures.append(Figure("openclaw sync, file rewritten (median)", sync["changed_ms_median"], "ms", note=sync_note))
     return figures
 

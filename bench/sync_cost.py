@@ -1,4 +1,7 @@
-"""The cost of one OpenClaw sync (``sync_openclaw`` called directly) on a 1 MB openclaw.json listing 200 aiosd models."""
+"""The cost of one OpenClaw sync (``sync_openclaw`` called directly) on a 1 MB openclaw.json.
+
+The file lists 200 aiosd models.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ def aiosd_models(config: Config, count: int = MODELS, *, variant: str = "") -> l
     """``count`` models as aiosd would expose them; ``variant`` changes their display names."""
     template = config.models.map[0]
     return [
-        replace(template, id=f"model-{i:03d}", kernel_model=f"kernel-model-{i:03d}", name=f"model {i:03d}{variant} (via AIOS)")
+        replace(template, id=f"model-{i:03d}", kernel_model=f"kernel-model-{i:03d}",
+                name=f"model {i:03d}{variant} (via AIOS)")
         for i in range(count)
     ]
 
@@ -52,7 +56,8 @@ def build_file(path: Path, config: Config, models: list[ModelSpec], target_bytes
     base_url = config.own_base_url
     document = {
         "meta": {"lastTouchedVersion": "2026.9.6", "migrations": {"modelPolicyAllowlist": True}},
-        "models": {"mode": "merge", "providers": {config.openclaw.provider_id: desired_provider(models, base_url, openclaw_api_key(config))}},
+        "models": {"mode": "merge", "providers": {
+            config.openclaw.provider_id: desired_provider(models, base_url, openclaw_api_key(config))}},
         "agents": {"defaults": {"models": {}, "modelPolicy": {"allow": [f"{config.openclaw.provider_id}/*"]}}},
     }
     providers = document["models"]["providers"]
@@ -68,7 +73,8 @@ def build_file(path: Path, config: Config, models: list[ModelSpec], target_bytes
     return len(text.encode())
 
 
-def measure(config: Config, workdir: Path, *, rounds: int, model_count: int = MODELS, target_bytes: int = TARGET_BYTES) -> dict:
+def measure(config: Config, workdir: Path, *, rounds: int, model_count: int = MODELS,
+            target_bytes: int = TARGET_BYTES) -> dict:
     """Median and max milliseconds of a sync that changes nothing and of one that rewrites the file."""
     path = workdir / "openclaw" / "openclaw.json"
     path.parent.mkdir(parents=True, exist_ok=True)

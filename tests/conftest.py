@@ -40,5 +40,5 @@ def restored_log_levels():
     loggers = [logging.getLogger(), logging.getLogger("aiosd")]
     levels = [logger.level for logger in loggers]
     yield
-    for logger, level in zip(loggers, levels):
+    for logger, level in zip(loggers, levels, strict=True):
         logger.setLevel(level)

@@ -1,4 +1,7 @@
-"""packaging/multi-instance/haproxy.cfg works as shipped: HAProxy checks /readyz and sends requests only to ready aiosd instances."""
+"""packaging/multi-instance/haproxy.cfg works as shipped: HAProxy sends requests only to ready instances.
+
+HAProxy checks /readyz and leaves an aiosd instance that is not ready out.
+"""
 
 from __future__ import annotations
 
@@ -39,7 +42,8 @@ async def test_requests_go_only_to_the_instance_whose_readyz_is_200(tmp_path):
                     .replace("inter 2s fall 2 rise 2", "inter 100ms fall 1 rise 1"))
             path = tmp_path / "haproxy.cfg"
             path.write_text(text)
-            proxy = subprocess.Popen([str(HAPROXY), "-db", "-f", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proxy = subprocess.Popen([str(HAPROXY), "-db", "-f", str(path)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{front}", timeout=10) as client:
                     # HAProxy's first checks run within a few intervals; until then it may still try B.
@@ -47,7 +51,8 @@ async def test_requests_go_only_to_the_instance_whose_readyz_is_200(tmp_path):
                     deadline = loop.time() + 10
                     while True:
                         try:
-                            statuses = [(await client.post("/v1/chat/completions", json=CHAT)).status_code for _ in range(10)]
+                            statuses = [(await client.post("/v1/chat/completions", json=CHAT)).status_code
+                                        for _ in range(10)]
                         except httpx.TransportError:
                             statuses = []
                         if statuses == [200] * 10 or loop.time() > deadline:

@@ -3,8 +3,8 @@ rates <= 2.0 yet lets aiosd reach its kernel, and both come from the one templat
 
 from __future__ import annotations
 
-import ipaddress
 import grp
+import ipaddress
 import os
 import pwd
 import re
@@ -183,7 +183,7 @@ def test_a_kernel_given_by_address_is_reachable(kernel, address):
 def test_a_kernel_given_by_hostname_is_reachable_with_its_resolver():
     text = render_unit(settings("system", "http://kernel.example.net:8000"))
     # A resolver on the LAN (no systemd-resolved) and the kernel's address, whatever it resolves to.
-    for resolver in resolvers("nameserver 192.168.1.1\nnameserver 2001:db8::53\n") + ["127.0.0.53"]:
+    for resolver in [*resolvers("nameserver 192.168.1.1\nnameserver 2001:db8::53\n"), "127.0.0.53"]:
         assert reachable(text, resolver), resolver
     assert reachable(text, "203.0.113.40")
     assert "kernel.url names the host kernel.example.net" in text

@@ -1,5 +1,6 @@
-"""The README works as written: its trial block, run as a script, answers a chat and leaves HOME
-untouched, and .ci/run runs exactly the test command the README gives."""
+"""The README works as written: its trial block answers a chat and leaves HOME untouched.
+
+Its install commands use the lock, and .ci/run runs exactly the test command the README gives."""
 
 from __future__ import annotations
 
@@ -24,9 +25,11 @@ def readme_commands() -> list[str]:
 
 def test_the_readme_starts_with_an_install_and_a_test_command_in_a_venv():
     install, test = readme_commands()
-    assert install.startswith("python3 -m venv .venv && .venv/bin/pip install . && ")
+    assert install.startswith("python3 -m venv .venv && .venv/bin/pip install -c constraints/lock.txt . && ")
     assert "aiosd run --config config/aiosd.yaml" in install
-    assert test == "python3 -m venv .venv && .venv/bin/pip install '.[test]' && .venv/bin/python -m pytest"
+    assert test == ("python3 -m venv .venv && .venv/bin/pip install -c constraints/lock.txt '.[test]' "
+                    "&& .venv/bin/python -m pytest")
+    assert (REPO / "constraints" / "lock.txt").is_file()
 
 
 def test_ci_runs_exactly_the_readmes_test_command():
