@@ -90,6 +90,7 @@ class _Forwarding:
             metrics.queue_wait.observe(queued)
             result = "ok" if error is None else status_class(getattr(error, "kernel_status", None))
             metrics.kernel_call_duration.labels(result).observe(call)
+            self.runtime.kernel_call_done(error is not None)
 
         def on_attempt(report: AttemptReport) -> None:
             if report.outcome == "retry":

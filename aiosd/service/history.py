@@ -126,7 +126,6 @@ class RequestHistory:
         # By id(trip), since client-chosen request ids need not be unique.
         self.live: dict[int, Trip] = {}
         self._seq = itertools.count(1)
-        self.finished_total = 0
 
     def begin(self, request_id: str, *, key: str = "-", klass: str = "default") -> Trip:
         trip = Trip(request_id, key, klass)
@@ -156,7 +155,6 @@ class RequestHistory:
             trip.model = trip.model[: MODEL_NAME_LIMIT - 1] + "…"
         waited = trip.queue_wait + trip.kernel_time + trip.retry_wait
         overhead = max(0.0, total - waited)
-        self.finished_total += 1
         self.recent.append(Finished(
             next(self._seq), trip.started_wall, trip.request_id, trip.key, trip.model, outcome, status,
             trip.attempts, tuple(trip.kernels), trip.queue_wait, trip.kernel_time, trip.retry_wait, total, overhead,

@@ -16,25 +16,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 # only Prometheus 3 names; generate_latest's output is 0.0.4 as long as names are plain ASCII).
 CONTENT_TYPE = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", exposition.CONTENT_TYPE_LATEST)
 
-# Outcomes a request can end in; anything else is a bug, not a new label value.
-OUTCOMES = (
-    "ok",
-    "invalid_request",
-    "unauthorized",
-    "unknown_model",
-    "too_large",
-    "rate_limited",
-    "kernel_error",
-    "kernel_timeout",
-    "kernel_unreachable",
-    "queue_timeout",
-    "client_disconnected",
-    "internal_error",
-)
 # Every model id a client sends that aiosd does not expose is counted under this one label value.
 UNKNOWN_MODEL = "_unknown"
 RELOAD_RESULTS = ("ok", "refused")
-SYNC_RESULTS = ("written", "created", "unchanged", "refused", "removed", "dry_run")  # openclaw_sync.Outcome
+SYNC_RESULTS = ("written", "created", "unchanged", "missing", "busy", "refused", "removed", "dry_run")  # openclaw.sync.Outcome
 CANARY_RESULTS = ("answered", "failed")
 BACKGROUND_TASKS = ("model-refresh", "openclaw-sync", "kernel-canary", "kernel-health")  # service.tasks, named by the runtime
 STATUS_CLASSES = ("ok", "unreachable", "timeout", "429", "1xx", "2xx", "3xx", "4xx", "5xx", "other")
