@@ -174,7 +174,7 @@ class Status(msgspec.Struct, kw_only=True):
 
     version: str
     uptime_seconds: float
-    started_at: float
+    started_at: float = 0.0  # wall clock; not shown by aiosd status
     config: ConfigStatus
     models: list[ModelStatus] = []
     unavailable: list[UnavailableStatus] = []
