@@ -15,7 +15,7 @@ import aiosd.service.tasks as tasks
 from aiosd.errors import KernelUnreachable
 from aiosd.models.catalog import ModelCatalog
 from aiosd.service.tasks import TaskSupervisor
-from tests.models.test_catalog import FakeLister, ids, model_settings
+from tests.support.model_lister import FakeLister, ids, model_settings
 from tests.support.aiosd_harness import config_for, free_port, serve_aiosd
 from tests.support.daemon_process import close_daemon, daemon_config, start_daemon
 from tests.support.endpoint import wait_for
