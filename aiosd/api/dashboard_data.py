@@ -1,4 +1,6 @@
-"""The status page's data: the runtime's state shaped as the page's JSON (kernels as a list, the queue by class and key), and nothing secret.
+"""The status page's data: the runtime's status model shaped as the page's JSON, and nothing secret.
+
+Kernels come as a list, the queue by class and key.
 
 This is the one place that knows how the runtime holds kernels and its queue; the page and its
 routes (``dashboard``) see only the structures below. Every list is bounded, every text is the
@@ -15,7 +17,7 @@ import msgspec
 
 from aiosd.config.settings import Config
 from aiosd.kernel.client import LatencySummary
-from aiosd.service.history import LIVE_SHOWN, Finished, Trip
+from aiosd.service.history import LIVE_SHOWN, Finished
 from aiosd.service.runtime import Runtime
 from aiosd.service.status_model import ConfigStatus, PoolKernelStatus, Status
 

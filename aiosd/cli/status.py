@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import msgspec
-import yaml
+import yaml  # type: ignore[import-untyped]  # types-PyYAML is not among the dev dependencies
 
 from aiosd.config.loader import ConfigError, load_config
 from aiosd.config.schema import load_schema
@@ -18,7 +19,7 @@ from aiosd.config.settings import Config
 from aiosd.service.status_model import Status, from_json
 
 
-def run_status_command(args, config_path: Path) -> int:
+def run_status_command(args: argparse.Namespace, config_path: Path) -> int:
     """Exit 0 when the daemon answered, 1 when it did not. An invalid config file does not stop it:
     that is exactly when an operator asks whether the daemon still serves its last good config."""
     try:
@@ -35,13 +36,13 @@ def run_status_command(args, config_path: Path) -> int:
     return run_status(args, listen=listen, api_key=key)
 
 
-def run_status(args, *, listen: str, api_key: str | None) -> int:
+def run_status(args: argparse.Namespace, *, listen: str, api_key: str | None) -> int:
     base = (args.url or f"http://{listen}").rstrip("/")
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     try:
         response = httpx.get(f"{base}/status", headers=headers, timeout=5.0)
     except httpx.HTTPError as exc:
-        print(f"aiosd is not answering at {base}: {exc or type(exc).__name__}", file=sys.stderr)
+        print(f"aiosd is not answering at {base}: {str(exc) or type(exc).__name__}", file=sys.stderr)
         return 1
     if response.status_code != 200:
         print(f"aiosd at {base} answered /status with HTTP {response.status_code}: {_error_message(response)}",
@@ -98,7 +99,7 @@ def _lenient_target(config_path: Path) -> tuple[str, str | None]:
     return listen, None
 
 
-def _resolve_key(item, base: Path) -> str | None:
+def _resolve_key(item: object, base: Path) -> str | None:
     if isinstance(item, str):
         return item
     if isinstance(item, dict) and isinstance(item.get("env"), str):
@@ -115,7 +116,7 @@ def _resolve_key(item, base: Path) -> str | None:
 
 def _error_message(response: httpx.Response) -> str:
     try:
-        return response.json()["error"]["message"]
+        return str(response.json()["error"]["message"])
     except (ValueError, KeyError, TypeError):
         return response.text[:200] or response.reason_phrase
 

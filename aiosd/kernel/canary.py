@@ -6,13 +6,11 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiosd.config.settings import KernelSettings, ModelSpec
 from aiosd.errors import AiosdError
-
-if TYPE_CHECKING:  # the pool holds a CanaryState per kernel: a run-time import would be circular
-    from aiosd.kernel.pool import PoolKernel
+from aiosd.kernel.client import KernelClient
 
 log = logging.getLogger("aiosd.canary")
 
@@ -49,6 +47,19 @@ class CanaryState:
         }
 
 
+class CanaryTarget(Protocol):
+    """What the canary needs of a pool kernel (``PoolKernel``; the pool imports this module)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def client(self) -> KernelClient: ...
+    @property
+    def canary(self) -> CanaryState: ...
+    @property
+    def models(self) -> frozenset[str] | None: ...
+
+
 def canary_body(settings: KernelSettings, models: Sequence[ModelSpec]) -> dict[str, Any]:
     """The tiny /query the canary sends: the probe model (or the first exposed one), no tools."""
     kernel_model = settings.probe_model or (models[0].kernel_model if models else None)
@@ -63,7 +74,7 @@ def canary_body(settings: KernelSettings, models: Sequence[ModelSpec]) -> dict[s
     return {"agent_name": settings.agent_name, "query_type": "llm", "query_data": query_data}
 
 
-async def run_canary(member: PoolKernel, settings: KernelSettings, models: Sequence[ModelSpec]) -> bool:
+async def run_canary(member: CanaryTarget, settings: KernelSettings, models: Sequence[ModelSpec]) -> bool:
     """Ask one pool kernel (``member``) one tiny question about one of ``models`` (the exposed ones);
     True when its scheduler answered (even with an error inside HTTP 200: a rate-limited LLM still
     proves the kernel schedules). The caller awaits it, so at most one canary per kernel is in
@@ -85,7 +96,8 @@ async def run_canary(member: PoolKernel, settings: KernelSettings, models: Seque
         # HTTP 200 does, a hang, refusal or garbage does not.
         answered = kernel.last_query_answer_at != answered_before
         message = exc.message
-        log.log(logging.INFO if answered else logging.WARNING, "kernel canary (%s on %s): %s%s", model, member.name, message,
+        log.log(logging.INFO if answered else logging.WARNING, "kernel canary (%s on %s): %s%s",
+                model, member.name, message,
                 " (the scheduler answered: counts as ready)" if answered else "")
     else:
         answered, message = True, "answered"

@@ -83,7 +83,7 @@ class SyncRunner:
         thread.start()
         try:
             value, error = await asyncio.wait_for(asyncio.shield(done), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._stuck = (thread, started)
             result = SyncResult("refused", path, **self._carried(), message=(
                 f"the sync did not finish within {self.timeout:g}s (a file system that does not answer?); "

@@ -51,7 +51,8 @@ def kernel_readiness(member: PoolKernel, window: float, now: float) -> Readiness
     if age > window:
         waiting = member.canary.waiting_for(now)
         canary = "" if waiting is None else f"; a canary /query has been waiting {waiting:.1f}s"
-        return Readiness(False, f"the kernel at {url} has not answered for {age:.1f}s (ready_window {window:g}s){canary}")
+        return Readiness(False, f"the kernel at {url} has not answered for {age:.1f}s "
+                                f"(ready_window {window:g}s){canary}")
     return OK
 
 
@@ -108,7 +109,8 @@ class ReadinessWatch:
         if (was is None and not current.ready) or (was is not None and was.ready == current.ready):
             return False
         if current.ready:
-            log.info("kernel ready: %s", f"it answered within the last {window:g}s" if single_kernel else current.reason)
+            why = f"it answered within the last {window:g}s" if single_kernel else current.reason
+            log.info("kernel ready: %s", why)
         else:
             log.warning("kernel not ready: %s", current.reason)
         return True

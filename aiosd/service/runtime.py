@@ -1,4 +1,7 @@
-"""The daemon's live state: the parts built from the config (generations, kernel pool, queue, catalog), the background loops that keep them current, and the status read from them."""
+"""The daemon's live state: the parts built from the config, the loops that keep them current, its status.
+
+The parts are named modules of their own: generations, readiness, the OpenClaw sync runner, the status model.
+"""
 
 from __future__ import annotations
 
@@ -240,7 +243,7 @@ class Runtime:
         # Let the first model-list refresh finish, so the first write already lists the kernel's models.
         try:
             await asyncio.wait_for(self.catalog.refresh(), 5.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         while True:
             self._sync_wanted.clear()
@@ -254,7 +257,7 @@ class Runtime:
                 wait = min(wait, OPENCLAW_BUSY_RETRY)
             try:
                 await asyncio.wait_for(self._sync_wanted.wait(), wait)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     # --- readiness ----------------------------------------------------------------------------
@@ -297,16 +300,17 @@ class Runtime:
             try:
                 await asyncio.wait_for(self._config_applied.wait(), interval)
                 continue  # reloaded: start over with the new interval
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             due = self._canary_due(interval)
             models = self.catalog.models()
             # Awaited here, so at most one canary per kernel is ever in flight (a hung one holds a kernel worker).
             results = await asyncio.gather(*(run_canary(member, self.config.kernel, models) for member in due),
                                            return_exceptions=True)
-            for member, result in zip(due, results):
+            for member, result in zip(due, results, strict=True):
                 if isinstance(result, BaseException):  # a bug here must not end the canary for the daemon's life
-                    log.error("kernel canary on %s failed unexpectedly (%r); trying again next interval", member.name, result)
+                    log.error("kernel canary on %s failed unexpectedly (%r); trying again next interval",
+                              member.name, result)
                 else:
                     self.metrics.canaries.labels("answered" if result else "failed").inc()
                     self.pool.note_health(member, member.health.record_probe(result))
@@ -327,12 +331,10 @@ class Runtime:
             if not work or min(work) > 0:
                 # just past the moment readiness may turn, so the answer has aged past the window
                 timeout = min([*work, READINESS_RECHECK, *(() if expiry is None else (expiry + 0.001,))])
-                try:
-                    await asyncio.wait_for(self._kernels_changed.wait(), timeout)
+                if await _woken(self._kernels_changed, timeout):
                     continue  # a kernel ejected, a call failed or the pool changed: look again
-                except asyncio.TimeoutError:
-                    if not work or min(work) > timeout:
-                        continue  # woken to look at readiness only
+                if not work or min(work) > timeout:
+                    continue  # woken to look at readiness only
             next_list = await self._probe_and_list(listing, next_list)
             await asyncio.sleep(0.05)  # a probe that failed again set a longer backoff
 
@@ -448,6 +450,24 @@ class Runtime:
 
 
 T = TypeVar("T")
+
+
+async def _woken(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for ``event`` at most ``timeout`` seconds; True when it was set. Unlike ``wait_for``
+    this starts no task, so a loop that wakes often leaves the set of tasks alone."""
+    timed_out = False
+
+    def expire() -> None:
+        nonlocal timed_out
+        timed_out = True
+        event.set()
+
+    handle = asyncio.get_running_loop().call_later(timeout, expire)
+    try:
+        await event.wait()
+    finally:
+        handle.cancel()
+    return not timed_out
 
 
 def _convert(data: object, kind: type[T]) -> T | None:

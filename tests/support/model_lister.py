@@ -10,7 +10,8 @@ from tests.support.model_specs import DEFAULTS
 
 
 def model_settings(*map_entries: ModelSpec, discover: bool = True, refresh_interval: float = 60.0) -> ModelSettings:
-    return ModelSettings(discover=discover, refresh_interval=refresh_interval, defaults=DEFAULTS, map=tuple(map_entries))
+    return ModelSettings(discover=discover, refresh_interval=refresh_interval, defaults=DEFAULTS,
+                         map=tuple(map_entries))
 
 
 class FakeLister:
