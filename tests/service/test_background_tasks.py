@@ -82,7 +82,8 @@ async def test_a_nested_json_model_list_is_reported_and_the_refresh_loop_goes_on
             assert status["background_tasks"]["model-refresh"]["restarts"] == 0
 
 
-async def test_a_background_loop_that_dies_is_restarted_counted_and_reported(tmp_path, fast_retries, monkeypatch, caplog):
+async def test_a_background_loop_that_dies_is_restarted_counted_and_reported(
+        tmp_path, fast_retries, monkeypatch, caplog):
     original = ModelCatalog.run
     calls = []
 

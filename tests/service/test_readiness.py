@@ -51,9 +51,11 @@ async def test_healthz_is_200_without_any_kernel_call(tmp_path):
 
 async def test_readyz_is_503_with_a_reason_before_the_kernel_ever_answered(tmp_path):
     with FakeKernel() as kernel:
-        async with serve_aiosd(config_for(tmp_path, kernel.url)) as aiosd:
-            async with httpx.AsyncClient(base_url=aiosd.url) as client:
-                response = await client.get("/readyz")
+        async with (
+            serve_aiosd(config_for(tmp_path, kernel.url)) as aiosd,
+            httpx.AsyncClient(base_url=aiosd.url) as client,
+        ):
+            response = await client.get("/readyz")
     assert response.status_code == 503
     assert response.json() == {"ready": False, "reason": f"the kernel at {kernel.url} has not answered yet"}
 
@@ -74,25 +76,27 @@ async def test_readyz_before_any_answer_says_what_the_last_try_met(tmp_path):
 async def test_readiness_follows_forwarded_calls_as_the_kernel_dies_and_returns(tmp_path):
     kernel = FakeKernel().start()
     try:
-        async with serve_aiosd(config_for(tmp_path, kernel.url)) as aiosd:
-            async with httpx.AsyncClient(base_url=aiosd.url) as client:
-                assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
-                assert (await client.get("/readyz")).json() == {"ready": True, "reason": "ok"}
+        async with (
+            serve_aiosd(config_for(tmp_path, kernel.url)) as aiosd,
+            httpx.AsyncClient(base_url=aiosd.url) as client,
+        ):
+            assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
+            assert (await client.get("/readyz")).json() == {"ready": True, "reason": "ok"}
 
-                port = kernel.port
-                kernel.stop()
-                failed = await client.post("/v1/chat/completions", json=CHAT)
-                assert failed.status_code == 502
-                # At once, not after ready_window (5 minutes here): the failed call is newer than any answer.
-                response = await client.get("/readyz")
-                assert response.status_code == 503
-                reason = response.json()["reason"]
-                assert reason.startswith(f"the kernel at {kernel.url} failed ")
-                assert "unreachable" in reason and "last answer" in reason
+            port = kernel.port
+            kernel.stop()
+            failed = await client.post("/v1/chat/completions", json=CHAT)
+            assert failed.status_code == 502
+            # At once, not after ready_window (5 minutes here): the failed call is newer than any answer.
+            response = await client.get("/readyz")
+            assert response.status_code == 503
+            reason = response.json()["reason"]
+            assert reason.startswith(f"the kernel at {kernel.url} failed ")
+            assert "unreachable" in reason and "last answer" in reason
 
-                kernel = FakeKernel(port=port).start()
-                assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
-                assert (await client.get("/readyz")).status_code == 200
+            kernel = FakeKernel(port=port).start()
+            assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
+            assert (await client.get("/readyz")).status_code == 200
     finally:
         kernel.stop()
 
