@@ -27,8 +27,9 @@ from aiosd.kernel.pool import KernelPool, PoolKernel
 from aiosd.kernel.scheduler import Scheduler
 from aiosd.models.catalog import FAILED_REFRESH_RETRY, ModelCatalog
 from aiosd.models.memory import ModelMemory
+from aiosd.openclaw import sync as openclaw_sync
 from aiosd.openclaw.file import resolve_openclaw_path
-from aiosd.openclaw.sync import SyncResult, openclaw_api_key, provider_timeout_seconds, sync_openclaw
+from aiosd.openclaw.sync import SyncResult, openclaw_api_key, provider_timeout_seconds
 from aiosd.service import status_model as sm
 from aiosd.service.generations import ConfigGenerations, Generation, ReloadRecord
 from aiosd.service.history import RequestHistory
@@ -66,7 +67,7 @@ class Runtime:
         self.scheduler = Scheduler(self.pool, config.scheduler)
         # The catalog lists every kernel at once through the pool; each kernel keeps its own list.
         self.catalog = ModelCatalog(config.models, self.pool, memory=ModelMemory(self._state_dir(config)), clock=clock)
-        self.openclaw = SyncRunner()
+        self.openclaw = SyncRunner(timeout=OPENCLAW_SYNC_TIMEOUT)  # read now: tests shorten it
         self.history = RequestHistory()
         self.log_ring = LogRing()
         self.retry_times: collections.deque[float] = collections.deque(maxlen=10_000)
@@ -213,7 +214,7 @@ class Runtime:
     async def sync_openclaw_now(self) -> SyncResult:
         config = self.config
         result = await self.openclaw.run(functools.partial(
-            sync_openclaw,
+            openclaw_sync.sync_openclaw,  # looked up at each sync: tests stand in a stuck one
             config.openclaw,
             list(self.catalog.models()),
             base_url=config.own_base_url,
