@@ -1,4 +1,6 @@
-"""The status page's routes: the page's three static files under /ui/, its JSON under /ui/api/, who may see them, and the headers that lock the page down.
+"""The status page's routes: its static files under /ui/, its JSON under /ui/api/, and who may see them.
+
+The headers that lock the page down live here too.
 
 Who may see it: with ``auth.keys`` set, the JSON needs one of the keys (the page asks for it once
 and keeps it for the browser session); the static files hold no data and are served to anyone,
@@ -9,15 +11,18 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from importlib import resources
 from typing import Annotated
 
 from litestar import Request, Response, Router, get
+from litestar.handlers import HTTPRouteHandler
 from litestar.params import Parameter
 from litestar.response import Redirect
 
 from aiosd.api.dashboard_data import LiveState, RequestLog, live_state, request_log
 from aiosd.errors import ClientError, InvalidRequest
+from aiosd.service.runtime import Runtime
 
 UI_PATH = "/ui"
 # Nothing the page does not need: its own script and style, JSON from its own origin, no frames,
@@ -55,7 +60,7 @@ def _is_loopback(request: Request) -> bool:
         return False
 
 
-def dashboard_router(runtime, check_request) -> list:
+def dashboard_router(runtime: Runtime, check_request: Callable[[Request], object]) -> list[Router | HTTPRouteHandler]:
     """The route handlers of the status page; ``check_request(request)`` raises for a request without a valid key."""
     files = _static_files()
 
@@ -68,7 +73,7 @@ def dashboard_router(runtime, check_request) -> list:
         allow_page(request)
         check_request(request)
 
-    def static(name: str):
+    def static(name: str) -> HTTPRouteHandler:
         @get(f"/{name}" if name != "index.html" else "/", media_type=_STATIC[name],
              summary=f"The status page: {name}", cache_control=None, include_in_schema=True,
              name=f"ui-{name}", sync_to_thread=False)
@@ -86,7 +91,8 @@ def dashboard_router(runtime, check_request) -> list:
     def live(
         request: Request,
         requests_after: Annotated[int, Parameter(ge=0, description="the previous answer's requests_seq")] = 0,
-        history_after: Annotated[int | None, Parameter(ge=0, description="the previous answer's history_second")] = None,
+        history_after: Annotated[
+            int | None, Parameter(ge=0, description="the previous answer's history_second")] = None,
     ) -> Response[LiveState]:
         allow_data(request)
         state = live_state(runtime, requests_after=requests_after, history_after=history_after)

@@ -1,4 +1,6 @@
-"""The status page's data: the runtime's state shaped as the page's JSON (kernels as a list, the queue by class and key), and nothing secret.
+"""The status page's data: the runtime's status model shaped as the page's JSON, and nothing secret.
+
+Kernels come as a list, the queue by class and key.
 
 This is the one place that knows how the runtime holds kernels and its queue; the page and its
 routes (``dashboard``) see only the structures below. Every list is bounded, every text is the
@@ -13,8 +15,11 @@ from typing import Literal
 
 import msgspec
 
-from aiosd.openclaw.file import resolve_openclaw_path
+from aiosd.config.settings import Config
+from aiosd.kernel.client import LatencySummary
 from aiosd.service.history import LIVE_SHOWN, Finished
+from aiosd.service.runtime import Runtime
+from aiosd.service.status_model import ConfigStatus, PoolKernelStatus, Status
 
 KernelHealth = Literal["up", "down", "ejected", "unknown"]
 PROBLEMS_SHOWN = 50
@@ -182,17 +187,18 @@ class RequestLog(msgspec.Struct):
     lines: list[LogLine]  # the kept lines about the request, oldest first (the ring is bounded)
 
 
-def live_state(runtime, *, requests_after: int = 0, history_after: int | None = None) -> LiveState:
-    status = runtime.status()
+def live_state(runtime: Runtime, *, requests_after: int = 0, history_after: int | None = None) -> LiveState:
+    """One poll's data: the runtime's status model plus the page's own rings, from the cursors sent."""
+    status = runtime.status_model()
     history = runtime.history
     rows = history.finished_since(requests_after)
     second, buckets = history.seconds.since(history_after)
     config = runtime.config
     return LiveState(
         now=time.time(),
-        version=status["version"],
-        uptime_seconds=status["uptime_seconds"],
-        kernels=_kernels(runtime, status),
+        version=status.version,
+        uptime_seconds=status.uptime_seconds,
+        kernels=_kernels(runtime, status.kernels),
         queue=_queue(runtime),
         requests=[_row(row) for row in rows],
         # The newest number there is, even below the cursor sent: after a restart the page starts over.
@@ -203,13 +209,15 @@ def live_state(runtime, *, requests_after: int = 0, history_after: int | None = 
                         overhead=b["overhead"], queue_wait=b["queue_wait"], kernel_time=b["kernel_time"],
                         retry_wait=b["retry_wait"], total=b["total"]) for b in buckets],
         models=_models(status),
-        model_refresh=_model_refresh(status.get("model_refresh")),
-        config=_config(runtime, status, config),
-        openclaw=_openclaw(runtime, status, config),
+        model_refresh=None if status.model_refresh is None else ModelRefresh(
+            ok=status.model_refresh.ok, message=status.model_refresh.message,
+            seconds_ago=status.model_refresh.seconds_ago),
+        config=_config(runtime, status.config, config),
+        openclaw=_openclaw(runtime, config),
     )
 
 
-def request_log(runtime, request_id: str) -> RequestLog:
+def request_log(runtime: Runtime, request_id: str) -> RequestLog:
     secrets = _secrets(runtime.config)
     lines = runtime.log_ring.for_request(request_id)[-LOG_LINES_SHOWN:]
     return RequestLog(request_id=request_id, lines=[
@@ -221,39 +229,45 @@ def request_log(runtime, request_id: str) -> RequestLog:
 # --- kernels and the queue: the parts that change when the kernel pool arrives ---------------------
 
 
-def _kernels(runtime, status: dict) -> list[KernelState]:
-    """Every kernel of the pool (``status["kernels"]``, ``Runtime.pool_status``), in config order."""
+def kernel_health(kernel: PoolKernelStatus) -> KernelHealth:
+    """The page's one word for a kernel of the pool."""
+    failure, answered = kernel.last_failure, kernel.last_answer_seconds_ago
+    if kernel.health != "healthy":
+        return "ejected"  # out of the pool after failing repeatedly
+    if kernel.ready:
+        return "up"
+    if failure is not None and (answered is None or failure.seconds_ago <= answered):
+        return "down"  # its last call failed
+    return "unknown"  # not asked yet, or quiet for longer than kernel.ready_window
+
+
+def _kernels(runtime: Runtime, kernels: list[PoolKernelStatus]) -> list[KernelState]:
+    """Every kernel of the pool, in config order."""
     states = []
-    for kernel in status["kernels"]:
-        failure = kernel["last_failure"]
-        answered = kernel["last_answer_seconds_ago"]
-        if kernel["health"] != "healthy":
-            health = "ejected"  # out of the pool after failing repeatedly
-        elif kernel["ready"]:
-            health = "up"
-        elif answered is None and failure is None:
-            health = "unknown"  # not asked yet
-        elif failure is not None and (answered is None or failure["seconds_ago"] <= answered):
-            health = "down"  # its last call failed
-        else:
-            health = "unknown"  # quiet for longer than kernel.ready_window
-        member = runtime.pool.members.get(kernel["name"])
+    for kernel in kernels:
+        member = runtime.pool.members.get(kernel.name)
         summary = None if member is None else member.client.latency_summary()
         states.append(KernelState(
-            name=kernel["name"],
-            url=kernel["url"],
-            health=health,
-            reason=kernel["reason"],
-            in_flight=kernel["in_flight"],
-            capacity=kernel["max_concurrency"],
-            latency=None if not summary or not summary.count else Latency(
-                summary.count, summary.p50, summary.p90, summary.max, summary.last),
-            last_answer_seconds_ago=answered,
+            name=kernel.name,
+            url=kernel.url,
+            health=kernel_health(kernel),
+            reason=kernel.reason,
+            in_flight=kernel.in_flight,
+            capacity=kernel.max_concurrency,
+            latency=_latency(summary),
+            last_answer_seconds_ago=kernel.last_answer_seconds_ago,
         ))
     return states
 
 
-def _queue(runtime) -> QueueState:
+def _latency(summary: LatencySummary | None) -> Latency | None:
+    if summary is None or not summary.count:
+        return None
+    assert summary.p50 is not None and summary.p90 is not None and summary.max is not None and summary.last is not None
+    return Latency(summary.count, summary.p50, summary.p90, summary.max, summary.last)
+
+
+def _queue(runtime: Runtime) -> QueueState:
     now = time.monotonic()
     waiting: list = []
     retrying: list = []
@@ -316,30 +330,24 @@ def _row(row: Finished) -> RequestRow:
 # --- models, config, OpenClaw --------------------------------------------------------------------
 
 
-def _models(status: dict) -> list[ModelState]:
-    offered = [ModelState(id=m["id"], kernel_model=m["kernel_model"], source=m["source"], available=True,
-                          unconfirmed=bool(m.get("unconfirmed")), reason=None) for m in status["models"]]
+def _models(status: Status) -> list[ModelState]:
+    offered = [ModelState(id=m.id, kernel_model=m.kernel_model, source=m.source, available=True,
+                          unconfirmed=m.unconfirmed, reason=None) for m in status.models]
     # The catalog lists what models.map names but the kernel does not, beside what it offers.
-    missing = [ModelState(id=m["id"], kernel_model=m["kernel_model"], source="map", available=False,
-                          unconfirmed=False, reason=m.get("reason")) for m in status.get("unavailable") or ()]
+    missing = [ModelState(id=m.id, kernel_model=m.kernel_model, source="map", available=False,
+                          unconfirmed=False, reason=m.reason) for m in status.unavailable]
     return offered + missing
 
 
-def _model_refresh(refresh: dict | None) -> ModelRefresh | None:
-    if not refresh:
-        return None
-    return ModelRefresh(ok=refresh["ok"], message=refresh["message"], seconds_ago=refresh["seconds_ago"])
-
-
-def _config(runtime, status: dict, config) -> ConfigState:
+def _config(runtime: Runtime, shown: ConfigStatus, config: Config) -> ConfigState:
     secrets = _secrets(config)
     refused = runtime.last_refused_reload
-    last = status["config"]["last_reload"]
+    last = shown.last_reload
     return ConfigState(
-        path=status["config"]["path"],
-        generation=status["config"]["generation"],
+        path=shown.path,
+        generation=shown.generation,
         applied_at=runtime.config_applied_at,
-        last_reload_ok=None if last is None else last["ok"],
+        last_reload_ok=None if last is None else last.ok,
         last_refused=None if refused is None else Refusal(
             at=refused.at, reason=refused.reason,
             problems=[_shown_problem(p, secrets) for p in refused.problems[:PROBLEMS_SHOWN]],
@@ -347,17 +355,11 @@ def _config(runtime, status: dict, config) -> ConfigState:
     )
 
 
-def _openclaw(runtime, status: dict, config) -> OpenClawState:
+def _openclaw(runtime: Runtime, config: Config) -> OpenClawState:
     sync = runtime.last_sync
-    path = None if sync is None or sync.path is None else str(sync.path)
-    if path is None:
-        try:
-            path = str(resolve_openclaw_path(config.openclaw))
-        except Exception:  # a path it cannot work out is shown as unknown; the sync itself says why
-            path = None
     return OpenClawState(
         sync_enabled=config.openclaw.sync,
-        path=path,
+        path=runtime.openclaw_path(),
         outcome=None if sync is None else sync.outcome,
         message=None if sync is None else sync.message,
         at=None if sync is None else sync.at,
@@ -371,7 +373,7 @@ _URL_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 _SECRET_KEYS = re.compile(r"(auth\.keys|api_key|apiKey|password|token)", re.IGNORECASE)
 
 
-def _secrets(config) -> list[str]:
+def _secrets(config: Config) -> list[str]:
     found = [k for k in config.auth.keys if k]
     api_key = getattr(config.openclaw, "api_key", None)
     if api_key:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -9,14 +10,16 @@ import time
 from pathlib import Path
 
 import httpx
-import yaml
+import msgspec
+import yaml  # type: ignore[import-untyped]  # types-PyYAML is not among the dev dependencies
 
 from aiosd.config.loader import ConfigError, load_config
 from aiosd.config.schema import load_schema
 from aiosd.config.settings import Config
+from aiosd.service.status_model import Status, from_json
 
 
-def run_status_command(args, config_path: Path) -> int:
+def run_status_command(args: argparse.Namespace, config_path: Path) -> int:
     """Exit 0 when the daemon answered, 1 when it did not. An invalid config file does not stop it:
     that is exactly when an operator asks whether the daemon still serves its last good config."""
     try:
@@ -33,13 +36,13 @@ def run_status_command(args, config_path: Path) -> int:
     return run_status(args, listen=listen, api_key=key)
 
 
-def run_status(args, *, listen: str, api_key: str | None) -> int:
+def run_status(args: argparse.Namespace, *, listen: str, api_key: str | None) -> int:
     base = (args.url or f"http://{listen}").rstrip("/")
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     try:
         response = httpx.get(f"{base}/status", headers=headers, timeout=5.0)
     except httpx.HTTPError as exc:
-        print(f"aiosd is not answering at {base}: {exc or type(exc).__name__}", file=sys.stderr)
+        print(f"aiosd is not answering at {base}: {str(exc) or type(exc).__name__}", file=sys.stderr)
         return 1
     if response.status_code != 200:
         print(f"aiosd at {base} answered /status with HTTP {response.status_code}: {_error_message(response)}",
@@ -52,8 +55,13 @@ def run_status(args, *, listen: str, api_key: str | None) -> int:
         return 1
     if args.json:
         print(json.dumps(status, indent=2))
-    else:
+        return 0
+    try:
         print(render_status(status))
+    except msgspec.ValidationError as exc:
+        print(f"the server at {base} answered /status with JSON aiosd does not read ({exc}); is it aiosd?",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -91,7 +99,7 @@ def _lenient_target(config_path: Path) -> tuple[str, str | None]:
     return listen, None
 
 
-def _resolve_key(item, base: Path) -> str | None:
+def _resolve_key(item: object, base: Path) -> str | None:
     if isinstance(item, str):
         return item
     if isinstance(item, dict) and isinstance(item.get("env"), str):
@@ -108,92 +116,122 @@ def _resolve_key(item, base: Path) -> str | None:
 
 def _error_message(response: httpx.Response) -> str:
     try:
-        return response.json()["error"]["message"]
+        return str(response.json()["error"]["message"])
     except (ValueError, KeyError, TypeError):
         return response.text[:200] or response.reason_phrase
 
 
 # --- the readable form ---------------------------------------------------------------------------
 
-def render_status(s: dict) -> str:
-    cfg, kernel, calls = s["config"], s["kernel"], s["calls"]
-    reload = cfg.get("last_reload") or {}
-    lines = [
-        f"aiosd {s['version']}, up {_duration(s['uptime_seconds'])}",
-        f"config     {cfg['path']} (generation {cfg['generation']}, listening on {cfg['listen']})",
-    ]
-    if cfg.get("listen_pending"):
-        lines.append(f"           listen {cfg['listen_pending']} is in the file but applies only after a restart")
+def render_status(data: object) -> str:
+    """A /status answer (decoded JSON, or the model itself) as the lines ``aiosd status`` prints."""
+    status = data if isinstance(data, Status) else from_json(data)
+    lines = [f"aiosd {status.version}, up {_duration(status.uptime_seconds)}"]
+    for section in (_config_lines, _kernel_lines, _calls_lines, _pool_lines, _class_lines, _model_lines,
+                    _openclaw_lines):
+        lines += section(status)
+    return "\n".join(lines)
+
+
+def _config_lines(status: Status) -> list[str]:
+    cfg = status.config
+    lines = [f"config     {cfg.path} (generation {cfg.generation}, listening on {cfg.listen})"]
+    if cfg.listen_pending:
+        lines.append(f"           listen {cfg.listen_pending} is in the file but applies only after a restart")
+    reload = cfg.last_reload
     if reload:
-        result = "ok" if reload["ok"] else "REFUSED, still serving the last good config"
-        lines.append(f"reload     {result} at {_clock(reload['at'])} ({reload['reason']})")
-        lines += [f"           - {p}" for p in reload.get("problems", [])]
-        lines += [f"           note: {n}" for n in reload.get("notes", [])]
-    ready = "ready" if kernel["ready"] else f"NOT READY: {kernel['reason']}"
-    lines.append(f"kernel     {kernel['url']}: {ready}")
-    if kernel.get("last_answer_seconds_ago") is not None:
-        lines.append(f"           last answer {_duration(kernel['last_answer_seconds_ago'])} ago")
-    failure = kernel.get("last_failure")
+        result = "ok" if reload.ok else "REFUSED, still serving the last good config"
+        lines.append(f"reload     {result} at {_clock(reload.at)} ({reload.reason})")
+        lines += [f"           - {p}" for p in reload.problems]
+        lines += [f"           note: {n}" for n in reload.notes]
+    return lines
+
+
+def _kernel_lines(status: Status) -> list[str]:
+    kernel = status.kernel
+    ready = "ready" if kernel.ready else f"NOT READY: {kernel.reason}"
+    lines = [f"kernel     {kernel.url}: {ready}"]
+    if kernel.last_answer_seconds_ago is not None:
+        lines.append(f"           last answer {_duration(kernel.last_answer_seconds_ago)} ago")
+    failure = kernel.last_failure
     if failure:
-        lines.append(f"           last failure {_duration(failure['seconds_ago'])} ago: {failure['message']}")
-    latency = kernel.get("recent_latency_seconds") or {}
-    if latency.get("count"):
+        lines.append(f"           last failure {_duration(failure.seconds_ago)} ago: {failure.message}")
+    latency = kernel.recent_latency_seconds
+    if latency and latency.count:
         lines.append(
-            f"           latency of the last {latency['count']} calls: p50 {_ms(latency['p50'])}, "
-            f"p90 {_ms(latency['p90'])}, max {_ms(latency['max'])}, last {_ms(latency['last'])}"
+            f"           latency of the last {latency.count} calls: p50 {_ms(latency.p50)}, "
+            f"p90 {_ms(latency.p90)}, max {_ms(latency.max)}, last {_ms(latency.last)}"
         )
-    canary = kernel.get("canary")
-    if canary and canary.get("enabled"):
-        last = canary.get("last")
+    canary = kernel.canary
+    if canary and canary.enabled:
+        last = canary.last
         said = "none sent yet" if not last else (
-            f"last at {_clock(last['at'])}: {'answered' if last['answered'] else 'FAILED'} ({last['message']})")
-        waiting = canary.get("in_flight_seconds")
-        lines.append(f"           canary every {canary['interval_seconds']:g}s, {canary['sent']} sent; {said}"
+            f"last at {_clock(last.at)}: {'answered' if last.answered else 'FAILED'} ({last.message})")
+        waiting = canary.in_flight_seconds
+        lines.append(f"           canary every {canary.interval_seconds:g}s, {canary.sent} sent; {said}"
                      + (f"; one waiting {_duration(waiting)}" if waiting is not None else ""))
-    lines.append(
-        f"calls      {calls['in_flight']} in flight / {calls['max_concurrency']}, {calls['queued']} queued, "
-        f"{calls['retries_last_5m']} {'retry' if calls['retries_last_5m'] == 1 else 'retries'} in the last 5 minutes"
-    )
-    kernels = s.get("kernels") or []
-    if len(kernels) > 1:
-        lines.append(f"pool       {len(kernels)} kernels")
-        for k in kernels:
-            state = k["health"] if k["health"] != "healthy" else ("ready" if k["ready"] else "not ready")
-            ejected = f", ejected for {_duration(k['ejected_for_seconds'])} more" if k.get("ejected_for_seconds") else ""
-            lines.append(
-                f"           {k['name']} {k['url']}: {state}{ejected}; {k['in_flight']}/{k['max_concurrency']} in flight, "
-                f"{k['calls']} calls, {k['failures']} failed, {k['ejections']} ejection(s), latency {_ms(k['latency_seconds'])}"
-            )
-    for c in s.get("classes") or []:
-        if not c["keys"] and not c["queued"]:
+    return lines
+
+
+def _calls_lines(status: Status) -> list[str]:
+    calls = status.calls
+    retries = calls.retries_last_5m
+    return [f"calls      {calls.in_flight} in flight / {calls.max_concurrency}, {calls.queued} queued, "
+            f"{retries} {'retry' if retries == 1 else 'retries'} in the last 5 minutes"]
+
+
+def _pool_lines(status: Status) -> list[str]:
+    kernels = status.kernels
+    if len(kernels) <= 1:
+        return []
+    lines = [f"pool       {len(kernels)} kernels"]
+    for k in kernels:
+        state = k.health if k.health != "healthy" else ("ready" if k.ready else "not ready")
+        ejected = f", ejected for {_duration(k.ejected_for_seconds)} more" if k.ejected_for_seconds else ""
+        lines.append(
+            f"           {k.name} {k.url}: {state}{ejected}; {k.in_flight}/{k.max_concurrency} in flight, "
+            f"{k.calls} calls, {k.failures} failed, {k.ejections} ejection(s), latency {_ms(k.latency_seconds)}"
+        )
+    return lines
+
+
+def _class_lines(status: Status) -> list[str]:
+    lines = []
+    for c in status.classes:
+        if not c.keys and not c.queued:
             continue
-        lines.append(f"class      {c['class']}: {c['queued']} queued")
-        for key in c["keys"]:
-            mean = key["wait_seconds_mean"]
+        lines.append(f"class      {c.name}: {c.queued} queued")
+        for key in c.keys:
+            mean = key.wait_seconds_mean
             lines.append(
-                f"           key {key['key']}: {key['queued']} queued, {key['key_in_flight']} in flight, "
-                f"{key['admitted']} admitted, {key['rejected']} rejected, {key['timed_out']} timed out, "
+                f"           key {key.key}: {key.queued} queued, {key.key_in_flight} in flight, "
+                f"{key.admitted} admitted, {key.rejected} rejected, {key.timed_out} timed out, "
                 f"mean wait {'-' if mean is None else _duration(mean)}"
             )
-    models = s.get("models", [])
-    lines.append(f"models     {len(models)}")
-    width = max((len(m["id"]) for m in models), default=0)
-    lines += [f"           {m['id']:<{width}} -> {m['kernel_model']} ({m['source']}"
-              f"{', unconfirmed' if m.get('unconfirmed') else ''}, tools: {m['tools']})" for m in models]
-    remembered = s.get("remembered_models") or {}
-    if remembered.get("in_use"):
-        lines.append(f"           unconfirmed: remembered from the kernel's last list ({remembered['path']}); "
+    return lines
+
+
+def _model_lines(status: Status) -> list[str]:
+    models = status.models
+    lines = [f"models     {len(models)}"]
+    width = max((len(m.id) for m in models), default=0)
+    lines += [f"           {m.id:<{width}} -> {m.kernel_model} ({m.source}"
+              f"{', unconfirmed' if m.unconfirmed else ''}, tools: {m.tools})" for m in models]
+    remembered = status.remembered_models
+    if remembered and remembered.in_use:
+        lines.append(f"           unconfirmed: remembered from the kernel's last list ({remembered.path}); "
                      "kept until the kernel answers")
-    for entry in s.get("unavailable", []):
-        lines.append(f"           NOT OFFERED {entry['id']}: {entry['reason']}")
-    refresh = s.get("model_refresh")
+    lines += [f"           NOT OFFERED {entry.id}: {entry.reason}" for entry in status.unavailable]
+    refresh = status.model_refresh
     if refresh:
-        lines.append(f"           kernel's list at {_clock(refresh['at'])}: "
-                     f"{'ok' if refresh['ok'] else 'FAILED'}, {refresh['message']}")
-    sync = s.get("openclaw_sync")
-    lines.append(f"openclaw   {sync['outcome']} at {_clock(sync['at'])}: {sync['message']}" if sync
-                 else "openclaw   no sync yet")
-    return "\n".join(lines)
+        lines.append(f"           kernel's list at {_clock(refresh.at)}: "
+                     f"{'ok' if refresh.ok else 'FAILED'}, {refresh.message}")
+    return lines
+
+
+def _openclaw_lines(status: Status) -> list[str]:
+    sync = status.openclaw_sync
+    return [f"openclaw   {sync.outcome} at {_clock(sync.at)}: {sync.message}" if sync else "openclaw   no sync yet"]
 
 
 def _clock(wall: float) -> str:

@@ -1,1 +1,4 @@
-"""The running service: its runtime state, one forwarded request, metrics, systemd notifications and logging. Ties kernel/, openclaw/ and translate/ together; the HTTP layer sits above it."""
+"""The running service: the runtime and its parts, one forwarded request, metrics, systemd and logging.
+
+Ties kernel/, models/, openclaw/ and translate/ together; the HTTP layer sits above it.
+"""

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 from aiosd.config.settings import ClientKey, ModelSpec
 from aiosd.errors import AiosdError, KernelTextDropped
 from aiosd.kernel.call import forward_query
 from aiosd.kernel.retry import AttemptReport
-from aiosd.service.history import Trip
+from aiosd.service.history import Phase, Trip
 from aiosd.service.metrics import status_class
 from aiosd.translate.chat_request import ChatRequest
 from aiosd.translate.query import KernelCall, build_kernel_call
 from aiosd.translate.reply import Reply
+
+if TYPE_CHECKING:  # the runtime imports nothing from here; the type only
+    from aiosd.service.runtime import Runtime
 
 log = logging.getLogger("aiosd.forward")
 
@@ -33,7 +38,7 @@ class Completion:
 class _Forwarding:
     """The state of one request's trip to the kernel (possibly several calls, each possibly retried)."""
 
-    def __init__(self, runtime, request: ChatRequest, request_id: str, client: ClientKey,
+    def __init__(self, runtime: Runtime, request: ChatRequest, request_id: str, client: ClientKey,
                  priority_header: str | None, trip: Trip | None = None) -> None:
         self.runtime = runtime
         self.trip = trip  # the status page's record of this request
@@ -79,7 +84,7 @@ class _Forwarding:
             log.warning("request %s: model %s: %s", self.request_id, model.id, reply.warning)
         return Completion(reply, model, call, attempts, self.waiting, self.kernels)
 
-    async def _call(self, content: bytes, model: ModelSpec):
+    async def _call(self, content: bytes, model: ModelSpec) -> tuple[dict[str, Any], int]:
         metrics = self.runtime.metrics
         trip = self.trip
 
@@ -90,6 +95,7 @@ class _Forwarding:
             metrics.queue_wait.observe(queued)
             result = "ok" if error is None else status_class(getattr(error, "kernel_status", None))
             metrics.kernel_call_duration.labels(result).observe(call)
+            self.runtime.kernel_call_done(error is not None)
 
         def on_attempt(report: AttemptReport) -> None:
             if report.outcome == "retry":
@@ -102,9 +108,10 @@ class _Forwarding:
 
         def on_phase(phase: str) -> None:
             # The status page's phases: waiting for a slot, at a kernel, between calls.
+            assert trip is not None  # passed only with a trip
             if phase == "calling":
                 trip.attempts += 1
-            trip.set_phase(phase)
+            trip.set_phase(cast(Phase, phase))
 
         scheduler = self.runtime.scheduler
         key = scheduler.key_state(self.client)
@@ -128,15 +135,15 @@ class _Forwarding:
                 on_phase=None if trip is None else on_phase,
             )
         except AiosdError as exc:
-            self.kernels.extend(getattr(exc, "kernels", ()))
-            exc.kernels = list(self.kernels)  # type: ignore[attr-defined]
+            self.kernels.extend(exc.kernels)
+            exc.kernels = tuple(self.kernels)
             raise
         self.kernels.extend(result.kernels)
         return result.response, result.attempts
 
 
-async def complete(runtime, request: ChatRequest, request_id: str, *, key_index: int | None = None,
-                   headers=(), trip: Trip | None = None) -> Completion:
+async def complete(runtime: Runtime, request: ChatRequest, request_id: str, *, key_index: int | None = None,
+                   headers: Iterable[tuple[bytes, bytes]] = (), trip: Trip | None = None) -> Completion:
     """Resolve the model and run the call; raises AiosdError subclasses for everything a client should see.
 
     ``key_index``: which of ``auth.keys`` the request presented (None: auth off), for its scheduler

@@ -1,4 +1,6 @@
-"""What the status page plots and lists, kept in memory with fixed bounds: per-second figures for 15 minutes, the last requests, the requests under way.
+"""What the status page plots and lists, kept in memory with fixed bounds.
+
+Per-second figures for 15 minutes, the last requests, the requests under way.
 
 What lives here: ``Trip`` (one request's figures as it goes: queue waits, kernel time, retry
 waits, the phase it is in now), ``RequestHistory`` (the ring of one-second buckets, the last
@@ -15,6 +17,7 @@ import asyncio
 import collections
 import itertools
 import time
+from collections.abc import Callable
 from typing import Literal
 
 Phase = Literal["starting", "queued", "calling", "retry_wait", "between"]
@@ -30,8 +33,21 @@ class Trip:
     """One request's figures while it runs and once it ended; the route and ``forwarding`` fill it in."""
 
     __slots__ = (
-        "task", "request_id", "key", "klass", "model", "started_wall", "started", "phase", "phase_since",
-        "retry_until", "attempts", "kernels", "queue_wait", "kernel_time", "retry_wait",
+        "attempts",
+        "kernel_time",
+        "kernels",
+        "key",
+        "klass",
+        "model",
+        "phase",
+        "phase_since",
+        "queue_wait",
+        "request_id",
+        "retry_until",
+        "retry_wait",
+        "started",
+        "started_wall",
+        "task",
     )
 
     def __init__(self, request_id: str, key: str, klass: str) -> None:
@@ -82,7 +98,7 @@ class SecondBuckets:
 
     FIELDS = ("requests", "errors", "overhead", "queue_wait", "kernel_time", "retry_wait", "total")
 
-    def __init__(self, size: int = WINDOW_SECONDS, clock=time.time) -> None:
+    def __init__(self, size: int = WINDOW_SECONDS, clock: Callable[[], float] = time.time) -> None:
         self.size = size
         self._clock = clock
         # Each row: [second it holds, then one sum per FIELDS]; a flat list per row is the cheapest to update.
@@ -113,20 +129,20 @@ class SecondBuckets:
         for second in range(first, now + 1):
             row = self._rows[second % self.size]
             if row[0] == second:
-                found.append({"second": second, **dict(zip(self.FIELDS, row[1:]))})
+                found.append({"second": second, **dict(zip(self.FIELDS, row[1:], strict=False))})
         return now, found
 
 
 class RequestHistory:
     """The status page's memory: per-second figures, the last finished requests, the requests under way."""
 
-    def __init__(self, *, window: int = WINDOW_SECONDS, recent: int = RECENT_REQUESTS, clock=time.time) -> None:
+    def __init__(self, *, window: int = WINDOW_SECONDS, recent: int = RECENT_REQUESTS,
+                 clock: Callable[[], float] = time.time) -> None:
         self.seconds = SecondBuckets(window, clock)
         self.recent: collections.deque[Finished] = collections.deque(maxlen=recent)
         # By id(trip), since client-chosen request ids need not be unique.
         self.live: dict[int, Trip] = {}
         self._seq = itertools.count(1)
-        self.finished_total = 0
 
     def begin(self, request_id: str, *, key: str = "-", klass: str = "default") -> Trip:
         trip = Trip(request_id, key, klass)
@@ -156,7 +172,6 @@ class RequestHistory:
             trip.model = trip.model[: MODEL_NAME_LIMIT - 1] + "…"
         waited = trip.queue_wait + trip.kernel_time + trip.retry_wait
         overhead = max(0.0, total - waited)
-        self.finished_total += 1
         self.recent.append(Finished(
             next(self._seq), trip.started_wall, trip.request_id, trip.key, trip.model, outcome, status,
             trip.attempts, tuple(trip.kernels), trip.queue_wait, trip.kernel_time, trip.retry_wait, total, overhead,

@@ -1,4 +1,7 @@
-"""Logging set-up: one line per event (outside text escaped), syslog priority prefixes when stderr is the journal, timestamps on a terminal; the ring of recent request lines for the status page."""
+"""Logging set-up: one line per event (outside text escaped), and the ring of recent request lines.
+
+Syslog priority prefixes when stderr is the journal, timestamps on a terminal; the ring feeds the status page.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ import re
 import sys
 import time
 import traceback
+from collections.abc import Iterable, Mapping
+from types import TracebackType
 
 # sd-daemon(3) priority prefixes: journald reads "<N>" at the start of each stderr line.
 _SYSLOG_PRIORITY = {
@@ -47,10 +52,12 @@ def escape_controls(text: str) -> str:
 
 # Chunks of a formatted traceback that are its own layout (several lines each); every other
 # chunk is an exception's text (``Type: message``, a note), which may quote anything.
+# What logging hands formatException: sys.exc_info() of the record.
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 _LAYOUT_CHUNKS = ("File ", "Traceback (most recent call last)", "[Previous line repeated")
 
 
-def _traceback_lines(chunks) -> list[str]:
+def _traceback_lines(chunks: Iterable[str]) -> list[str]:
     lines: list[str] = []
     for chunk in chunks:
         if chunk.startswith("\n") or chunk.lstrip(" |").startswith(_LAYOUT_CHUNKS):
@@ -80,11 +87,11 @@ class OneLineFormatter(logging.Formatter):
             parts.append(LINE_JOIN.join(escape_controls(line) for line in record.stack_info.splitlines()))
         return LINE_JOIN.join(part for part in parts if part)
 
-    def formatException(self, ei) -> str:  # noqa: N802 - logging's name
-        exc_type, exc, tb = ei
+    def formatException(self, ei: ExcInfo) -> str:
+        _, exc, tb = ei
         if exc is None:
             return ""
-        chunks = traceback.TracebackException(exc_type, exc, tb).format()
+        chunks = traceback.TracebackException(type(exc), exc, tb).format()
         return LINE_JOIN.join(_traceback_lines(chunks))
 
 
@@ -95,7 +102,7 @@ class JournalFormatter(OneLineFormatter):
         return f"<{_SYSLOG_PRIORITY.get(record.levelno, 6)}>" + super().format(record)
 
 
-def stderr_is_journal(environ=os.environ) -> bool:
+def stderr_is_journal(environ: Mapping[str, str] = os.environ) -> bool:
     """True when systemd connected fd 2 to the journal ($JOURNAL_STREAM names its device:inode)."""
     stream = environ.get("JOURNAL_STREAM", "")
     device, _, inode = stream.partition(":")
@@ -215,7 +222,7 @@ class RateLimitedLog:
         self._what = ""
         self._flush: asyncio.TimerHandle | None = None
 
-    def __call__(self, message: str, *args, what: str) -> None:
+    def __call__(self, message: str, *args: object, what: str) -> None:
         """Log ``message % args`` now, or count it (``what`` names it in the summary line)."""
         now = time.monotonic()
         if now - self._last >= self.interval:

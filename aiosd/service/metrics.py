@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -10,33 +12,23 @@ from prometheus_client import (
     exposition,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from aiosd.kernel.pool import KernelPool
+from aiosd.kernel.scheduler import Scheduler
 
 # The classic text format every scraper reads (prometheus-client >= 0.22 calls 1.0.0 "latest", which
 # only Prometheus 3 names; generate_latest's output is 0.0.4 as long as names are plain ASCII).
 CONTENT_TYPE = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", exposition.CONTENT_TYPE_LATEST)
 
-# Outcomes a request can end in; anything else is a bug, not a new label value.
-OUTCOMES = (
-    "ok",
-    "invalid_request",
-    "unauthorized",
-    "unknown_model",
-    "too_large",
-    "rate_limited",
-    "kernel_error",
-    "kernel_timeout",
-    "kernel_unreachable",
-    "queue_timeout",
-    "client_disconnected",
-    "internal_error",
-)
 # Every model id a client sends that aiosd does not expose is counted under this one label value.
 UNKNOWN_MODEL = "_unknown"
 RELOAD_RESULTS = ("ok", "refused")
-SYNC_RESULTS = ("written", "created", "unchanged", "refused", "removed", "dry_run")  # openclaw_sync.Outcome
+# openclaw.sync.Outcome, every value
+SYNC_RESULTS = ("written", "created", "unchanged", "missing", "busy", "refused", "removed", "dry_run")
 CANARY_RESULTS = ("answered", "failed")
-BACKGROUND_TASKS = ("model-refresh", "openclaw-sync", "kernel-canary", "kernel-health")  # service.tasks, named by the runtime
+# service.tasks, named by the runtime
+BACKGROUND_TASKS = ("model-refresh", "openclaw-sync", "kernel-canary", "kernel-health")
 STATUS_CLASSES = ("ok", "unreachable", "timeout", "429", "1xx", "2xx", "3xx", "4xx", "5xx", "other")
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -73,7 +65,8 @@ class Metrics:
         self.reloads = Counter("aiosd_config_reloads", "Config reloads by result.", ["result"], registry=r)
         self.syncs = Counter("aiosd_openclaw_syncs", "OpenClaw config syncs by result.", ["result"], registry=r)
         self.overhead = Histogram(
-            "aiosd_overhead_seconds", "aiosd's own time per request: not spent waiting on the kernel, queue or retries.",
+            "aiosd_overhead_seconds",
+            "aiosd's own time per request: not spent waiting on the kernel, queue or retries.",
             buckets=_OVERHEAD_BUCKETS, registry=r,
         )
         self.models_exposed = Gauge("aiosd_models_exposed", "Models aiosd currently exposes.", registry=r)
@@ -96,22 +89,22 @@ class Metrics:
             self.task_restarts.labels(task)
         # labels() takes a lock and builds a key on every call; the request path asks for the same
         # few children each time, so keep them (bounded like the series: known model ids only).
-        self._request_children: dict[tuple[str, str], object] = {}
-        self._duration_children: dict[str, object] = {}
+        self._request_children: dict[tuple[str, str], Counter] = {}
+        self._duration_children: dict[str, Histogram] = {}
 
-    def watch_pool(self, pool, scheduler) -> None:
+    def watch_pool(self, pool: KernelPool, scheduler: Scheduler) -> None:
         """Per kernel and per class/key figures, read from ``pool`` and ``scheduler`` at each scrape
         (kernel and key names come from the config: a closed set)."""
         self.registry.register(_PoolCollector(pool, scheduler))
 
-    def requests_child(self, model: str, outcome: str):
+    def requests_child(self, model: str, outcome: str) -> Counter:
         """``requests.labels(model, outcome)``, cached."""
         child = self._request_children.get((model, outcome))
         if child is None:
             child = self._request_children[(model, outcome)] = self.requests.labels(model, outcome)
         return child
 
-    def request_duration_child(self, model: str):
+    def request_duration_child(self, model: str) -> Histogram:
         """``request_duration.labels(model)``, cached."""
         child = self._duration_children.get(model)
         if child is None:
@@ -136,19 +129,21 @@ def status_class(status: int | None) -> str:
 class _PoolCollector:
     """Reads the pool and the scheduler when /metrics is scraped."""
 
-    def __init__(self, pool, scheduler) -> None:
+    def __init__(self, pool: KernelPool, scheduler: Scheduler) -> None:
         self._pool = pool
         self._scheduler = scheduler
 
-    def describe(self):
+    def describe(self) -> list[Metric]:
         return []
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         k = ["kernel"]
         in_flight = GaugeMetricFamily("aiosd_pool_kernel_in_flight", "Calls in flight on each kernel.", labels=k)
         slots = GaugeMetricFamily("aiosd_pool_kernel_slots", "max_concurrency of each kernel.", labels=k)
-        healthy = GaugeMetricFamily("aiosd_pool_kernel_healthy", "1 while the kernel is in the rotation, 0 while ejected.", labels=k)
-        latency = GaugeMetricFamily("aiosd_pool_kernel_latency_seconds", "Moving average of each kernel's call time.", labels=k)
+        healthy = GaugeMetricFamily(
+            "aiosd_pool_kernel_healthy", "1 while the kernel is in the rotation, 0 while ejected.", labels=k)
+        latency = GaugeMetricFamily(
+            "aiosd_pool_kernel_latency_seconds", "Moving average of each kernel's call time.", labels=k)
         ejections = CounterMetricFamily("aiosd_pool_kernel_ejections", "Times each kernel was ejected.", labels=k)
         calls = CounterMetricFamily("aiosd_pool_kernel_calls", "Calls made to each kernel.", labels=k)
         failures = CounterMetricFamily("aiosd_pool_kernel_failures", "Calls to each kernel that failed.", labels=k)
@@ -165,10 +160,14 @@ class _PoolCollector:
         yield from (in_flight, slots, healthy, latency, ejections, calls, failures)
         ck = ["class", "key"]
         queued = GaugeMetricFamily("aiosd_scheduler_queued", "Requests waiting, by class and API key name.", labels=ck)
-        admitted = CounterMetricFamily("aiosd_scheduler_admitted", "Kernel slots handed out, by class and key.", labels=ck)
-        rejected = CounterMetricFamily("aiosd_scheduler_rejected", "Requests refused by a per-key limit (429).", labels=ck)
-        timed_out = CounterMetricFamily("aiosd_scheduler_timed_out", "Requests that waited past kernel.queue_timeout.", labels=ck)
-        wait = CounterMetricFamily("aiosd_scheduler_wait_seconds", "Time spent waiting for a slot, by class and key.", labels=ck)
+        admitted = CounterMetricFamily(
+            "aiosd_scheduler_admitted", "Kernel slots handed out, by class and key.", labels=ck)
+        rejected = CounterMetricFamily(
+            "aiosd_scheduler_rejected", "Requests refused by a per-key limit (429).", labels=ck)
+        timed_out = CounterMetricFamily(
+            "aiosd_scheduler_timed_out", "Requests that waited past kernel.queue_timeout.", labels=ck)
+        wait = CounterMetricFamily(
+            "aiosd_scheduler_wait_seconds", "Time spent waiting for a slot, by class and key.", labels=ck)
         for item in self._scheduler.classes_status():
             for key in item["keys"]:
                 labels = [item["class"], key["key"]]

@@ -6,6 +6,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Mapping
 
 import sdnotify
 
@@ -22,11 +23,11 @@ class SystemdNotifier:
     that must never freeze the event loop that serves requests.
     """
 
-    def __init__(self, environ=os.environ) -> None:
+    def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
         self.enabled = bool(environ.get("NOTIFY_SOCKET"))
         self._notifier = sdnotify.SystemdNotifier() if self.enabled else None
         self.watchdog_interval = _watchdog_interval(environ)
-        self._outbox: queue.Queue = queue.Queue()
+        self._outbox: queue.Queue[object] = queue.Queue()
         self._sender: threading.Thread | None = None
 
     def _send(self, message: str) -> None:
@@ -40,8 +41,10 @@ class SystemdNotifier:
         self._outbox.put(message)
 
     def _send_loop(self) -> None:
+        notifier = self._notifier
+        assert notifier is not None  # the sender starts only with a socket to send to
         while (message := self._outbox.get()) is not _CLOSE:
-            self._notifier.notify(message)
+            notifier.notify(message)
 
     def close(self, timeout: float = 2.0) -> None:
         """Deliver what is queued (STOPPING=1 above all) before the process exits."""
@@ -68,7 +71,7 @@ class SystemdNotifier:
         self._send("WATCHDOG=1")
 
 
-def _watchdog_interval(environ) -> float | None:
+def _watchdog_interval(environ: Mapping[str, str]) -> float | None:
     """Half the watchdog timeout systemd asked for, or None when it asked for none (or not of us)."""
     usec = environ.get("WATCHDOG_USEC", "")
     pid = environ.get("WATCHDOG_PID", "")

@@ -1,82 +1,85 @@
-"""The daemon's live state: the current config generation and the long-lived parts built from it."""
+"""The daemon's live state: the parts built from the config, the loops that keep them current, its status.
+
+The parts are named modules of their own: generations, readiness, the OpenClaw sync runner, the status model.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import functools
 import logging
-import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+import msgspec
 
 from aiosd import __version__
 from aiosd.config.settings import Config
-from aiosd.kernel.canary import CanaryState
-from aiosd.kernel.client import KernelClient
 from aiosd.config.state_dir import resolve_state_dir
-from aiosd.models.catalog import ModelCatalog
-from aiosd.models.memory import ModelMemory
+from aiosd.errors import AiosdError
+from aiosd.kernel.canary import CanaryState, run_canary
+from aiosd.kernel.client import KernelClient
 from aiosd.kernel.pool import KernelPool, PoolKernel
-from aiosd.kernel.retry import RetryPolicy
 from aiosd.kernel.scheduler import Scheduler
+from aiosd.models.catalog import FAILED_REFRESH_RETRY, ModelCatalog
+from aiosd.models.memory import ModelMemory
+from aiosd.openclaw import sync as openclaw_sync
+from aiosd.openclaw.file import resolve_openclaw_path
+from aiosd.openclaw.sync import SyncResult, openclaw_api_key, provider_timeout_seconds
+from aiosd.service import status_model as sm
+from aiosd.service.generations import ConfigGenerations, Generation, ReloadRecord
 from aiosd.service.history import RequestHistory
 from aiosd.service.logs import LogRing
 from aiosd.service.metrics import Metrics
+from aiosd.service.openclaw_runner import OPENCLAW_SYNC_TIMEOUT, SyncRunner
+from aiosd.service.readiness import Clock, Readiness, ReadinessWatch, kernel_readiness, next_expiry, pool_readiness
 from aiosd.service.tasks import TaskSupervisor
+
+__all__ = ["OPENCLAW_BUSY_RETRY", "OPENCLAW_SYNC_TIMEOUT", "Generation", "Runtime"]
 
 log = logging.getLogger("aiosd.runtime")
 
-# The longest one OpenClaw sync may take (it waits up to a few seconds for OpenClaw's lock; the
-# file I/O itself takes milliseconds) before the daemon stops waiting for its thread.
-OPENCLAW_SYNC_TIMEOUT = 30.0
 # After a sync found OpenClaw writing its file (outcome "busy"), the next one comes this soon.
 OPENCLAW_BUSY_RETRY = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class Generation:
-    """What one request runs on from start to end, even if the config is reloaded meanwhile."""
-
-    number: int
-    config: Config
-    retry: RetryPolicy
+# The health loop looks at readiness at least this often (a failed model-list refresh turns it
+# without waking the loop), so a change is logged within about a second.
+READINESS_RECHECK = 1.0
 
 
 class Runtime:
-    def __init__(self, config: Config, *, notifier_status=lambda: None, kernel_transport=None) -> None:
+    """The daemon's parts, built once and changed by ``apply`` (a reload); ``start``/``close`` run the
+    background loops. Readers (the API, the page, systemd's status line) only read from it."""
+
+    def __init__(self, config: Config, *, notifier_status: Callable[[], object] = lambda: None,
+                 kernel_transport: httpx.AsyncBaseTransport | None = None, clock: Clock = time.monotonic) -> None:
+        self.clock = clock
         self.metrics = Metrics()
-        self.started_monotonic = time.monotonic()
+        self.started_monotonic = clock()
         self.started_wall = time.time()
-        # The HTTP server binds once, at start; a reload cannot move it (changing listen needs a restart).
-        self.bound_host, self.bound_port = config.listen_host, config.listen_port
-        self.pending_listen: str | None = None  # a listen from a reload, applied at the next restart
+        self.generations = ConfigGenerations(config)
         # The kernels (one client each for the daemon's life; reloads add, change and remove them)
         # and the one queue in front of them.
-        self.pool = KernelPool(config.pool, config.health, transport=kernel_transport)
+        self.pool = KernelPool(config.pool, config.health, transport=kernel_transport, clock=clock)
         self.scheduler = Scheduler(self.pool, config.scheduler)
-        self.current = Generation(1, config, RetryPolicy(config.retry))
         # The catalog lists every kernel at once through the pool; each kernel keeps its own list.
-        self.catalog = ModelCatalog(config.models, self.pool, memory=ModelMemory(self._state_dir(config)))
-        self.last_reload = None  # set by the daemon: a ReloadOutcome
-        self.last_sync = None  # an openclaw_sync.SyncResult
-        # For the status page: the config's last apply and last refusal (last_reload holds only the newest).
-        self.config_applied_at = self.started_wall
-        self.last_refused_reload = None
+        self.catalog = ModelCatalog(config.models, self.pool, memory=ModelMemory(self._state_dir(config)), clock=clock)
+        self.openclaw = SyncRunner(timeout=OPENCLAW_SYNC_TIMEOUT)  # read now: tests shorten it
         self.history = RequestHistory()
         self.log_ring = LogRing()
         self.retry_times: collections.deque[float] = collections.deque(maxlen=10_000)
         self._notifier_status = notifier_status
         self.tasks = TaskSupervisor(on_restart=lambda name: self.metrics.task_restarts.labels(name).inc())
+        self.readiness_watch = ReadinessWatch()
         self._sync_wanted = asyncio.Event()
-        self.syncs_done = 0
-        self._sync_finished = asyncio.Condition()
-        self.sync_timeout = OPENCLAW_SYNC_TIMEOUT
-        self._stuck_sync: tuple[threading.Thread, float] | None = None
         self._config_applied = asyncio.Event()  # wakes the canary loop when probe_interval changes
-        self._was_ready: bool | None = None  # for logging readiness changes once each
-        self._pool_changed = asyncio.Event()  # wakes the health loop when a kernel is ejected
+        self._kernels_changed = asyncio.Event()  # wakes the health loop: a kernel ejected, a call failed
+        self._watch_metrics()
+
+    def _watch_metrics(self) -> None:
         self.metrics.models_exposed.set_function(lambda: len(self.catalog.models()))
         self.metrics.in_flight.set_function(lambda: self.scheduler.in_flight)
         self.metrics.queued.set_function(lambda: self.scheduler.queued)
@@ -86,9 +89,59 @@ class Runtime:
 
         def on_pool_change() -> None:
             dispatch()
-            self._pool_changed.set()
+            self._kernels_changed.set()
 
         self.pool.on_change = on_pool_change
+
+    # --- shorthands (the generations' and the sync's state, under the names the API uses) ----------
+
+    @property
+    def current(self) -> Generation:
+        return self.generations.current
+
+    @property
+    def config(self) -> Config:
+        return self.generations.current.config
+
+    @property
+    def generation(self) -> int:
+        return self.generations.current.number
+
+    @property
+    def bound_host(self) -> str:
+        return self.generations.bound_host
+
+    @property
+    def bound_port(self) -> int:
+        return self.generations.bound_port
+
+    @property
+    def pending_listen(self) -> str | None:
+        return self.generations.pending_listen
+
+    @property
+    def last_reload(self) -> ReloadRecord | None:
+        return self.generations.last_reload
+
+    @last_reload.setter
+    def last_reload(self, outcome: ReloadRecord | None) -> None:
+        self.generations.last_reload = outcome
+
+    @property
+    def last_refused_reload(self) -> ReloadRecord | None:
+        return self.generations.last_refused_reload
+
+    @property
+    def config_applied_at(self) -> float:
+        return self.generations.applied_at
+
+    @property
+    def last_sync(self) -> SyncResult | None:
+        return self.openclaw.last
+
+    @property
+    def syncs_done(self) -> int:
+        return self.openclaw.done
 
     @property
     def kernel(self) -> KernelClient:
@@ -99,16 +152,6 @@ class Runtime:
     def canary(self) -> CanaryState:
         """The first kernel's canary state (each kernel has its own)."""
         return self.pool.first().canary
-
-    # --- shorthands -------------------------------------------------------------------------
-
-    @property
-    def config(self) -> Config:
-        return self.current.config
-
-    @property
-    def generation(self) -> int:
-        return self.current.number
 
     # --- life -------------------------------------------------------------------------------
 
@@ -128,23 +171,16 @@ class Runtime:
 
     async def apply(self, config: Config) -> list[str]:
         """Swap in a new config; returns notes for the log (what changed, what needs a restart)."""
-        old = self.current.config
-        notes = []
-        if (config.listen_host, config.listen_port) != (self.bound_host, self.bound_port):
-            # Until a restart everything that says where aiosd listens (OpenClaw's baseUrl, /status)
-            # names the socket actually bound, not the file's new address nobody listens on yet.
-            self.pending_listen = config.listen
-            config = dataclasses.replace(config, listen_host=self.bound_host, listen_port=self.bound_port)
-            notes.append(f"listen changed to {self.pending_listen} but needs a restart (still on {config.listen})")
-        else:
-            self.pending_listen = None
+        old = self.config
         # Kernels join, change (calls in flight finish on their old connections) or leave (calls in
         # flight there finish, nothing new goes there); waiting requests move to whatever is free.
         for note in self.pool.apply(config.pool, config.health):
             log.info("%s", note)
-        self.current = Generation(self.current.number + 1, config, RetryPolicy(config.retry))
+        generation, notes = self.generations.next(config)
+        config = generation.config
         self.scheduler.apply(config.scheduler)
-        self._apply_state_dir(old, config)
+        if self._state_dir(config) != self._state_dir(old):
+            self.catalog.set_memory(ModelMemory(self._state_dir(config)))
         self.catalog.apply_settings(config.models)
         self.record_reload(ok=True)
         self._sync_wanted.set()
@@ -153,110 +189,62 @@ class Runtime:
         return notes
 
     @staticmethod
-    def _state_dir(config: Config):
+    def _state_dir(config: Config) -> Path:
         base = config.source_path.parent if config.source_path else None
         return resolve_state_dir(config.state_dir, base=base)
 
-    def _apply_state_dir(self, old: Config, new: Config) -> None:
-        if self._state_dir(new) != self._state_dir(old):
-            self.catalog.set_memory(ModelMemory(self._state_dir(new)))
-
     def record_reload(self, *, ok: bool) -> None:
         self.metrics.reloads.labels("ok" if ok else "refused").inc()
-        if ok:
-            self.config_applied_at = time.time()
-        else:
-            self.last_refused_reload = self.last_reload
+        self.generations.record_reload(ok=ok)
         self._notifier_status()
 
     def _models_changed(self) -> None:
         self._sync_wanted.set()
         self._notifier_status()
 
+    def kernel_call_done(self, failed: bool) -> None:
+        """A forwarded call finished: wake the health loop when readiness may have turned (cheap
+        when it cannot: an answer while ready keeps it ready)."""
+        last = self.readiness_watch.last
+        if failed or last is None or not last.ready:
+            self._kernels_changed.set()
+
     # --- OpenClaw's config file ---------------------------------------------------------------
 
-    async def sync_openclaw_now(self):
-        from aiosd.openclaw.sync import openclaw_api_key, provider_timeout_seconds, sync_openclaw
-
+    async def sync_openclaw_now(self) -> SyncResult:
         config = self.config
-        result = await self._sync_in_own_thread(functools.partial(
-            sync_openclaw,
+        result = await self.openclaw.run(functools.partial(
+            openclaw_sync.sync_openclaw,  # looked up at each sync: tests stand in a stuck one
             config.openclaw,
             list(self.catalog.models()),
             base_url=config.own_base_url,
             api_key=openclaw_api_key(config),
             timeout_seconds=provider_timeout_seconds(config),
-            previous=self.last_sync,
-        ))
-        self.last_sync = result
+            previous=self.openclaw.last,
+        ), resolve_openclaw_path(config.openclaw))
         self.metrics.syncs.labels(result.outcome).inc()
         self._notifier_status()
-        async with self._sync_finished:
-            self.syncs_done += 1
-            self._sync_finished.notify_all()
         return result
-
-    async def _sync_in_own_thread(self, sync):
-        """Run one blocking sync in a daemon thread of its own, waiting at most ``sync_timeout``.
-
-        Not ``asyncio.to_thread``: a thread stuck in the file system (a hung NFS or FUSE mount)
-        would hold up the default executor's shutdown, and so the daemon's exit. A stuck thread is
-        abandoned, and no second one is started while it lives."""
-        from aiosd.openclaw.file import resolve_openclaw_path
-        from aiosd.openclaw.sync import SyncResult
-
-        path = resolve_openclaw_path(self.config.openclaw)
-        last = self.last_sync
-        # what the last sync knew (warnings given, aiosd's own timeoutSeconds) is not forgotten
-        carried = {} if last is None else {"warned": last.warned, "timeout_written": last.timeout_written}
-        stuck = self._stuck_sync
-        if stuck is not None and stuck[0].is_alive():
-            return SyncResult("refused", path, **carried, message=(
-                f"the sync started {time.monotonic() - stuck[1]:.0f}s ago has not returned (a file system that "
-                "does not answer?); not starting another until it does"))
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future = loop.create_future()
-
-        def deliver(outcome: tuple) -> None:
-            if not done.done():
-                done.set_result(outcome)
-
-        def run() -> None:
-            try:
-                outcome = (sync(), None)
-            except BaseException as exc:  # handed to the loop, raised there
-                outcome = (None, exc)
-            try:
-                loop.call_soon_threadsafe(deliver, outcome)
-            except RuntimeError:
-                pass  # the loop is gone: the daemon stopped while this sync was stuck
-
-        thread = threading.Thread(target=run, name="openclaw-sync", daemon=True)
-        started = time.monotonic()
-        thread.start()
-        try:
-            value, error = await asyncio.wait_for(asyncio.shield(done), self.sync_timeout)
-        except asyncio.TimeoutError:
-            self._stuck_sync = (thread, started)
-            result = SyncResult("refused", path, **carried, message=(
-                f"the sync did not finish within {self.sync_timeout:g}s (a file system that does not answer?); "
-                "aiosd stops waiting for it and tries again once it returns"))
-            log.error("openclaw sync refused: %s", result.message)
-            return result
-        if error is not None:
-            raise error
-        return value
 
     async def wait_for_sync(self, after: int) -> None:
         """Return once more than ``after`` OpenClaw syncs have finished (for tests and the CLI)."""
-        async with self._sync_finished:
-            await self._sync_finished.wait_for(lambda: self.syncs_done > after)
+        await self.openclaw.wait_for(after)
+
+    def openclaw_path(self) -> str | None:
+        """OpenClaw's file as the last sync wrote it, else where it would be; None when it cannot be worked out."""
+        sync = self.openclaw.last
+        if sync is not None and sync.path is not None:
+            return str(sync.path)
+        try:
+            return str(resolve_openclaw_path(self.config.openclaw))
+        except Exception:  # a path it cannot work out is shown as unknown; the sync itself says why
+            return None
 
     async def _openclaw_loop(self) -> None:
         # Let the first model-list refresh finish, so the first write already lists the kernel's models.
         try:
             await asyncio.wait_for(self.catalog.refresh(), 5.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         while True:
             self._sync_wanted.clear()
@@ -270,76 +258,40 @@ class Runtime:
                 wait = min(wait, OPENCLAW_BUSY_RETRY)
             try:
                 await asyncio.wait_for(self._sync_wanted.wait(), wait)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     # --- readiness ----------------------------------------------------------------------------
 
+    def readiness_now(self) -> Readiness:
+        """Whether the pool can serve now (``readiness.pool_readiness``). A pure read: logging a
+        change is the health loop's job."""
+        return pool_readiness(list(self.pool), self.catalog.last_refresh, self.config.kernel.ready_window, self.clock())
+
     def readiness(self) -> tuple[bool, str]:
-        """(ready, reason): ready while at least one kernel of the pool is, i.e. it gave a meaningful
-        answer within ``kernel.ready_window``, nothing has failed since and it is not ejected. Only
-        answers count (forwarded calls, model-list refreshes, the canary), never the kernel's
-        /status, which says ok with a dead scheduler."""
-        states = [(member, *self._kernel_readiness(member)) for member in self.pool]
-        ready_ones = [member for member, ok, _ in states if ok]
-        ready = bool(ready_ones)
-        if len(states) == 1:
-            reason = states[0][2]
-        elif ready:
-            reason = "ok" if len(ready_ones) == len(states) else (
-                f"ok: {len(ready_ones)} of {len(states)} kernels ready; "
-                + "; ".join(f"{m.name}: {why}" for m, ok, why in states if not ok))
-        else:
-            reason = f"none of the {len(states)} kernels is ready: " + "; ".join(f"{m.name}: {why}" for m, _, why in states)
-        if ready:
-            lists_ok, why = self._model_list_readiness()
-            if not lists_ok:
-                ready, reason = False, why
-        if ready != self._was_ready and (self._was_ready is not None or ready):
-            if ready:
-                log.info("kernel ready: %s", "it answered within the last %gs" % self.config.kernel.ready_window
-                         if len(states) == 1 else reason)
-            else:
-                log.warning("kernel not ready: %s", reason)
-        self._was_ready = ready
-        return ready, reason
+        """``(ready, reason)``, as /readyz answers."""
+        state = self.readiness_now()
+        return state.ready, state.reason
 
-    def _kernel_readiness(self, member: PoolKernel) -> tuple[bool, str]:
-        kernel = member.client
-        url = member.settings.shown_url
-        window = self.config.kernel.ready_window
-        now = time.monotonic()
-        last, failed_at = kernel.last_success_at, kernel.last_failure_at
-        if last is None:
-            tried = "" if failed_at is None else f" (last try {now - failed_at:.1f}s ago: {kernel.last_failure})"
-            return False, f"the kernel at {url} has not answered yet{tried}"
-        if failed_at is not None and failed_at >= last:
-            return False, (f"the kernel at {url} failed {now - failed_at:.1f}s ago: {kernel.last_failure} "
-                           f"(last answer {now - last:.1f}s ago)")
-        view = member.health.view()
-        if view.state != "healthy":
-            return False, f"the kernel at {url} is ejected from the pool ({view.state}) after failing repeatedly"
-        age = now - last
-        if age > window:
-            waiting = member.canary.waiting_for(now)
-            canary = "" if waiting is None else f"; a canary /query has been waiting {waiting:.1f}s"
-            return False, f"the kernel at {url} has not answered for {age:.1f}s (ready_window {window:g}s){canary}"
-        return True, "ok"
+    def observe_readiness(self) -> float | None:
+        """Log a change of readiness; returns seconds until it may turn by time alone (None: not by time)."""
+        self.readiness_watch.observe(self.readiness_now(), single_kernel=len(self.pool) == 1,
+                                     window=self.config.kernel.ready_window)
+        return next_expiry(self.pool, self.config.kernel.ready_window, self.clock())
 
-    def _model_list_readiness(self) -> tuple[bool, str]:
-        """Not ready while the latest model-list refresh failed after the kernel's last answer: an
-        answer aiosd cannot read (deeply nested JSON) does not count as the kernel answering."""
-        refresh = self.catalog.last_refresh
-        answered = [m.client.last_success_at for m in self.pool if m.client.last_success_at is not None]
-        last = max(answered, default=None)  # the pool lists as a whole: any kernel's answer counts
-        if refresh is None or refresh.ok or (last is not None and last > refresh.at_monotonic):
-            return True, "ok"
-        ago = time.monotonic() - refresh.at_monotonic
-        return False, f"the kernel's model list could not be read {ago:.1f}s ago: {refresh.message}"
+    def _canary_due(self, interval: float) -> list[PoolKernel]:
+        due = []
+        now = self.clock()
+        for member in self.pool:
+            kernel = member.client
+            last, failed = kernel.last_success_at, kernel.last_failure_at
+            failed_since = failed is not None and (last is None or failed >= last)
+            if last is not None and now - last < interval and not failed_since:
+                continue  # real traffic already proved the kernel works
+            due.append(member)
+        return due
 
     async def _canary_loop(self) -> None:
-        from aiosd.kernel.canary import run_canary
-
         while True:
             interval = self.config.kernel.probe_interval
             self._config_applied.clear()
@@ -349,87 +301,69 @@ class Runtime:
             try:
                 await asyncio.wait_for(self._config_applied.wait(), interval)
                 continue  # reloaded: start over with the new interval
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
-            due = []
-            for member in self.pool:
-                kernel = member.client
-                last = kernel.last_success_at
-                failed_since = kernel.last_failure_at is not None and (last is None or kernel.last_failure_at >= last)
-                if last is not None and time.monotonic() - last < interval and not failed_since:
-                    continue  # real traffic already proved the kernel works
-                due.append(member)
+            due = self._canary_due(interval)
+            models = self.catalog.models()
             # Awaited here, so at most one canary per kernel is ever in flight (a hung one holds a kernel worker).
-            results = await asyncio.gather(*(run_canary(self, member) for member in due), return_exceptions=True)
-            for member, result in zip(due, results):
+            results = await asyncio.gather(*(run_canary(member, self.config.kernel, models) for member in due),
+                                           return_exceptions=True)
+            for member, result in zip(due, results, strict=True):
                 if isinstance(result, BaseException):  # a bug here must not end the canary for the daemon's life
-                    log.error("kernel canary on %s failed unexpectedly (%r); trying again next interval", member.name, result)
+                    log.error("kernel canary on %s failed unexpectedly (%r); trying again next interval",
+                              member.name, result)
                 else:
+                    self.metrics.canaries.labels("answered" if result else "failed").inc()
                     self.pool.note_health(member, member.health.record_probe(result))
-            self.readiness()  # logs a change of readiness the canary caused
+            self._kernels_changed.set()  # the health loop logs a change of readiness the canary caused
 
     async def _health_loop(self) -> None:
         """Probe ejected kernels (their model list) as their backoff ends, so they rejoin by themselves;
-        with discovery off, also refresh each kernel's model list (routing needs it either way)."""
-        from aiosd.errors import AiosdError
-        from aiosd.models.catalog import FAILED_REFRESH_RETRY
-
-        next_list = time.monotonic()
+        with discovery off, also refresh each kernel's model list (routing needs it either way); and
+        log each change of readiness as it happens."""
+        next_list = self.clock()
         while True:
-            self._pool_changed.clear()
-            waits = []
-            probe = self.pool.next_probe_in()
-            if probe is not None:
-                waits.append(probe)
+            self._kernels_changed.clear()
+            expiry = self.observe_readiness()
             # With discovery on, the catalog lists every kernel; a pool of one routes everything to it anyway.
             listing = not self.config.models.discover and len(self.pool) > 1
-            if listing:
-                waits.append(max(0.0, next_list - time.monotonic()))
-            if not waits or min(waits) > 0:
-                try:
-                    await asyncio.wait_for(self._pool_changed.wait(), min(waits) if waits else None)
-                    continue  # a kernel ejected or the pool changed: work out the next wake-up again
-                except asyncio.TimeoutError:
-                    pass
-            try:
-                if listing and time.monotonic() >= next_list:
-                    try:
-                        await self.pool.list_llms()
-                        next_list = time.monotonic() + self.config.models.refresh_interval
-                    except AiosdError:
-                        next_list = time.monotonic() + min(FAILED_REFRESH_RETRY, self.config.models.refresh_interval)
-                if self.pool.next_probe_in() == 0:
-                    await self.pool.probe_ejected()
-            except Exception:  # a bug here must not end the probing
-                log.exception("probing the pool's kernels failed unexpectedly; trying again shortly")
+            work = [wait for wait in (self.pool.next_probe_in(),
+                                      max(0.0, next_list - self.clock()) if listing else None) if wait is not None]
+            if not work or min(work) > 0:
+                # just past the moment readiness may turn, so the answer has aged past the window
+                timeout = min([*work, READINESS_RECHECK, *(() if expiry is None else (expiry + 0.001,))])
+                if await _woken(self._kernels_changed, timeout):
+                    continue  # a kernel ejected, a call failed or the pool changed: look again
+                if not work or min(work) > timeout:
+                    continue  # woken to look at readiness only
+            next_list = await self._probe_and_list(listing, next_list)
             await asyncio.sleep(0.05)  # a probe that failed again set a longer backoff
-            self.readiness()
+
+    async def _probe_and_list(self, listing: bool, next_list: float) -> float:
+        """One round of the health loop's work; returns when the next model-list round is due."""
+        try:
+            if listing and self.clock() >= next_list:
+                try:
+                    await self.pool.list_llms()
+                    next_list = self.clock() + self.config.models.refresh_interval
+                except AiosdError:
+                    next_list = self.clock() + min(FAILED_REFRESH_RETRY, self.config.models.refresh_interval)
+            if self.pool.next_probe_in() == 0:
+                await self.pool.probe_ejected()
+        except Exception:  # a bug here must not end the probing
+            log.exception("probing the pool's kernels failed unexpectedly; trying again shortly")
+        return next_list
 
     # --- reporting ----------------------------------------------------------------------------
 
-    def _models_status(self) -> dict:
-        """/status's model part: what is offered, what models.map names but the kernel does not list."""
-        catalog = self.catalog
-        unconfirmed = catalog.unconfirmed()
-        return {
-            "models": [
-                {"id": m.id, "kernel_model": m.kernel_model, "source": m.source, "tools": m.tools,
-                 "unconfirmed": m.id in unconfirmed}
-                for m in catalog.models()
-            ],
-            "unavailable": [entry.as_dict() for entry in catalog.unavailable()],
-            "model_refresh": catalog.last_refresh_status(),
-            "remembered_models": catalog.memory_status(),
-        }
-
     def retries_recent(self, window: float = 300.0) -> int:
-        cutoff = time.monotonic() - window
+        cutoff = self.clock() - window
         return sum(1 for t in self.retry_times if t >= cutoff)
 
     def status_line(self) -> str:
         """The one-line STATUS= systemd shows in ``systemctl status``."""
         parts = [f"gen {self.generation}", f"{len(self.catalog.models())} models"]
-        ready, reason = self.readiness()
+        ready = self.readiness_now().ready
         if len(self.pool) == 1:
             parts.append("kernel ok" if ready else "kernel not ready")
         else:
@@ -447,73 +381,96 @@ class Runtime:
             parts.append(f"openclaw sync {self.last_sync.outcome}")
         return "; ".join(parts)
 
-    def status(self) -> dict:
-        config = self.config
-        ready, reason = self.readiness()
-        kernel = self.kernel
-        reload = self.last_reload
+    def status_model(self) -> sm.Status:
+        """The one status model (``status_model.Status``) that /status, ``aiosd status`` and the page render."""
+        catalog = self.catalog
         sync = self.last_sync
-        return {
-            "version": __version__,
-            "uptime_seconds": round(time.monotonic() - self.started_monotonic, 3),
-            "started_at": self.started_wall,
-            "config": {
-                "path": str(config.source_path) if config.source_path else None,
-                "generation": self.generation,
-                "listen": config.listen,  # the address bound: a reload cannot move it
-                "listen_pending": self.pending_listen,
-                "last_reload": None if reload is None else {
-                    "ok": reload.ok, "at": reload.at, "reason": reload.reason,
-                    "problems": reload.problems, "notes": reload.notes,
-                },
-            },
-            **self._models_status(),
-            "kernel": {  # the first kernel of the pool (a pool of one: the kernel); readiness is the pool's
-                "url": self.pool.first().settings.shown_url,
-                "ready": ready,
-                "reason": reason,
-                "last_answer_seconds_ago": None if kernel.last_success_at is None
-                else round(time.monotonic() - kernel.last_success_at, 3),
-                "recent_latency_seconds": kernel.recent_latency(),
-                "last_failure": None if kernel.last_failure_at is None else {
-                    "seconds_ago": round(time.monotonic() - kernel.last_failure_at, 3),
-                    "message": kernel.last_failure,
-                },
-                "canary": self.canary.as_dict(config.kernel.probe_interval),
-            },
-            "calls": {
-                "in_flight": self.scheduler.in_flight,
-                "queued": self.scheduler.queued,
-                "max_concurrency": self.pool.slots,
-                "retries_last_5m": self.retries_recent(),
-            },
-            "openclaw_sync": None if sync is None else sync.as_dict(),
-            "background_tasks": self.tasks.status(),
-            **self.pool_status(),
-        }
+        return sm.Status(
+            version=__version__,
+            uptime_seconds=round(self.clock() - self.started_monotonic, 3),
+            started_at=self.started_wall,
+            config=self._config_status(),
+            models=[sm.ModelStatus(id=m.id, kernel_model=m.kernel_model, source=m.source, tools=m.tools,
+                                   unconfirmed=m.id in catalog.unconfirmed()) for m in catalog.models()],
+            unavailable=[sm.UnavailableStatus(id=e.spec.id, kernel_model=e.spec.kernel_model, reason=e.reason)
+                         for e in catalog.unavailable()],
+            model_refresh=_convert(catalog.last_refresh_status(), sm.ModelRefreshStatus),
+            remembered_models=_convert(catalog.memory_status(), sm.RememberedModels),
+            kernel=self._first_kernel_status(),
+            calls=sm.CallsStatus(in_flight=self.scheduler.in_flight, queued=self.scheduler.queued,
+                                 max_concurrency=self.pool.slots, retries_last_5m=self.retries_recent()),
+            openclaw_sync=None if sync is None else sm.SyncStatus(
+                outcome=sync.outcome, path=str(sync.path) if sync.path else None, message=sync.message, at=sync.at),
+            background_tasks={name: sm.TaskStatus(**task) for name, task in self.tasks.status().items()},
+            kernels=self.kernels_status(),
+            classes=[msgspec.convert(item, sm.ClassStatus) for item in self.scheduler.classes_status()],
+        )
 
-    def pool_status(self) -> dict:
-        """The pool and the scheduler as plain data (for /status, ``aiosd status`` and the status page).
+    def status(self) -> dict[str, object]:
+        """/status's JSON body (``status_model()`` as plain data)."""
+        return self.status_model().to_builtins()
 
-        ``{"kernels": [...], "classes": [...]}``:
+    def _config_status(self) -> sm.ConfigStatus:
+        config, reload = self.config, self.last_reload
+        return sm.ConfigStatus(
+            path=str(config.source_path) if config.source_path else None,
+            generation=self.generation,
+            listen=config.listen,
+            listen_pending=self.pending_listen,
+            last_reload=None if reload is None else sm.LastReload(
+                ok=reload.ok, at=reload.at, reason=reload.reason, problems=list(reload.problems),
+                notes=list(reload.notes)),
+        )
 
-        - each kernel: ``name``, ``url`` (password redacted), ``labels``, ``weight``, ``health``
-          ("healthy", "ejected" while its backoff runs, "probing" once it is over until a probe
-          succeeds), ``ready`` and ``reason`` (as /readyz judges it), ``consecutive_failures``,
-          ``ejections`` (total), ``ejected_for_seconds``, ``in_flight``, ``max_concurrency``,
-          ``models`` (its last model list, null before one), ``latency_seconds`` (moving average),
-          ``calls``, ``failures``, ``last_answer_seconds_ago``, ``last_failure``;
-        - each class, highest first: ``class``, ``queued``, and ``keys``, one per API key seen in
-          that class: ``key`` (its name, never the secret), ``queued``, ``key_in_flight``,
-          ``admitted``, ``rejected`` (per-key limits), ``timed_out``, ``cancelled``,
-          ``wait_seconds_mean``, ``wait_seconds_total``.
-        """
+    def _first_kernel_status(self) -> sm.FirstKernelStatus:
+        readiness = self.readiness_now()
+        first = self.pool.first()
+        kernel = first.client
+        now = self.clock()
+        return sm.FirstKernelStatus(
+            url=first.settings.shown_url,
+            ready=readiness.ready,
+            reason=readiness.reason,
+            last_answer_seconds_ago=None if kernel.last_success_at is None else round(now - kernel.last_success_at, 3),
+            recent_latency_seconds=_convert(kernel.recent_latency(), sm.LatencyStatus),
+            last_failure=None if kernel.last_failure_at is None else sm.FailureStatus(
+                seconds_ago=round(now - kernel.last_failure_at, 3), message=kernel.last_failure),
+            canary=_convert(first.canary.as_dict(self.config.kernel.probe_interval), sm.CanaryStatus),
+        )
+
+    def kernels_status(self) -> list[sm.PoolKernelStatus]:
+        """Every kernel of the pool (``PoolKernel.status()``) with its readiness, in config order."""
+        window, now = self.config.kernel.ready_window, self.clock()
         kernels = []
         for member in self.pool:
-            item = member.status()
-            item["ready"], item["reason"] = self._kernel_readiness(member)
-            kernels.append(item)
-        return {"kernels": kernels, "classes": self.scheduler.classes_status()}
+            readiness = kernel_readiness(member, window, now)
+            item = {**member.status(), "ready": readiness.ready, "reason": readiness.reason}
+            kernels.append(msgspec.convert(item, sm.PoolKernelStatus))
+        return kernels
 
 
 
+T = TypeVar("T")
+
+
+async def _woken(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for ``event`` at most ``timeout`` seconds; True when it was set. Unlike ``wait_for``
+    this starts no task, so a loop that wakes often leaves the set of tasks alone."""
+    timed_out = False
+
+    def expire() -> None:
+        nonlocal timed_out
+        timed_out = True
+        event.set()
+
+    handle = asyncio.get_running_loop().call_later(timeout, expire)
+    try:
+        await event.wait()
+    finally:
+        handle.cancel()
+    return not timed_out
+
+
+def _convert(data: object, kind: type[T]) -> T | None:
+    """Another part's status dict (or None) as one of the status model's structs."""
+    return None if data is None else msgspec.convert(data, kind)

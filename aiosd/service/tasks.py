@@ -76,6 +76,7 @@ class TaskSupervisor:
         delay = self.first_delay
         while True:
             started = self._clock()
+            exc_info: BaseException | None
             try:
                 await loop()
             except Exception as exc:  # CancelledError is not an Exception: a stop still stops it

@@ -1,4 +1,4 @@
-"""The status page in a real browser (Debian's headless Chromium via chromedriver) against a running aiosd daemon and fake kernel."""
+"""The status page in a real browser (headless Chromium via chromedriver) against a running aiosd and fake kernel."""
 
 from __future__ import annotations
 
@@ -65,7 +65,8 @@ def wait_until(browser, condition, what: str, timeout: float = 20.0):
         return WebDriverWait(browser, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
                              ).until(lambda d: condition(d))
     except TimeoutException:
-        raise AssertionError(f"the page never showed {what}; it shows:\n{browser.find_element(By.TAG_NAME, 'body').text}") from None
+        shown = browser.find_element(By.TAG_NAME, "body").text
+        raise AssertionError(f"the page never showed {what}; it shows:\n{shown}") from None
 
 
 def text_of(browser, element_id: str) -> str:
@@ -105,7 +106,8 @@ def test_the_page_shows_the_kernel_requests_a_chart_and_a_refused_edit(tmp_path,
     assert cells_of(retried_id)["cells"][4:7] == ["ok", "200", "2"]
 
     # A chart with something in it: the request rate's line rises above zero.
-    wait_until(browser, lambda d: float(d.find_element(By.CSS_SELECTOR, "#chart-rate svg").get_attribute("data-max")) > 0,
+    wait_until(browser,
+               lambda d: float(d.find_element(By.CSS_SELECTOR, "#chart-rate svg").get_attribute("data-max")) > 0,
                "a non-empty request-rate chart")
     assert browser.find_elements(By.CSS_SELECTOR, "#chart-latency svg path.series.kernel")
 

@@ -1,4 +1,7 @@
-"""The status page's JSON (/ui/api/...) through a real aiosd and fake kernel: shape, cursors, auth, loopback-only, no prompt text or key, bounded sizes."""
+"""The status page's JSON (/ui/api/...) through a real aiosd and fake kernel.
+
+Shape, cursors, auth, loopback-only, no prompt text or key, bounded sizes.
+"""
 
 from __future__ import annotations
 
@@ -57,7 +60,8 @@ async def test_live_state_lists_the_kernel_the_queue_and_each_request(tmp_path):
     assert [row["seq"] for row in live["requests"]] == [1, 2, 3, 4, 5] and live["requests_seq"] == 5
     row = rows[ok.headers["x-request-id"]]
     assert (row["model"], row["outcome"], row["status"], row["attempts"]) == ("mock-model", "ok", 200, 1)
-    assert row["kernels"] == [s.kernel.url.removeprefix("http://")] and row["kernel_time"] > 0 and row["total"] >= row["kernel_time"]
+    assert row["kernels"] == [s.kernel.url.removeprefix("http://")]
+    assert row["kernel_time"] > 0 and row["total"] >= row["kernel_time"]
     row = rows[retried.headers["x-request-id"]]
     assert (row["outcome"], row["status"], row["attempts"]) == ("ok", 200, 2) and row["retry_wait"] > 0
     row = rows[failed.headers["x-request-id"]]

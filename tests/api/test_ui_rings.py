@@ -1,4 +1,4 @@
-"""The status page's in-memory rings: per-second buckets, recent requests and log lines stay bounded whatever runs through them."""
+"""The status page's in-memory rings: per-second buckets, recent requests and log lines stay bounded."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_buckets_keep_fifteen_minutes_and_forget_older_seconds():
     for _ in range(3):
         add(buckets, error=True)
     start = int(clock.now)
-    for step in range(2000):  # more than twice round the ring
+    for _ in range(2000):  # more than twice round the ring
         clock.now += 1
         add(buckets, kernel_time=2.0)
     now, rows = buckets.since()
@@ -92,7 +92,8 @@ def test_the_log_ring_keeps_only_request_lines_bounded_and_one_line_each():
     assert len(ring.records) == 50
     assert ring.for_request("req_69") == [] and len(ring.for_request("req_70")) == 1
 
-    ring.emit(_record("aiosd.http", "request %s: 404 model_not_found: The model %r\x1b[31m\n\rdoes not exist", "a:b:", "m"))
+    ring.emit(_record("aiosd.http", "request %s: 404 model_not_found: The model %r\x1b[31m\n\rdoes not exist",
+                      "a:b:", "m"))
     ring.emit(_record("aiosd.retry", "model %s, request %s: attempt 1/4 failed", "m", "a:b:"))
     ring.emit(_record("aiosd.http", "request %s: " + "y" * 10_000, "long"))
     [(_, level, logger, request_id, line)] = ring.for_request("a:b:")[:1]

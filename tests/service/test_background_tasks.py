@@ -15,11 +15,11 @@ import aiosd.service.tasks as tasks
 from aiosd.errors import KernelUnreachable
 from aiosd.models.catalog import ModelCatalog
 from aiosd.service.tasks import TaskSupervisor
-from tests.models.test_catalog import FakeLister, ids, model_settings
 from tests.support.aiosd_harness import config_for, free_port, serve_aiosd
 from tests.support.daemon_process import close_daemon, daemon_config, start_daemon
 from tests.support.endpoint import wait_for
 from tests.support.fake_kernel import FakeKernel
+from tests.support.model_lister import FakeLister, ids, model_settings
 
 # 100,000 levels: json.loads raises RecursionError, which is no ValueError.
 NESTED = b'{"status": "success", "llms": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
@@ -82,7 +82,8 @@ async def test_a_nested_json_model_list_is_reported_and_the_refresh_loop_goes_on
             assert status["background_tasks"]["model-refresh"]["restarts"] == 0
 
 
-async def test_a_background_loop_that_dies_is_restarted_counted_and_reported(tmp_path, fast_retries, monkeypatch, caplog):
+async def test_a_background_loop_that_dies_is_restarted_counted_and_reported(
+        tmp_path, fast_retries, monkeypatch, caplog):
     original = ModelCatalog.run
     calls = []
 

@@ -1,4 +1,7 @@
-"""Logging: one line per event with outside text escaped, syslog priority prefixes when stderr is the journal, timestamps otherwise, and logging.level applied live."""
+"""Logging: one line per event with outside text escaped, journal priorities, timestamps, levels applied live.
+
+Syslog priority prefixes when stderr is the journal, timestamps otherwise.
+"""
 
 from __future__ import annotations
 
@@ -44,7 +47,8 @@ TIMESTAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} "
 
 
 def emit(tmp_path, level: str = "info", journal_stream=lambda st: f"{st.st_dev}:{st.st_ino}") -> list[str]:
-    """Run EMIT in a child whose stderr is a file; ``journal_stream`` makes $JOURNAL_STREAM from the file's stat (None: unset)."""
+    """Run EMIT in a child whose stderr is a file; ``journal_stream`` makes $JOURNAL_STREAM from the
+    file's stat (None: unset)."""
     err_path = tmp_path / "stderr"
     with open(err_path, "wb") as err:
         env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO), "HOME": str(tmp_path)}
@@ -89,8 +93,8 @@ def test_a_journal_stream_naming_another_file_is_not_the_journal(tmp_path, strea
 
 
 def test_the_level_hides_less_severe_lines_from_aiosd_and_libraries(tmp_path):
-    assert [line.partition(":")[0] for line in emit(tmp_path, "error") if not line.startswith("<3>aiosd.example: it broke")] == [
-        "<3>aiosd.example", "<3>uvicorn.error"]
+    shown = [line for line in emit(tmp_path, "error") if not line.startswith("<3>aiosd.example: it broke")]
+    assert [line.partition(":")[0] for line in shown] == ["<3>aiosd.example", "<3>uvicorn.error"]
     debug = emit(tmp_path, "debug")
     assert debug[0] == "<7>aiosd.example: debug detail"
 
@@ -193,15 +197,19 @@ def test_hostile_text_in_requests_and_kernel_errors_stays_on_one_escaped_log_lin
                 post("role", "/v1/chat/completions",
                      {"model": "sonnet", "messages": [{"role": "us\ner\x1b[31m", "content": "hi"}]}, 400)
                 post("block type", "/v1/chat/completions",
-                     {"model": "sonnet", "messages": [{"role": "user", "content": [{"type": "te\nxt\x1b[2J", "text": "x"}]}]},
+                     {"model": "sonnet",
+                      "messages": [{"role": "user", "content": [{"type": "te\nxt\x1b[2J", "text": "x"}]}]},
                      400)
                 post("model", "/v1/messages",
-                     {"model": "son\nnet\x1b[1m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}, 404)
+                     {"model": "son\nnet\x1b[1m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]},
+                     404)
                 kernel.script(ServerError("boom\n<3>forged\x1b[31m\u2028x"))
-                post("kernel detail", "/v1/chat/completions", {"model": "sonnet", "messages": [{"role": "user", "content": "hi"}]}, 502)
+                post("kernel detail", "/v1/chat/completions",
+                     {"model": "sonnet", "messages": [{"role": "user", "content": "hi"}]}, 502)
                 kernel.script(RawResponse(200, {"response": {"status_code": 502, "response_message": None,
                                                               "error": "llm\nfailed\x1b[0m\x85"}}))
-                post("kernel error", "/v1/chat/completions", {"model": "sonnet", "messages": [{"role": "user", "content": "hi"}]}, 502)
+                post("kernel error", "/v1/chat/completions",
+                     {"model": "sonnet", "messages": [{"role": "user", "content": "hi"}]}, 502)
         finally:
             close_daemon(daemon)
     text = daemon.process.stderr_path.read_bytes().decode("utf-8")

@@ -1,4 +1,4 @@
-"""A pool of fake kernels behind a real aiosd: failover, ejection and rejoin, model lists per kernel, reloads under traffic."""
+"""A pool of fake kernels behind a real aiosd: failover, ejection and rejoin, per-kernel model lists, reloads."""
 
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ async def test_a_reload_adding_and_removing_kernels_under_traffic_loses_nothing(
             # k0 leaves with 2 calls in flight, k2 joins; the waiting requests move to k1 and k2.
             new = config_for(tmp_path, k1.url, pool_yaml(k1, k2, slots=2).replace("name: k0", "name: k0"))
             new = dataclasses.replace(new, kernels=tuple(
-                dataclasses.replace(item, name=name) for item, name in zip(new.kernels, ("k1", "k2"))))
+                dataclasses.replace(item, name=name) for item, name in zip(new.kernels, ("k1", "k2"), strict=True)))
             await aiosd.runtime.apply(new)
             answers = await asyncio.gather(*requests)
             after = k0.query_count
@@ -174,7 +174,8 @@ kernel: {agent_name_per_key: true}
             await _until(lambda: aiosd.runtime.scheduler.queued == 1, "cron's second request to queue")
             refused = await client.post("/v1/chat/completions", json=CHAT, headers=cron)
             # The user's key is not held back by cron's limits: slots are free.
-            user = await client.post("/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer user-key-123"})
+            user = await client.post("/v1/chat/completions", json=CHAT,
+                                     headers={"authorization": "Bearer user-key-123"})
             hang.release()
             answers = await asyncio.gather(first, second)
             status = (await client.get("/status", headers=cron)).json()

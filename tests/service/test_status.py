@@ -75,19 +75,18 @@ async def test_status_counts_calls_in_flight_queued_and_recent_retries(tmp_path)
         hang = Hang()
         kernel.script(LLMFailure(429), Text("after a retry"), hang)
         config = config_for(tmp_path, kernel.url, "kernel: {max_concurrency: 1}")
-        async with serve_aiosd(config) as aiosd:
-            async with httpx.AsyncClient(base_url=aiosd.url) as client:
-                retried = await client.post("/v1/chat/completions", json=CHAT)
-                assert retried.headers["x-aiosd-attempts"] == "2"
-                held = asyncio.create_task(client.post("/v1/chat/completions", json=CHAT))
-                await kernel.wait_for_in_flight_async(1)
-                waiting = asyncio.create_task(client.post("/v1/chat/completions", json=CHAT))
-                while aiosd.runtime.scheduler.queued == 0:  # the second request reaching aiosd's queue
-                    await asyncio.sleep(0.005)
-                busy = (await client.get("/status")).json()["calls"]
-                hang.release()
-                assert (await held).status_code == 200 and (await waiting).status_code == 200
-                idle = (await client.get("/status")).json()["calls"]
+        async with serve_aiosd(config) as aiosd, httpx.AsyncClient(base_url=aiosd.url) as client:
+            retried = await client.post("/v1/chat/completions", json=CHAT)
+            assert retried.headers["x-aiosd-attempts"] == "2"
+            held = asyncio.create_task(client.post("/v1/chat/completions", json=CHAT))
+            await kernel.wait_for_in_flight_async(1)
+            waiting = asyncio.create_task(client.post("/v1/chat/completions", json=CHAT))
+            while aiosd.runtime.scheduler.queued == 0:  # the second request reaching aiosd's queue
+                await asyncio.sleep(0.005)
+            busy = (await client.get("/status")).json()["calls"]
+            hang.release()
+            assert (await held).status_code == 200 and (await waiting).status_code == 200
+            idle = (await client.get("/status")).json()["calls"]
     assert busy == {"in_flight": 1, "queued": 1, "max_concurrency": 1, "retries_last_5m": 1}
     assert idle["in_flight"] == 0 and idle["queued"] == 0
 
@@ -95,12 +94,11 @@ async def test_status_counts_calls_in_flight_queued_and_recent_retries(tmp_path)
 async def test_status_needs_the_api_key_when_auth_is_on(tmp_path):
     with FakeKernel() as kernel:
         config = config_for(tmp_path, kernel.url, 'auth: {keys: ["sk-test-0123456789"]}')
-        async with serve_aiosd(config) as aiosd:
-            async with httpx.AsyncClient(base_url=aiosd.url) as client:
-                refused = await client.get("/status")
-                allowed = await client.get("/status", headers={"authorization": "Bearer sk-test-0123456789"})
-                # Probes and scrapers carry no key: these stay open.
-                open_ = [(await client.get(path)).status_code for path in ("/healthz", "/readyz", "/metrics")]
+        async with serve_aiosd(config) as aiosd, httpx.AsyncClient(base_url=aiosd.url) as client:
+            refused = await client.get("/status")
+            allowed = await client.get("/status", headers={"authorization": "Bearer sk-test-0123456789"})
+            # Probes and scrapers carry no key: these stay open.
+            open_ = [(await client.get(path)).status_code for path in ("/healthz", "/readyz", "/metrics")]
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
     assert allowed.status_code == 200
     assert "sk-test" not in allowed.text
@@ -111,11 +109,10 @@ async def test_every_operational_response_carries_a_request_id_and_its_log_line_
     caplog.set_level(logging.INFO, logger="aiosd")
     with FakeKernel() as kernel:
         config = config_for(tmp_path, kernel.url, 'auth: {keys: ["sk-test-0123456789"]}')
-        async with serve_aiosd(config) as aiosd:
-            async with httpx.AsyncClient(base_url=aiosd.url) as client:
-                responses = [await client.get(path) for path in ("/healthz", "/readyz", "/metrics", "/status", "/nope")]
-                echoed = await client.get("/healthz", headers={"x-request-id": "probe-42"})
-                unsafe = await client.get("/healthz", headers={"x-request-id": "bad id\twith tab"})
+        async with serve_aiosd(config) as aiosd, httpx.AsyncClient(base_url=aiosd.url) as client:
+            responses = [await client.get(path) for path in ("/healthz", "/readyz", "/metrics", "/status", "/nope")]
+            echoed = await client.get("/healthz", headers={"x-request-id": "probe-42"})
+            unsafe = await client.get("/healthz", headers={"x-request-id": "bad id\twith tab"})
     ids = [r.headers.get("x-request-id") for r in responses]
     assert all(ids) and len(set(ids)) == len(ids)
     assert echoed.headers["x-request-id"] == "probe-42"

@@ -1,4 +1,4 @@
-"""A mapped model the kernel does not list, seen from outside: /v1/models, chat, openclaw.json, /status, aiosd status."""
+"""A mapped model the kernel does not list, seen from outside: /v1/models, chat, openclaw.json, the status."""
 
 from __future__ import annotations
 
