@@ -10,7 +10,6 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
@@ -19,21 +18,11 @@ from aiosd.config.loader import ConfigError, ConfigProblem, NoConfigFile, load_c
 from aiosd.config.settings import Config, exposed_without_auth, format_listen
 from aiosd.config.watch import watch_config
 from aiosd.server.connections import listening_sockets, log_accept_failures, uvicorn_config
+from aiosd.service.generations import ReloadOutcome
 from aiosd.service.logs import set_level, setup_logging
 from aiosd.service.notify import SystemdNotifier
 
 log = logging.getLogger("aiosd.daemon")
-
-
-@dataclass
-class ReloadOutcome:
-    """The result of the last attempt to load the config, for STATUS, /status and metrics."""
-
-    ok: bool
-    at: float  # wall clock
-    reason: str  # "start", "file changed", "SIGHUP"
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 class EmbeddedServer(uvicorn.Server):
@@ -194,9 +183,10 @@ class Daemon:
         """Load the config again and apply it, or keep the running one and say why."""
         async with self._reload_lock:
             digest = await asyncio.to_thread(_digest, self.config_path)
-            if not force and digest == self._config_digest and self.runtime.last_reload.ok:
+            last = self.runtime.last_reload
+            if not force and digest == self._config_digest and last is not None and last.ok:
                 log.debug("config file touched but its content is unchanged; nothing to do")
-                return self.runtime.last_reload
+                return last
             self._config_digest = digest
             self.notifier.reloading()
             try:

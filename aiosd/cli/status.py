@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import msgspec
-import yaml  # type: ignore[import-untyped]  # types-PyYAML is not among the dev dependencies
+import yaml
 
 from aiosd.config.loader import ConfigError, load_config
 from aiosd.config.schema import load_schema

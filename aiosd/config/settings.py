@@ -234,10 +234,6 @@ class Config:
         return format_listen(self.listen_host, self.listen_port)
 
     @property
-    def listens_on_loopback(self) -> bool:
-        return is_loopback_host(self.listen_host)
-
-    @property
     def own_base_url(self) -> str:
         """The /v1 URL OpenClaw should call, from the listen address."""
         if self.openclaw.base_url:

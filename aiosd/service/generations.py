@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from aiosd.config.settings import Config
 from aiosd.kernel.retry import RetryPolicy
@@ -21,19 +20,15 @@ class Generation:
     retry: RetryPolicy
 
 
-class ReloadRecord(Protocol):
-    """What the runtime keeps of a config load (the daemon's ``ReloadOutcome``)."""
+@dataclass
+class ReloadOutcome:
+    """The result of the last attempt to load the config, for STATUS, /status and metrics."""
 
-    @property
-    def ok(self) -> bool: ...
-    @property
-    def at(self) -> float: ...  # wall clock
-    @property
-    def reason(self) -> str: ...
-    @property
-    def problems(self) -> Sequence[str]: ...
-    @property
-    def notes(self) -> Sequence[str]: ...
+    ok: bool
+    at: float  # wall clock
+    reason: str  # "start", "file changed", "SIGHUP"
+    problems: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 class ConfigGenerations:
@@ -47,8 +42,8 @@ class ConfigGenerations:
         self.bound_host, self.bound_port = config.listen_host, config.listen_port
         self.pending_listen: str | None = None  # a listen from a reload, applied at the next restart
         self.current = Generation(1, config, RetryPolicy(config.retry))
-        self.last_reload: ReloadRecord | None = None  # set by the daemon
-        self.last_refused_reload: ReloadRecord | None = None
+        self.last_reload: ReloadOutcome | None = None  # set by the daemon
+        self.last_refused_reload: ReloadOutcome | None = None
         self.applied_at = wall_clock()  # when the serving config was last applied (wall clock)
 
     def next(self, config: Config) -> tuple[Generation, list[str]]:

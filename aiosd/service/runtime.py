@@ -31,7 +31,7 @@ from aiosd.openclaw import sync as openclaw_sync
 from aiosd.openclaw.file import resolve_openclaw_path
 from aiosd.openclaw.sync import SyncResult, openclaw_api_key, provider_timeout_seconds
 from aiosd.service import status_model as sm
-from aiosd.service.generations import ConfigGenerations, Generation, ReloadRecord
+from aiosd.service.generations import ConfigGenerations, Generation, ReloadOutcome
 from aiosd.service.history import RequestHistory
 from aiosd.service.logs import LogRing
 from aiosd.service.metrics import Metrics
@@ -120,15 +120,15 @@ class Runtime:
         return self.generations.pending_listen
 
     @property
-    def last_reload(self) -> ReloadRecord | None:
+    def last_reload(self) -> ReloadOutcome | None:
         return self.generations.last_reload
 
     @last_reload.setter
-    def last_reload(self, outcome: ReloadRecord | None) -> None:
+    def last_reload(self, outcome: ReloadOutcome | None) -> None:
         self.generations.last_reload = outcome
 
     @property
-    def last_refused_reload(self) -> ReloadRecord | None:
+    def last_refused_reload(self) -> ReloadOutcome | None:
         return self.generations.last_refused_reload
 
     @property

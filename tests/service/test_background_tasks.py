@@ -19,7 +19,7 @@ from tests.support.aiosd_harness import config_for, free_port, serve_aiosd
 from tests.support.daemon_process import close_daemon, daemon_config, start_daemon
 from tests.support.endpoint import wait_for
 from tests.support.fake_kernel import FakeKernel
-from tests.support.model_lister import FakeLister, ids, model_settings
+from tests.support.model_catalog import FakeLister, ids, model_settings
 
 # 100,000 levels: json.loads raises RecursionError, which is no ValueError.
 NESTED = b'{"status": "success", "llms": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 from aiosd.service.notify import SystemdNotifier
@@ -50,3 +51,11 @@ def test_without_notify_socket_nothing_is_sent_and_nothing_fails():
     notifier.watchdog()
     notifier.close()
     assert notifier.watchdog_interval is None
+
+
+def test_the_watchdog_pings_at_half_the_timeout_systemd_asked_for_and_only_for_this_process():
+    assert SystemdNotifier({"WATCHDOG_USEC": "300000"}).watchdog_interval == 0.15
+    assert SystemdNotifier({"WATCHDOG_USEC": "300000", "WATCHDOG_PID": str(os.getpid())}).watchdog_interval == 0.15
+    assert SystemdNotifier({"WATCHDOG_USEC": "300000", "WATCHDOG_PID": "1"}).watchdog_interval is None
+    assert SystemdNotifier({"WATCHDOG_USEC": "0"}).watchdog_interval is None
+    assert SystemdNotifier({"WATCHDOG_USEC": "soon"}).watchdog_interval is None
