@@ -12,7 +12,10 @@ several worker threads, indexes memory, loads 14 bundled plugins), which is 35-8
 on a loaded 2-core machine. No network wait is involved (strace: no connect() but to the model's
 base URL). ``OpenClawGateway`` pays that start once (``openclaw gateway run``); each turn is then
 ``openclaw agent`` (the same CLI, without ``--local``), about 1.5 s of CPU. ``FAST_SETTINGS``
-turns off what a test turn does not need; see /work/notes/openclaw-e2e.md for the numbers.
+turns off what a test turn does not need.
+
+For scripting the fake kernel, ``prompt_mode_call`` writes the ``<function_calls>`` text that
+aiosd's prompt-mode tool parser (aiosd/translate/tool_prompt.py) turns into a tool call.
 """
 
 from __future__ import annotations
@@ -46,6 +49,14 @@ FAST_SETTINGS: dict[str, Any] = {
     "diagnostics": {"enabled": False},
     "models": {"catalogRefresh": {"enabled": False}},  # no hosted model catalog fetch
 }
+
+
+def prompt_mode_call(name: str, **parameters: str) -> str:
+    """One tool call as a prompt-mode model writes it, e.g. for OpenClaw's ``write`` tool:
+    ``FakeKernel.script(Text(prompt_mode_call("write", path="a.txt", content=text)))``. Values are
+    written raw (the parser does not unescape), so ``content`` comes back byte for byte."""
+    params = "".join(f'<parameter name="{key}">{value}</parameter>' for key, value in parameters.items())
+    return f'<function_calls><invoke name="{name}">{params}</invoke></function_calls>'
 
 
 class OpenClawMissing(RuntimeError):
@@ -109,7 +120,8 @@ def require_openclaw() -> OpenClawInstall:
     try:
         return find_openclaw()
     except OpenClawMissing as exc:
-        pytest.fail(str(exc), pytrace=False)
+        message = str(exc)
+    pytest.fail(message, pytrace=False)
 
 
 def free_port() -> int:
