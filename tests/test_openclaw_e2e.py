@@ -42,7 +42,8 @@ def _add_recorded_providers(stack: OpenClawStack) -> None:
 
     def change(document: dict) -> None:
         providers = document["models"]["providers"]
-        providers["rec-affinity"] = provider("openai-completions", stack.proxy.url + "/v1", {"sendSessionAffinityHeaders": True})
+        providers["rec-affinity"] = provider("openai-completions", stack.proxy.url + "/v1",
+                                             {"sendSessionAffinityHeaders": True})
         providers["rec-plain"] = provider("openai-completions", stack.proxy.url + "/v1")
 
     stack.sandbox.update_config(change)
@@ -110,7 +111,8 @@ def test_openclaw_sends_session_affinity_headers_when_the_model_row_asks(stack):
 
     for seen in (first, second):
         assert len(set(seen.values())) == 1, seen  # the three headers carry one value
-        assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:0", seen["session_id"] or ""), seen
+        uuid_0 = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:0"
+        assert re.fullmatch(uuid_0, seen["session_id"] or ""), seen
     assert first["session_id"] != second["session_id"]  # two sessions, two values
 
     # The same row without the compat flag: none of them.

