@@ -243,8 +243,7 @@ def test_deleting_the_config_is_a_refused_reload_and_recreating_it_applies(daemo
     assert chat(daemon.url).status_code == 200
 
     write_by_rename(daemon.config_path, daemon_config(kernel.url, port, models={"qwen": "qwen2.5:7b"}))
-    _, ready = daemon.wait_for_reload()
-    assert "REFUSED" not in ready["STATUS"]
+    daemon.wait_for_applied_reload()
     assert daemon.model_ids() == ["qwen"]
 
 

@@ -245,6 +245,15 @@ class RunningDaemon:
         ready = self.wait_for("READY", "1", timeout)
         return reloading, ready
 
+    def wait_for_applied_reload(self, timeout: float = 10.0, reloads: int = 3) -> Notification:
+        """The READY=1 of the next reload that applied, past at most ``reloads - 1`` refused ones (on a
+        busy machine the file watch may report one deletion as two bursts, each a refused reload)."""
+        for _ in range(reloads):
+            _, ready = self.wait_for_reload(timeout)
+            if "REFUSED" not in ready["STATUS"]:
+                return ready
+        raise AssertionError(f"no reload applied in {reloads}: {ready['STATUS']}")
+
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         self.process.send_signal(signum)
         return self.process.wait(timeout)
