@@ -56,37 +56,58 @@ def http_post(url: str, body: bytes, timeout: float = 10.0) -> tuple[int, dict[s
         return exc.code, dict(exc.headers), exc.read()
 
 
-class FakeKernelProcess:
-    """``tests/support/fake_kernel.py`` with no batching and no LLM latency, in its own process."""
+class ListeningProcess:
+    """A helper process whose first stdout line says ``... listening on http://HOST:PORT``."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.log_path = workdir / "fake-kernel.log"
+    name = "process"
+
+    def __init__(self, workdir: Path, command: list[str], log_name: str) -> None:
+        self.log_path = workdir / log_name
+        self.command = command
         self.process: subprocess.Popen | None = None
         self.url = ""
 
     def start(self, timeout: float = 15.0) -> None:
         with open(self.log_path, "wb") as log:  # the child keeps its own copy of the descriptor
-            self.process = subprocess.Popen(
-                [sys.executable, str(REPO / "tests" / "support" / "fake_kernel.py"),
-                 "--port", "0", "--batch-interval", "0"],
-                stdout=subprocess.PIPE,
-                stderr=log,
-                cwd=REPO,
-            )
-        # Its first stdout line names the port it bound ("fake AIOS kernel listening on http://...").
+            self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=log, cwd=REPO)
         ready, _, _ = select.select([self.process.stdout], [], [], timeout)
         line = self.process.stdout.readline().decode() if ready else ""
         if "listening on " not in line:
             self.stop()
-            raise RuntimeError(f"the fake kernel did not start: {self.log_path.read_text(errors='replace')[-2000:]}")
+            raise RuntimeError(f"the {self.name} did not start: {self.log_path.read_text(errors='replace')[-2000:]}")
         self.url = line.rsplit("listening on ", 1)[1].strip()
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
+    def rss(self) -> int:
+        return rss_bytes(self.pid)
+
     def stop(self) -> None:
         stop_process(self.process)
+
+
+class FakeKernelProcess(ListeningProcess):
+    """``tests/support/fake_kernel.py`` with no batching and no LLM latency, in its own process."""
+
+    name = "fake kernel"
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir, [sys.executable, str(REPO / "tests" / "support" / "fake_kernel.py"),
+                                   "--port", "0", "--batch-interval", "0"], "fake-kernel.log")
+
+
+class RelayProcess(ListeningProcess):
+    """``bench/relay.py``, the bare aiohttp relay aiosd is compared with, in its own process."""
+
+    name = "bare relay"
+
+    def __init__(self, workdir: Path, kernel_url: str, *, kernel_model: str, backend: str, agent: str,
+                 python: str = sys.executable) -> None:
+        super().__init__(workdir, [python, str(REPO / "bench" / "relay.py"), "--kernel", kernel_url,
+                                   "--kernel-model", kernel_model, "--backend", backend, "--agent", agent],
+                         "relay.log")
 
 
 class NotifySocket:

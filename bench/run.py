@@ -1,10 +1,14 @@
 """aiosd's benchmarks: one command for a fake kernel and aiosd on loopback, driven with wrk.
 
-It starts a zero-latency fake kernel and aiosd on loopback, drives them with wrk, prints a table
-against the targets (issue 6) and writes JSON.
+It starts a zero-latency fake kernel, aiosd and the bare aiohttp relay (``relay.py``, the baseline)
+on loopback, drives them with wrk, prints a table against the targets (issues 6 and 21: aiosd's
+CPU per request and added p50 as ratios to the relay's, measured in alternation) and writes JSON.
+``--baseline-pythonpath DIR`` runs a second aiosd from another source tree (e.g. a ``git
+worktree`` of the commit before a change) in the same alternation: before and after, one run.
 
     python3 bench/run.py            # the full run (about 2-3 minutes on 2 cores)
     python3 bench/run.py --quick    # a few hundred requests per step: checks the harness, not aiosd
+    python3 bench/run.py --ratios-only --rounds 5   # only the alternation against the relay
 
 Exit status: 0 when every figure meets its target, 1 when one misses, 2 when the bench itself
 could not run (no wrk, a process did not start, a sanity request failed).
@@ -13,6 +17,7 @@ could not run (no wrk, a process did not start, a sanity request failed).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import signal
@@ -28,12 +33,14 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import bodies  # noqa: E402
+import ratios  # noqa: E402
 import report  # noqa: E402
 import sync_cost  # noqa: E402
 from procs import (  # noqa: E402
     AiosdProcess,
     FakeKernelProcess,
     NotifySocket,
+    RelayProcess,
     RssSampler,
     cpu_seconds,
     free_port,
@@ -60,12 +67,15 @@ class Plan:
     sync_models: int
     sync_bytes: int
     warm_up: bool = True
+    ratio_rounds: int = 3  # alternated rounds against the bare relay
+    ratio_seconds: float = 3
+    ratios_only: bool = False  # skip everything but the alternation against the relay
 
 
 FULL = Plan(seconds=5, concurrencies=(1, 16, 64), soak_requests=SOAK_REQUESTS, reload_edits=3,
             sync_rounds=5, sync_models=sync_cost.MODELS, sync_bytes=sync_cost.TARGET_BYTES)
 QUICK = Plan(seconds=1, concurrencies=(1, 16), soak_requests=300, reload_edits=1,
-             sync_rounds=1, sync_models=20, sync_bytes=100_000, warm_up=False)
+             sync_rounds=1, sync_models=20, sync_bytes=100_000, warm_up=False, ratio_rounds=1, ratio_seconds=1)
 
 
 class BenchFailed(Exception):
@@ -111,8 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aiosd-python", default=sys.executable,
                         help="the interpreter that runs aiosd (e.g. a clean venv's, to measure an install without "
                              "the test dependencies)")
+    parser.add_argument("--baseline-pythonpath", default="",
+                        help="a second aiosd, from this source tree, measured in the same alternation ('before')")
+    parser.add_argument("--rounds", type=int, help="alternated rounds against the bare relay (default 3, quick 1)")
+    parser.add_argument("--ratio-seconds", type=float, help="seconds per wrk run in those rounds (default 3)")
+    parser.add_argument("--ratios-only", action="store_true", help="only the alternation against the bare relay")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
+    plan = dataclasses.replace(plan, ratio_rounds=args.rounds or plan.ratio_rounds,
+                               ratio_seconds=args.ratio_seconds or plan.ratio_seconds, ratios_only=args.ratios_only)
     # SIGTERM unwinds like Ctrl-C, so the fake kernel and aiosd are stopped, not orphaned.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
@@ -122,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="aiosd-bench-"))
     try:
-        figures, details = measure_all(plan, wrk, workdir, args.aiosd_pythonpath, args.aiosd_python)
+        figures, details = measure_all(plan, wrk, workdir, args.aiosd_pythonpath, args.aiosd_python,
+                                       args.baseline_pythonpath)
     except BenchFailed as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
@@ -137,94 +155,143 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure_all(plan: Plan, wrk: str, workdir: Path, aiosd_pythonpath: str,
-                aiosd_python: str) -> tuple[list[Figure], dict]:
+                aiosd_python: str, baseline_pythonpath: str = "") -> tuple[list[Figure], dict]:
     # Other work on the machine skews every figure: keep the load average with the results.
     details: dict = {"plan": plan.__dict__, "loadavg_before": os.getloadavg(), "aiosd_python": aiosd_python,
-                     "aiosd_pythonpath": aiosd_pythonpath}
+                     "aiosd_pythonpath": aiosd_pythonpath, "baseline_pythonpath": baseline_pythonpath}
     kernel = FakeKernelProcess(workdir)
     notify = NotifySocket(workdir)
     port = free_port()
     config_path = workdir / "aiosd.yaml"
     aiosd = AiosdProcess(config_path, notify, workdir, pythonpath=aiosd_pythonpath, python=aiosd_python)
+    before_dir = workdir / "before"
+    before_dir.mkdir()
+    before_port = free_port()
+    before = AiosdProcess(before_dir / "aiosd.yaml", notify, before_dir, pythonpath=baseline_pythonpath,
+                          python=aiosd_python) if baseline_pythonpath else None
+    relay: RelayProcess | None = None
     try:
         try:
             kernel.start()
             config_path.write_text(config_text(port, kernel.url))
             ready_seconds = aiosd.start()
+            config = load_config(config_path)
+            model = next(spec for spec in config.models.map if spec.id == bodies.FIXTURE_MODEL)
+            relay = RelayProcess(workdir, kernel.url, kernel_model=model.kernel_model, backend=model.backend or "",
+                                 agent=config.kernel.agent_name, python=aiosd_python)
+            relay.start()
+            if before is not None:
+                (before_dir / "aiosd.yaml").write_text(config_text(before_port, kernel.url))
+                before.start()
         except RuntimeError as exc:
             raise BenchFailed(str(exc)) from None
         print(f"aiosd READY=1 after {ready_seconds * 1000:.0f} ms (pid {aiosd.pid}); "
-              f"fake kernel {kernel.url} (pid {kernel.pid})", flush=True)
-        config = load_config(config_path)
+              f"fake kernel {kernel.url} (pid {kernel.pid}); bare relay {relay.url} (pid {relay.pid})"
+              + (f"; before (pid {before.pid})" if before is not None else ""), flush=True)
         paths = bodies.write_bodies(workdir, config)
-        aiosd_url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        query_url = kernel.url + "/query"
-        check_answers(aiosd_url, query_url, paths, aiosd)
-        rss_idle = aiosd.rss()
-
+        urls = {"kernel": (kernel.url + "/query", kernel.pid),
+                "aiosd": (f"http://127.0.0.1:{port}/v1/chat/completions", aiosd.pid),
+                "relay": (relay.url + "/v1/chat/completions", relay.pid)}
+        if before is not None:
+            urls["before"] = (f"http://127.0.0.1:{before_port}/v1/chat/completions", before.pid)
+        tails = {"aiosd": aiosd.log_tail, "relay": lambda: relay.log_path.read_text(errors="replace")[-3000:],
+                 "before": before.log_tail if before is not None else aiosd.log_tail}
+        for name, (url, _) in urls.items():
+            if name != "kernel":
+                check_answers(url, urls["kernel"][0], paths, tails[name], name)
         scripts = {
             "kernel": write_script(workdir, "kernel", paths["query"], stream=False),
             "plain": write_script(workdir, "plain", paths["chat_plain"], stream=False),
             "stream": write_script(workdir, "stream", paths["chat_stream"], stream=True),
         }
-
-        load = load_driver(wrk, scripts, {"kernel": (query_url, kernel.pid), "aiosd": (aiosd_url, aiosd.pid)})
+        load = load_driver(wrk, scripts, urls)
         if plan.warm_up:
             print("warm-up", flush=True)
-            for target in ("kernel", "plain", "stream"):
-                load(target, 16, 1)
-
-        print("latency and throughput", flush=True)
-        runs: dict[str, dict[int, LoadResult]] = {"kernel": {}, "plain": {}, "stream": {}}
-        with RssSampler(aiosd.pid) as sampler:
-            for connections in plan.concurrencies:
-                for target in ("kernel", "plain", "stream"):
-                    runs[target][connections] = load(target, connections, plan.seconds)
-        rss_peak = sampler.peak
-
-        print(f"memory: {plan.soak_requests} requests twice", flush=True)
-        rss_after_matrix = aiosd.rss()
-        soaks = [soak(load, plan.soak_requests, aiosd), soak(load, plan.soak_requests, aiosd)]
-
-        print("config edits", flush=True)
-        reloads = [time_config_edit(config_path, port, kernel.url, notify, aiosd, number)
-                   for number in range(plan.reload_edits)]
-
+            for server in urls:
+                for mode in ("plain", "stream") if server != "kernel" else ("plain",):
+                    load(server, mode, 16, 1)
+        figures: list[Figure] = []
+        if not plan.ratios_only:
+            main_figures = measure_main(plan, load, aiosd, notify, config_path, port, kernel.url, details)
+            figures.extend(main_figures)
+        print(f"against the bare relay: {plan.ratio_rounds} alternated rounds", flush=True)
+        servers = ["relay", "aiosd"] + (["before"] if before is not None else [])
+        rounds = ratios.alternate(load, servers, plan.ratio_rounds, plan.ratio_seconds)
+        figures.extend(ratios.figures(rounds))
+        details["ratio_runs"] = rounds.as_dict()
+        details["rss_bytes_after_ratios"] = {"aiosd": aiosd.rss(), "relay": relay.rss(),
+                                             **({"before": before.rss()} if before is not None else {})}
+        figures.append(Figure("RSS after the alternation, aiosd", round(aiosd.rss() / MB, 1), "MB",
+                              note=f"bare relay {relay.rss() / MB:.1f} MB"
+                              + (f", before {before.rss() / MB:.1f} MB" if before is not None else "")))
         exit_status = aiosd.stop()
         if exit_status != 0:
             raise BenchFailed(f"aiosd did not exit 0 on SIGTERM (status {exit_status}): {aiosd.log_tail()}")
     finally:
         aiosd.stop()
+        if before is not None:
+            before.stop()
+        if relay is not None:
+            relay.stop()
         kernel.stop()
         notify.close()
 
-    print("openclaw sync", flush=True)
-    sync = sync_cost.measure(config, workdir, rounds=plan.sync_rounds, model_count=plan.sync_models,
-                             target_bytes=plan.sync_bytes)
+    if not plan.ratios_only:
+        print("openclaw sync", flush=True)
+        sync = sync_cost.measure(config, workdir, rounds=plan.sync_rounds, model_count=plan.sync_models,
+                                 target_bytes=plan.sync_bytes)
+        details["openclaw_sync"] = sync
+        figures.extend(sync_figures(sync))
+    details.update(loadavg_after=os.getloadavg(), aiosd_log_lines=count_lines(aiosd.log_path))
+    return figures, details
 
+
+def measure_main(plan: Plan, load: Load, aiosd: AiosdProcess, notify: NotifySocket, config_path: Path, port: int,
+                 kernel_url: str, details: dict) -> list[Figure]:
+    """aiosd alone: latency and throughput against the targets of issue 6, memory, config edits."""
+    rss_idle = aiosd.rss()
+    print("latency and throughput", flush=True)
+    runs: dict[str, dict[int, LoadResult]] = {"kernel": {}, "plain": {}, "stream": {}}
+    with RssSampler(aiosd.pid) as sampler:
+        for connections in plan.concurrencies:
+            runs["kernel"][connections] = load("kernel", "plain", connections, plan.seconds)
+            for mode in ("plain", "stream"):
+                runs[mode][connections] = load("aiosd", mode, connections, plan.seconds)
+    rss_peak = sampler.peak
+
+    print(f"memory: {plan.soak_requests} requests twice", flush=True)
+    rss_after_matrix = aiosd.rss()
+    soaks = [soak(load, plan.soak_requests, aiosd), soak(load, plan.soak_requests, aiosd)]
+
+    print("config edits", flush=True)
+    reloads = [time_config_edit(config_path, port, kernel_url, notify, aiosd, number)
+               for number in range(plan.reload_edits)]
     details.update(
-        loadavg_after=os.getloadavg(),
         runs={target: {str(c): r.as_dict() for c, r in by_c.items()} for target, by_c in runs.items()},
         soaks=[{"requests": requests, "rss_after_bytes": rss} for requests, rss in soaks],
         rss_bytes={"idle": rss_idle, "peak_under_load": rss_peak, "after_matrix": rss_after_matrix},
-        start_to_ready_s=ready_seconds,
+        start_to_ready_s=aiosd.ready_at - aiosd.started_at,
         reloads=reloads,
-        openclaw_sync=sync,
-        aiosd_log_lines=count_lines(aiosd.log_path),
     )
-    return figures_from(plan, runs, rss_idle, rss_peak, soaks, ready_seconds, reloads, sync), details
+    return figures_from(plan, runs, rss_idle, rss_peak, soaks, aiosd.ready_at - aiosd.started_at, reloads)
 
 
-def load_driver(wrk: str, scripts: dict[str, Path],
-                targets: dict[str, tuple[str, int]]) -> Callable[[str, int, float], LoadResult]:
-    """``load(target, connections, seconds)``: one wrk run against the kernel or aiosd, with the CPU it cost."""
-    def load(target: str, connections: int, seconds: float) -> LoadResult:
-        url, pid = targets["kernel"] if target == "kernel" else targets["aiosd"]
+Load = Callable[[str, str, int, float], LoadResult]
+
+
+def load_driver(wrk: str, scripts: dict[str, Path], targets: dict[str, tuple[str, int]]) -> Load:
+    """``load(server, mode, connections, seconds)``: one wrk run against a server ("kernel", "aiosd",
+    "relay", "before") with the "plain" or "stream" body (the kernel: its /query body), and the CPU
+    that server's process used per request."""
+    def load(server: str, mode: str, connections: int, seconds: float) -> LoadResult:
+        url, pid = targets[server]
+        script = scripts["kernel" if server == "kernel" else mode]
         cpu_before = cpu_seconds(pid)
-        result = run_wrk(wrk, url, scripts[target], connections=connections, seconds=seconds)
+        result = run_wrk(wrk, url, script, connections=connections, seconds=seconds)
         if result.requests:
-            result.cpu_ms_per_request = round((cpu_seconds(pid) - cpu_before) * 1000 / result.requests, 3)
-        print(f"  {target:6} c={connections:<3} {result.rps:8.0f} req/s  p50 {result.p50_us / 1000:6.2f} ms  "
+            result.cpu_ms_per_request = round((cpu_seconds(pid) - cpu_before) * 1000 / result.requests, 4)
+        what = server if server == "kernel" else f"{server} {mode}"
+        print(f"  {what:13} c={connections:<3} {result.rps:8.0f} req/s  p50 {result.p50_us / 1000:6.2f} ms  "
               f"p99 {result.p99_us / 1000:6.2f} ms  errors {result.errors}  CPU {result.cpu_ms_per_request} ms/req",
               flush=True)
         return result
@@ -240,25 +307,26 @@ def count_lines(path: Path) -> int | None:
         return sum(1 for _ in lines)
 
 
-def check_answers(aiosd_url: str, query_url: str, paths: dict[str, Path], aiosd: AiosdProcess) -> None:
+def check_answers(aiosd_url: str, query_url: str, paths: dict[str, Path], log_tail: Callable[[], str],
+                  name: str = "aiosd") -> None:
     """One request of each kind, checked, before any load: a fast error is not a fast answer."""
     status, _, body = http_post(query_url, paths["query"].read_bytes())
     if status != 200 or b'"status_code": 200' not in body.replace(b'"status_code":200', b'"status_code": 200'):
         raise BenchFailed(f"the fake kernel's /query answered {status}: {body[:300]!r}")
     status, _, body = http_post(aiosd_url, paths["chat_plain"].read_bytes())
     if status != 200 or b'"chat.completion"' not in body:
-        raise BenchFailed(f"aiosd answered {status}: {body[:300]!r}; log: {aiosd.log_tail()}")
+        raise BenchFailed(f"{name} answered {status}: {body[:300]!r}; log: {log_tail()}")
     status, _, body = http_post(aiosd_url, paths["chat_stream"].read_bytes())
     if status != 200 or not body.endswith(b"data: [DONE]\n\n"):
-        raise BenchFailed(f"aiosd's stream answered {status}: {body[-300:]!r}; log: {aiosd.log_tail()}")
+        raise BenchFailed(f"{name}'s stream answered {status}: {body[-300:]!r}; log: {log_tail()}")
 
 
-def soak(load, requests: int, aiosd: AiosdProcess) -> tuple[int, int]:
+def soak(load: Load, requests: int, aiosd: AiosdProcess) -> tuple[int, int]:
     """At least ``requests`` requests at concurrency 16 (plain and streamed alternately); (requests done, RSS after)."""
     done = 0
     target = "plain"
     while done < requests:
-        result = load(target, 16, 1)
+        result = load("aiosd", target, 16, 1)
         if result.errors:
             raise BenchFailed(f"{result.errors} errors during the memory soak")
         done += result.requests
@@ -291,7 +359,7 @@ def time_config_edit(config_path: Path, port: int, kernel_url: str, notify: Noti
     return {"ready_s": ready - written, "serving_s": serving - written, "reloading_s": reloading - written}
 
 
-def figures_from(plan: Plan, runs, rss_idle, rss_peak, soaks, ready_seconds, reloads, sync) -> list[Figure]:
+def figures_from(plan: Plan, runs, rss_idle, rss_peak, soaks, ready_seconds, reloads) -> list[Figure]:
     figures: list[Figure] = []
     for mode in ("plain", "stream"):
         label = "streamed" if mode == "stream" else "not streamed"
@@ -328,6 +396,11 @@ def figures_from(plan: Plan, runs, rss_idle, rss_peak, soaks, ready_seconds, rel
     figures.append(Figure("config edit to new config serving (worst)", round(max(r["serving_s"] for r in reloads), 3),
                           "s", ("<=", 1.0)))
     figures.append(Figure("start to READY=1", round(ready_seconds, 3), "s", ("<=", 2.0)))
+    return figures
+
+
+def sync_figures(sync: dict) -> list[Figure]:
+    figures: list[Figure] = []
     sync_note = f"{sync['file_bytes'] / 1e6:.1f} MB, {sync['models']} models"
     figures.append(Figure("openclaw sync, nothing to change (median)", sync["unchanged_ms_median"], "ms",
                           note=sync_note))

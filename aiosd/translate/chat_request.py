@@ -65,14 +65,23 @@ class ToolCallIn(msgspec.Struct):
     type: Literal["function"] = "function"
 
 
-class SystemMessage(msgspec.Struct, tag_field="role", tag="system"):
+class SystemMessage(msgspec.Struct, tag_field="role", tag="system", dict=True):
+    """``raw_content`` (set by ``parse_chat_request``, never read from the wire): ``content`` as the
+    JSON string the client sent, for ``query`` to pass the system prompt through without encoding it again."""
+
     content: str | list[TextPart]
     name: str | None = None
 
 
-class DeveloperMessage(msgspec.Struct, tag_field="role", tag="developer"):
+class DeveloperMessage(msgspec.Struct, tag_field="role", tag="developer", dict=True):
     content: str | list[TextPart]
     name: str | None = None
+
+
+def raw_content(message: SystemMessage | DeveloperMessage) -> bytes | None:
+    """The JSON string ``message.content`` was decoded from, when it was a string (else None)."""
+    raw: bytes | None = getattr(message, "raw_content", None)
+    return raw
 
 
 class UserMessage(msgspec.Struct, tag_field="role", tag="user"):
@@ -187,15 +196,29 @@ class ChatRequest(msgspec.Struct):
         return bool(self.tools) and self.tool_choice_mode != "none"
 
 
-class _WireChatRequest(ChatRequest):
-    """ChatRequest as decoded from the wire: ``tools`` kept as its raw JSON, for ``_tools_from``."""
+class _WireSystemMessage(msgspec.Struct, tag_field="role", tag="system"):
+    content: msgspec.Raw
+    name: str | None = None
 
+
+class _WireDeveloperMessage(msgspec.Struct, tag_field="role", tag="developer"):
+    content: msgspec.Raw
+    name: str | None = None
+
+
+class _WireChatRequest(ChatRequest):
+    """ChatRequest as decoded from the wire: ``tools`` kept as its raw JSON, for ``_tools_from``, and the
+    system prompts' content too (``_system_from``: typed, and its JSON kept for the /query body)."""
+
+    messages: list[  # type: ignore[assignment]  # the wire's shape; parse_chat_request makes Message of each
+        _WireSystemMessage | _WireDeveloperMessage | UserMessage | AssistantMessage | ToolMessage]
     tools: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)  # type: ignore[assignment]
 
 
 _wire_decoder = msgspec.json.Decoder(_WireChatRequest)
 _decoder = msgspec.json.Decoder(ChatRequest)
 _tools_decoder = msgspec.json.Decoder(list[Tool] | None)
+_system_content_decoder = msgspec.json.Decoder(str | list[TextPart])
 # Decoded tool lists by their raw JSON. OpenClaw sends the same ~10 KB of tools every turn; decoding
 # them into structs (and rendering them for prompt mode, see tool_prompt) is then done once. The
 # lists are shared between requests: nothing may change them.
@@ -211,16 +234,30 @@ def parse_chat_request(body: bytes) -> ChatRequest:
     try:
         wire = _wire_decoder.decode(body)
         tools = _tools_from(wire.tools)
+        request = ChatRequest(
+            wire.model, [_system_from(m) if isinstance(m, _SYSTEMS) else m for m in wire.messages], tools,
+            wire.tool_choice, wire.parallel_tool_calls, wire.stream, wire.stream_options,
+            wire.max_completion_tokens, wire.max_tokens, wire.temperature, wire.top_p,
+        )
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         # Bad input (or lone surrogates): the fully typed decoder's answer, with its exact message.
         request = _parse_typed(body)
-    else:
-        request = ChatRequest(
-            wire.model, wire.messages, tools, wire.tool_choice, wire.parallel_tool_calls, wire.stream,
-            wire.stream_options, wire.max_completion_tokens, wire.max_tokens, wire.temperature, wire.top_p,
-        )
     _check_semantics(request)
     return request
+
+
+_SYSTEMS = (_WireSystemMessage, _WireDeveloperMessage)
+
+
+def _system_from(wire: _WireSystemMessage | _WireDeveloperMessage) -> SystemMessage | DeveloperMessage:
+    """The typed message; a string content's JSON is kept (``raw_content``). A content of the wrong
+    type raises ValidationError, and the caller decodes the body again typed for the exact message."""
+    content = _system_content_decoder.decode(wire.content)
+    kind = SystemMessage if isinstance(wire, _WireSystemMessage) else DeveloperMessage
+    message = kind(content, wire.name)
+    if isinstance(content, str):
+        message.raw_content = bytes(wire.content)  # type: ignore[union-attr]  # dict=True: a plain attribute
+    return message
 
 
 def _parse_typed(body: bytes) -> ChatRequest:
