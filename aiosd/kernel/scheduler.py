@@ -225,7 +225,7 @@ class Scheduler:
         if session is None:
             session = key.default_session
         if (not self._waiting and (key.max_in_flight is None or key.in_flight < key.max_in_flight)
-                and not key.session_full(session)):
+                and (key.max_in_flight_per_session is None or not key.session_full(session))):
             # Fast path: a free slot and nobody waiting (a session waits a moment for its own kernel).
             kernel = (self._pick_kernel(kernel_model, exclude) if not session.tracked
                       else self._kernel_for(session, kernel_model, exclude, self.settings.affinity_wait <= 0))
@@ -282,7 +282,7 @@ class Scheduler:
         if session is None:
             session = key.default_session
         session.in_flight -= 1
-        if session.tracked and not session.busy:
+        if session.tracked and not session.in_flight and not session.queued:
             self.sessions.went_idle(session)
         if held is not None:
             self._hold_estimate = held if self._hold_estimate is None else (
@@ -433,11 +433,13 @@ class Scheduler:
         key.session_vtime = session.served
         session.served += 1.0
         session.last_served = now
-        if session.tracked and session.kernel != kernel.name:
+        if not session.tracked:
+            return
+        if session.kernel != kernel.name:
             if session.kernel is not None:
                 self.affinity_moved_total += 1
             self.sessions.set_kernel(session, kernel.name)
-        elif session.tracked:
+        else:
             self.affinity_kept_total += 1
 
     def _enqueue(self, waiter: _Waiter) -> None:

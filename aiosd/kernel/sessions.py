@@ -40,14 +40,13 @@ class SessionState:
     kernel: str | None = None  # affinity: the kernel of its last call (None: the key-level session, or new)
     idle_since: float = 0.0
 
+    # A real session (kept in the table, with affinity); False for the key-level one. A field, not a
+    # property: the request path reads it on every slot.
+    tracked: bool = False
+
     @property
     def busy(self) -> bool:
         return self.in_flight > 0 or self.queued > 0
-
-    @property
-    def tracked(self) -> bool:
-        """A real session (kept in the table, with affinity); False for the key-level one."""
-        return bool(self.token)
 
 
 class SessionTable:
@@ -89,7 +88,8 @@ class SessionTable:
         if len(self._states) >= self.max_sessions and not self._evict_one():
             self.overflow_total += 1
             return None
-        state = self._states[token] = SessionState(key_name, token[:4].hex(), token, idle_since=self._clock())
+        state = self._states[token] = SessionState(key_name, token[:4].hex(), token, idle_since=self._clock(),
+                                                   tracked=True)
         return state
 
     def went_idle(self, state: SessionState) -> None:

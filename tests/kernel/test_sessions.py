@@ -9,10 +9,10 @@ import sys
 import httpx
 
 from aiosd.config.settings import ClientKey, HealthSettings, SchedulerSettings
+from aiosd.errors import KernelUnreachable
 from aiosd.kernel.pool import KernelPool
 from aiosd.kernel.scheduler import Scheduler
 from aiosd.kernel.sessions import SessionTable
-from aiosd.errors import KernelUnreachable
 from tests.support.kernel_calls import kernel_settings
 
 
