@@ -367,17 +367,28 @@ class Scheduler:
 
     def _kernel_for(self, session: SessionState, kernel_model: str, exclude: frozenset[str],
                     may_move: bool) -> PoolKernel | None:
-        """A free kernel for a call of ``session``: the kernel of its last call while that one is healthy,
-        serves the model and is free; while it is healthy but busy, None until ``may_move`` (the request
-        waited ``affinity_wait``); otherwise the best other free kernel (the session then moves)."""
-        home = self.pool.members.get(session.kernel) if session.kernel is not None else None
-        if home is not None and len(self.pool.members) > 1 and not home.removed and not home.health.ejected \
-                and home.name not in exclude and home.serves(kernel_model, self.pool.listed_anywhere(kernel_model)):
-            if home.free:
-                return home
-            if not may_move:
-                return None
+        """A free kernel for a call of ``session``: the kernel of its last call (for a new session, the
+        healthy kernel holding the fewest sessions per slot) while that one is healthy, serves the model
+        and is free; while it is healthy but busy, None until ``may_move`` (the request waited
+        ``affinity_wait``); otherwise the best other free kernel (the session then moves)."""
+        members = self.pool.members
+        if len(members) > 1:
+            home = members.get(session.kernel) if session.kernel is not None else self._emptiest(kernel_model, exclude)
+            if home is not None and not home.removed and not home.health.ejected and home.name not in exclude \
+                    and home.serves(kernel_model, self.pool.listed_anywhere(kernel_model)):
+                if home.free:
+                    return home
+                if not may_move:
+                    return None
         return self._pick_kernel(kernel_model, exclude, place=True)
+
+    def _emptiest(self, kernel_model: str, exclude: frozenset[str]) -> PoolKernel | None:
+        """The healthy kernel serving ``kernel_model`` with the fewest sessions per slot: a new session's."""
+        sessions = self.sessions
+        healthy = [k for k in self.pool.serving(kernel_model) if not k.health.ejected and k.name not in exclude]
+        if not healthy:
+            return None
+        return min(healthy, key=lambda k: (sessions.sessions_on(k.name) / k.slots, k.load, -k.settings.weight))
 
     def _arm_affinity_timer(self) -> None:
         """Wake ``dispatch`` when the earliest request held for its session's kernel may move, so that

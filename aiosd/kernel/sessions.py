@@ -85,9 +85,10 @@ class SessionTable:
             self._states.move_to_end(token)
             return state
         self.prune()
-        if len(self._states) >= self.max_sessions and not self._evict_one():
-            self.overflow_total += 1
-            return None
+        while len(self._states) >= self.max_sessions:  # more than one only after a reload lowered the bound
+            if not self._evict_one():
+                self.overflow_total += 1
+                return None
         state = self._states[token] = SessionState(key_name, token[:4].hex(), token, idle_since=self._clock(),
                                                    tracked=True)
         return state

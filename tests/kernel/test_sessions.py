@@ -340,3 +340,12 @@ def test_idle_sessions_are_forgotten_and_the_id_is_never_kept():
 
 def vars_of(state) -> list:
     return [getattr(state, name) for name in state.__slots__]
+
+
+def test_a_lower_max_sessions_from_a_reload_is_reached_as_new_sessions_come():
+    table = SessionTable(10, 600.0, clock=Clock())
+    for i in range(10):
+        table.get("gateway", f"s{i}")
+    table.max_sessions = 3
+    table.get("gateway", "newcomer")
+    assert len(table) == 3 and table.forgotten_total == 8
