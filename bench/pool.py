@@ -7,7 +7,12 @@ Measures, each against its target: throughput with 1, 2 and 3 kernels (>= 0.9 x 
 kernel), slot utilisation under saturation with 3 kernels (>= 95%: the share of the kernels' slots
 busy while requests wait), and the queue wait p95 of an interactive key's requests while a
 background key floods the pool (<= one kernel call, 1 s), next to the same traffic sent by one key
-in one class (what the old FIFO queue did). The fake kernels run in this process's threads (each
+in one class (what the old FIFO queue did). The sessions run (issue 20): 3 kernels, one key, 24
+quiet sessions (one call at a time, a pause between) and one session flooding with 60 calls at
+once: the quiet sessions' queue wait p95 (<= one call), next to the same traffic without session
+headers (the key-level queue of before); the share of a session's calls on the kernel of its
+previous call (>= 90% while all kernels are healthy), throughput (>= 0.9 x N kernels' worth) and
+slot use (>= 95%). The fake kernels run in this process's threads (each
 its own event loop, as in the tests), aiosd in this process's loop; the load is a few dozen
 requests a second, so neither is CPU bound.
 
@@ -20,6 +25,7 @@ import argparse
 import asyncio
 import json
 import logging
+import random
 import statistics
 import sys
 import tempfile
@@ -165,6 +171,111 @@ auth:
             kernel.stop()
 
 
+QUIET_SESSIONS = 24
+FLOOD_CALLS = 60
+
+
+async def sessions_run(plan: Plan, workdir: Path, *, with_sessions: bool) -> dict:
+    """Three kernels, one key: ``QUIET_SESSIONS`` sessions each sending one call at a time with a pause of
+    0.5-2.5 s between, and one session keeping ``FLOOD_CALLS`` calls in flight or waiting.
+    ``with_sessions`` False sends the same traffic without session headers (one key-level queue)."""
+    kernels = start_kernels(3)
+    rng = random.Random(20)
+    try:
+        async with serve_aiosd(pool_config(workdir, kernels)) as aiosd:
+            limits = httpx.Limits(max_connections=300, max_keepalive_connections=300)
+            async with httpx.AsyncClient(base_url=aiosd.url, timeout=300, limits=limits) as client:
+                stop = asyncio.Event()
+                measuring = {"from": float("inf"), "to": float("inf")}
+                quiet: list[tuple[float, str, str]] = []  # (wait, session, kernel) of calls measured
+                finished: list[float] = []
+                failures = 0
+
+                def headers(session: str) -> dict[str, str]:
+                    return {"x-session-affinity": session} if with_sessions else {}
+
+                async def call(session: str) -> tuple[float, str]:
+                    nonlocal failures
+                    sent = time.monotonic()
+                    response = await client.post("/v1/chat/completions", json=CHAT, headers=headers(session))
+                    if response.status_code != 200:
+                        failures += 1
+                    finished.append(time.monotonic())
+                    return max(0.0, time.monotonic() - sent - CALL_SECONDS), response.headers.get("x-aiosd-kernels", "")
+
+                async def flood() -> None:
+                    while not stop.is_set():
+                        await call("flood-session:0")
+
+                async def conversation(name: str) -> None:
+                    await asyncio.sleep(rng.uniform(0, 2))
+                    while not stop.is_set():
+                        sent = time.monotonic()
+                        wait, kernel = await call(name)
+                        if measuring["from"] <= sent < measuring["to"]:
+                            quiet.append((wait, name, kernel))
+                        await asyncio.sleep(rng.uniform(0.5, 2.5))
+
+                tasks = [asyncio.create_task(flood()) for _ in range(FLOOD_CALLS)]
+                tasks += [asyncio.create_task(conversation(f"quiet-{i:02d}:0")) for i in range(QUIET_SESSIONS)]
+                await asyncio.sleep(plan.warm_up)
+                start = measuring["from"] = time.monotonic()
+                measuring["to"] = start + plan.window
+                busy: list[float] = []
+                while time.monotonic() - start < plan.window:
+                    busy.append(sum(k.busy_workers for k in kernels) / (SLOTS * 3))
+                    await asyncio.sleep(0.01)
+                end = time.monotonic()
+                status = (await client.get("/status")).json()
+                stop.set()
+                await asyncio.gather(*tasks)
+    finally:
+        for kernel in kernels:
+            kernel.stop()
+    waits = sorted(w for w, _, _ in quiet)
+    kept = moved = 0
+    last: dict[str, str] = {}
+    for _, session, kernel in quiet:
+        if session in last:
+            kept, moved = (kept + 1, moved) if last[session] == kernel else (kept, moved + 1)
+        last[session] = kernel
+    return {
+        "with_sessions": with_sessions,
+        "quiet_samples": len(waits),
+        "quiet_wait_p50": waits[len(waits) // 2] if waits else None,
+        "quiet_wait_p95": waits[min(len(waits) - 1, int(0.95 * len(waits)))] if waits else None,
+        "quiet_same_kernel_share": kept / (kept + moved) if kept + moved else None,
+        "requests_per_second": sum(1 for t in finished if start <= t < end) / (end - start),
+        "utilisation": statistics.fmean(busy),
+        "failures": failures,
+        "sessions": status.get("sessions"),
+    }
+
+
+def session_rows(on: dict, off: dict) -> list[tuple[str, str, str, bool]]:
+    """The sessions run's figures against their targets."""
+    capacity = 3 * SLOTS / CALL_SECONDS
+    table = on["sessions"] or {}
+    calls = (table.get("affinity_kept", 0) + table.get("affinity_moved", 0)) or 1
+    share = on["quiet_same_kernel_share"] or 0.0
+    failed = on["failures"] + off["failures"]
+    return [
+        ("sessions: quiet sessions' wait p50 / p95 beside a flooding one",
+         f"{on['quiet_wait_p50']:.3f} / {on['quiet_wait_p95']:.3f} s", "p95 <= 1 s",
+         on["quiet_wait_p95"] is not None and on["quiet_wait_p95"] <= CALL_SECONDS),
+        ("same traffic without session ids (key-level queue), p50 / p95",
+         f"{off['quiet_wait_p50']:.3f} / {off['quiet_wait_p95']:.3f} s", "(for comparison)", True),
+        ("sessions: quiet sessions' calls on their previous call's kernel", f"{share:.1%}", ">= 90%", share >= 0.9),
+        ("sessions: all sessions' calls (flood included), same kernel",
+         f"{table.get('affinity_kept', 0) / calls:.1%}", "(for comparison)", True),
+        ("sessions: throughput, 3 kernels", f"{on['requests_per_second']:.2f} req/s "
+         f"({on['requests_per_second'] / capacity:.2f} x N kernels)", ">= 0.9 x N",
+         on["requests_per_second"] >= 0.9 * capacity),
+        ("sessions: slot utilisation", f"{on['utilisation']:.1%}", ">= 95%", on["utilisation"] >= 0.95),
+        ("sessions: failed requests", str(failed), "0", failed == 0),
+    ]
+
+
 async def run(plan: Plan) -> tuple[list[tuple[str, str, str, bool]], dict]:
     workdir = Path(tempfile.mkdtemp(prefix="aiosd-pool-bench-"))
     runs = {}
@@ -194,16 +305,33 @@ async def run(plan: Plan) -> tuple[list[tuple[str, str, str, bool]], dict]:
     failures = sum(r["failures"] for r in runs.values())
     rows.append(("failed requests", str(failures + priority["errors"] + fifo["errors"]), "0",
                  failures + priority["errors"] + fifo["errors"] == 0))
-    return rows, {"saturation": runs, "interactive": priority, "fifo": fifo}
+    (workdir / "s").mkdir()
+    (workdir / "k").mkdir()
+    sessions = await sessions_run(plan, workdir / "s", with_sessions=True)
+    key_level = await sessions_run(plan, workdir / "k", with_sessions=False)
+    rows.extend(session_rows(sessions, key_level))
+    return rows, {"saturation": runs, "interactive": priority, "fifo": fifo,
+                  "sessions": sessions, "sessions_key_level": key_level}
+
+
+async def run_sessions(plan: Plan) -> tuple[list[tuple[str, str, str, bool]], dict]:
+    workdir = Path(tempfile.mkdtemp(prefix="aiosd-pool-bench-"))
+    (workdir / "s").mkdir()
+    (workdir / "k").mkdir()
+    sessions = await sessions_run(plan, workdir / "s", with_sessions=True)
+    key_level = await sessions_run(plan, workdir / "k", with_sessions=False)
+    return session_rows(sessions, key_level), {"sessions": sessions, "sessions_key_level": key_level}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short windows: checks the harness works")
+    parser.add_argument("--sessions", action="store_true", help="only the sessions run (issue 20)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "pool.json", help="JSON results file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
-    rows, details = asyncio.run(run(QUICK if args.quick else FULL))
+    plan = QUICK if args.quick else FULL
+    rows, details = asyncio.run(run_sessions(plan) if args.sessions else run(plan))
     width = max(len(r[0]) for r in rows)
     print()
     for name, value, target, ok in rows:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import uuid
 
+import httpx
 import pytest
 
 from tests.support.openclaw_cli import OpenClawStack, openclaw_stack
@@ -32,12 +33,13 @@ def _echo(messages, tools, model_name):
 
 
 def _add_recorded_providers(stack: OpenClawStack) -> None:
-    """Provider rows whose baseUrl is the recording proxy in front of aiosd (aiosd does not write
-    these: OpenClaw's compat.sendSessionAffinityHeaders is the subject of issue 20)."""
+    """Provider rows whose baseUrl is the recording proxy in front of aiosd, copied from aiosd's own row
+    without OpenClaw's compat.sendSessionAffinityHeaders (which aiosd writes: issue 20), then with it."""
     row = stack.model_row("sonnet")
+    base = {k: v for k, v in row.get("compat", {}).items() if k != "sendSessionAffinityHeaders"}
 
-    def provider(api: str, base_url: str, compat: dict | None = None) -> dict:
-        model = dict(row, compat={**row.get("compat", {}), **(compat or {})})
+    def provider(api: str, base_url: str, compat: dict | None = None, **more) -> dict:
+        model = dict(row, compat={**base, **(compat or {})}, **more)
         return {"baseUrl": base_url, "apiKey": "aiosd-e2e", "api": api, "models": [model]}
 
     def change(document: dict) -> None:
@@ -45,6 +47,9 @@ def _add_recorded_providers(stack: OpenClawStack) -> None:
         providers["rec-affinity"] = provider("openai-completions", stack.proxy.url + "/v1",
                                              {"sendSessionAffinityHeaders": True})
         providers["rec-plain"] = provider("openai-completions", stack.proxy.url + "/v1")
+        providers["rec-no-retention"] = provider("openai-completions", stack.proxy.url + "/v1",
+                                                 {"sendSessionAffinityHeaders": True},
+                                                 params={"cacheRetention": "none"})
 
     stack.sandbox.update_config(change)
 
@@ -118,3 +123,24 @@ def test_openclaw_sends_session_affinity_headers_when_the_model_row_asks(stack):
     # The same row without the compat flag: none of them.
     plain = _affinity_headers(stack, "rec-plain/sonnet", "agent:main:e2e-affinity-a")
     assert plain == dict.fromkeys(AFFINITY_HEADERS), plain
+    # Observed in 2026.9.6 (the README says so): the model's params.cacheRetention "none" does not stop them.
+    no_retention = _affinity_headers(stack, "rec-no-retention/sonnet", "agent:main:e2e-affinity-a")
+    assert no_retention == first, no_retention
+
+
+def test_aiosds_own_rows_ask_for_the_session_and_two_session_keys_are_two_sessions_in_aiosd(stack):
+    """Issue 20: the rows aiosd writes carry compat.sendSessionAffinityHeaders, so OpenClaw names the
+    conversation of each call; aiosd logs it short (a keyed hash, never the id) and keeps one state each."""
+    assert stack.model_row("sonnet")["compat"]["sendSessionAffinityHeaders"] is True
+    turns = [stack.sandbox.agent("hello", model="aios/sonnet", session_key=key)
+             for key in ("agent:main:e2e-sessions-a", "agent:main:e2e-sessions-b", "agent:main:e2e-sessions-a")]
+    for turn in turns:
+        assert turn.ok, turn.describe()
+        assert turn.seconds < TURN_BUDGET, turn.describe()
+    answered = [line for line in stack.aiosd.stderr_lines() if "answered in" in line]
+    shorts = [m.group(1) for line in answered[-3:] if (m := re.search(r", session ([0-9a-f]{8})\)", line))]
+    assert len(shorts) == 3, answered[-3:]
+    assert shorts[0] == shorts[2] != shorts[1]  # one session per --session-key, the same on a later turn
+    status = httpx.get(stack.aiosd_url + "/status", timeout=10).json()
+    active = {s["key"]: s["sessions_active"] for c in status["classes"] for s in c["keys"]}
+    assert sum(active.values()) >= 2, status["sessions"]

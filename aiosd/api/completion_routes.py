@@ -35,6 +35,7 @@ from aiosd.api.responses import (
     estimate_usage,
     sse_stream,
 )
+from aiosd.api.session_header import session_id
 from aiosd.errors import AiosdError
 from aiosd.service.forwarding import Completion, complete
 from aiosd.service.history import Trip
@@ -136,6 +137,7 @@ async def _complete(runtime: Runtime, dialect: Dialect, check_auth: CheckAuth, h
                     trip: Trip) -> tuple[ChatRequest, Completion]:
     """Auth, the body, parsing and the kernel trip: everything that may fail with an error to answer."""
     key_index = check_auth(headers)
+    session = session_id(headers)
     trip.key = runtime.config.auth.client_at(key_index).name
     content_length = None
     for name, value in headers:
@@ -147,7 +149,7 @@ async def _complete(runtime: Runtime, dialect: Dialect, check_auth: CheckAuth, h
     del body  # 60 KB less held while the kernel answers
     trip.model = chat.model
     completion = await cancel_on_disconnect(receive, complete(
-        runtime, chat, trip.request_id, key_index=key_index, headers=headers, trip=trip))
+        runtime, chat, trip.request_id, key_index=key_index, headers=headers, trip=trip, session_id=session))
     return chat, completion
 
 
@@ -176,9 +178,10 @@ async def _answer(runtime: Runtime, dialect: Dialect, send: Send, request_id: st
     kernels = ",".join(completion.kernels)
     runtime.history.finish(trip, status=200, outcome="ok", model=model.id, total=elapsed)
     log.info(
-        "request %s: model %s answered in %.2fs (%d attempt%s on %s, finish %s%s)",
+        "request %s: model %s answered in %.2fs (%d attempt%s on %s, finish %s%s%s)",
         request_id, model.id, elapsed, completion.attempts, "s" if completion.attempts != 1 else "",
         kernels or "-", reply.finish_reason, f", {len(reply.tool_calls)} tool call(s)" if reply.tool_calls else "",
+        f", session {completion.session}" if completion.session else "",
     )
     body, is_stream = dialect.answer(chat, completion, estimate_usage(completion.call, reply), request_id)
     headers = [

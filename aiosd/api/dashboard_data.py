@@ -17,6 +17,7 @@ import msgspec
 
 from aiosd.config.settings import Config
 from aiosd.kernel.client import LatencySummary
+from aiosd.kernel.scheduler import SESSIONS_SHOWN
 from aiosd.service.history import LIVE_SHOWN, Finished
 from aiosd.service.runtime import Runtime
 from aiosd.service.status_model import ConfigStatus, PoolKernelStatus, Status
@@ -54,6 +55,7 @@ class WaitingRequest(msgspec.Struct):
     priority_class: str
     model: str
     waited_seconds: float  # in this queue visit
+    session: str = "-"  # short form (8 hex characters); "-" without a session id
 
 
 class RetryWait(msgspec.Struct):
@@ -64,11 +66,18 @@ class RetryWait(msgspec.Struct):
     seconds_left: float
 
 
+class SessionQueue(msgspec.Struct):
+    session: str  # short form; "-": the key's requests without a session id
+    waiting: int
+    oldest_wait_seconds: float
+
+
 class KeyQueue(msgspec.Struct):
     key: str
     waiting: int
     in_flight: int
     oldest_wait_seconds: float | None
+    sessions: list[SessionQueue] = []  # the sessions waiting, the most waiting first (at most SESSIONS_SHOWN)
 
 
 class ClassQueue(msgspec.Struct):
@@ -104,6 +113,7 @@ class RequestRow(msgspec.Struct):
     retry_wait: float
     total: float
     overhead: float
+    session: str = "-"
 
 
 class Bucket(msgspec.Struct):
@@ -291,7 +301,8 @@ def _queue(runtime: Runtime) -> QueueState:
     for name in sorted(classes):
         keys = classes[name]
         key_rows = [KeyQueue(key=key, waiting=len(trips), in_flight=calling.get((name, key), 0),
-                             oldest_wait_seconds=_age(now, trips[0].phase_since) if trips else None)
+                             oldest_wait_seconds=_age(now, trips[0].phase_since) if trips else None,
+                             sessions=_sessions(now, trips))
                     for key, trips in sorted(keys.items())]
         oldest = min((t.phase_since for trips in keys.values() for t in trips), default=None)
         class_rows.append(ClassQueue(name=name, waiting=sum(k.waiting for k in key_rows),
@@ -307,11 +318,22 @@ def _queue(runtime: Runtime) -> QueueState:
         oldest_wait_seconds=_age(now, waiting[0].phase_since) if waiting else None,
         classes=class_rows,
         waiting_requests=[WaitingRequest(request_id=t.request_id, key=t.key, priority_class=t.klass, model=t.model,
-                                         waited_seconds=_age(now, t.phase_since)) for t in waiting[:LIVE_SHOWN]],
+                                         waited_seconds=_age(now, t.phase_since), session=t.session)
+                          for t in waiting[:LIVE_SHOWN]],
         retry_waits=[RetryWait(request_id=t.request_id, key=t.key, model=t.model, attempts=t.attempts,
                                seconds_left=round(max(0.0, t.retry_until - now), 3)) for t in retrying[:LIVE_SHOWN]],
         not_shown=max(0, len(waiting) - LIVE_SHOWN) + max(0, len(retrying) - LIVE_SHOWN),
     )
+
+
+def _sessions(now: float, trips: list) -> list[SessionQueue]:
+    """One key's waiting requests (oldest first) by session, the most waiting first."""
+    by_session: dict[str, list] = {}
+    for trip in trips:
+        by_session.setdefault(trip.session, []).append(trip)
+    rows = sorted(by_session.items(), key=lambda item: (-len(item[1]), item[1][0].phase_since))
+    return [SessionQueue(session=name, waiting=len(found), oldest_wait_seconds=_age(now, found[0].phase_since))
+            for name, found in rows[:SESSIONS_SHOWN]]
 
 
 def _age(now: float, since: float) -> float:
@@ -323,7 +345,7 @@ def _row(row: Finished) -> RequestRow:
         seq=row.seq, at=row.at, request_id=row.request_id, key=row.key, model=row.model, outcome=row.outcome,
         status=row.status, attempts=row.attempts, kernels=list(row.kernels), queue_wait=round(row.queue_wait, 6),
         kernel_time=round(row.kernel_time, 6), retry_wait=round(row.retry_wait, 6), total=round(row.total, 6),
-        overhead=round(row.overhead, 6),
+        overhead=round(row.overhead, 6), session=row.session,
     )
 
 

@@ -42,6 +42,8 @@ class KernelSettings:
     labels: tuple[tuple[str, str], ...] = schema_default("kernels[].labels")
     # Send agent_name as "<agent_name>.<key name>" so the kernel's logs and memory tell keys apart.
     agent_name_per_key: bool = schema_default("kernel.agent_name_per_key")
+    # Append ".<session short form>" for requests with a session id: the kernel's logs tell conversations apart.
+    agent_name_per_session: bool = schema_default("kernel.agent_name_per_session")
 
     @property
     def shown_url(self) -> str:
@@ -140,6 +142,7 @@ class ClientKey:
     weight: float = float(schema_default("auth.keys[].weight"))  # share within its class against other keys
     max_in_flight: int | None = None
     max_queued: int | None = None
+    max_in_flight_per_session: int | None = None  # per session (conversation) of this key
 
 
 ANONYMOUS = ClientKey("anonymous")  # every request when auth is off
@@ -169,6 +172,11 @@ class SchedulerSettings:
     default_class: str = schema_default("scheduler.default_class")
     aging: float = schema_default("scheduler.aging")  # seconds of waiting that raise a request one class; 0: never
     priority_header: str = schema_default("scheduler.priority_header")
+    # Sessions (conversations within a key): how long a request waits for its session's kernel,
+    # how many sessions are remembered at once, and after how long idle one is forgotten.
+    affinity_wait: float = schema_default("scheduler.affinity_wait")
+    max_sessions: int = schema_default("scheduler.max_sessions")
+    session_idle: float = schema_default("scheduler.session_idle")
 
     def index_of(self, name: str | None) -> int | None:
         try:

@@ -21,6 +21,7 @@ from aiosd.kernel.health import fails_over
 from aiosd.kernel.pool import PoolKernel
 from aiosd.kernel.retry import AttemptReport, RetryPolicy
 from aiosd.kernel.scheduler import KeyState, Scheduler
+from aiosd.kernel.sessions import SessionState
 
 log = logging.getLogger("aiosd.forward")
 
@@ -48,6 +49,7 @@ class _Forwarding:
     on_phase: Callable[[str], object] | None
     clock: Callable[[], float]
     result: ForwardResult = field(default_factory=lambda: ForwardResult({}, 0))
+    session: SessionState | None = None  # the conversation it belongs to (None: its key's requests without one)
     first_queued: float | None = None  # when the request first asked for a slot: its place and age
 
     def _phase(self, phase: str) -> None:
@@ -65,7 +67,7 @@ class _Forwarding:
                 self.kernel_model, key=self.key, level=self.level, exclude=frozenset(tried),
                 deadline=min(self.deadline, queued_at + self.settings.queue_timeout),
                 new_request=index == 0 and not tried,
-                since=self.first_queued,
+                since=self.first_queued, session=self.session,
             )
             if self.first_queued is None:
                 self.first_queued = queued_at
@@ -103,7 +105,7 @@ class _Forwarding:
             if not cancelled:
                 self.scheduler.pool.note_health(kernel, kernel.note_call(held, error),
                                                 error.message if isinstance(error, AiosdError) else "")
-            self.scheduler.release(kernel, self.key, held=held)
+            self.scheduler.release(kernel, self.key, held=held, session=self.session)
             self._phase("between")
             if self.on_call is not None:
                 self.on_call(started - queued_at, held, error, kernel.name)
@@ -124,6 +126,7 @@ async def forward_query(
     on_call: Callable[[float, float, BaseException | None, str], object] | None = None,
     on_phase: Callable[[str], object] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    session: SessionState | None = None,
 ) -> ForwardResult:
     """The kernel's ``response`` object for one /query body; raises an ``AiosdError`` with
     ``attempts`` and ``kernels`` set.
@@ -136,12 +139,14 @@ async def forward_query(
     its waits apply). The slot is given back between calls, so a request sleeping on a 429 holds none.
     ``settings`` are the request's own kernel settings (its config generation). ``on_phase`` hears
     "queued", "calling" and "between" (the status page shows where a request is); ``on_call`` gets
-    each call's queue wait, duration, error and kernel name.
+    each call's queue wait, duration, error and kernel name. ``session`` (``scheduler.session(...)``)
+    gives the request its session's share within its key and its session's kernel.
     """
     forwarding = _Forwarding(
         content=body if isinstance(body, bytes) else _dumps(body),  # once, for every call
         scheduler=scheduler, kernel_model=kernel_model, key=key, level=level, deadline=deadline,
         settings=settings, label=model or kernel_model, on_call=on_call, on_phase=on_phase, clock=clock,
+        session=session,
     )
     result = forwarding.result
     try:

@@ -52,6 +52,9 @@ def model_row(spec: ModelSpec) -> dict:
             "supportsUsageInStreaming": True,
             # tools: none means aiosd does not offer tools to the model; OpenClaw should not send them.
             "supportsTools": spec.tools != "none",
+            # OpenClaw then names the conversation of each call (x-session-affinity, session_id), so aiosd
+            # shares a key's slots fairly between its sessions and keeps each on one kernel.
+            "sendSessionAffinityHeaders": True,
         },
     }
 

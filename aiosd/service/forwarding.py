@@ -33,13 +33,14 @@ class Completion:
     # Seconds spent waiting on others (kernel, queue, retry waits): the rest is aiosd's own overhead.
     waiting: float
     kernels: list[str]  # the pool kernel of each call, in order (X-Aiosd-Kernels)
+    session: str | None = None  # the session's short form (8 hex characters), None without a session id
 
 
 class _Forwarding:
     """The state of one request's trip to the kernel (possibly several calls, each possibly retried)."""
 
     def __init__(self, runtime: Runtime, request: ChatRequest, request_id: str, client: ClientKey,
-                 priority_header: str | None, trip: Trip | None = None) -> None:
+                 priority_header: str | None, trip: Trip | None = None, session_id: str | None = None) -> None:
         self.runtime = runtime
         self.trip = trip  # the status page's record of this request
         self.generation = runtime.current  # the config this request runs on, start to end
@@ -49,6 +50,12 @@ class _Forwarding:
         self.priority_header = priority_header
         self.waiting = 0.0
         self.kernels: list[str] = []
+        scheduler = runtime.scheduler
+        self.key = scheduler.key_state(client)
+        self.session = scheduler.session(self.key, session_id)
+        self.short = self.session.short if self.session.tracked else None
+        if trip is not None and self.short is not None:
+            trip.session = self.short
         config = self.generation.config
         # Every retry may take a whole kernel call, and a failover one more per other kernel.
         calls = config.retry.max_retries + len(config.pool)
@@ -61,6 +68,8 @@ class _Forwarding:
         agent = kernel_settings.agent_name
         if kernel_settings.agent_name_per_key:
             agent = f"{agent}.{self.client.name}"
+        if kernel_settings.agent_name_per_session and self.short is not None:
+            agent = f"{agent}.{self.short}"
         call = build_kernel_call(self.request, model, agent)
         if call.note:
             log.info("request %s: model %s: %s", self.request_id, model.id, call.note)
@@ -82,7 +91,7 @@ class _Forwarding:
             reply = call.decode(response)
         if reply.warning:
             log.warning("request %s: model %s: %s", self.request_id, model.id, reply.warning)
-        return Completion(reply, model, call, attempts, self.waiting, self.kernels)
+        return Completion(reply, model, call, attempts, self.waiting, self.kernels, self.short)
 
     async def _call(self, content: bytes, model: ModelSpec) -> tuple[dict[str, Any], int]:
         metrics = self.runtime.metrics
@@ -114,7 +123,7 @@ class _Forwarding:
             trip.set_phase(cast(Phase, phase))
 
         scheduler = self.runtime.scheduler
-        key = scheduler.key_state(self.client)
+        key = self.key
         level = scheduler.class_level(self.client.priority, model.priority, self.priority_header)
         if trip is not None:
             trip.key, trip.klass = self.client.name, scheduler.settings.classes[level]
@@ -133,6 +142,7 @@ class _Forwarding:
                 on_attempt=on_attempt,
                 on_call=on_call,
                 on_phase=None if trip is None else on_phase,
+                session=self.session,
             )
         except AiosdError as exc:
             self.kernels.extend(exc.kernels)
@@ -143,13 +153,14 @@ class _Forwarding:
 
 
 async def complete(runtime: Runtime, request: ChatRequest, request_id: str, *, key_index: int | None = None,
-                   headers: Iterable[tuple[bytes, bytes]] = (), trip: Trip | None = None) -> Completion:
+                   headers: Iterable[tuple[bytes, bytes]] = (), trip: Trip | None = None,
+                   session_id: str | None = None) -> Completion:
     """Resolve the model and run the call; raises AiosdError subclasses for everything a client should see.
 
     ``key_index``: which of ``auth.keys`` the request presented (None: auth off), for its scheduler
     class, share and limits; ``headers`` (ASGI pairs) may carry ``scheduler.priority_header``.
     ``trip`` (the status page's record of the request) learns its key and class, queue waits,
-    kernel calls and retry waits.
+    kernel calls and retry waits. ``session_id`` (checked by the API layer) names the conversation.
     """
     model = runtime.catalog.resolve(request.model)
     config = runtime.config
@@ -161,7 +172,7 @@ async def complete(runtime: Runtime, request: ChatRequest, request_id: str, *, k
             header = value[:64].decode("latin-1")
             break
     try:
-        return await _Forwarding(runtime, request, request_id, client, header, trip).run(model)
+        return await _Forwarding(runtime, request, request_id, client, header, trip, session_id).run(model)
     except AiosdError as exc:
         exc.model_id = model.id  # a known id: safe as a metrics label
         _add_context(exc, model)

@@ -168,7 +168,8 @@ class _PoolCollector:
             "aiosd_scheduler_timed_out", "Requests that waited past kernel.queue_timeout.", labels=ck)
         wait = CounterMetricFamily(
             "aiosd_scheduler_wait_seconds", "Time spent waiting for a slot, by class and key.", labels=ck)
-        for item in self._scheduler.classes_status():
+        classes = self._scheduler.classes_status()
+        for item in classes:
             for key in item["keys"]:
                 labels = [item["class"], key["key"]]
                 queued.add_metric(labels, key["queued"])
@@ -177,3 +178,31 @@ class _PoolCollector:
                 timed_out.add_metric(labels, key["timed_out"])
                 wait.add_metric(labels, key["wait_seconds_total"])
         yield from (queued, admitted, rejected, timed_out, wait)
+        yield from _session_metrics(self._scheduler, classes)
+
+
+def _session_metrics(scheduler: Scheduler, classes: list[dict]) -> Iterator[Metric]:
+    """Counts of sessions, never one series per session: per key, per kernel, and affinity kept or moved."""
+    per_key = GaugeMetricFamily(
+        "aiosd_scheduler_sessions", "Sessions (conversations) remembered now, by API key name.", labels=["key"])
+    seen: set[str] = set()
+    for item in classes:
+        for key in item["keys"]:
+            if key["key"] not in seen:
+                seen.add(key["key"])
+                per_key.add_metric([key["key"]], key["sessions_active"])
+    status = scheduler.sessions_status()
+    per_kernel = GaugeMetricFamily(
+        "aiosd_pool_kernel_sessions", "Sessions whose calls go to each kernel.", labels=["kernel"])
+    for name, count in status["per_kernel"].items():
+        per_kernel.add_metric([name], count)
+    affinity = CounterMetricFamily(
+        "aiosd_scheduler_session_calls", "Kernel slots handed to sessions: on the kernel of their previous "
+        "call (kept), on another (moved).", labels=["affinity"])
+    affinity.add_metric(["kept"], status["affinity_kept"])
+    affinity.add_metric(["moved"], status["affinity_moved"])
+    forgotten = CounterMetricFamily(
+        "aiosd_scheduler_sessions_forgotten", "Sessions forgotten (idle past scheduler.session_idle, or to make "
+        "room under scheduler.max_sessions).")
+    forgotten.add_metric([], status["forgotten"])
+    yield from (per_key, per_kernel, affinity, forgotten)

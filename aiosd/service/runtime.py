@@ -404,6 +404,7 @@ class Runtime:
             background_tasks={name: sm.TaskStatus(**task) for name, task in self.tasks.status().items()},
             kernels=self.kernels_status(),
             classes=[msgspec.convert(item, sm.ClassStatus) for item in self.scheduler.classes_status()],
+            sessions=msgspec.convert(self.scheduler.sessions_status(), sm.SessionsStatus),
         )
 
     def status(self) -> dict[str, object]:

@@ -149,6 +149,16 @@ class PoolKernelStatus(msgspec.Struct):
     reason: str
 
 
+class SessionQueueStatus(msgspec.Struct):
+    """One session of a key waiting in a class: its short form (8 hex characters), never its id."""
+
+    session: str
+    queued: int
+    in_flight: int
+    kernel: str | None  # the kernel of its last call
+    oldest_wait_seconds: float
+
+
 class KeyQueueStatus(msgspec.Struct):
     """One API key (its name, never the secret) within a priority class."""
 
@@ -161,12 +171,28 @@ class KeyQueueStatus(msgspec.Struct):
     cancelled: int
     wait_seconds_mean: float | None
     wait_seconds_total: float
+    sessions_active: int = 0  # its sessions remembered now (all classes)
+    sessions: list[SessionQueueStatus] = []  # waiting in this class, the most waiting first
 
 
 class ClassStatus(msgspec.Struct):
     name: str = msgspec.field(name="class")
     queued: int = 0
     keys: list[KeyQueueStatus] = []
+
+
+class SessionsStatus(msgspec.Struct):
+    """The scheduler's table of sessions (conversations within keys)."""
+
+    active: int
+    max_sessions: int
+    idle_seconds: int | float
+    affinity_wait_seconds: int | float
+    per_kernel: dict[str, int]  # sessions whose calls go to each kernel
+    affinity_kept: int  # calls of a session on the kernel of its previous call
+    affinity_moved: int  # calls of a session moved to another kernel
+    forgotten: int
+    overflow: int  # requests counted key-level because the table was full of busy sessions
 
 
 class Status(msgspec.Struct, kw_only=True):
@@ -186,6 +212,7 @@ class Status(msgspec.Struct, kw_only=True):
     background_tasks: dict[str, TaskStatus] = {}
     kernels: list[PoolKernelStatus] = []
     classes: list[ClassStatus] = []
+    sessions: SessionsStatus | None = None
 
     def to_builtins(self) -> dict[str, Any]:
         """/status's JSON body as plain data."""

@@ -49,6 +49,8 @@ def test_provider_rows_are_honest_and_use_only_keys_openclaw_knows():
         assert set(row["compat"]) <= set(row_schema["properties"]["compat"]["properties"])
         assert row["cost"] == {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0}
         assert row["compat"]["supportsUsageInStreaming"] is True
+        # OpenClaw then sends each call's session id (x-session-affinity): aiosd's fair share per session.
+        assert row["compat"]["sendSessionAffinityHeaders"] is True
     assert entry["api"] == "openai-completions" and entry["baseUrl"] == BASE_URL and entry["apiKey"] == API_KEY
     sonnet, new = entry["models"]
     assert (sonnet["contextWindow"], sonnet["maxTokens"], sonnet["input"], sonnet["reasoning"]) == (
@@ -102,7 +104,8 @@ def test_the_users_own_provider_and_row_keys_are_kept_and_aiosd_keys_updated():
     [row] = aios["models"]  # "old" is gone
     assert row["id"] == "sonnet" and row["name"] == "sonnet (via AIOS)"
     assert row["params"] == {"temperature": 0.2}
-    assert row["compat"] == {"supportsStrictMode": False, "supportsUsageInStreaming": True, "supportsTools": True}
+    assert row["compat"] == {"supportsStrictMode": False, "supportsUsageInStreaming": True, "supportsTools": True,
+                             "sendSessionAffinityHeaders": True}
 
 
 def test_a_secret_ref_api_key_chosen_by_the_user_is_kept():

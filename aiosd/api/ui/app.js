@@ -183,11 +183,15 @@ function renderQueue(queue) {
     (queue.not_shown ? ` (${queue.not_shown} more not listed)` : "");
   const rows = [];
   for (const c of queue.classes) {
-    for (const k of c.keys) rows.push([c.name, k.key, k.waiting, k.in_flight, seconds(k.oldest_wait_seconds)]);
+    for (const k of c.keys) {
+      const sessions = (k.sessions || []).map((s) => `${s.session} ${s.waiting}`).join(", ");
+      rows.push([c.name, k.key, el("td", "mono", sessions), k.waiting, k.in_flight, seconds(k.oldest_wait_seconds)]);
+    }
   }
-  fill($("queue").tBodies[0], rows, "nothing queued", 5);
-  fill($("waiting").tBodies[0], queue.waiting_requests.map((w) => [el("td", "mono", w.request_id), w.key, w.model, seconds(w.waited_seconds)]),
-       "none", 4);
+  fill($("queue").tBodies[0], rows, "nothing queued", 6);
+  fill($("waiting").tBodies[0], queue.waiting_requests.map((w) =>
+    [el("td", "mono", w.request_id), w.key, el("td", "mono", w.session), w.model, seconds(w.waited_seconds)]),
+  "none", 5);
   const received = performance.now();
   state.retryWaits = queue.retry_waits.map((r) => ({ ...r, until: received + r.seconds_left * 1000 }));
   renderRetries();
@@ -206,14 +210,15 @@ function addRows(live) {
   state.requestsAfter = live.requests_seq;
   if (!live.requests.length && $("requests").tBodies[0].rows.length) return;
   $("requests-count").textContent = `(${state.rows.length})`;
-  fill($("requests").tBodies[0], state.rows.map(requestRow), "no requests yet", 11);
+  fill($("requests").tBodies[0], state.rows.map(requestRow), "no requests yet", 12);
 }
 
 function requestRow(r) {
   const tr = el("tr", r.outcome === "ok" ? "" : "failed",
     el("td", null, clock(r.at)), el("td", "mono", r.request_id), el("td", null, r.key), el("td", null, r.model),
     el("td", null, r.outcome), el("td", null, r.status), el("td", null, r.attempts), el("td", "mono", r.kernels.join(", ")),
-    el("td", null, seconds(r.queue_wait)), el("td", null, seconds(r.kernel_time)), el("td", null, seconds(r.total)));
+    el("td", null, seconds(r.queue_wait)), el("td", null, seconds(r.kernel_time)), el("td", null, seconds(r.total)),
+    el("td", "mono", r.session));
   tr.tabIndex = 0;
   tr.title = "show this request's log lines";
   tr.addEventListener("click", () => showLog(r.request_id));
