@@ -196,14 +196,19 @@ def add_status(commands: Subcommands, parents: list[argparse.ArgumentParser]) ->
         description=(
             "Ask a running daemon for its state (GET /status) and show it readably: config generation "
             "and last reload, models, kernel, queue, last OpenClaw sync. The daemon's address and key "
-            "come from the config file; an invalid file is warned about and the daemon asked anyway (it "
-            "keeps serving its last good config)."
+            "come from the config file (any form of auth.keys entry: the key itself, {key: ...}, {env: ...}, "
+            "{file: ...}); --key or $AIOSD_KEY give the key instead. An invalid file is warned about and the "
+            "daemon asked anyway (it keeps serving its last good config), with the address and key read from "
+            "the file's listen and auth sections alone."
         ),
         epilog=exit_codes("0  the daemon answered", "1  it did not answer (or answered with an error)"),
     )
     parser.add_argument("--json", action="store_true", help="print the raw JSON of GET /status")
     parser.add_argument("--url",
                         help="the daemon's address, e.g. http://127.0.0.1:8700 (default: from the config's listen)")
+    parser.add_argument("--key", metavar="KEY",
+                        help="the API key to send (default: $AIOSD_KEY, else the first of the config's auth.keys); "
+                             "$AIOSD_KEY keeps it out of the process list")
     parser.set_defaults(handler=_status)
 
 

@@ -98,3 +98,48 @@ async def test_status_with_a_wrong_key_says_so(tmp_path, capsys):
     _, err = capsys.readouterr()
     assert code == 1
     assert err.startswith(f"aiosd at {aiosd.url} answered /status with HTTP 401: missing or wrong API key")
+
+
+async def test_status_finds_a_key_written_as_key_entry_after_a_refused_edit(tmp_path, capsys):
+    # The issue's case: keys written {key: ...}, an edit refused, then `aiosd status` sent no key (401).
+    with FakeKernel() as kernel:
+        config = config_for(tmp_path, kernel.url, f'auth: {{keys: [{{key: "{KEY}", name: ops}}]}}\n')
+        async with serve_aiosd(config) as aiosd:
+            daemon = await attach_daemon(aiosd)
+            text = config.source_path.read_text()
+            config.source_path.write_text(text.replace("max_retries: 3", "max_retries: lots"))
+            assert (await daemon.reload("file changed")).ok is False
+            code = await aiosd_status("--config", str(config.source_path))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "reload     REFUSED" in out and KEY not in out + err
+
+
+async def test_status_reads_listen_and_an_env_key_from_a_file_with_a_yaml_slip(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("AIOSD_TEST_STATUS_KEY", KEY)
+    with FakeKernel() as kernel:
+        config = config_for(tmp_path, kernel.url, f'auth: {{keys: ["{KEY}"]}}\n')
+        async with serve_aiosd(config):
+            # The key now named by a variable, and a slip the YAML parser refuses (a quote never closed)
+            # in a section of its own.
+            text = config.source_path.read_text().replace(f"- {KEY}", "- {env: AIOSD_TEST_STATUS_KEY}")
+            assert "AIOSD_TEST_STATUS_KEY" in text
+            config.source_path.write_text(text + 'models:\n  map:\n    sonnet: {kernel_model: "gpt-4o-mini}\n')
+            code = await aiosd_status("--config", str(config.source_path))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "does not load" in err and f"listening on {config.listen}" in out
+
+
+async def test_status_key_option_and_variable(tmp_path, capsys, monkeypatch):
+    with FakeKernel() as kernel:
+        config = keyed_config(tmp_path, kernel.url)
+        async with serve_aiosd(config):
+            (tmp_path / "aiosd.key").unlink()  # the file no longer says the key: only --key or $AIOSD_KEY can
+            without = await aiosd_status("--config", str(config.source_path))
+            _, err = capsys.readouterr()
+            with_option = await aiosd_status("--config", str(config.source_path), "--key", KEY)
+            monkeypatch.setenv("AIOSD_KEY", KEY)
+            with_variable = await aiosd_status("--config", str(config.source_path))
+    assert without == 1 and "--key KEY or $AIOSD_KEY" in err
+    assert (with_option, with_variable) == (0, 0)
