@@ -232,7 +232,8 @@ def _sync_openclaw(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config)
     if config is None:
         return 1
-    setup_logging(args.log_level or config.log_level)
+    # A one-shot command prints its own result; the daemon's loggers speak only of trouble.
+    setup_logging(args.log_level or "warning")
     return run_sync_openclaw(args, config)
 
 
