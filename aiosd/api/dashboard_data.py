@@ -18,6 +18,7 @@ import msgspec
 from aiosd.config.settings import Config
 from aiosd.kernel.client import LatencySummary
 from aiosd.service.history import LIVE_SHOWN, Finished
+from aiosd.service.readiness import pool_capacity
 from aiosd.service.runtime import Runtime
 from aiosd.service.status_model import ConfigStatus, PoolKernelStatus, Status
 
@@ -81,7 +82,9 @@ class ClassQueue(msgspec.Struct):
 class QueueState(msgspec.Struct):
     waiting: int
     in_flight: int
-    capacity: int
+    capacity: int  # slots usable now (an ejected kernel's are out while another kernel is healthy)
+    slots_out: int  # slots of ejected kernels
+    out: list[str]  # why each kernel is out ("k1 (2 slots): ejected, connection refused")
     oldest_wait_seconds: float | None
     classes: list[ClassQueue]
     waiting_requests: list[WaitingRequest]  # oldest first, at most LIVE_SHOWN
@@ -300,10 +303,13 @@ def _queue(runtime: Runtime) -> QueueState:
         class_rows = [ClassQueue(name=runtime.config.scheduler.default_class, waiting=0, oldest_wait_seconds=None,
                                  keys=[KeyQueue(key="-", waiting=0, in_flight=0, oldest_wait_seconds=None)])]
     scheduler = runtime.scheduler
+    capacity = pool_capacity(runtime.pool)
     return QueueState(
         waiting=scheduler.queued,
         in_flight=scheduler.in_flight,
-        capacity=scheduler.limit,
+        capacity=capacity.usable,
+        slots_out=capacity.out,
+        out=list(capacity.why),
         oldest_wait_seconds=_age(now, waiting[0].phase_since) if waiting else None,
         classes=class_rows,
         waiting_requests=[WaitingRequest(request_id=t.request_id, key=t.key, priority_class=t.klass, model=t.model,

@@ -202,8 +202,13 @@ def _kernel_lines(status: Status) -> list[str]:
 def _calls_lines(status: Status) -> list[str]:
     calls = status.calls
     retries = calls.retries_last_5m
-    return [f"calls      {calls.in_flight} in flight / {calls.max_concurrency}, {calls.queued} queued, "
-            f"{retries} {'retry' if retries == 1 else 'retries'} in the last 5 minutes"]
+    lines = [f"calls      {calls.in_flight} in flight / {calls.max_concurrency}, {calls.queued} queued, "
+             f"{retries} {'retry' if retries == 1 else 'retries'} in the last 5 minutes"]
+    if calls.slots_out:
+        lines.append(f"           {calls.slots_out} slot{'s' if calls.slots_out != 1 else ''} out: {'; '.join(calls.out)}")
+    elif calls.out:
+        lines.append(f"           every kernel is ejected, so requests still go to them: {'; '.join(calls.out)}")
+    return lines
 
 
 def _pool_lines(status: Status) -> list[str]:
@@ -214,6 +219,8 @@ def _pool_lines(status: Status) -> list[str]:
     for k in kernels:
         state = k.health if k.health != "healthy" else ("ready" if k.ready else "not ready")
         ejected = f", ejected for {_duration(k.ejected_for_seconds)} more" if k.ejected_for_seconds else ""
+        if k.health != "healthy" and k.ejection_cause:
+            ejected += f" ({k.ejection_cause})"
         lines.append(
             f"           {k.name} {k.url}: {state}{ejected}; {k.in_flight}/{k.max_concurrency} in flight, "
             f"{k.calls} calls, {k.failures} failed, {k.ejections} ejection(s), latency {_ms(k.latency_seconds)}"

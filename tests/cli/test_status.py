@@ -6,11 +6,13 @@ import asyncio
 import json
 
 import httpx
+import pytest
 
 from aiosd import __version__
+from aiosd.api.dashboard_data import live_state
 from aiosd.cli.main import main
 from tests.support.aiosd_harness import config_for, free_port, serve_aiosd
-from tests.support.fake_kernel import FakeKernel
+from tests.support.fake_kernel import FakeKernel, ServerError
 from tests.support.observability import attach_daemon
 
 KEY = "sk-status-0123456789"
@@ -143,3 +145,34 @@ async def test_status_key_option_and_variable(tmp_path, capsys, monkeypatch):
             with_variable = await aiosd_status("--config", str(config.source_path))
     assert without == 1 and "--key KEY or $AIOSD_KEY" in err
     assert (with_option, with_variable) == (0, 0)
+
+
+@pytest.mark.parametrize(("fault", "cause"), [("stopped", "connection refused"), ("5xx", "HTTP 500"),
+                                              ("hang", "no answer within 0.3s")])
+async def test_an_ejected_kernels_slots_are_out_and_status_says_why(tmp_path, capsys, fault, cause):
+    with FakeKernel() as k0, FakeKernel() as k1:
+        pool = (f'kernels:\n  - {{url: "{k0.url}", name: k0, max_concurrency: 2}}\n'
+                f'  - {{url: "{k1.url}", name: k1, max_concurrency: 2}}\n'
+                'health: {consecutive_failures: 1, base_ejection: 60s, max_ejection: 60s}\n'
+                'kernel: {timeout: 300ms}\nretry: {max_retries: 0}\n')
+        config = config_for(tmp_path, k0.url, pool)
+        async with serve_aiosd(config) as aiosd, httpx.AsyncClient(base_url=aiosd.url, timeout=10) as client:
+            if fault == "stopped":
+                k0.stop()
+            elif fault == "5xx":
+                k0.script(ServerError())
+            else:
+                k0.llm_latency = 30
+            # The least loaded first, ties by config order: k0 takes the call, fails, k1 answers it.
+            assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
+            assert aiosd.runtime.pool.members["k0"].health.ejected
+            code = await aiosd_status("--config", str(config.source_path))
+            queue = live_state(aiosd.runtime).queue
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "calls      0 in flight / 2, 0 queued, 0 retries in the last 5 minutes" in lines
+    assert f"           2 slots out: k0 (2 slots): ejected, {cause}" in lines
+    k0_line = next(line for line in lines if line.strip().startswith("k0 "))
+    assert "ejected, ejected for " in k0_line and f"more ({cause})" in k0_line
+    assert (queue.capacity, queue.slots_out, queue.out) == (2, 2, [f"k0 (2 slots): ejected, {cause}"])

@@ -180,7 +180,9 @@ function renderQueue(queue) {
   $("queue-summary").textContent =
     `${queue.waiting} waiting, ${queue.in_flight} of ${queue.capacity} slots in use` +
     (queue.oldest_wait_seconds == null ? "" : `, oldest waiting ${seconds(queue.oldest_wait_seconds)}`) +
-    (queue.not_shown ? ` (${queue.not_shown} more not listed)` : "");
+    (queue.not_shown ? ` (${queue.not_shown} more not listed)` : "") +
+    (queue.slots_out ? `; ${queue.slots_out} slot${queue.slots_out === 1 ? "" : "s"} out: ${queue.out.join("; ")}`
+      : queue.out.length ? `; every kernel is ejected, so requests still go to them: ${queue.out.join("; ")}` : "");
   const rows = [];
   for (const c of queue.classes) {
     for (const k of c.keys) rows.push([c.name, k.key, k.waiting, k.in_flight, seconds(k.oldest_wait_seconds)]);
