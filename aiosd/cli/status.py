@@ -204,8 +204,9 @@ def _calls_lines(status: Status) -> list[str]:
     retries = calls.retries_last_5m
     lines = [f"calls      {calls.in_flight} in flight / {calls.max_concurrency}, {calls.queued} queued, "
              f"{retries} {'retry' if retries == 1 else 'retries'} in the last 5 minutes"]
-    if calls.slots_out:
-        lines.append(f"           {calls.slots_out} slot{'s' if calls.slots_out != 1 else ''} out: {'; '.join(calls.out)}")
+    out = calls.slots_out
+    if out:
+        lines.append(f"           {out} slot{'s' if out != 1 else ''} out: {'; '.join(calls.out)}")
     elif calls.out:
         lines.append(f"           every kernel is ejected, so requests still go to them: {'; '.join(calls.out)}")
     return lines
