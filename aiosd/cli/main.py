@@ -112,7 +112,9 @@ def add_check(commands: Subcommands, parents: list[argparse.ArgumentParser]) -> 
         epilog=exit_codes(
             "0  the config is valid (and with --kernel, no check failed; warnings allowed)",
             "1  the config is invalid (or missing)",
-            "2  the config is valid but a --kernel or --test check failed",
+            "2  the config is valid but a --kernel or --test check failed: the chain cannot work as it is",
+            "   (what the daemon does by itself, like writing its provider into OpenClaw's file at its",
+            "   first sync, is a warning, not a failure)",
         ),
     )
     parser.add_argument("--kernel", action="store_true",
