@@ -327,7 +327,8 @@ def _age(now: float, since: float) -> float:
 
 def _row(row: Finished) -> RequestRow:
     return RequestRow(
-        seq=row.seq, at=row.at, finished_at=round(row.at + row.total, 3), request_id=row.request_id, key=row.key, model=row.model, outcome=row.outcome,
+        seq=row.seq, at=row.at, finished_at=round(row.at + row.total, 3),
+        request_id=row.request_id, key=row.key, model=row.model, outcome=row.outcome,
         status=row.status, attempts=row.attempts, kernels=list(row.kernels), queue_wait=round(row.queue_wait, 6),
         kernel_time=round(row.kernel_time, 6), retry_wait=round(row.retry_wait, 6), total=round(row.total, 6),
         overhead=round(row.overhead, 6),

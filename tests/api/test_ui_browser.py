@@ -177,15 +177,16 @@ def test_on_a_phone_nothing_overflows_sideways_and_an_ejected_kernels_slots_are_
         browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                                 {"width": 390, "height": 844, "deviceScaleFactor": 3, "mobile": True})
         browser.get(running.url + "/ui/")
-        wait_until(browser, lambda d: "ejected" in text_of(d, "kernels") and "connection refused" in text_of(d, "kernels"),
-                   "the dead kernel ejected, and why")
+        wait_until(browser, lambda d: "ejected" in text_of(d, "kernels") and "connection refused"
+                   in text_of(d, "kernels"), "the dead kernel ejected, and why")
         # Capacity: only the live kernel's 2 slots count; the dead one's are out, with the reason.
         wait_until(browser, lambda d: "of 2 slots in use; 2 slots out: dead (2 slots): ejected, connection refused"
                    in text_of(d, "queue-summary"), "the slots out")
         wait_until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#chart-rate svg"), "the charts")
         layout = browser.execute_script(
             "const width = window.innerWidth;"
-            "const right = (sel) => Math.max(...[...document.querySelectorAll(sel)].map((e) => e.getBoundingClientRect().right));"
+            "const right = (sel) => Math.max(...[...document.querySelectorAll(sel)]"
+            "  .map((e) => e.getBoundingClientRect().right));"
             "return {width, page: document.documentElement.scrollWidth, why: right('#kernels td.reason'),"
             "        charts: right('.chart svg'), sections: right('section')};")
         assert layout["width"] == 390
@@ -222,7 +223,8 @@ def test_charts_span_the_time_aiosd_has_run_and_requests_are_listed_by_when_they
                "both requests")
     header = browser.find_element(By.CSS_SELECTOR, "#requests thead th").text
     rows = browser.execute_script(
-        "return [...document.querySelectorAll('#requests tbody tr')].map((tr) => [...tr.cells].map((td) => td.textContent));")
+        "return [...document.querySelectorAll('#requests tbody tr')]"
+        "  .map((tr) => [...tr.cells].map((td) => td.textContent));")
     assert header == "finished"
     # Newest first by when each finished: the slow one (started first, finished last) on top, and the times
     # shown go down the list, never up.
