@@ -8,11 +8,11 @@ import dataclasses
 import json
 import os
 import re
-import typing
 import shutil
 import signal
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 from tests.support.aiosd_harness import free_port
