@@ -154,7 +154,7 @@ def _check(args: argparse.Namespace) -> int:
         return 1
     models = ", ".join(m.id for m in config.models.map) or "none mapped"
     discover = " (plus the kernel's own list)" if config.models.discover else ""
-    summary = (f"{args.config}: valid; listens on {config.listen}, kernel {config.kernel.shown_url}, "
+    summary = (f"{args.config}: valid; listens on {config.listen}, {config.shown_pool}, "
                f"models: {models}{discover}")
     if not beyond:
         print(summary)
