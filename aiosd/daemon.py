@@ -230,7 +230,7 @@ class Daemon:
         outcome = ReloadOutcome(ok=True, at=time.time(), reason=reason, notes=notes)
         self.runtime.last_reload = outcome
         log.info("config reloaded (%s): generation %d now serving; %s", reason, self.runtime.generation,
-                 f"changed: {', '.join(changed)}" if changed else "no setting changed (comments or layout only)")
+                 f"changed: {', '.join(changed)}" if changed else "no setting changed")
         for note in notes:
             log.warning("config reload: %s", note)
         return outcome

@@ -28,4 +28,4 @@ def test_start_names_the_pool_and_a_reload_names_the_keys_it_changed(tmp_path):
     assert "localhost:8000" not in started
     reloaded = [line for line in lines if "config reloaded (file changed)" in line]
     assert reloaded[0].endswith("generation 2 now serving; changed: retry, scheduler")
-    assert reloaded[1].endswith("generation 3 now serving; no setting changed (comments or layout only)")
+    assert reloaded[1].endswith("generation 3 now serving; no setting changed")
