@@ -94,6 +94,12 @@ def test_the_trial_block_answers_a_chat_and_leaves_home_untouched(tmp_path):
     # The models the README says /v1/models lists are exactly those it lists.
     models = next(json.loads(line) for line in output.splitlines() if line.startswith('{"object":"list"'))
     assert sorted(m["id"] for m in models["data"]) == sorted(trial_model_ids())
+    # The request line the README shows is the shape of the real one (times and ids aside).
+    shown = re.search(r"`(request req_\.\.\.: model sonnet answered in [^`]*)`", README.replace("\n", " "))
+    assert shown, "the README no longer shows a request's log line"
+    pattern = re.escape(shown.group(1)).replace(r"req_\.\.\.", r"req_[0-9a-f]+").replace(r"1\.2s", r"[0-9.]+s")
+    pattern = pattern.replace("localhost:8000", f"localhost:{kernel_port}")
+    assert re.search(pattern, (workdir / "trial" / "aiosd.log").read_text()), pattern
     assert list(home.rglob("*")) == [], "the trial wrote into HOME"
     assert '"aios"' in (workdir / "trial" / "openclaw.json").read_text()
 
