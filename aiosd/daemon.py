@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import signal
@@ -106,8 +107,7 @@ class Daemon:
             await self.runtime.close()
             self.notifier.close()
             return 1
-        log.info("listening on http://%s (kernel %s, config %s)", config.listen, config.kernel.shown_url,
-                 self.config_path)
+        log.info("listening on http://%s (%s, config %s)", config.listen, config.shown_pool, self.config_path)
         # Watch before READY=1: an edit made right after systemd reports us started must not be missed.
         watching = asyncio.Event()
         self._tasks.append(asyncio.create_task(self._watch(watching), name="config-watch"))
@@ -211,6 +211,7 @@ class Daemon:
             return self._refused(reason, [ConfigProblem(str(self.config_path), None, None, "",
                                                         f"internal error while loading: {exc!r}")])
         runtime = self.runtime
+        changed = changed_sections(runtime.config, config, runtime.pending_listen)
         if exposed_without_auth(runtime.bound_host, config.auth, config.allow_remote):
             # The file may name a loopback address, but the socket stays where it was bound until a restart.
             bound = format_listen(runtime.bound_host, runtime.bound_port)
@@ -228,7 +229,8 @@ class Daemon:
         set_level(config.log_level)
         outcome = ReloadOutcome(ok=True, at=time.time(), reason=reason, notes=notes)
         self.runtime.last_reload = outcome
-        log.info("config reloaded (%s): generation %d now serving", reason, self.runtime.generation)
+        log.info("config reloaded (%s): generation %d now serving; %s", reason, self.runtime.generation,
+                 f"changed: {', '.join(changed)}" if changed else "no setting changed")
         for note in notes:
             log.warning("config reload: %s", note)
         return outcome
@@ -245,6 +247,21 @@ class Daemon:
 
     def _publish_status(self) -> None:
         self.notifier.status(self.runtime.status_line())
+
+
+# Config fields named otherwise than their top-level key in the file.
+_FIELD_KEYS = {"listen_host": "listen", "listen_port": "listen", "log_level": "logging"}
+
+
+def changed_sections(old: Config, new: Config, pending_listen: str | None = None) -> list[str]:
+    """The top-level keys whose settings differ between the running config and a new one, in the config's
+    order; never a value (a changed key under ``auth`` is said as "auth"). The running config names the
+    bound socket, so ``listen`` is compared with the file's ``pending_listen`` when there is one."""
+    names = ["listen"] if new.listen != (pending_listen or old.listen) else []
+    names += [_FIELD_KEYS.get(f.name, f.name) for f in dataclasses.fields(Config)
+              if f.compare and f.name not in ("listen_host", "listen_port")
+              and getattr(old, f.name) != getattr(new, f.name)]
+    return list(dict.fromkeys(names))
 
 
 def _digest(path: Path) -> str | None:

@@ -19,6 +19,7 @@ from aiosd.config.settings import Config
 from aiosd.kernel.client import LatencySummary
 from aiosd.kernel.scheduler import SESSIONS_SHOWN
 from aiosd.service.history import LIVE_SHOWN, Finished
+from aiosd.service.readiness import pool_capacity
 from aiosd.service.runtime import Runtime
 from aiosd.service.status_model import ConfigStatus, PoolKernelStatus, Status
 
@@ -90,7 +91,9 @@ class ClassQueue(msgspec.Struct):
 class QueueState(msgspec.Struct):
     waiting: int
     in_flight: int
-    capacity: int
+    capacity: int  # slots usable now (an ejected kernel's are out while another kernel is healthy)
+    slots_out: int  # slots of ejected kernels
+    out: list[str]  # why each kernel is out ("k1 (2 slots): ejected, connection refused")
     oldest_wait_seconds: float | None
     classes: list[ClassQueue]
     waiting_requests: list[WaitingRequest]  # oldest first, at most LIVE_SHOWN
@@ -100,7 +103,8 @@ class QueueState(msgspec.Struct):
 
 class RequestRow(msgspec.Struct):
     seq: int
-    at: float
+    at: float  # when it started (wall clock)
+    finished_at: float  # when it finished: the rows come in this order, newest last
     request_id: str
     key: str
     model: str
@@ -311,10 +315,13 @@ def _queue(runtime: Runtime) -> QueueState:
         class_rows = [ClassQueue(name=runtime.config.scheduler.default_class, waiting=0, oldest_wait_seconds=None,
                                  keys=[KeyQueue(key="-", waiting=0, in_flight=0, oldest_wait_seconds=None)])]
     scheduler = runtime.scheduler
+    capacity = pool_capacity(runtime.pool)
     return QueueState(
         waiting=scheduler.queued,
         in_flight=scheduler.in_flight,
-        capacity=scheduler.limit,
+        capacity=capacity.usable,
+        slots_out=capacity.out,
+        out=list(capacity.why),
         oldest_wait_seconds=_age(now, waiting[0].phase_since) if waiting else None,
         classes=class_rows,
         waiting_requests=[WaitingRequest(request_id=t.request_id, key=t.key, priority_class=t.klass, model=t.model,
@@ -342,7 +349,8 @@ def _age(now: float, since: float) -> float:
 
 def _row(row: Finished) -> RequestRow:
     return RequestRow(
-        seq=row.seq, at=row.at, request_id=row.request_id, key=row.key, model=row.model, outcome=row.outcome,
+        seq=row.seq, at=row.at, finished_at=round(row.at + row.total, 3),
+        request_id=row.request_id, key=row.key, model=row.model, outcome=row.outcome,
         status=row.status, attempts=row.attempts, kernels=list(row.kernels), queue_wait=round(row.queue_wait, 6),
         kernel_time=round(row.kernel_time, 6), retry_wait=round(row.retry_wait, 6), total=round(row.total, 6),
         overhead=round(row.overhead, 6), session=row.session,

@@ -219,8 +219,10 @@ def check_openclaw(
     path = resolve_openclaw_path(settings, env)
     how = "openclaw.config_path" if settings.config_path else _lookup_source(env)
     where = f"openclaw {path}"
-    # Not aiosd's to maintain: what is missing is a warning, not a failure.
-    missing: Status = "FAIL" if settings.sync else "warn"
+    # What is missing or stale is a warning: with openclaw.sync the daemon writes it at its first (or next)
+    # sync by itself; without, OpenClaw's file is the user's to maintain. FAIL is kept for what stops the
+    # chain for good (a file that does not parse, an allowlist nobody will fix).
+    missing: Status = "warn"
     document = _openclaw_document(settings, path, how, where, missing, report)
     if document is None:
         return
@@ -229,8 +231,8 @@ def check_openclaw(
     provider = providers.get(provider_id) if isinstance(providers, dict) else None
     if not isinstance(provider, dict):
         sync_note = "" if settings.sync else " (openclaw.sync is off: aiosd does not maintain it)"
-        report.add(missing, f"{where}: has no provider {provider_id!r}{sync_note}; the running daemon writes it at "
-                            "its next sync, 'aiosd sync-openclaw' writes it now")
+        report.add(missing, f"{where}: has no provider {provider_id!r}{sync_note}; the daemon writes it at its "
+                            "first sync (or its next, if it runs), 'aiosd sync-openclaw' writes it now")
         ids: list[str] = []
     else:
         ids = _check_provider(config, provider, exposed, where, missing, report, kernel_list_known=kernel_list_known)
@@ -252,7 +254,8 @@ def _openclaw_document(
             report.add("warn", f"{where}: not there yet ({how}); aiosd creates it at its first sync (openclaw.create)")
         else:
             report.add(missing, f"{where}: not found ({how}); is OpenClaw set up for this user? "
-                                "openclaw.config_path names another file")
+                                "openclaw.config_path names another file (aiosd serves without it, and syncs once "
+                                "it exists)")
         return None
     try:
         document = parse_document(snapshot.raw, path)
@@ -279,8 +282,9 @@ def _check_provider(
     else:
         sync_note = "" if config.openclaw.sync else " (openclaw.sync is off: aiosd does not maintain it)"
         shown = _printable(str(base_url), 100) if base_url is not None else "nothing"
+        fix = "; the daemon rewrites it at its next sync" if config.openclaw.sync else ""
         report.add(missing, f"{where}: provider {provider_id!r} points at {shown}, but aiosd serves "
-                            f"{config.own_base_url}{sync_note}")
+                            f"{config.own_base_url}{sync_note}{fix}")
     if kernel_list_known or not config.models.discover:
         absent = [m.id for m in exposed if m.id not in ids]
         if absent:
@@ -296,7 +300,9 @@ def _check_allowlist(document: dict, provider_id: str, ids: list[str], where: st
     legacy = defaults.get("models") if isinstance(defaults, dict) else None
     wildcard = f"{provider_id}/*"
     found_any = False
+    refusal: Status = "FAIL"
     if managed and syncing:
+        refusal = "warn"  # the daemon's next sync adds them
         fix = "; aiosd adds its entries at its next sync ('aiosd sync-openclaw' does it now)"
     else:
         fix = f"; add {wildcard} to it (aiosd leaves this allowlist alone: openclaw.sync or openclaw.allowlist)"
@@ -306,7 +312,7 @@ def _check_allowlist(document: dict, provider_id: str, ids: list[str], where: st
         if not refused:
             report.add("ok", f"{where}: agents.defaults.modelPolicy.allow lets {provider_id}/ models through")
         else:
-            report.add("FAIL",
+            report.add(refusal,
                        f"{where}: agents.defaults.modelPolicy.allow does not allow "
                        f"{_names([f'{provider_id}/{i}' for i in refused])}: OpenClaw refuses them{fix}")
     if isinstance(legacy, dict) and legacy:
@@ -315,7 +321,7 @@ def _check_allowlist(document: dict, provider_id: str, ids: list[str], where: st
         if not refused:
             report.add("ok", f"{where}: agents.defaults.models allows every {provider_id}/ model")
         else:
-            report.add("FAIL",
+            report.add(refusal,
                        f"{where}: agents.defaults.models does not list "
                        f"{_names([f'{provider_id}/{i}' for i in refused])}: OpenClaw refuses them{fix}")
     if not found_any:

@@ -112,7 +112,9 @@ def add_check(commands: Subcommands, parents: list[argparse.ArgumentParser]) -> 
         epilog=exit_codes(
             "0  the config is valid (and with --kernel, no check failed; warnings allowed)",
             "1  the config is invalid (or missing)",
-            "2  the config is valid but a --kernel or --test check failed",
+            "2  the config is valid but a --kernel or --test check failed: the chain cannot work as it is",
+            "   (what the daemon does by itself, like writing its provider into OpenClaw's file at its",
+            "   first sync, is a warning, not a failure)",
         ),
     )
     parser.add_argument("--kernel", action="store_true",
@@ -152,7 +154,7 @@ def _check(args: argparse.Namespace) -> int:
         return 1
     models = ", ".join(m.id for m in config.models.map) or "none mapped"
     discover = " (plus the kernel's own list)" if config.models.discover else ""
-    summary = (f"{args.config}: valid; listens on {config.listen}, kernel {config.kernel.shown_url}, "
+    summary = (f"{args.config}: valid; listens on {config.listen}, {config.shown_pool}, "
                f"models: {models}{discover}")
     if not beyond:
         print(summary)
@@ -196,14 +198,19 @@ def add_status(commands: Subcommands, parents: list[argparse.ArgumentParser]) ->
         description=(
             "Ask a running daemon for its state (GET /status) and show it readably: config generation "
             "and last reload, models, kernel, queue, last OpenClaw sync. The daemon's address and key "
-            "come from the config file; an invalid file is warned about and the daemon asked anyway (it "
-            "keeps serving its last good config)."
+            "come from the config file (any form of auth.keys entry: the key itself, {key: ...}, {env: ...}, "
+            "{file: ...}); --key or $AIOSD_KEY give the key instead. An invalid file is warned about and the "
+            "daemon asked anyway (it keeps serving its last good config), with the address and key read from "
+            "the file's listen and auth sections alone."
         ),
         epilog=exit_codes("0  the daemon answered", "1  it did not answer (or answered with an error)"),
     )
     parser.add_argument("--json", action="store_true", help="print the raw JSON of GET /status")
     parser.add_argument("--url",
                         help="the daemon's address, e.g. http://127.0.0.1:8700 (default: from the config's listen)")
+    parser.add_argument("--key", metavar="KEY",
+                        help="the API key to send (default: $AIOSD_KEY, else the first of the config's auth.keys); "
+                             "$AIOSD_KEY keeps it out of the process list")
     parser.set_defaults(handler=_status)
 
 
@@ -227,7 +234,8 @@ def _sync_openclaw(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config)
     if config is None:
         return 1
-    setup_logging(args.log_level or config.log_level)
+    # A one-shot command prints its own result; the daemon's loggers speak only of trouble.
+    setup_logging(args.log_level or "warning")
     return run_sync_openclaw(args, config)
 
 

@@ -13,14 +13,18 @@ if TYPE_CHECKING:  # annotations only: `aiosd run` builds this parser and need n
     import httpx
 
 from aiosd.cli.subcommands import Subcommands
+from aiosd.config.durations import format_duration
 from aiosd.config.settings import Config, ModelSpec
 from aiosd.kernel.client import KernelClient
 from aiosd.kernel.pool import KernelPool
 from aiosd.models.catalog import ModelCatalog
+from aiosd.openclaw.file import resolve_openclaw_path
 from aiosd.openclaw.sync import openclaw_api_key, provider_timeout_seconds, sync_openclaw
 
 # The CLI should answer quickly when the kernel is down.
 KERNEL_LIST_TIMEOUT = 5.0
+# How long --remove waits to learn whether a daemon answers at the config's listen address.
+DAEMON_PROBE_TIMEOUT = 2.0
 
 
 def add_sync_openclaw_parser(
@@ -45,6 +49,12 @@ def add_sync_openclaw_parser(
         help="when the kernel cannot be asked for its models, sync models.map alone "
         "(this takes the kernel's discovered models out of OpenClaw's list until the daemon puts them back)",
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="with --remove: remove even while a daemon that keeps the file in step answers at the config's listen "
+        "address (it puts its entries back at its next sync)",
+    )
     return parser
 
 
@@ -62,6 +72,18 @@ def run_sync_openclaw(
     err = stderr or sys.stderr
     removing = bool(getattr(args, "remove", False))
     models: tuple[ModelSpec, ...] = ()
+    env = os.environ if env is None else env
+    if removing and config.openclaw.sync and not getattr(args, "dry_run", False):
+        daemon = running_daemon(config, env)
+        if daemon and not getattr(args, "force", False):
+            print(f"aiosd: {daemon} keeps OpenClaw's file in step (openclaw.sync) and would put its entries back "
+                  f"at its next sync (within {format_duration(config.openclaw.interval)}); nothing removed. Stop it "
+                  "first (systemctl stop aiosd, or aiosd service uninstall), or set openclaw: {sync: false} in its "
+                  "config (applied live), then run this again; --force removes them anyway.", file=err)
+            return 1
+        if daemon:
+            print(f"aiosd: warning: {daemon} keeps OpenClaw's file in step and will put its entries back at its "
+                  "next sync unless it is stopped or openclaw.sync is turned off", file=err)
     if not removing:
         models, problem = asyncio.run(current_models(config, kernel_transport))
         if problem and not getattr(args, "map_only", False):
@@ -80,7 +102,7 @@ def run_sync_openclaw(
         dry_run=bool(getattr(args, "dry_run", False)),
         remove=removing,
         with_diff=True,
-        env=os.environ if env is None else env,
+        env=env,
     )
     if result.diff:
         out.write(result.diff)
@@ -88,6 +110,36 @@ def run_sync_openclaw(
             out.write("\n")
     print(f"{result.outcome}: {result.message}", file=out if result.ok else err)
     return 0 if result.ok else 1
+
+
+def running_daemon(config: Config, env: Mapping[str, str]) -> str | None:
+    """"the daemon at HOST:PORT" when an aiosd answers at ``config``'s listen address and syncs the same
+    OpenClaw file (as far as its /status says), else None."""
+    import httpx
+
+    from aiosd.cli.status import KEY_VARIABLE, status_target
+
+    listen, key = status_target(config)
+    key = env.get(KEY_VARIABLE, "").strip() or key
+    try:
+        response = httpx.get(f"http://{listen}/status", timeout=DAEMON_PROBE_TIMEOUT,
+                             headers={"authorization": f"Bearer {key}"} if key else {})
+    except httpx.HTTPError:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    if response.status_code != 200:  # an aiosd that wants another key still answers with its error shape
+        return f"the daemon at {listen}" if isinstance(body.get("error"), dict) else None
+    sync = body.get("openclaw_sync")
+    synced = sync.get("path") if isinstance(sync, dict) else None
+    ours = str(resolve_openclaw_path(config.openclaw, env))
+    if "version" not in body or (isinstance(synced, str) and synced != ours):
+        return None
+    return f"the daemon at {listen}"
 
 
 async def current_models(

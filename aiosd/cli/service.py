@@ -370,12 +370,30 @@ def _system_unit_settings(
         openclaw_file = resolve_openclaw_path(config.openclaw, unit_env)
         if not openclaw_file.parent.is_relative_to(who.state_dir):
             writable.append(openclaw_file.parent)
-    if command[0].startswith(("/tmp/", "/var/tmp/")):
-        warnings.append(f"aiosd is installed under {command[0].split('/')[1]}/ ({command[0]}), which the "
-                        "unit's PrivateTmp=yes hides from the service: install it elsewhere, e.g. /opt/aiosd")
+    blockers = _plan_blockers(layout, who, command)
+    if blockers:
+        raise ServiceError("the unit as planned could not do its work, so nothing was written or run:\n"
+                           + "\n".join(f"  - {b}" for b in blockers))
     install_command = f"aiosd service install --system --openclaw-user {who.name}"
     return UnitSettings("system", command, layout.shown_config_path, readme_path(), kernel_url,
                         who.name, who.group, writable, who.environment, install_command)
+
+
+def _plan_blockers(layout: Layout, who: OpenClawUser, command: list[str]) -> list[str]:
+    """What would keep the system unit from starting or from reaching OpenClaw's file, each with its fix."""
+    blockers = []
+    if command[0].startswith(("/tmp/", "/var/tmp/")):
+        where = "/var/tmp" if command[0].startswith("/var/tmp/") else "/tmp"
+        blockers.append(f"aiosd is installed under {where} ({command[0]}), which the unit's PrivateTmp=yes hides "
+                        "from the service, so it could not start: install it elsewhere, e.g. python3 -m venv "
+                        "/opt/aiosd && /opt/aiosd/bin/pip install ..., then run /opt/aiosd/bin/aiosd service install")
+    if not _rooted(layout.root, who.state_dir).is_dir():
+        blockers.append(f"OpenClaw's state directory {who.state_dir} (of user {who.name}) does not exist, so the "
+                        f"service could not write openclaw.json there: is OpenClaw set up for {who.name}? Name the "
+                        "user OpenClaw runs as with --openclaw-user NAME, or its state directory with "
+                        f"--openclaw-state-dir DIR (or create it: install -d -m 700 -o {who.name} -g {who.group} "
+                        f"{shlex.quote(str(who.state_dir))})")
+    return blockers
 
 
 def _put_unit(steps: Steps, layout: Layout, unit: str, previous: str | None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -13,15 +14,20 @@ import httpx
 import msgspec
 import yaml
 
+from aiosd.config.auth_keys import read_key
 from aiosd.config.loader import ConfigError, load_config
 from aiosd.config.schema import load_schema
 from aiosd.config.settings import Config
 from aiosd.service.status_model import Status, from_json
 
+# The key `aiosd status` (and `sync-openclaw`'s look at a running daemon) sends when --key is not given.
+KEY_VARIABLE = "AIOSD_KEY"
+
 
 def run_status_command(args: argparse.Namespace, config_path: Path) -> int:
     """Exit 0 when the daemon answered, 1 when it did not. An invalid config file does not stop it:
     that is exactly when an operator asks whether the daemon still serves its last good config."""
+    given = getattr(args, "key", None) or os.environ.get(KEY_VARIABLE, "").strip() or None
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -30,10 +36,10 @@ def run_status_command(args: argparse.Namespace, config_path: Path) -> int:
             "a running daemon keeps serving its last good config. Asking it anyway.",
             file=sys.stderr,
         )
-        listen, key = _lenient_target(config_path)
+        listen, key = lenient_target(config_path)
     else:
         listen, key = status_target(config)
-    return run_status(args, listen=listen, api_key=key)
+    return run_status(args, listen=listen, api_key=given or key)
 
 
 def run_status(args: argparse.Namespace, *, listen: str, api_key: str | None) -> int:
@@ -45,7 +51,9 @@ def run_status(args: argparse.Namespace, *, listen: str, api_key: str | None) ->
         print(f"aiosd is not answering at {base}: {str(exc) or type(exc).__name__}", file=sys.stderr)
         return 1
     if response.status_code != 200:
-        print(f"aiosd at {base} answered /status with HTTP {response.status_code}: {_error_message(response)}",
+        hint = (f"; give one of its auth.keys with --key KEY or ${KEY_VARIABLE}" if response.status_code == 401
+                else "")
+        print(f"aiosd at {base} answered /status with HTTP {response.status_code}: {_error_message(response)}{hint}",
               file=sys.stderr)
         return 1
     try:
@@ -78,13 +86,14 @@ def _reachable(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _lenient_target(config_path: Path) -> tuple[str, str | None]:
-    """``listen`` and the first usable auth key from a file that does not validate, as far as they read."""
+def lenient_target(config_path: Path) -> tuple[str, str | None]:
+    """``listen`` and the first usable auth key of a file that does not load, as far as they read: a
+    file with a YAML slip elsewhere still gives them, each top-level section read on its own."""
     try:
-        document = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        document = None
-    document = document if isinstance(document, dict) else {}
+        text = Path(config_path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    document = _sections(text)
     listen = document.get("listen")
     if not isinstance(listen, str) or ":" not in listen:
         listen = load_schema()["properties"]["listen"]["default"]
@@ -93,25 +102,42 @@ def _lenient_target(config_path: Path) -> tuple[str, str | None]:
     auth = document.get("auth")
     keys = auth.get("keys") if isinstance(auth, dict) else None
     for item in keys if isinstance(keys, list) else ():
-        key = _resolve_key(item, Path(config_path).parent)
-        if key:
+        if not isinstance(item, (str, dict)):
+            continue
+        key, problem = read_key(item, os.environ, Path(config_path).parent)
+        if key and not problem:
             return listen, key
     return listen, None
 
 
-def _resolve_key(item: object, base: Path) -> str | None:
-    if isinstance(item, str):
-        return item
-    if isinstance(item, dict) and isinstance(item.get("env"), str):
-        return os.environ.get(item["env"], "").strip() or None
-    if isinstance(item, dict) and isinstance(item.get("file"), str):
-        path = Path(os.path.expanduser(item["file"]))
-        try:
-            lines = (path if path.is_absolute() else base / path).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError):
-            return None
-        return lines[0].strip() if lines and lines[0].strip() else None
-    return None
+def _sections(text: str) -> dict:
+    """The file's top-level mapping; when the whole does not parse, each top-level ``key:`` block
+    parsed alone (so a slip under ``models`` still lets ``listen`` and ``auth`` be read)."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError:
+        document = None
+        blocks: dict[str, list[str]] = {}
+        current: list[str] | None = None
+        for line in text.splitlines():
+            top = _TOP_KEY.match(line)
+            if top:
+                current = blocks.setdefault(top.group(1), [])
+            if current is not None:
+                current.append(line)
+        found: dict = {}
+        for block in blocks.values():
+            try:
+                part = yaml.safe_load("\n".join(block))
+            except yaml.YAMLError:
+                continue
+            if isinstance(part, dict):
+                found.update(part)
+        return found
+    return document if isinstance(document, dict) else {}
+
+
+_TOP_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:")
 
 
 def _error_message(response: httpx.Response) -> str:
@@ -176,8 +202,14 @@ def _kernel_lines(status: Status) -> list[str]:
 def _calls_lines(status: Status) -> list[str]:
     calls = status.calls
     retries = calls.retries_last_5m
-    return [f"calls      {calls.in_flight} in flight / {calls.max_concurrency}, {calls.queued} queued, "
-            f"{retries} {'retry' if retries == 1 else 'retries'} in the last 5 minutes"]
+    lines = [f"calls      {calls.in_flight} in flight / {calls.max_concurrency}, {calls.queued} queued, "
+             f"{retries} {'retry' if retries == 1 else 'retries'} in the last 5 minutes"]
+    out = calls.slots_out
+    if out:
+        lines.append(f"           {out} slot{'s' if out != 1 else ''} out: {'; '.join(calls.out)}")
+    elif calls.out:
+        lines.append(f"           every kernel is ejected, so requests still go to them: {'; '.join(calls.out)}")
+    return lines
 
 
 def _pool_lines(status: Status) -> list[str]:
@@ -188,6 +220,8 @@ def _pool_lines(status: Status) -> list[str]:
     for k in kernels:
         state = k.health if k.health != "healthy" else ("ready" if k.ready else "not ready")
         ejected = f", ejected for {_duration(k.ejected_for_seconds)} more" if k.ejected_for_seconds else ""
+        if k.health != "healthy" and k.ejection_cause:
+            ejected += f" ({k.ejection_cause})"
         lines.append(
             f"           {k.name} {k.url}: {state}{ejected}; {k.in_flight}/{k.max_concurrency} in flight, "
             f"{k.calls} calls, {k.failures} failed, {k.ejections} ejection(s), latency {_ms(k.latency_seconds)}"

@@ -111,6 +111,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     seen = {p.key for p in problems}
     problems += [p for p in _value_problems(name, document) if p.key not in seen]
     if problems:
+        problems += _rule_problems_beside(name, document, problems, path, os.environ if env is None else env)
         problems.sort(key=lambda p: (p.line or 0, p.column or 0, p.key))
         raise ConfigError(problems)
     return _build(name, document, path, os.environ if env is None else env)
@@ -223,16 +224,37 @@ def _at(name: str, pos: Position | None, key: str, message: str) -> ConfigProble
     return ConfigProblem(name, pos.line if pos else None, pos.column if pos else None, key, message)
 
 
-def _build(name: str, document: dict[Any, Any], path: Path, env: Mapping[str, str]) -> Config:
-    """The typed Config of a document the schema accepted, after the checks a schema cannot express."""
+def _build(name: str, document: dict[Any, Any], path: Path, env: Mapping[str, str], positions: object = None) -> Config:
+    """The typed Config of a document the schema accepted, after the checks a schema cannot express
+    (placed in ``positions``, the parsed file, when ``document`` is a part of it)."""
     filled = apply_defaults(document)
     keys = read_keys(filled["auth"]["keys"], env, path.parent)
     config = to_config(filled, keys.values, path)
     findings = [*_apply(rules.BEFORE_KEYS, config, filled), *keys.problems, *_apply(rules.AFTER_KEYS, config, filled)]
     if findings:
-        raise ConfigError([_at(name, position_of(document, key_path), _dotted(key_path), message)
+        where = document if positions is None else positions
+        raise ConfigError([_at(name, position_of(where, key_path), _dotted(key_path), message)
                            for key_path, message in findings])
     return config
+
+
+def _rule_problems_beside(name: str, document: dict[Any, Any], problems: list[ConfigProblem], path: Path,
+                          env: Mapping[str, str]) -> list[ConfigProblem]:
+    """What the rules past the schema (a listen port out of range, ...) find in the top-level sections that have
+    no problem yet, so that one run reports every problem: the sections with one are left out (every default)."""
+    refused = {_top_key(p.key) for p in problems}
+    kept = {k: v for k, v in document.items() if str(k) not in refused}
+    if "" in refused or len(kept) == len(document) or any(True for _ in validator().iter_errors(kept)):
+        return []
+    try:
+        _build(name, kept, path, env, positions=document)
+    except ConfigError as exc:
+        return [p for p in exc.problems if _top_key(p.key) not in refused]
+    return []
+
+
+def _top_key(dotted: str) -> str:
+    return re.split(r"[.\[]", dotted, maxsplit=1)[0]
 
 
 def _apply(checks: tuple[rules.Rule, ...], config: Config, filled: dict[str, Any]) -> list[Finding]:

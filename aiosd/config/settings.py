@@ -238,6 +238,16 @@ class Config:
         return self.kernels or (self.kernel,)
 
     @property
+    def shown_pool(self) -> str:
+        """The kernels aiosd forwards to, as a log line or ``aiosd check`` names them (no passwords):
+        ``kernel URL``, or with ``kernels:`` each ``URL`` (with its name when it has its own)."""
+        if not self.kernels:
+            return f"kernel {self.kernel.shown_url}"
+        shown = [k.shown_url if k.name == urlsplit(k.url).netloc.rpartition("@")[2] else f"{k.name} {k.shown_url}"
+                 for k in self.kernels]
+        return f"kernels {', '.join(shown)}" if len(shown) > 1 else f"kernel {shown[0]}"
+
+    @property
     def listen(self) -> str:
         return format_listen(self.listen_host, self.listen_port)
 

@@ -243,6 +243,35 @@ def _stray_closer(lines: list[str], problem: str, context: str, at: Place | None
     return _placed(at, f"a '{match.group(1)}' with no '{opener}' before it; remove it")
 
 
+def _quote_run_on(lines: list[str], problem: str, context: str, at: Place | None, opened: Place | None) -> Found:
+    """A quote left open at the end of its line: YAML reads on, across lines, to the next quote of that kind,
+    and trips over whatever follows it there. Blame the line where the quote opened, not where YAML tripped."""
+    if at is None or not problem.startswith("expected"):
+        return None
+    start = _quoted_value_ending_on(lines, at)
+    if start is None:
+        return None
+    (line, column), quote = start
+    return _placed((line, column), f"the quote {quote} opened here is not closed on its line, so YAML reads on "
+                                   f"to the next {quote} (line {at[0]}) as its end; end the value with {quote} on "
+                                   "this line")
+
+
+def _quoted_value_ending_on(lines: list[str], at: Place) -> tuple[Place, str] | None:
+    """Where a quoted value that spans lines and ends on ``at``'s line (before its column) began, and its quote."""
+    try:
+        for token in yaml.scan("\n".join(lines[: at[0]])):
+            end = token.end_mark
+            if end.line + 1 > at[0]:
+                return None
+            if (isinstance(token, yaml.ScalarToken) and token.style in ('"', "'") and end.line + 1 == at[0]
+                    and end.column + 1 <= at[1] and token.start_mark.line < end.line):
+                return (token.start_mark.line + 1, token.start_mark.column + 1), token.style
+    except yaml.YAMLError:
+        return None
+    return None
+
+
 def _text_after_quote(lines: list[str], problem: str, context: str, at: Place | None, opened: Place | None) -> Found:
     if problem != "expected <block end>, but found '<scalar>'" or at is None:
         return None
@@ -348,6 +377,7 @@ _DESCRIBERS = (
     _unclosed_quote,
     _unclosed_bracket,
     _stray_closer,
+    _quote_run_on,
     _text_after_quote,
     _block_out_of_place,
     _colon_out_of_place,

@@ -47,6 +47,7 @@ class PoolKernel:
         self.calls_total = 0
         self.failures_total = 0
         self.canary = CanaryState()
+        self.ejection_cause: str | None = None  # the failure that ejected it last, in a few words
 
     @property
     def name(self) -> str:
@@ -81,6 +82,7 @@ class PoolKernel:
             return "rejoined" if self.health.record_success() else None
         self.failures_total += 1
         if self.health.record_failure(error):
+            self.ejection_cause = failure_cause(error)
             return "ejected"
         if _scheduler_answered(error):
             # An error inside HTTP 200 (a 429, a bad request) still proves the kernel works.
@@ -101,6 +103,7 @@ class PoolKernel:
             "consecutive_failures": view.consecutive_failures,
             "ejections": view.ejections_total,
             "ejected_for_seconds": view.ejected_for,
+            "ejection_cause": None if view.state == "healthy" else self.ejection_cause,
             "in_flight": self.in_flight,
             "max_concurrency": self.slots,
             "removed": self.removed,
@@ -114,6 +117,12 @@ class PoolKernel:
                 "seconds_ago": round(now - client.last_failure_at, 3), "message": client.last_failure,
             },
         }
+
+
+def failure_cause(error: BaseException) -> str:
+    """A failed call in a few words ("connection refused", "no answer within 10s", "HTTP 502")."""
+    reason = error.reason if isinstance(error, KernelError) else None
+    return reason or (error.message if isinstance(error, AiosdError) else type(error).__name__)
 
 
 def _kernel_status(error: BaseException) -> int | None:
@@ -242,6 +251,7 @@ class KernelPool:
                     raise result
                 errors.append(result)
                 change = member.health.record_probe(False) if _counts_for_health(result) else None
+                member.ejection_cause = failure_cause(result) if change == "ejected" else member.ejection_cause
                 self.note_health(member, change, result.message)
                 # One failed refresh says nothing about which models it serves: its last list stays
                 # in the union, so /v1/models and OpenClaw's file do not lose them on a blip.
@@ -272,7 +282,9 @@ class KernelPool:
             if isinstance(result, BaseException):
                 if not isinstance(result, AiosdError):
                     raise result
-                self.note_health(member, member.health.record_probe(False), result.message)
+                change = member.health.record_probe(False)
+                member.ejection_cause = failure_cause(result) if change == "ejected" else member.ejection_cause
+                self.note_health(member, change, result.message)
             else:
                 member.models = frozenset(entry["name"] for entry in result)
                 member.listed = tuple(result)

@@ -46,7 +46,9 @@ def kernel_readiness(member: PoolKernel, window: float, now: float) -> Readiness
                                 f"(last answer {now - last:.1f}s ago)")
     view = member.health.view()
     if view.state != "healthy":
-        return Readiness(False, f"the kernel at {url} is ejected from the pool ({view.state}) after failing repeatedly")
+        cause = f": {member.ejection_cause}" if member.ejection_cause else ""
+        return Readiness(False, f"the kernel at {url} is ejected from the pool ({view.state}) after failing "
+                                f"repeatedly{cause}")
     age = now - last
     if age > window:
         waiting = member.canary.waiting_for(now)
@@ -85,6 +87,28 @@ def pool_readiness(members: list[PoolKernel], refresh: RefreshResult | None, win
         if not lists.ready:
             return lists
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """The pool's slots usable now, the slots out (ejected kernels') and why each kernel is out."""
+
+    usable: int
+    out: int
+    why: tuple[str, ...]
+
+
+def pool_capacity(members: Iterable[PoolKernel]) -> Capacity:
+    """Slots of the kernels not ejected. While every kernel is ejected, requests still go to them
+    (the scheduler has nothing better), so then all their slots count, and ``why`` says so."""
+    present = [m for m in members if not m.removed]
+    ejected = [m for m in present if m.health.view().state != "healthy"]
+    why = tuple(f"{m.name} ({m.slots} slot{'s' if m.slots != 1 else ''}): {m.health.view().state}"
+                + (f", {m.ejection_cause}" if m.ejection_cause else "") for m in ejected)
+    if len(ejected) == len(present):
+        return Capacity(sum(m.slots for m in present), 0, why)
+    out = sum(m.slots for m in ejected)
+    return Capacity(sum(m.slots for m in present) - out, out, why)
 
 
 def next_expiry(members: Iterable[PoolKernel], window: float, now: float) -> float | None:

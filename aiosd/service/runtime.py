@@ -36,7 +36,15 @@ from aiosd.service.history import RequestHistory
 from aiosd.service.logs import LogRing
 from aiosd.service.metrics import Metrics
 from aiosd.service.openclaw_runner import OPENCLAW_SYNC_TIMEOUT, SyncRunner
-from aiosd.service.readiness import Clock, Readiness, ReadinessWatch, kernel_readiness, next_expiry, pool_readiness
+from aiosd.service.readiness import (
+    Clock,
+    Readiness,
+    ReadinessWatch,
+    kernel_readiness,
+    next_expiry,
+    pool_capacity,
+    pool_readiness,
+)
 from aiosd.service.tasks import TaskSupervisor
 
 __all__ = ["OPENCLAW_BUSY_RETRY", "OPENCLAW_SYNC_TIMEOUT", "Generation", "Runtime"]
@@ -397,8 +405,7 @@ class Runtime:
             model_refresh=_convert(catalog.last_refresh_status(), sm.ModelRefreshStatus),
             remembered_models=_convert(catalog.memory_status(), sm.RememberedModels),
             kernel=self._first_kernel_status(),
-            calls=sm.CallsStatus(in_flight=self.scheduler.in_flight, queued=self.scheduler.queued,
-                                 max_concurrency=self.pool.slots, retries_last_5m=self.retries_recent()),
+            calls=self._calls_status(),
             openclaw_sync=None if sync is None else sm.SyncStatus(
                 outcome=sync.outcome, path=str(sync.path) if sync.path else None, message=sync.message, at=sync.at),
             background_tasks={name: sm.TaskStatus(**task) for name, task in self.tasks.status().items()},
@@ -410,6 +417,12 @@ class Runtime:
     def status(self) -> dict[str, object]:
         """/status's JSON body (``status_model()`` as plain data)."""
         return self.status_model().to_builtins()
+
+    def _calls_status(self) -> sm.CallsStatus:
+        capacity = pool_capacity(self.pool)
+        return sm.CallsStatus(in_flight=self.scheduler.in_flight, queued=self.scheduler.queued,
+                              max_concurrency=capacity.usable, retries_last_5m=self.retries_recent(),
+                              slots_out=capacity.out, out=list(capacity.why))
 
     def _config_status(self) -> sm.ConfigStatus:
         config, reload = self.config, self.last_reload

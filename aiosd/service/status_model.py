@@ -103,8 +103,10 @@ class FirstKernelStatus(msgspec.Struct):
 class CallsStatus(msgspec.Struct):
     in_flight: int
     queued: int
-    max_concurrency: int
+    max_concurrency: int  # the slots usable now: an ejected kernel's are out while another kernel is healthy
     retries_last_5m: int
+    slots_out: int = 0  # slots of ejected kernels, not counted in max_concurrency
+    out: list[str] = []  # why, one entry per kernel out: "k1 (2 slots): ejected, connection refused"
 
 
 class SyncStatus(msgspec.Struct):
@@ -125,7 +127,7 @@ class TaskStatus(msgspec.Struct):
     last_error_at: float | None
 
 
-class PoolKernelStatus(msgspec.Struct):
+class PoolKernelStatus(msgspec.Struct, kw_only=True):
     """One kernel of the pool (``PoolKernel.status()``) with its readiness as /readyz judges it."""
 
     name: str
@@ -136,6 +138,7 @@ class PoolKernelStatus(msgspec.Struct):
     consecutive_failures: int
     ejections: int
     ejected_for_seconds: int | float | None
+    ejection_cause: str | None = None  # while ejected or probing: the failure that ejected it, in a few words
     in_flight: int
     max_concurrency: int
     removed: bool

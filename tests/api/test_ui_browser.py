@@ -149,6 +149,8 @@ def test_with_auth_keys_the_page_asks_for_a_key_once(tmp_path, kernel, browser):
         browser.find_element(By.ID, "key-input").send_keys("wrong-key")
         browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
         wait_until(browser, lambda d: "refused" in text_of(d, "key-error"), "the wrong key refused")
+        # Waiting for a key, not for aiosd: no "connecting…" beside "key needed".
+        assert text_of(browser, "connection") == "key needed" and text_of(browser, "summary") == ""
         browser.find_element(By.ID, "key-input").send_keys(key)
         browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
         address = kernel.url.removeprefix("http://")
@@ -161,3 +163,76 @@ def test_with_auth_keys_the_page_asks_for_a_key_once(tmp_path, kernel, browser):
         assert key not in browser.page_source
     finally:
         close_daemon(running)
+
+
+def test_on_a_phone_nothing_overflows_sideways_and_an_ejected_kernels_slots_are_out(tmp_path, kernel, browser):
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: connection refused, a long "why"
+    pool = (f'kernels:\n  - {{url: "{dead}", name: dead, max_concurrency: 2}}\n'
+            f'  - {{url: "{kernel.url}", name: live, max_concurrency: 2}}\n'
+            'health: {consecutive_failures: 1, base_ejection: 60s, max_ejection: 60s}\n')
+    port = free_port()
+    running = start_daemon(tmp_path, merge_yaml(daemon_config(kernel.url, port), pool), port)
+    try:
+        assert post(running, "fails over from dead to live").status_code == 200
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                {"width": 390, "height": 844, "deviceScaleFactor": 3, "mobile": True})
+        browser.get(running.url + "/ui/")
+        wait_until(browser, lambda d: "ejected" in text_of(d, "kernels") and "connection refused"
+                   in text_of(d, "kernels"), "the dead kernel ejected, and why")
+        # Capacity: only the live kernel's 2 slots count; the dead one's are out, with the reason.
+        wait_until(browser, lambda d: "of 2 slots in use; 2 slots out: dead (2 slots): ejected, connection refused"
+                   in text_of(d, "queue-summary"), "the slots out")
+        wait_until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#chart-rate svg"), "the charts")
+        layout = browser.execute_script(
+            "const width = window.innerWidth;"
+            "const right = (sel) => Math.max(...[...document.querySelectorAll(sel)]"
+            "  .map((e) => e.getBoundingClientRect().right));"
+            "return {width, page: document.documentElement.scrollWidth, why: right('#kernels td.reason'),"
+            "        charts: right('.chart svg'), sections: right('section')};")
+        assert layout["width"] == 390
+        assert layout["page"] <= layout["width"], layout  # no sideways scrolling of the page
+        assert max(layout["why"], layout["charts"], layout["sections"]) <= layout["width"], layout
+        screenshot = Path(tmp_path) / "phone.png"  # kept in pytest's temp directory for a look
+        assert browser.save_screenshot(str(screenshot))
+    finally:
+        close_daemon(running)
+
+
+def test_charts_span_the_time_aiosd_has_run_and_requests_are_listed_by_when_they_finished(daemon, kernel, browser):
+    import threading
+    import time
+
+    from tests.support.fake_kernel import Hang
+
+    hang = Hang()
+    kernel.script(hang)
+    slow: list[httpx.Response] = []
+    started = threading.Thread(target=lambda: slow.append(post(daemon, "slow")))
+    started.start()
+    kernel.wait_for_in_flight(1)
+    second = int(time.time())
+    while int(time.time()) == second:  # the next request starts in a later second than the slow one
+        time.sleep(0.02)
+    fast = post(daemon, "fast")
+    hang.release()
+    started.join(10)
+    assert fast.status_code == 200 and slow[0].status_code == 200
+
+    browser.get(daemon.url + "/ui/")
+    wait_until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#requests tbody tr:not(.empty)")) >= 2,
+               "both requests")
+    header = browser.find_element(By.CSS_SELECTOR, "#requests thead th").text
+    rows = browser.execute_script(
+        "return [...document.querySelectorAll('#requests tbody tr')]"
+        "  .map((tr) => [...tr.cells].map((td) => td.textContent));")
+    assert header == "finished"
+    # Newest first by when each finished: the slow one (started first, finished last) on top, and the times
+    # shown go down the list, never up.
+    assert rows[0][1] == slow[0].headers["x-request-id"] and rows[1][1] == fast.headers["x-request-id"]
+    assert rows[0][0] >= rows[1][0]
+
+    # A daemon up for seconds: the charts span its first minute, not 15 minutes with the data squeezed at "now".
+    span = browser.find_element(By.CSS_SELECTOR, "#chart-rate svg").get_attribute("data-span")
+    start = browser.find_element(By.CSS_SELECTOR, "#chart-rate svg text[data-axis=start]").text
+    assert (span, start) == ("60", "−1 min")
+    assert text_of(browser, "chart-span") == "Since aiosd started (1 min)"

@@ -120,12 +120,14 @@ def test_a_mapping_the_kernel_does_not_have_fails_by_name(tmp_path, fresh, capsy
             "gpt-4o-mini, meta-llama/Llama-3.1-8B-Instruct, qwen2.5:7b)") in lines
 
 
-def test_a_missing_openclaw_file_fails_unless_aiosd_will_create_it(tmp_path, fresh, capsys):
+def test_a_missing_openclaw_file_is_a_warning_as_aiosd_serves_without_it(tmp_path, fresh, capsys):
     config = write_config(tmp_path, fresh.url)
-    code, lines = check(capsys, "--kernel", "--config", config)
-    assert code == 2
-    assert lines[-1] == (f"FAIL  openclaw {tmp_path / 'openclaw.json'}: not found (openclaw.config_path); is OpenClaw "
-                         "set up for this user? openclaw.config_path names another file")
+    code, lines = check(capsys, "--kernel", "--test", "--config", config)
+    assert code == 0  # the chain up to aiosd works; OpenClaw's side is warned about
+    assert lines_with(lines, "openclaw ") == [
+        f"warn  openclaw {tmp_path / 'openclaw.json'}: not found (openclaw.config_path); is OpenClaw set up for this "
+        "user? openclaw.config_path names another file (aiosd serves without it, and syncs once it exists)"]
+    assert lines[-1].startswith("ok    test chat with sonnet")
     creating = write_config(tmp_path, fresh.url,
                             openclaw=f'openclaw: {{config_path: "{tmp_path / "new.json"}", create: true}}\n')
     code, lines = check(capsys, "--kernel", "--config", creating)
@@ -154,9 +156,27 @@ def test_the_file_is_found_the_way_openclaw_finds_it(tmp_path, fresh, capsys, mo
     found = "found (OpenClaw's own lookup: $OPENCLAW_STATE_DIR) and parses"
     assert f"ok    openclaw {state / 'openclaw.json'}: {found}" in lines
     assert lines_with(lines, "has no provider 'aios'") == [
-        f"FAIL  openclaw {state / 'openclaw.json'}: has no provider 'aios'; the running daemon writes it at its next "
-        "sync, 'aiosd sync-openclaw' writes it now"]
-    assert code == 2
+        f"warn  openclaw {state / 'openclaw.json'}: has no provider 'aios'; the daemon writes it at its first sync "
+        "(or its next, if it runs), 'aiosd sync-openclaw' writes it now"]
+    assert code == 0
+
+
+def test_before_the_daemons_first_run_what_it_writes_itself_is_a_warning(tmp_path, fresh, capsys):
+    # OpenClaw's file as OpenClaw leaves it, with an allowlist aiosd maintains: no provider, no aios/ entry yet.
+    config = write_config(tmp_path, fresh.url)
+    (tmp_path / "openclaw.json").write_text(json.dumps(
+        {"agents": {"defaults": {"modelPolicy": {"allow": ["openai/gpt-4o"]}}}}))
+    code, lines = check(capsys, "--kernel", "--test", "--config", config)
+    assert code == 0, lines
+    assert not lines_with(lines, "FAIL")
+    assert lines_with(lines, "has no provider 'aios'")[0].startswith("warn  ")
+    assert lines_with(lines, "does not allow aios/sonnet")[0].startswith("warn  ")
+    assert lines[-1].startswith("ok    test chat with sonnet")
+    # After the sync the daemon would do, everything is ok.
+    synced_openclaw(tmp_path, config)
+    capsys.readouterr()
+    code, lines = check(capsys, "--kernel", "--config", config)
+    assert code == 0 and not lines_with(lines, "warn") and not lines_with(lines, "FAIL")
 
 
 def test_an_allowlist_that_refuses_aiosd_models_fails(tmp_path, fresh, capsys):
@@ -172,7 +192,7 @@ def test_an_allowlist_that_refuses_aiosd_models_fails(tmp_path, fresh, capsys):
                          "alone: openclaw.sync or openclaw.allowlist)")
 
 
-def test_a_provider_pointing_elsewhere_fails(tmp_path, fresh, capsys):
+def test_a_provider_pointing_elsewhere_is_a_warning_the_next_sync_fixes(tmp_path, fresh, capsys):
     config = write_config(tmp_path, fresh.url)
     synced_openclaw(tmp_path, config)
     document = json.loads((tmp_path / "openclaw.json").read_text())
@@ -180,9 +200,9 @@ def test_a_provider_pointing_elsewhere_fails(tmp_path, fresh, capsys):
     (tmp_path / "openclaw.json").write_text(json.dumps(document))
     capsys.readouterr()
     code, lines = check(capsys, "--kernel", "--config", config)
-    assert code == 2
-    assert (f"FAIL  openclaw {tmp_path / 'openclaw.json'}: provider 'aios' points at http://127.0.0.1:9999/v1, but "
-            "aiosd serves http://127.0.0.1:8700/v1") in lines
+    assert code == 0
+    assert (f"warn  openclaw {tmp_path / 'openclaw.json'}: provider 'aios' points at http://127.0.0.1:9999/v1, but "
+            "aiosd serves http://127.0.0.1:8700/v1; the daemon rewrites it at its next sync") in lines
 
 
 def test_test_sends_one_chat_through_aiosds_translation_and_prints_the_answer_and_time(tmp_path, fresh, capsys):

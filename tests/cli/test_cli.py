@@ -120,3 +120,13 @@ def test_no_command_is_a_usage_error(capsys):
         main([])
     assert exited.value.code == 64
     assert "the following arguments are required: COMMAND" in capsys.readouterr().err
+
+
+def test_check_of_a_pool_names_its_kernels_not_the_unused_kernel_url(tmp_path):
+    path = tmp_path / "aiosd.yaml"
+    path.write_text(GOOD + 'kernels:\n  - {url: "http://127.0.0.1:8001", name: east}\n'
+                    '  - {url: "http://user:pw@127.0.0.1:8002"}\n')
+    result = run_aiosd("check", "--config", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "kernels east http://127.0.0.1:8001, http://***@127.0.0.1:8002, models:" in result.stdout
+    assert "8000" not in result.stdout and "pw" not in result.stdout

@@ -51,7 +51,7 @@ def env(tmp_path, monkeypatch):
     for name in ("SUDO_USER", "OPENCLAW_HOME", "OPENCLAW_STATE_DIR", "OPENCLAW_CONFIG_PATH", "AIOSD_CONFIG"):
         monkeypatch.delenv(name, raising=False)
     root = tmp_path / "root"
-    root.mkdir()
+    (root / ME.pw_dir.lstrip("/") / ".openclaw").mkdir(parents=True)  # OpenClaw set up for this user
     return type("Env", (), {"home": home, "root": root, "xdg": home / "xdg-config", "tmp": tmp_path,
                             "systemctl": FakeSystemctl(tmp_path)})
 
@@ -117,6 +117,7 @@ def test_system_install_finds_the_state_directory_in_the_users_openclaw_gateway_
     gateway.write_text('[Service]\nEnvironment="OPENCLAW_STATE_DIR=/srv/claw state" OPENCLAW_GATEWAY_PORT=18789\n'
                        "ExecStart=/usr/bin/openclaw gateway\n")
     own_config(env)
+    (env.root / "srv/claw state").mkdir(parents=True)
     assert service(env, "install", "--system", "--openclaw-user", ME.pw_name) == 0
     unit = system_unit(env)
     assert values(unit, "ReadWritePaths") == ['"-/srv/claw state"']
@@ -126,6 +127,7 @@ def test_system_install_finds_the_state_directory_in_the_users_openclaw_gateway_
 
 def test_an_explicit_state_directory_wins(env):
     own_config(env)
+    (env.root / "srv/oc").mkdir(parents=True)
     assert service(env, "install", "--system", "--openclaw-user", ME.pw_name, "--openclaw-state-dir", "/srv/oc") == 0
     assert values(system_unit(env), "ReadWritePaths") == ["-/srv/oc"]
 
@@ -138,6 +140,7 @@ def test_a_relative_state_directory_is_refused(env, capsys):
 
 def test_openclaw_config_path_outside_the_state_directory_is_writable_too(env):
     own_config(env, 'openclaw: {config_path: "/srv/shared/openclaw.json"}\n')
+    (env.root / "srv/oc").mkdir(parents=True)
     assert service(env, "install", "--system", "--openclaw-user", ME.pw_name, "--openclaw-state-dir", "/srv/oc") == 0
     assert values(system_unit(env), "ReadWritePaths") == ["-/srv/oc -/srv/shared"]
 
@@ -232,7 +235,9 @@ def test_an_unknown_openclaw_user_is_refused_before_anything_is_written(env, cap
 
 
 def test_the_user_who_ran_sudo_is_the_default_openclaw_user(env, monkeypatch, capsys):
-    desktop_user = next(entry.pw_name for entry in pwd.getpwall() if entry.pw_uid != 0)
+    desktop = next(entry for entry in pwd.getpwall() if entry.pw_uid != 0)
+    desktop_user = desktop.pw_name
+    (env.root / desktop.pw_dir.lstrip("/") / ".openclaw").mkdir(parents=True)
     monkeypatch.setenv("SUDO_USER", desktop_user)
     assert service(env, "install", "--system", "--dry-run") == 0
     out = capsys.readouterr().out
@@ -352,3 +357,28 @@ def test_uninstall_when_nothing_is_installed_says_so(env, capsys):
     assert service(env, "uninstall") == 0
     assert "aiosd is not installed as a service" in capsys.readouterr().out
     assert env.systemctl.calls == []
+
+
+def test_a_plan_that_could_not_work_is_an_error_saying_what_to_fix_and_writes_nothing(env, capsys):
+    # The case: a user whose home does not exist, and an aiosd in a venv under /tmp.
+    nobody = pwd.getpwnam("nobody")
+    assert service(env, "install", "--system", "--dry-run", "--openclaw-user", "nobody") == 1
+    err = capsys.readouterr().err
+    assert "the unit as planned could not do its work, so nothing was written or run" in err
+    assert (f"OpenClaw's state directory {nobody.pw_dir}/.openclaw (of user nobody) does not exist" in err
+            and "--openclaw-state-dir DIR" in err)
+    # The real install stops at the same point: no unit, no config, no systemctl enable.
+    assert service(env, "install", "--system", "--openclaw-user", "nobody") == 1
+    assert not system_unit(env).exists() and not (env.root / "etc").exists() and env.systemctl.calls == []
+
+
+def test_an_aiosd_under_tmp_is_an_error_as_privatetmp_hides_it(env, monkeypatch, capsys):
+    import aiosd.cli.service as service_module
+
+    monkeypatch.setattr(service_module, "aiosd_command", lambda: ["/tmp/venv/bin/aiosd"])
+    assert service(env, "install", "--system", "--dry-run", "--openclaw-user", ME.pw_name) == 1
+    err = capsys.readouterr().err
+    assert "aiosd is installed under /tmp (/tmp/venv/bin/aiosd), which the unit's PrivateTmp=yes hides" in err
+    assert "install it elsewhere, e.g. python3 -m venv /opt/aiosd" in err
+    assert service(env, "install", "--system", "--openclaw-user", ME.pw_name) == 1
+    assert not system_unit(env).exists() and env.systemctl.calls == []

@@ -6,11 +6,13 @@ import asyncio
 import json
 
 import httpx
+import pytest
 
 from aiosd import __version__
+from aiosd.api.dashboard_data import live_state
 from aiosd.cli.main import main
 from tests.support.aiosd_harness import config_for, free_port, serve_aiosd
-from tests.support.fake_kernel import FakeKernel
+from tests.support.fake_kernel import FakeKernel, ServerError
 from tests.support.observability import attach_daemon
 
 KEY = "sk-status-0123456789"
@@ -98,3 +100,79 @@ async def test_status_with_a_wrong_key_says_so(tmp_path, capsys):
     _, err = capsys.readouterr()
     assert code == 1
     assert err.startswith(f"aiosd at {aiosd.url} answered /status with HTTP 401: missing or wrong API key")
+
+
+async def test_status_finds_a_key_written_as_key_entry_after_a_refused_edit(tmp_path, capsys):
+    # The issue's case: keys written {key: ...}, an edit refused, then `aiosd status` sent no key (401).
+    with FakeKernel() as kernel:
+        config = config_for(tmp_path, kernel.url, f'auth: {{keys: [{{key: "{KEY}", name: ops}}]}}\n')
+        async with serve_aiosd(config) as aiosd:
+            daemon = await attach_daemon(aiosd)
+            text = config.source_path.read_text()
+            config.source_path.write_text(text.replace("max_retries: 3", "max_retries: lots"))
+            assert (await daemon.reload("file changed")).ok is False
+            code = await aiosd_status("--config", str(config.source_path))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "reload     REFUSED" in out and KEY not in out + err
+
+
+async def test_status_reads_listen_and_an_env_key_from_a_file_with_a_yaml_slip(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("AIOSD_TEST_STATUS_KEY", KEY)
+    with FakeKernel() as kernel:
+        config = config_for(tmp_path, kernel.url, f'auth: {{keys: ["{KEY}"]}}\n')
+        async with serve_aiosd(config):
+            # The key now named by a variable, and a slip the YAML parser refuses (a quote never closed)
+            # in a section of its own.
+            text = config.source_path.read_text().replace(f"- {KEY}", "- {env: AIOSD_TEST_STATUS_KEY}")
+            assert "AIOSD_TEST_STATUS_KEY" in text
+            config.source_path.write_text(text + 'models:\n  map:\n    sonnet: {kernel_model: "gpt-4o-mini}\n')
+            code = await aiosd_status("--config", str(config.source_path))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "does not load" in err and f"listening on {config.listen}" in out
+
+
+async def test_status_key_option_and_variable(tmp_path, capsys, monkeypatch):
+    with FakeKernel() as kernel:
+        config = keyed_config(tmp_path, kernel.url)
+        async with serve_aiosd(config):
+            (tmp_path / "aiosd.key").unlink()  # the file no longer says the key: only --key or $AIOSD_KEY can
+            without = await aiosd_status("--config", str(config.source_path))
+            _, err = capsys.readouterr()
+            with_option = await aiosd_status("--config", str(config.source_path), "--key", KEY)
+            monkeypatch.setenv("AIOSD_KEY", KEY)
+            with_variable = await aiosd_status("--config", str(config.source_path))
+    assert without == 1 and "--key KEY or $AIOSD_KEY" in err
+    assert (with_option, with_variable) == (0, 0)
+
+
+@pytest.mark.parametrize(("fault", "cause"), [("stopped", "connection refused"), ("5xx", "HTTP 500"),
+                                              ("hang", "no answer within 0.3s")])
+async def test_an_ejected_kernels_slots_are_out_and_status_says_why(tmp_path, capsys, fault, cause):
+    with FakeKernel() as k0, FakeKernel() as k1:
+        pool = (f'kernels:\n  - {{url: "{k0.url}", name: k0, max_concurrency: 2}}\n'
+                f'  - {{url: "{k1.url}", name: k1, max_concurrency: 2}}\n'
+                'health: {consecutive_failures: 1, base_ejection: 60s, max_ejection: 60s}\n'
+                'kernel: {timeout: 300ms}\nretry: {max_retries: 0}\n')
+        config = config_for(tmp_path, k0.url, pool)
+        async with serve_aiosd(config) as aiosd, httpx.AsyncClient(base_url=aiosd.url, timeout=10) as client:
+            if fault == "stopped":
+                k0.stop()
+            elif fault == "5xx":
+                k0.script(ServerError())
+            else:
+                k0.llm_latency = 30
+            # The least loaded first, ties by config order: k0 takes the call, fails, k1 answers it.
+            assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
+            assert aiosd.runtime.pool.members["k0"].health.ejected
+            code = await aiosd_status("--config", str(config.source_path))
+            queue = live_state(aiosd.runtime).queue
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "calls      0 in flight / 2, 0 queued, 0 retries in the last 5 minutes" in lines
+    assert f"           2 slots out: k0 (2 slots): ejected, {cause}" in lines
+    k0_line = next(line for line in lines if line.strip().startswith("k0 "))
+    assert "ejected, ejected for " in k0_line and f"more ({cause})" in k0_line
+    assert (queue.capacity, queue.slots_out, queue.out) == (2, 2, [f"k0 (2 slots): ejected, {cause}"])

@@ -59,6 +59,17 @@ CASES = {
     "an unclosed double quote": (
         'kernel:\n  agent_name: "openclaw\nlogging:\n  level: info\n',
         (2, 15), 'invalid YAML: the quote " opened here is never closed; end the value with "'),
+    # The issue's case: the next quote, lines later, closes the value, and YAML trips on what follows it.
+    "an unclosed double quote with quoted values further down": (
+        'kernel:\n  url: "http://localhost:8000\n  timeout: 10s\nmodels:\n  map:\n'
+        '    sonnet: {kernel_model: "gpt-4o-mini"}\n',
+        (2, 8), 'invalid YAML: the quote " opened here is not closed on its line, so YAML reads on to the next " '
+                '(line 6) as its end; end the value with " on this line'),
+    "an unclosed single quote with a block of keys after it": (
+        "kernel:\n  agent_name: 'openclaw\n  url: http://x\nmodels:\n  map:\n    sonnet:\n"
+        "      kernel_model: 'gpt-4o-mini'\n",
+        (2, 15), "invalid YAML: the quote ' opened here is not closed on its line, so YAML reads on to the next ' "
+                 "(line 7) as its end; end the value with ' on this line"),
     "an unclosed single quote": (
         "kernel:\n  agent_name: 'openclaw\n",
         (2, 15), "invalid YAML: the quote ' opened here is never closed; end the value with '"),

@@ -118,8 +118,8 @@ def test_logging_level_applies_live_on_reload(tmp_path):
     reloads = [line for line in daemon.process.stderr_lines() if "config reloaded" in line]
     # Generations 2 and 3 were loaded at level warning: their info lines are not there.
     assert reloads == [
-        "<6>aiosd.daemon: config reloaded (file changed): generation 4 now serving",
-        "<6>aiosd.daemon: config reloaded (SIGHUP): generation 5 now serving",
+        "<6>aiosd.daemon: config reloaded (file changed): generation 4 now serving; changed: logging",
+        "<6>aiosd.daemon: config reloaded (SIGHUP): generation 5 now serving; no setting changed",
     ]
 
 

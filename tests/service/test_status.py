@@ -87,7 +87,7 @@ async def test_status_counts_calls_in_flight_queued_and_recent_retries(tmp_path)
             hang.release()
             assert (await held).status_code == 200 and (await waiting).status_code == 200
             idle = (await client.get("/status")).json()["calls"]
-    assert busy == {"in_flight": 1, "queued": 1, "max_concurrency": 1, "retries_last_5m": 1}
+    assert busy == {"in_flight": 1, "queued": 1, "max_concurrency": 1, "retries_last_5m": 1, "slots_out": 0, "out": []}
     assert idle["in_flight"] == 0 and idle["queued"] == 0
 
 

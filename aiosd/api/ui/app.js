@@ -139,6 +139,7 @@ function askForKey(problem) {
   $("main").hidden = true;
   $("key-form").hidden = false;
   $("key-error").textContent = problem;
+  $("summary").textContent = "";  // not "connecting…": it waits for a key, not for aiosd
   setConnection("key needed", "unknown");
   $("key-input").focus();
 }
@@ -151,7 +152,7 @@ function render(live) {
   renderKernels(live.kernels);
   renderQueue(live.queue);
   addHistory(live);
-  drawCharts(live.history_second);
+  drawCharts(live.history_second, live.uptime_seconds);
   addRows(live);
   renderModels(live.models, live.model_refresh);
   renderConfig(live.config);
@@ -180,7 +181,9 @@ function renderQueue(queue) {
   $("queue-summary").textContent =
     `${queue.waiting} waiting, ${queue.in_flight} of ${queue.capacity} slots in use` +
     (queue.oldest_wait_seconds == null ? "" : `, oldest waiting ${seconds(queue.oldest_wait_seconds)}`) +
-    (queue.not_shown ? ` (${queue.not_shown} more not listed)` : "");
+    (queue.not_shown ? ` (${queue.not_shown} more not listed)` : "") +
+    (queue.slots_out ? `; ${queue.slots_out} slot${queue.slots_out === 1 ? "" : "s"} out: ${queue.out.join("; ")}`
+      : queue.out.length ? `; every kernel is ejected, so requests still go to them: ${queue.out.join("; ")}` : "");
   const rows = [];
   for (const c of queue.classes) {
     for (const k of c.keys) {
@@ -215,7 +218,7 @@ function addRows(live) {
 
 function requestRow(r) {
   const tr = el("tr", r.outcome === "ok" ? "" : "failed",
-    el("td", null, clock(r.at)), el("td", "mono", r.request_id), el("td", null, r.key), el("td", null, r.model),
+    el("td", null, clock(r.finished_at)), el("td", "mono", r.request_id), el("td", null, r.key), el("td", null, r.model),
     el("td", null, r.outcome), el("td", null, r.status), el("td", null, r.attempts), el("td", "mono", r.kernels.join(", ")),
     el("td", null, seconds(r.queue_wait)), el("td", null, seconds(r.kernel_time)), el("td", null, seconds(r.total)),
     el("td", "mono", r.session));
@@ -288,8 +291,19 @@ function addHistory(live) {
   state.historyAfter = live.history_second - 1;
 }
 
-function series(now) {
-  const steps = Math.floor(state.window / STEP);
+// The seconds the charts span: the whole window, or while aiosd has run for less, the time it has run
+// (at least a minute), so that a daemon that just started does not show 15 flat minutes and a spike.
+function chartSpan(uptime) {
+  const ran = Math.ceil(Math.max(60, uptime || 0) / STEP) * STEP;
+  return Math.min(state.window, ran);
+}
+
+function spanLabel(span) {
+  return span % 60 ? `${span} s` : `${span / 60} min`;
+}
+
+function series(now, span) {
+  const steps = Math.floor(span / STEP);
   const out = [];
   for (let i = steps - 1; i >= 0; i--) {
     const end = now - i * STEP;
@@ -308,14 +322,16 @@ function series(now) {
   return out;
 }
 
-function drawCharts(now) {
-  const points = series(now);
-  chart($("chart-rate"), points, [["rate", "ok"], ["errors", "bad"]], (v) => v.toFixed(v < 10 ? 1 : 0));
-  chart($("chart-latency"), points, [["kernel", "kernel"], ["queue", "queue"], ["retry", "retry"]], (v) => seconds(v));
-  chart($("chart-overhead"), points, [["overhead", "overhead"]], (v) => `${v.toFixed(v < 1 ? 2 : 1)} ms`);
+function drawCharts(now, uptime) {
+  const span = chartSpan(uptime);
+  const points = series(now, span);
+  $("chart-span").textContent = span < state.window ? `Since aiosd started (${spanLabel(span)})` : `Last ${spanLabel(span)}`;
+  chart($("chart-rate"), points, span, [["rate", "ok"], ["errors", "bad"]], (v) => v.toFixed(v < 10 ? 1 : 0));
+  chart($("chart-latency"), points, span, [["kernel", "kernel"], ["queue", "queue"], ["retry", "retry"]], (v) => seconds(v));
+  chart($("chart-overhead"), points, span, [["overhead", "overhead"]], (v) => `${v.toFixed(v < 1 ? 2 : 1)} ms`);
 }
 
-function chart(container, points, lines, label) {
+function chart(container, points, span, lines, label) {
   const width = 600, height = 140, left = 56, bottom = 18;
   let max = 0;
   for (const p of points) for (const [name] of lines) max = Math.max(max, p[name]);
@@ -326,6 +342,7 @@ function chart(container, points, lines, label) {
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.setAttribute("role", "img");
   svg.dataset.max = String(max);
+  svg.dataset.span = String(span);
   const add = (tag, attrs, text) => {
     const node = document.createElementNS(SVG, tag);
     for (const name in attrs) node.setAttribute(name, attrs[name]);
@@ -336,7 +353,7 @@ function chart(container, points, lines, label) {
   add("line", { x1: left, x2: width - 4, y1: y(top / 2), y2: y(top / 2), class: "grid" });
   add("text", { x: left - 4, y: y(top / 2) + 4, class: "label", "text-anchor": "end" }, label(top / 2));
   add("text", { x: left - 4, y: y(0) + 4, class: "label", "text-anchor": "end" }, label(0));
-  add("text", { x: left, y: height - 2, class: "label" }, "−15 min");
+  add("text", { x: left, y: height - 2, class: "label", "data-axis": "start" }, `−${spanLabel(span)}`);
   add("text", { x: width - 4, y: height - 2, class: "label", "text-anchor": "end" }, "now");
   for (const [name, cls] of lines) {
     const d = points.map((p, i) => `${i ? "L" : "M"}${x(i).toFixed(1)},${y(p[name]).toFixed(1)}`).join("");
