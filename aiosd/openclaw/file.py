@@ -250,8 +250,22 @@ def is_plain_json(raw: bytes) -> bool:
 
 
 def render(document: dict) -> str:
-    """The text aiosd writes: 2-space JSON with a trailing newline, as OpenClaw writes it."""
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    """The text aiosd writes: 2-space JSON with a trailing newline, as OpenClaw writes it.
+
+    Always valid UTF-8, whatever the strings hold: the file's ``\\uD83D\\uDE00`` escapes come back
+    from JSON5's parser as two surrogates, which become the one character they encode again (U+1F600),
+    and a lone surrogate (legal in JSON, not in UTF-8) is written back as its escape ``\\ud83d``,
+    so nothing of the user's file is lost (issue 18 item 6).
+    """
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    if _SURROGATE.search(text) is None:
+        return text
+    # Pairs are adjacent only inside one string (quotes separate strings), so this joins no strangers.
+    text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 # --- writing -----------------------------------------------------------------------------------

@@ -896,3 +896,32 @@ def test_timeout_seconds_in_aiosds_config_must_be_a_positive_integer(tmp_path):
     assert load_config(config, env={}).openclaw.timeout_seconds == 900
     config.write_text("logging: {level: info}\n")
     assert load_config(config, env={}).openclaw.timeout_seconds is None
+
+
+# --- what the user's file holds ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ('// mine\n{messages: {responsePrefix: "smile \\uD83D\\uDE00"}}\n', "smile \U0001F600"),  # JSON5, an escaped pair
+        ('{"messages": {"responsePrefix": "lone \\ud83d here"}}\n', "lone \\ud83d here"),  # plain JSON, a lone surrogate
+        ('{"messages": {"responsePrefix": "backwards \\ude00\\ud83d"}}\n', "backwards \\ude00\\ud83d"),
+    ],
+    ids=["json5-pair", "lone", "reversed-pair"],
+)
+def test_escaped_surrogates_in_the_users_file_are_kept_and_the_file_stays_valid(path, caplog, text, kept):
+    """Issue 18 item 6: a file holding escaped surrogates syncs (it failed every time with "internal
+    error (UnicodeEncodeError)"); a valid pair stays the character, a lone one stays its escape."""
+    path.write_text(text)
+    result = sync(path, [SONNET])
+    assert result.outcome == "written", result.message
+    raw = path.read_bytes()
+    raw.decode("utf-8")  # valid UTF-8
+    written = raw.decode()
+    assert f'"responsePrefix": "{kept}"' in written
+    document = json.loads(written)
+    assert "aios" in document["models"]["providers"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    again = sync(path, [SONNET])
+    assert again.outcome == "unchanged" and path.read_text() == written
