@@ -310,6 +310,68 @@ def test_a_writer_between_the_last_check_and_the_swap_is_not_undone(path, monkey
     assert leftovers(path) == []
 
 
+def test_a_second_writer_during_the_swap_back_is_not_reverted(path, monkeypatch):
+    """Issue 18 item 6 (``_swap_back``): writer 1 renames its version in right before aiosd's swap, and
+    writer 2 renames its own (made from what it read then: aiosd's) in right before the swap back.
+    The swap back used to swap the two writers' files back and forth five times and leave writer 1's
+    older version in place, deleting writer 2's: a reverted write. Now writer 2's version stays and
+    aiosd merges again on top of it."""
+    import aiosd.openclaw.file as files
+
+    path.write_text(json.dumps({"gateway": {"port": 18789}}, indent=2))
+    real = files._renameat2
+    exchanges = []
+
+    def writer_renames_in(marker: str) -> None:
+        document = json.loads(path.read_text())
+        document.setdefault("messages", {})["responsePrefix"] = marker
+        other = path.with_name(f"openclaw.json.{marker}-tmp")
+        other.write_text(json.dumps(document, indent=2))
+        os.replace(other, path)
+
+    def two_writers_land(src, dst, flags):
+        if flags == files._RENAME_EXCHANGE:
+            exchanges.append(flags)
+            if len(exchanges) in (1, 2):  # before aiosd's swap, then before its swap back
+                writer_renames_in(f"writer{len(exchanges)}")
+        return real(src, dst, flags)
+
+    monkeypatch.setattr(files, "_renameat2", two_writers_land)
+    result = sync(path, [SONNET])
+    # writer 2 copied aiosd's entries from what it read: there is nothing left for aiosd to write
+    assert result.outcome in ("written", "unchanged"), result.message
+    document = json.loads(path.read_text())
+    assert document["messages"]["responsePrefix"] == "writer2"  # the newest write, not reverted
+    assert "aios" in document["models"]["providers"] and document["gateway"] == {"port": 18789}
+    assert leftovers(path) == [] and not list(path.parent.glob("*.aiosd-conflict"))
+
+
+def test_writers_that_never_stop_during_the_swap_back_lose_nothing(path, monkeypatch):
+    """Issue 18 item 6 (``_swap_back``): a new writer before every swap: the newest version seen is
+    kept beside the file, never deleted, and the sync says so."""
+    import aiosd.openclaw.file as files
+
+    path.write_text(json.dumps({"gateway": {"port": 18789}}, indent=2))
+    real = files._renameat2
+    count = []
+
+    def a_writer_every_time(src, dst, flags):
+        if flags == files._RENAME_EXCHANGE:
+            count.append(1)
+            other = path.with_name("openclaw.json.w-tmp")
+            other.write_text(json.dumps({"messages": {"responsePrefix": f"w{len(count)}"}}))
+            os.replace(other, path)
+        return real(src, dst, flags)
+
+    monkeypatch.setattr(files, "_renameat2", a_writer_every_time)
+    result = sync(path, [SONNET])
+    assert result.outcome == "refused" and ".aiosd-conflict" in result.message
+    versions = {json.loads(p.read_text())["messages"]["responsePrefix"]
+                for p in (path, path.with_name("openclaw.json.aiosd-conflict"))}
+    assert f"w{len(count)}" in versions  # the last writer's version is one of the two kept
+    assert leftovers(path) == []
+
+
 def test_a_file_that_keeps_changing_is_left_to_the_other_writer(path):
     path.write_text("{}")
     rounds = []
