@@ -966,8 +966,8 @@ def test_timeout_seconds_in_aiosds_config_must_be_a_positive_integer(tmp_path):
 @pytest.mark.parametrize(
     ("text", "kept"),
     [
-        ('// mine\n{messages: {responsePrefix: "smile \\uD83D\\uDE00"}}\n', "smile \U0001F600"),  # JSON5, an escaped pair
-        ('{"messages": {"responsePrefix": "lone \\ud83d here"}}\n', "lone \\ud83d here"),  # plain JSON, a lone surrogate
+        ('// mine\n{messages: {responsePrefix: "smile \\uD83D\\uDE00"}}\n', "smile \U0001F600"),  # JSON5: a pair
+        ('{"messages": {"responsePrefix": "lone \\ud83d here"}}\n', "lone \\ud83d here"),  # JSON: a lone one
         ('{"messages": {"responsePrefix": "backwards \\ude00\\ud83d"}}\n', "backwards \\ude00\\ud83d"),
     ],
     ids=["json5-pair", "lone", "reversed-pair"],
