@@ -202,8 +202,8 @@ def _read_text(path: Path) -> str:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise ConfigError([ConfigProblem(str(path), line, column, "", f"is not UTF-8 text: byte "
-                                         f"0x{data[exc.start]:02x} cannot be decoded; save the file as UTF-8")]) from None
+        message = f"is not UTF-8 text: byte 0x{data[exc.start]:02x} cannot be decoded; save the file as UTF-8"
+        raise ConfigError([ConfigProblem(str(path), line, column, "", message)]) from None
 
 
 def _yaml_problem(name: str, exc: yaml.YAMLError, text: str = "") -> ConfigProblem:
