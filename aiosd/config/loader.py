@@ -20,7 +20,7 @@ from aiosd.config import rules, schema_errors
 from aiosd.config.auth_keys import Finding, read_keys
 from aiosd.config.convert import to_config
 from aiosd.config.durations import parse_duration
-from aiosd.config.schema import apply_defaults, validator
+from aiosd.config.schema import apply_defaults, load_schema, validator
 from aiosd.config.schema_errors import NOT_SHOWN, article, glued_key, is_secret_path, kind, no_space
 from aiosd.config.settings import Config
 from aiosd.config.shipped import example_config_path
@@ -107,8 +107,12 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     if not isinstance(document, dict):
         pos = getattr(document, "position", Position(1, 1))
         glued = glued_key(document)
-        raise ConfigError([ConfigProblem(name, pos.line, pos.column, "", "the top level must be a mapping of keys, "
-                                         + (f"not text: {no_space(glued)}" if glued else f"not a {kind(document)}"))])
+        if glued is not None and glued in load_schema()["properties"]:  # "listen:127.0.0.1:8700"
+            message = f"the top level must be a mapping of keys, not text: {no_space(glued)}"
+        else:  # nothing of the file is quoted: it may be another file's data (a symlink to /etc/shadow)
+            message = (f"the top level must be a mapping of keys, not a {kind(document)}: this does not look like "
+                       "aiosd's config; is --config (or $AIOSD_CONFIG) naming the right file?")
+        raise ConfigError([ConfigProblem(name, pos.line, pos.column, "", message)])
     problems = [p for e in validator().iter_errors(document) for p in _schema_problems(name, document, e)]
     seen = {p.key for p in problems}
     problems += [p for p in _value_problems(name, document) if p.key not in seen]

@@ -112,3 +112,49 @@ def test_a_whole_number_written_as_a_huge_float_is_a_problem_not_a_crash(tmp_pat
     problem = only_problem(write(tmp_path, "openclaw: {timeout_seconds: 1.0e+20}\n"))
     assert (problem.key, problem.message) == ("openclaw.timeout_seconds",
                                               "must be a finite number of reasonable size, got 1e+20")
+
+
+# --- another file's data (issue 18 item 8) ----------------------------------------------------------
+
+SHADOW = ("root:*:20228:0:99999:7:::\ndaemon:*:20228:0:99999:7:::\nbin:*:20228:0:99999:7:::\n"
+          "alice:$y$j9T$abcdefghijklmnop$QRSTUVWXYZabcdefghijkl:20228:0:99999:7:::\n")
+
+
+def test_a_config_symlinked_to_a_password_file_is_named_as_such_and_none_of_it_is_quoted(tmp_path):
+    """Issue 18 item 8: with the config a symlink to /etc/shadow, its lines appeared as "unknown key
+    'root:*:20228:...'" in the journal, /status and the page. Now: one plain sentence, no line of it."""
+    target = write(tmp_path, SHADOW, name="shadow")
+    link = tmp_path / "aiosd.yaml"
+    link.symlink_to(target)
+    problem = only_problem(link)
+    assert problem.message.startswith("this does not look like aiosd's config: 4 of its 4 top-level keys are "
+                                      "unknown (the first: 'root…'); is --config (or $AIOSD_CONFIG) naming the "
+                                      "right file?")
+    for secret in ("20228", "$y$", "abcdefgh", "daemon", "alice", "*"):
+        assert secret not in str(problem)
+
+
+@pytest.mark.parametrize("line", ["nobody:$y$j9T$abcdefgh:20228:0:99999:7:::", "\x1b[31m:x:", "x" * 500 + ":"])
+def test_an_unknown_key_that_is_not_key_shaped_is_quoted_by_a_short_start_only(tmp_path, line):
+    """Issue 18 item 8: at most a short, escaped start of an unknown key is shown, in the message and in
+    the key it is reported under."""
+    import json
+
+    text = f'listen: "127.0.0.1:8700"\nlogging: {{level: info}}\n{json.dumps(line)}:\n'
+    problem = only_problem(write(tmp_path, text))
+    assert len(str(problem)) < len(str(tmp_path)) + 400
+    for leaked in ("20228", "$y$", "\x1b", "x" * 30):
+        assert leaked not in str(problem)
+    assert "unknown key" in problem.message
+
+
+def test_a_typo_of_a_key_is_still_quoted_whole(tmp_path):
+    problem = only_problem(write(tmp_path, 'kernel:\n  connect_timeuot: 1s\n'))
+    assert (problem.key, problem.message.split(";")[0]) == (
+        "kernel.connect_timeuot", "unknown key 'connect_timeuot' (did you mean 'connect_timeout'?)")
+
+
+def test_a_top_level_of_text_quotes_nothing_of_it(tmp_path):
+    """Issue 18 item 8: a file YAML reads as one string (shadow lines without a trailing colon)."""
+    problem = only_problem(write(tmp_path, "root:*:20228:0:99999:7\nbin:*:20228\n"))
+    assert "this does not look like aiosd's config" in problem.message and "20228" not in str(problem)
