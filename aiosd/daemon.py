@@ -9,13 +9,15 @@ import hashlib
 import logging
 import signal
 import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import uvicorn
 
-from aiosd.config.loader import ConfigError, ConfigProblem, NoConfigFile, load_config
+from aiosd.config.loader import ConfigError, ConfigProblem, NoConfigFile, load_config, read_config_bytes
 from aiosd.config.settings import Config, exposed_without_auth, format_listen
 from aiosd.config.watch import watch_config
 from aiosd.server.connections import listening_sockets, log_accept_failures, uvicorn_config
@@ -24,6 +26,12 @@ from aiosd.service.logs import set_level, setup_logging
 from aiosd.service.notify import SystemdNotifier
 
 log = logging.getLogger("aiosd.daemon")
+
+T = TypeVar("T")
+# The longest a reload may take to read and check the file (it takes milliseconds: the file is at
+# most 1 MiB and its aliases are bounded) before it is refused; only a file system that does not
+# answer gets there.
+RELOAD_READ_TIMEOUT = 30.0
 
 
 class EmbeddedServer(uvicorn.Server):
@@ -182,7 +190,10 @@ class Daemon:
     async def reload(self, reason: str, *, force: bool = False) -> ReloadOutcome:
         """Load the config again and apply it, or keep the running one and say why."""
         async with self._reload_lock:
-            digest = await asyncio.to_thread(_digest, self.config_path)
+            try:
+                digest = await _off_loop(_digest, self.config_path)
+            except TimeoutError:
+                digest = None  # _load_and_apply says so
             last = self.runtime.last_reload
             if not force and digest == self._config_digest and last is not None and last.ok:
                 log.debug("config file touched but its content is unchanged; nothing to do")
@@ -198,7 +209,11 @@ class Daemon:
 
     async def _load_and_apply(self, reason: str) -> ReloadOutcome:
         try:
-            config = await asyncio.to_thread(load_config, self.config_path, empty_ok=False)
+            config = await _off_loop(load_config, self.config_path, empty_ok=False)
+        except TimeoutError:
+            return self._refused(reason, [ConfigProblem(str(self.config_path), None, None, "", (
+                f"could not be read within {RELOAD_READ_TIMEOUT:g}s (a file system that does not answer?); "
+                "the running config stays"))])
         except ConfigError as exc:
             if exc.missing:  # how to create a config is no news to a daemon that ran on one
                 log.error("config file %s is gone (deleted or moved away); it is applied again when it reappears",
@@ -266,9 +281,43 @@ def changed_sections(old: Config, new: Config, pending_listen: str | None = None
 
 def _digest(path: Path) -> str | None:
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
+        return hashlib.sha256(read_config_bytes(Path(path))).hexdigest()
+    except ConfigError:  # a FIFO, a device or a huge file is read by nobody: the load says why
         return None
+
+
+async def _off_loop(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``function(*args, **kwargs)`` in a daemon thread of its own, waiting at most ``RELOAD_READ_TIMEOUT``.
+
+    Not ``asyncio.to_thread``: a thread stuck in the file system would hold up the default
+    executor's shutdown, so a stop would log "stopped" and never exit (issue 18 item 7). A stuck
+    thread is abandoned; cancelling the caller (shutdown) returns at once.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def deliver(result: T | None, error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]  # T when no error
+
+    def run() -> None:
+        result: T | None = None
+        error: BaseException | None = None
+        try:
+            result = function(*args, **kwargs)
+        except BaseException as exc:  # handed to the loop, raised there
+            error = exc
+        try:
+            loop.call_soon_threadsafe(deliver, result, error)
+        except RuntimeError:
+            pass  # the loop is gone: the daemon stopped meanwhile
+
+    threading.Thread(target=run, name="config-read", daemon=True).start()
+    return await asyncio.wait_for(done, RELOAD_READ_TIMEOUT)
 
 
 def run_daemon(config_path: Path) -> int:

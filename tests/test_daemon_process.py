@@ -363,3 +363,35 @@ def test_a_request_still_running_after_drain_timeout_is_cut_and_aiosd_exits_0(tm
         hang.release()
         thread.join(10)
         close_daemon(running)
+
+
+# --- a config path that is not an ordinary config (issue 18 item 7) ----------------------------------
+
+
+def test_a_fifo_swapped_in_for_the_config_is_refused_and_later_edits_and_stop_still_work(daemon, kernel, port):
+    """Issue 18 item 7: a FIFO renamed over the config used to block the reload for ever: later edits
+    and SIGHUP were ignored, and SIGTERM logged "stopped" without the process ever exiting."""
+    fifo = daemon.config_path.with_name("fifo.tmp")
+    os.mkfifo(fifo)
+    os.replace(fifo, daemon.config_path)
+    _, ready = daemon.wait_for_reload()
+    assert "REFUSED" in ready["STATUS"] and "FIFO" in ready["STATUS"]
+    daemon.process.send_signal(signal.SIGHUP)
+    _, ready = daemon.wait_for_reload()
+    assert "REFUSED" in ready["STATUS"]
+    write_by_rename(daemon.config_path,
+                    daemon_config(kernel.url, port, models={"sonnet": "gpt-4o-mini", "qwen": "qwen2.5:7b"}))
+    _, ready = daemon.wait_for_reload()
+    assert "REFUSED" not in ready["STATUS"] and daemon.model_ids() == ["sonnet", "qwen"]
+    assert daemon.stop() == 0
+
+
+def test_an_alias_bomb_edit_is_refused_at_once_and_stop_still_works(daemon, kernel, port):
+    """Issue 18 item 7: a 10^9 alias bomb used to pin a core for good, blocking reloads and stop."""
+    levels = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    levels += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    write_by_rename(daemon.config_path, "\n".join([*levels, "listen: *a8"]) + "\n")
+    _, ready = daemon.wait_for_reload()
+    assert "REFUSED" in ready["STATUS"] and "aliases" in ready["STATUS"]
+    assert chat(daemon.url).status_code == 200
+    assert daemon.stop() == 0

@@ -201,10 +201,35 @@ def test_the_unit_says_which_line_to_add_for_a_kernel_elsewhere():
 
 
 def test_paths_with_spaces_percent_and_dollar_are_escaped(tmp_path):
-    odd = UnitSettings("user", ["/opt/my aiosd/bin/aiosd$1"], Path("/home/a b/100%/aiosd.yaml"), readme_path())
+    # systemd expands $ in a command's arguments, never in the executable (where $$ would stay $$).
+    odd = UnitSettings("user", ["/opt/my aiosd/bin/aiosd$1", "x$y"], Path("/home/a b/100%/aiosd.yaml"), readme_path())
     text = render_unit(odd)
-    assert values(text, "ExecStart") == ['"/opt/my aiosd/bin/aiosd$$1" run']
+    assert values(text, "ExecStart") == ['"/opt/my aiosd/bin/aiosd$1" "x$$y" run']
     assert 'Environment="AIOSD_CONFIG=/home/a b/100%%/aiosd.yaml"' in text
+
+
+@needs_systemd_analyze
+@pytest.mark.parametrize("odd", ["a$b", "a b", "100%", "a$$b"])
+def test_an_install_path_with_dollar_space_or_percent_passes_systemd_analyze_verify(tmp_path, odd):
+    """Issue 18 item 13: a venv path holding `$` gives a unit whose command systemd finds and runs."""
+    script = tmp_path / f"v-{odd}" / "bin" / "aiosd"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    unit = tmp_path / "u" / "aiosd.service"
+    unit.parent.mkdir()
+    unit.write_text(render_unit(UnitSettings("user", [str(script)], tmp_path / "c.yaml", readme_path())))
+    result = analyze(tmp_path, "verify", "--user", str(unit))
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("odd", ["a'b", 'a"b', "a\\b"])
+def test_an_install_path_with_a_quote_or_backslash_is_refused_with_a_way_out(odd):
+    """Issue 18 item 13: systemd refuses these in a command's executable; aiosd says so before writing."""
+    from aiosd.cli.units import UnitValueError
+
+    with pytest.raises(UnitValueError, match=r"systemd refuses .* install aiosd in a venv whose path has no quote"):
+        render_unit(UnitSettings("user", [f"/opt/{odd}/bin/aiosd"], Path("/etc/aiosd.yaml"), readme_path()))
 
 
 def test_a_newline_in_a_path_is_refused():

@@ -11,6 +11,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from aiosd.openclaw.file import resolve_openclaw_path
 UNIT_NAME = "aiosd.service"
 GATEWAY_UNIT = "openclaw-gateway.service"
 SYSTEMCTL_TIMEOUT = 120  # seconds; `enable --now` waits for READY=1, which waits for `aiosd check`
+VERIFY_TIMEOUT = 60  # seconds for `systemd-analyze verify` (it takes well under one)
 
 
 class ServiceError(Exception):
@@ -94,6 +96,7 @@ def _add_test_hooks(parser: argparse.ArgumentParser) -> None:
     # For the tests: a directory standing in for / (system paths) and the systemctl to run.
     parser.add_argument("--root", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--systemctl", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--systemd-analyze", dest="systemd_analyze", default=None, help=argparse.SUPPRESS)
 
 
 # --- where things go -----------------------------------------------------------------------------
@@ -271,6 +274,42 @@ def _find_systemctl(option: str | None) -> str | None:
     return option if option else shutil.which("systemctl")
 
 
+def _find_systemd_analyze(option: str | None) -> str | None:
+    return option if option else shutil.which("systemd-analyze")
+
+
+def _verify_unit(steps: Steps, layout: Layout, unit: str, analyze: str | None) -> None:
+    """``systemd-analyze verify`` on the unit about to be written, before it replaces anything.
+
+    The unit is checked as a copy in a private directory (with a private runtime directory, which a
+    user manager's paths need), so a unit systemd would refuse is never written, reloaded or enabled.
+    Without systemd-analyze the install goes on, saying the unit was not verified.
+    """
+    shown = shlex.join(["systemd-analyze", "verify", *layout.systemctl_flags, UNIT_NAME])
+    if steps.dry_run:
+        return
+    if analyze is None:
+        steps.say(f"NOT verified (systemd-analyze not found): {shown}")
+        return
+    with tempfile.TemporaryDirectory(prefix="aiosd-unit-") as scratch:
+        copy = Path(scratch) / UNIT_NAME  # systemd takes the unit's name from the file's
+        copy.write_text(unit, encoding="utf-8")
+        runtime = Path(scratch) / "runtime"
+        runtime.mkdir(mode=0o700)
+        env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "SYSTEMD_LOG_COLOR": "0"}
+        try:
+            result = subprocess.run([analyze, "verify", *layout.systemctl_flags, str(copy)], capture_output=True,
+                                    text=True, timeout=VERIFY_TIMEOUT, cwd=scratch, env=env)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ServiceError(f"could not verify the unit ({shown}: {exc}); nothing was written or enabled") from None
+    if result.returncode != 0:
+        detail = " | ".join(line.replace(str(copy), UNIT_NAME) for line in (result.stderr + result.stdout).splitlines()
+                            if line.strip())[:2000]
+        raise ServiceError(f"the unit does not pass `{shown}` (exit {result.returncode}): {detail}; "
+                           "nothing was written, reloaded or enabled")
+    steps.say(f"verified the unit: {shown}")
+
+
 def _check_privileges(args: argparse.Namespace, layout: Layout) -> None:
     if args.root is not None or args.dry_run:
         return
@@ -340,6 +379,7 @@ def install(args: argparse.Namespace) -> int:
     except UnitValueError as exc:
         raise ServiceError(str(exc)) from None
 
+    _verify_unit(steps, layout, unit, _find_systemd_analyze(args.systemd_analyze))
     previous = layout.unit_path.read_text(encoding="utf-8") if layout.unit_path.exists() else None
     title = f"aiosd as a {layout.mode} service" + (f", running as {who.name} ({why})" if who else "")
     steps.say(title + (" (dry run: nothing is written or run)" if args.dry_run else "") + ":")

@@ -26,7 +26,13 @@ OPENCLAW_VARIABLES = ("OPENCLAW_HOME", "OPENCLAW_STATE_DIR", "OPENCLAW_CONFIG_PA
 
 
 class UnitValueError(ValueError):
-    """A path or name cannot be written into a unit file (a newline or another control character in it)."""
+    """A path or name cannot be written into a unit file (a control character in it, or a quote or
+    backslash in the program's path, which systemd refuses there)."""
+
+
+# systemd refuses these in the executable of an Exec*= line ("Executable name contains special
+# characters"), quoted or not: a venv under such a path cannot run as a service.
+_EXECUTABLE_REFUSED = "'\"\\"
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,7 @@ def render_unit(settings: UnitSettings, template: str | None = None) -> str:
 
 
 def _values(s: UnitSettings) -> dict:
-    command = " ".join(exec_word(word) for word in s.command)
+    command = exec_command(s.command)
     environment = [environment_line(name, value) for name, value in sorted(s.environment.items())]
     values: dict = {
         "MODE": s.mode,
@@ -152,6 +158,25 @@ def exec_word(word: str) -> str:
     """One argument of an Exec*= line: specifiers and ``$`` escaped, quoted unless plain."""
     word = specifiers_escaped(word).replace("$", "$$")
     return word if _PLAIN.fullmatch(word) else _quoted(word)
+
+
+def exec_command(words: Sequence[str]) -> str:
+    """An Exec*= command line: the executable, then its arguments.
+
+    systemd expands ``$`` in the arguments (``$$`` is a literal one) but never in the executable,
+    where it is taken as it is; it refuses a quote or backslash in the executable outright.
+    """
+    executable, *arguments = words
+    refused = sorted({c for c in executable if c in _EXECUTABLE_REFUSED})
+    if refused:
+        shown = " ".join(repr(c) for c in refused)
+        raise UnitValueError(
+            f"this install's path {_refuse_control_characters(executable)!r} holds {shown}, which systemd refuses in "
+            "a unit's command (\"Executable name contains special characters\"): install aiosd in a venv "
+            "whose path has no quote or backslash, e.g. /opt/aiosd or ~/.local/share/aiosd")
+    first = specifiers_escaped(executable)
+    first = first if _PLAIN.fullmatch(first) else _quoted(first)
+    return " ".join([first, *(exec_word(word) for word in arguments)])
 
 
 def path_word(path: Path, optional: bool = False) -> str:

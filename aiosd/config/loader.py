@@ -7,6 +7,7 @@ import math
 import os
 import re
 import shlex
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +20,13 @@ from aiosd.config import rules, schema_errors
 from aiosd.config.auth_keys import Finding, read_keys
 from aiosd.config.convert import to_config
 from aiosd.config.durations import parse_duration
-from aiosd.config.schema import apply_defaults, validator
+from aiosd.config.schema import apply_defaults, load_schema, validator
 from aiosd.config.schema_errors import NOT_SHOWN, article, glued_key, is_secret_path, kind, no_space
 from aiosd.config.settings import Config
 from aiosd.config.shipped import example_config_path
 from aiosd.config.yaml_errors import describe_yaml_error
 from aiosd.config.yaml_positions import (
+    AliasExpansionError,
     DuplicateKeyError,
     KeyPath,
     Position,
@@ -105,8 +107,12 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     if not isinstance(document, dict):
         pos = getattr(document, "position", Position(1, 1))
         glued = glued_key(document)
-        raise ConfigError([ConfigProblem(name, pos.line, pos.column, "", "the top level must be a mapping of keys, "
-                                         + (f"not text: {no_space(glued)}" if glued else f"not a {kind(document)}"))])
+        if glued is not None and glued in load_schema()["properties"]:  # "listen:127.0.0.1:8700"
+            message = f"the top level must be a mapping of keys, not text: {no_space(glued)}"
+        else:  # nothing of the file is quoted: it may be another file's data (a symlink to /etc/shadow)
+            message = (f"the top level must be a mapping of keys, not a {kind(document)}: this does not look like "
+                       "aiosd's config; is --config (or $AIOSD_CONFIG) naming the right file?")
+        raise ConfigError([ConfigProblem(name, pos.line, pos.column, "", message)])
     problems = [p for e in validator().iter_errors(document) for p in _schema_problems(name, document, e)]
     seen = {p.key for p in problems}
     problems += [p for p in _value_problems(name, document) if p.key not in seen]
@@ -117,28 +123,92 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     return _build(name, document, path, os.environ if env is None else env)
 
 
-def _read_text(path: Path) -> str:
+# The largest config file aiosd reads: a real one is a few KB (one with a thousand mapped models is
+# about 100 KB). Checked before reading, so a huge file (or one that never ends) costs nothing.
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+def read_config_bytes(path: Path) -> bytes:
+    """The config file's bytes, read only if it is a regular file (symlinks followed) of at most
+    ``MAX_CONFIG_BYTES``; raises ConfigError saying why not.
+
+    Opened without blocking and checked on the open descriptor: a FIFO at the config path would
+    otherwise hold the reading thread until some writer came (a reload that never ends), and a
+    symlink to /dev/zero would be read until memory ran out (issue 18 item 7).
+    """
     name = str(path)
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError([NoConfigFile(name, None, None, "", how_to_create(path))]) from None
-    except IsADirectoryError:
-        raise ConfigError([ConfigProblem(name, None, None, "", "is a directory, not a config file")]) from None
     except PermissionError:
         raise ConfigError([ConfigProblem(name, None, None, "", f"permission denied: the user running aiosd "
                                          f"(uid {os.getuid()}) cannot read this file")]) from None
+    except OSError as exc:  # a socket cannot be opened at all (ENXIO): say what it is
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            raise ConfigError([_not_regular(name, mode)]) from None
+        raise ConfigError([_unreadable(name, exc)]) from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ConfigError([ConfigProblem(name, None, None, "", "is a directory, not a config file")])
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError([_not_regular(name, st.st_mode)])
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError([_too_large(name, st.st_size, exact=True)])
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, 1 << 16):  # to the end, in case it grew since the fstat
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_CONFIG_BYTES:
+                raise ConfigError([_too_large(name, MAX_CONFIG_BYTES, exact=False)])
     except OSError as exc:
-        if exc.errno == errno.EISDIR:
-            raise ConfigError([ConfigProblem(name, None, None, "", "is a directory, not a config file")]) from None
-        raise ConfigError([ConfigProblem(name, None, None, "", f"cannot be read: {exc.strerror}")]) from None
+        raise ConfigError([_unreadable(name, exc)]) from None
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def _unreadable(name: str, exc: OSError) -> ConfigProblem:
+    if exc.errno == errno.EISDIR:
+        return ConfigProblem(name, None, None, "", "is a directory, not a config file")
+    return ConfigProblem(name, None, None, "", f"cannot be read: {exc.strerror}")
+
+
+def _too_large(name: str, size: int, *, exact: bool) -> ConfigProblem:
+    return ConfigProblem(name, None, None, "", f"is {'' if exact else 'more than '}{size} bytes long; a config may "
+                         f"be at most {MAX_CONFIG_BYTES} bytes (1 MiB): is this the right file?")
+
+
+def _not_regular(name: str, mode: int) -> ConfigProblem:
+    return ConfigProblem(name, None, None, "", f"is {_file_kind(mode)}, not a regular file; aiosd reads its config "
+                         "only from a regular file")
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
+
+
+def _read_text(path: Path) -> str:
+    data = read_config_bytes(path)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise ConfigError([ConfigProblem(name, line, column, "", f"is not UTF-8 text: byte 0x{data[exc.start]:02x} "
-                                         "cannot be decoded; save the file as UTF-8")]) from None
+        message = f"is not UTF-8 text: byte 0x{data[exc.start]:02x} cannot be decoded; save the file as UTF-8"
+        raise ConfigError([ConfigProblem(str(path), line, column, "", message)]) from None
 
 
 def _yaml_problem(name: str, exc: yaml.YAMLError, text: str = "") -> ConfigProblem:
@@ -150,6 +220,10 @@ def _yaml_problem(name: str, exc: yaml.YAMLError, text: str = "") -> ConfigProbl
                              "allowed in a YAML file (control characters must be escaped in a double-quoted string)")
     if isinstance(exc, DuplicateKeyError):
         return _duplicate_key_problem(name, exc)
+    if isinstance(exc, AliasExpansionError):
+        mark = exc.problem_mark
+        return ConfigProblem(name, mark.line + 1 if mark else None, mark.column + 1 if mark else None, "",
+                             exc.problem or "")
     if not isinstance(exc, yaml.MarkedYAMLError):
         return ConfigProblem(name, None, None, "", f"invalid YAML: {str(exc).splitlines()[0]}")
     found = describe_yaml_error(exc, text)
@@ -187,7 +261,9 @@ def _value_problems(name: str, document: dict[Any, Any]) -> list[ConfigProblem]:
                 walk(value, (*path, index))
         elif isinstance(node, (int, float)) and not isinstance(node, bool):
             try:
-                finite = math.isfinite(node)
+                # A float past 2**53 is no exact whole number, which the typed config cannot take
+                # where the schema's "integer" accepted it (1.0e+20).
+                finite = math.isfinite(node) and not (isinstance(node, float) and abs(node) > _FLOAT_EXACT)
             except OverflowError:  # an int with hundreds of digits
                 finite = False
             if not finite:
@@ -203,6 +279,7 @@ def _value_problems(name: str, document: dict[Any, Any]) -> list[ConfigProblem]:
     return problems
 
 
+_FLOAT_EXACT = 2.0**53
 _DURATION_TEXT = re.compile(r"^\s*[0-9]{300,}")
 
 

@@ -124,9 +124,17 @@ def describe(error: jsonschema.ValidationError) -> Iterator[Described]:
 
 def _unknown_keys(path: KeyPath, error: jsonschema.ValidationError) -> Iterator[Described]:
     known = sorted(_schema_of(error).get("properties", {}))
-    for extra in _instance(error):
-        if extra in known:
-            continue
+    unknown = [extra for extra in _instance(error) if extra not in known]
+    if not path and not_a_config(len(unknown), len(_instance(error))):
+        # Another file's data (the config a symlink to /etc/shadow, say): one plain sentence, and no
+        # line of the file in the journal, /status or the page.
+        first = unknown[0]
+        yield (first,), True, (), (
+            f"this does not look like aiosd's config: {len(unknown)} of its {len(_instance(error))} top-level keys "
+            f"are unknown (the first: {short_key(first)}); is --config (or $AIOSD_CONFIG) naming the right file? "
+            f"Known keys: {', '.join(known)}")
+        return
+    for extra in unknown:
         glued = glued_key(extra)
         if glued is not None and glued in known:  # "logging:{level: info}" reads as the key "logging:{level"
             yield (*path, extra), True, (*path, glued), f"unknown key '{glued}:...': {no_space(glued)}"
@@ -134,14 +142,43 @@ def _unknown_keys(path: KeyPath, error: jsonschema.ValidationError) -> Iterator[
         if is_secret_path(path):
             name = f"unknown key {NOT_SHOWN}"
         else:
-            name = f"unknown key {extra!r}"
+            name = f"unknown key {short_key(extra)}"
             close = difflib.get_close_matches(str(extra), known, n=1, cutoff=0.7)
             if close:
                 name += f" (did you mean '{close[0]}'?)"
         hint = f"; known keys here: {', '.join(known)}" if known else ""
         if "env" in known and "file" in known:
             hint = f"; an entry is {AUTH_KEY_ENTRY}"
-        yield (*path, extra), True, (*path, extra) if not is_secret_path(path) else path, name + hint
+        named = (*path, _key_name(extra)) if not is_secret_path(path) else path
+        yield (*path, extra), True, named, name + hint
+
+
+# What a config key looks like; an unknown key of another shape is shown by its start only.
+_KEY_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,39}")
+_KEY_START = re.compile(r"[A-Za-z0-9_.-]{1,20}")
+
+
+def short_key(key: object) -> str:
+    """An unknown key as a message may quote it: whole if it looks like a key (a typo such as 'lisen'),
+    else its first few key characters, escaped ('root…' of a line of /etc/shadow), never the rest."""
+    text = key if isinstance(key, str) else str(key)
+    if _KEY_LIKE.fullmatch(text):
+        return repr(text)
+    start = _KEY_START.match(text)
+    return repr(start.group() + "…") if start else "(not shown: it does not look like a key)"
+
+
+def _key_name(key: object) -> object:
+    """The key as the problem's key path names it: bounded like ``short_key``."""
+    if not isinstance(key, str) or _KEY_LIKE.fullmatch(key):
+        return key
+    start = _KEY_START.match(key)
+    return start.group() + "…" if start else "?"
+
+
+def not_a_config(unknown: int, total: int) -> bool:
+    """True when a mapping's top-level keys say it is some other file: mostly unknown keys, 3 or more."""
+    return unknown >= 3 and unknown * 2 > total
 
 
 def _message(path: KeyPath, error: jsonschema.ValidationError) -> str:

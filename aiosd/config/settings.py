@@ -35,6 +35,7 @@ class KernelSettings:
     probe_interval: float  # 0 means no canary
     probe_model: str | None
     max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES  # larger kernel answers are refused unread
+    max_models: int = schema_default("kernel.max_models")  # entries taken from its model list, first by name
     # One member of the pool (``kernels:``; ``kernel:`` alone is a pool of one): its name in logs,
     # status and metrics, its share when loads tie, and free-form labels shown in status.
     name: str = "kernel"  # not a file default: a kernel is named after its URL
@@ -104,6 +105,7 @@ class ModelSettings:
     refresh_interval: float
     defaults: ModelDefaults
     map: tuple[ModelSpec, ...]  # in file order
+    max_discovered: int = schema_default("models.max_discovered")  # discovered models offered, first by name
 
     def spec_for_discovered(self, kernel_name: str, backend: str | None) -> ModelSpec:
         """The ModelSpec for a model found at the kernel's /core/llms/list."""

@@ -9,6 +9,11 @@ import yaml
 
 KeyPath = tuple[Any, ...]  # keys (any YAML scalar) and list indexes from the top of the document
 
+# The most values (scalars, mappings, lists) a config may stand for once its aliases (*name) are
+# expanded. A real config has a few hundred; a 626-byte "billion laughs" of nested aliases stands
+# for 10^9, and everything that walks the document (the schema, the checks) would take for ever.
+MAX_YAML_NODES = 100_000
+
 
 @dataclass(frozen=True, slots=True)
 class Position:
@@ -23,6 +28,13 @@ class DuplicateKeyError(yaml.MarkedYAMLError):
         super().__init__(None, None, problem, problem_mark)
         self.key_path = key_path
         self.lines = lines  # where the key was written first, and again
+
+
+class AliasExpansionError(yaml.MarkedYAMLError):
+    """Valid YAML that stands for too many values once its aliases are expanded, or for a recursive one."""
+
+    def __init__(self, problem: str, problem_mark: yaml.Mark) -> None:
+        super().__init__(None, None, problem, problem_mark)
 
 
 class PositionedDict(dict[Any, Any]):
@@ -57,6 +69,13 @@ class _PositionLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.key_path: list[Any] = []  # the keys above the value being built, for error messages
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _check_expanded_size(node)  # before anything is built from it
+        return self.construct_document(node)
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
@@ -116,6 +135,47 @@ class _PositionLoader(yaml.SafeLoader):
 
 _PositionLoader.add_constructor("tag:yaml.org,2002:map", _PositionLoader.construct_mapping)
 _PositionLoader.add_constructor("tag:yaml.org,2002:seq", _PositionLoader.construct_sequence)
+
+
+def _check_expanded_size(root: yaml.Node) -> None:
+    """Refuse a document standing for more than ``MAX_YAML_NODES`` values once its aliases are expanded.
+
+    Counted on the composed nodes, where an alias is the node it names: each node's expanded size
+    is computed once (linear in the file, however the aliases nest). An alias inside the node it
+    names (a recursive document) is refused too: no config needs one.
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            active.discard(key)
+            size = 1 + sum(sizes[id(child)] for child in _children(node))
+            if size > MAX_YAML_NODES:
+                raise AliasExpansionError(
+                    f"this value stands for more than {MAX_YAML_NODES} values once its aliases (*name) are "
+                    "expanded; refused before it is built (a config needs far fewer): use fewer nested aliases",
+                    node.start_mark)
+            sizes[key] = size
+            continue
+        if key in sizes:
+            continue
+        if key in active:
+            raise AliasExpansionError(
+                "an alias (*name) refers to a value that contains it; a config cannot be recursive", node.start_mark)
+        active.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def load_yaml_with_positions(text: str) -> Any:

@@ -68,6 +68,11 @@ LATENCY_WINDOW = 64
 LIST_TIMEOUT = 10.0
 
 
+def scrub_name(name: str, limit: int = 60) -> str:
+    """A kernel's model name as a log line may show it: escaped (repr), at most ``limit`` characters."""
+    return repr(name if len(name) <= limit else name[:limit] + "…")
+
+
 def _dumps(body: Any) -> bytes:
     # Compact UTF-8 JSON in one pass; msgspec does it ~6x faster than json for OpenClaw's 60 KB bodies.
     return msgspec.json.encode(body)
@@ -125,6 +130,8 @@ class KernelClient:
         # answer means the kernel is down now, without waiting for ready_window to run out).
         self.last_failure_at: float | None = None
         self.last_failure: str | None = None
+        # Entries of its last model list beyond kernel.max_models (said once per change).
+        self.models_dropped = 0
         self._closed = False
 
     @property
@@ -265,17 +272,42 @@ class KernelClient:
         llms = data.get("llms")
         if not isinstance(llms, list):
             raise self._bad_answer("its model list has no 'llms' array", path=LLM_LIST_PATH)
-        models: list[dict] = []
+        backends: dict[str, str | None] = {}
         for entry in llms:
             if not isinstance(entry, dict):
                 continue
             name = entry.get("name")
-            if not isinstance(name, str) or not name:
+            if not isinstance(name, str) or not name or name in backends:
                 continue
             backend = entry.get("backend")
-            models.append({"name": name, "backend": backend if isinstance(backend, str) else None})
+            backends[name] = backend if isinstance(backend, str) else None
+        if len(backends) > self._settings.max_models:  # the first by name, in the kernel's order
+            names = sorted(backends)
+            self._report_dropped(names)
+            kept = set(names[: self._settings.max_models])
+            backends = {name: backend for name, backend in backends.items() if name in kept}
+        else:
+            self._report_dropped(list(backends))
         self.last_success_at = self._clock()
-        return models
+        return [{"name": name, "backend": backend} for name, backend in backends.items()]
+
+    def _report_dropped(self, names: list[str]) -> None:
+        """One warning when the kernel lists more than ``kernel.max_models`` (again only when the
+        count dropped changes): how many, and the first and last name dropped, each bounded.
+        ``names`` is sorted when any are dropped."""
+        limit = self._settings.max_models
+        dropped = max(0, len(names) - limit)
+        if dropped == self.models_dropped:
+            return
+        self.models_dropped = dropped
+        if dropped:
+            log.warning(
+                "kernel %s lists %d models; aiosd takes the first %d by name (kernel.max_models) and drops %d, "
+                "from %s to %s", self._settings.name, len(names), limit, dropped, scrub_name(names[limit]),
+                scrub_name(names[-1]))
+        else:
+            log.info("kernel %s lists %d models now, within kernel.max_models (%d)", self._settings.name,
+                     len(names), limit)
 
     async def close(self) -> None:
         """Close every connection (and an injected transport)."""

@@ -23,12 +23,18 @@ from typing import Literal, TypeVar
 from aiosd.config.durations import format_duration
 from aiosd.config.settings import RetrySettings
 from aiosd.errors import AiosdError, KernelError, KernelRateLimited
+from aiosd.kernel.scheduler import MAX_RETRY_AFTER, MIN_RETRY_AFTER
 
 log = logging.getLogger("aiosd.retry")
 
 T = TypeVar("T")
 
 Outcome = Literal["ok", "retry", "give_up"]
+
+
+def clamp_retry_after(seconds: float) -> float:
+    """A Retry-After for the client, in the scheduler's bounds [1, 60] s (whole seconds)."""
+    return float(min(MAX_RETRY_AFTER, max(MIN_RETRY_AFTER, math.ceil(seconds))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +213,10 @@ class RetryPolicy:
             # Tell the client when trying again makes sense: what we would have waited ourselves.
             wait = next_wait if next_wait is not None else self.delay_for(attempt - 1)
             error.retry_after = float(max(1, math.ceil(wait)))
+        if error.retry_after is not None:
+            # The kernel's Retry-After (or a long backoff) reaches the client in the scheduler's
+            # own bounds: a kernel saying 10^20 s must not tell OpenClaw to give up for ever.
+            error.retry_after = clamp_retry_after(error.retry_after)
         # An error that is never retried is the HTTP layer's to report; giving up on one is news.
         level = logging.INFO if why == "not retried" and attempt == 1 else logging.WARNING
         log.log(

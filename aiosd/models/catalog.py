@@ -39,6 +39,14 @@ def shown(text: object, limit: int = SHOWN_LIMIT) -> str:
     return repr(text)
 
 
+def _some(ids: list[str], limit: int = NOT_FOUND_LIST_LIMIT) -> str:
+    """Ids for one log line: at most ``limit`` of them, then how many more."""
+    if not ids:
+        return "none"
+    listed = ", ".join(shown(i, 60)[1:-1] if len(i) > 60 else i for i in ids[:limit])
+    return listed + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
 class ModelLister(Protocol):
     """What the catalog needs of ``KernelClient``."""
 
@@ -119,6 +127,7 @@ class ModelCatalog:
         self._failure_streak = 0
         self._failure_kind: str | None = None
         self._skipped_names: frozenset[str] = frozenset()
+        self._left_out = 0  # discovered models beyond models.max_discovered, as last said
         self._listeners: list[ChangeListener] = []
         self._changed = asyncio.Event()
         self._refresh_lock = asyncio.Lock()
@@ -259,7 +268,7 @@ class ModelCatalog:
         self._failure_streak = 0
         self._failure_kind = None
         self._report_skipped(skipped)
-        self._discovered = tuple(sorted(seen.items()))
+        self._discovered = self._within_cap(sorted(seen.items()))
         self._remembered = self._discovered  # what to fall back on if discovery is switched off and on
         self._kernel_names = names
         self._rebuild()
@@ -269,6 +278,29 @@ class ModelCatalog:
         if self._unavailable:
             message += f"; {len(self._unavailable)} mapped model(s) it does not list, not offered"
         return self._record(True, message)
+
+    def _within_cap(self, discovered: list[tuple[str, str | None]]) -> tuple[tuple[str, str | None], ...]:
+        """The first ``models.max_discovered`` discovered models by name (names a mapped id takes do not
+        count: the map entry is offered instead); one warning when how many are left out changes."""
+        limit = self._settings.max_discovered
+        mapped = {spec.id for spec in self._settings.map}
+        kept: list[tuple[str, str | None]] = []
+        left_out: list[str] = []
+        for name, backend in discovered:
+            if name in mapped or len(kept) < limit:
+                kept.append((name, backend))
+            else:
+                left_out.append(name)
+        if len(left_out) != self._left_out:
+            self._left_out = len(left_out)
+            if left_out:
+                log.warning(
+                    "the kernels list %d models to discover; aiosd offers the first %d by name "
+                    "(models.max_discovered) and leaves out %d, from %s to %s; map one in models.map to offer it",
+                    len(discovered), limit, len(left_out), shown(left_out[0], 60), shown(left_out[-1], 60))
+            else:
+                log.info("every discovered model is offered again (%d, within models.max_discovered)", len(kept))
+        return tuple(kept)
 
     def _report_skipped(self, skipped: dict[str, str]) -> None:
         """One warning when the set of kernel names that are no valid id changes, not every refresh."""
@@ -382,8 +414,10 @@ class ModelCatalog:
         unconfirmed: set[str] = set()
         if settings.discover:
             discovered = self._discovered if names is not None else self._remembered
+            room = settings.max_discovered  # _take kept within it; a remembered list or a reload may not be
             for name, backend in discovered:  # already sorted by name (= id)
-                if name not in by_id and name not in unavailable:
+                if name not in by_id and name not in unavailable and room > 0:
+                    room -= 1
                     spec = settings.spec_for_discovered(name, backend)
                     by_id[spec.id] = spec
                     specs.append(spec)
@@ -402,10 +436,7 @@ class ModelCatalog:
         added = sorted(new_ids - old_ids)
         removed = sorted(old_ids - new_ids)
         if added or removed:
-            log.info(
-                "models changed: %d exposed; added %s; removed %s",
-                len(models), ", ".join(added) or "none", ", ".join(removed) or "none",
-            )
+            log.info("models changed: %d exposed; added %s; removed %s", len(models), _some(added), _some(removed))
         else:
             log.info("model settings changed (same %d ids)", len(models))
         self.version += 1

@@ -25,6 +25,7 @@ SETTLE_TIMEOUT = 0.5
 SETTLE_POLL = 0.002
 NEW_DIR_MODE = 0o700
 BACKUP_SUFFIX = ".aiosd-backup"
+CONFLICT_SUFFIX = ".aiosd-conflict"
 _TEMP_MARK = ".aiosd-"
 _TEMP_SUFFIX = ".tmp"
 
@@ -250,8 +251,22 @@ def is_plain_json(raw: bytes) -> bool:
 
 
 def render(document: dict) -> str:
-    """The text aiosd writes: 2-space JSON with a trailing newline, as OpenClaw writes it."""
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    """The text aiosd writes: 2-space JSON with a trailing newline, as OpenClaw writes it.
+
+    Always valid UTF-8, whatever the strings hold: the file's ``\\uD83D\\uDE00`` escapes come back
+    from JSON5's parser as two surrogates, which become the one character they encode again (U+1F600),
+    and a lone surrogate (legal in JSON, not in UTF-8) is written back as its escape ``\\ud83d``,
+    so nothing of the user's file is lost (issue 18 item 6).
+    """
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    if _SURROGATE.search(text) is None:
+        return text
+    # Pairs are adjacent only inside one string (quotes separate strings), so this joins no strangers.
+    text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 # --- writing -----------------------------------------------------------------------------------
@@ -448,18 +463,9 @@ def put_in_place(tmp: Path, path: Path, expected: Snapshot, ours: Snapshot) -> t
     try:
         if not expected.exists:
             return _create(tmp, path), None
-        if _renameat2(tmp, path, _RENAME_EXCHANGE):
-            # The temp name now holds what was at ``path``: nobody else knows that name.
-            try:
-                replaced_expected = read_snapshot(tmp).same_file_as(expected)
-            except OpenClawFileError:  # a symlink or a FIFO was renamed in: not what aiosd expected
-                replaced_expected = False
-            if replaced_expected:
-                discard(tmp)
-                fsync_directory(path.parent)
-                return True, None
-            _swap_back(tmp, path, ours)
-            return False, None
+        swapped = _exchange(tmp, path, expected)
+        if swapped is not None:
+            return swapped, None
         replaced = _replace_watching_old(tmp, path, expected)
     except OSError as exc:
         discard(tmp)
@@ -468,15 +474,68 @@ def put_in_place(tmp: Path, path: Path, expected: Snapshot, ours: Snapshot) -> t
     return True, replaced
 
 
-def _swap_back(tmp: Path, path: Path, ours: Snapshot, attempts: int = 5) -> None:
-    """Put the other writer's file back at ``path``: swap again until the temp name holds ours."""
+def _exchange(tmp: Path, path: Path, expected: Snapshot) -> bool | None:
+    """Swap ``tmp`` in; True if ``path`` held ``expected``, False if another writer's file was put
+    back, None when the file system cannot swap (nothing done)."""
+    pins = [_pin(tmp)]  # ours, held open so that its inode number cannot be reused meanwhile
+    try:
+        if not _renameat2(tmp, path, _RENAME_EXCHANGE):
+            return None
+        # The temp name now holds what was at ``path``: nobody else knows that name.
+        pins.append(_pin(tmp))
+        try:
+            replaced_expected = read_snapshot(tmp).same_file_as(expected)
+        except OpenClawFileError:  # a symlink or a FIFO was renamed in: not what aiosd expected
+            replaced_expected = False
+        if replaced_expected:
+            discard(tmp)
+            fsync_directory(path.parent)
+            return True
+        _swap_back(tmp, path, pins)
+        return False
+    finally:
+        _unpin(pins)
+
+
+def _pin(name: Path) -> tuple[int, tuple[int, int]]:
+    """A descriptor on the file now at ``name`` (whatever its kind), and its (st_dev, st_ino)."""
+    fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    return fd, (st.st_dev, st.st_ino)
+
+
+def _unpin(pins: list[tuple[int, tuple[int, int]]]) -> None:
+    for fd, _ in pins:
+        os.close(fd)
+
+
+def _swap_back(tmp: Path, path: Path, pins: list[tuple[int, tuple[int, int]]], attempts: int = 64) -> None:
+    """Put the newest of the other writers' files back at ``path``, and delete only files it superseded.
+
+    ``pins`` hold aiosd's file and the one aiosd's swap replaced: files already known. Each swap
+    brings to the temp name what was at ``path``. A known file there means ``path`` now holds the
+    newest file (the one aiosd replaced, or one a writer renamed in meanwhile, which then was put
+    back by the previous swap), and the known file goes. A file not seen before was renamed in by
+    yet another writer since the last swap, so it is newer than what the swap just put at ``path``:
+    swap again to put it back. (Swapping a fixed number of times instead, as before, could end
+    with an older version in place and the newer one deleted: issue 18 item 6.) Every file seen is
+    held open (``pins``; the caller closes them), so no inode number is reused and mistaken for a known one.
+    """
+    known = {inode for _, inode in pins}
     for _ in range(attempts):
         _renameat2(tmp, path, _RENAME_EXCHANGE)
-        st = os.lstat(tmp)
-        if (st.st_dev, st.st_ino) == ours.inode:
-            break  # if not, a third writer renamed its file in meanwhile: that one goes back in too
-    discard(tmp)
-    fsync_directory(path.parent)
+        pins.append(_pin(tmp))
+        if pins[-1][1] in known:
+            discard(tmp)
+            fsync_directory(path.parent)
+            return
+        known.add(pins[-1][1])
+    # Writers still renaming their files in after `attempts` swaps (never seen in practice): the
+    # temp name holds a writer's file newer than the one in place. Never delete it.
+    kept = path.with_name(path.name + CONFLICT_SUFFIX)
+    os.replace(tmp, kept)
+    raise OpenClawFileError(f"{path} kept changing while aiosd put another writer's version back; the newest "
+                            f"version it saw is kept as {kept}: compare the two")
 
 
 def _create(tmp: Path, path: Path) -> bool:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import msgspec
 
 from aiosd.errors import InvalidRequest
+from aiosd.translate.byte_cache import ByteBoundedCache
 
 # --- content parts -------------------------------------------------------------------------
 
@@ -221,9 +222,17 @@ _tools_decoder = msgspec.json.Decoder(list[Tool] | None)
 _system_content_decoder = msgspec.json.Decoder(str | list[TextPart])
 # Decoded tool lists by their raw JSON. OpenClaw sends the same ~10 KB of tools every turn; decoding
 # them into structs (and rendering them for prompt mode, see tool_prompt) is then done once. The
-# lists are shared between requests: nothing may change them.
-_TOOLS_CACHE: dict[bytes, list[Tool]] = {}
-_TOOLS_CACHE_SIZE = 16
+# lists are shared between requests: nothing may change them. Bounded by the raw bytes it holds: a
+# list over TOOLS_CACHE_ENTRY_BYTES is decoded for its request only, and a list is kept only the
+# second time it is seen (_TOOLS_SEEN holds the hashes of recent ones), so requests with one-off
+# tools (refused, or hostile) leave nothing behind (issue 18 item 5: 18 distinct 24 MB lists were
+# 900 MB held for good).
+TOOLS_CACHE_BYTES = 1024 * 1024
+TOOLS_CACHE_ENTRY_BYTES = 256 * 1024
+_TOOLS_CACHE: ByteBoundedCache[bytes, list[Tool]] = ByteBoundedCache(
+    max_entries=16, max_bytes=TOOLS_CACHE_BYTES, max_entry_bytes=TOOLS_CACHE_ENTRY_BYTES)
+_TOOLS_SEEN: dict[int, None] = {}
+_TOOLS_SEEN_SIZE = 64
 _TOOL_CHOICE_WORDS = frozenset(("auto", "none", "required"))
 # A JSON \\u escape of a UTF-16 surrogate (lone ones are legal JSON that msgspec refuses).
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -281,9 +290,14 @@ def _tools_from(raw: msgspec.Raw) -> list[Tool] | None:
         tools = _tools_decoder.decode(key)
         if tools is None:  # "tools": null
             return None
-        if len(_TOOLS_CACHE) >= _TOOLS_CACHE_SIZE:
-            del _TOOLS_CACHE[next(iter(_TOOLS_CACHE))]  # the oldest entry
-        _TOOLS_CACHE[key] = tools
+        if len(key) <= TOOLS_CACHE_ENTRY_BYTES:
+            seen = hash(key)
+            if seen in _TOOLS_SEEN:
+                _TOOLS_CACHE.put(key, tools, len(key))
+            else:
+                if len(_TOOLS_SEEN) >= _TOOLS_SEEN_SIZE:
+                    del _TOOLS_SEEN[next(iter(_TOOLS_SEEN))]
+                _TOOLS_SEEN[seen] = None
     return tools
 
 

@@ -45,6 +45,7 @@ from typing import Any
 
 import msgspec
 
+from aiosd.translate.byte_cache import ByteBoundedCache
 from aiosd.translate.chat_request import (
     ChatRequest,
     DeveloperMessage,
@@ -99,9 +100,13 @@ def render_tool_instructions(request: ChatRequest) -> str:
 # Rendered <tools> blocks by the identity of the tools list. parse_chat_request hands every request
 # with the same raw tools the same (never changed) list, so OpenClaw's 12 tools with their ~10 KB of
 # JSON Schemas are rendered once, not every turn. Each entry keeps its list alive, so an id is
-# never reused while its entry exists.
-_BLOCKS: dict[int, tuple[Sequence[Tool], str]] = {}
-_BLOCKS_SIZE = 16
+# never reused while its entry exists. Bounded by the bytes of the blocks it holds: a block over
+# BLOCK_CACHE_ENTRY_BYTES is rendered for its request only (issue 18 item 5). A block is rendered
+# only for a request whose model was found: a refused request leaves nothing here.
+BLOCK_CACHE_BYTES = 1024 * 1024
+BLOCK_CACHE_ENTRY_BYTES = 256 * 1024
+_BLOCKS: ByteBoundedCache[int, tuple[Sequence[Tool], str]] = ByteBoundedCache(
+    max_entries=16, max_bytes=BLOCK_CACHE_BYTES, max_entry_bytes=BLOCK_CACHE_ENTRY_BYTES)
 
 
 def _tools_block(tools: Sequence[Tool]) -> str:
@@ -120,9 +125,7 @@ def _tools_block(tools: Sequence[Tool]) -> str:
         lines.append("</tool>")
     lines.append("</tools>")
     block = "\n".join(lines)
-    if len(_BLOCKS) >= _BLOCKS_SIZE:
-        del _BLOCKS[next(iter(_BLOCKS))]  # the oldest entry
-    _BLOCKS[id(tools)] = (tools, block)
+    _BLOCKS.put(id(tools), (tools, block), len(block))
     return block
 
 

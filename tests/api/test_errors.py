@@ -76,6 +76,16 @@ async def test_kernel_retry_after_header_is_passed_on(tmp_path):
     assert response.headers["retry-after"] == "7"
 
 
+@pytest.mark.parametrize("said", ["100000000000000000000", "0"])
+async def test_kernel_retry_after_is_clamped_like_the_schedulers(tmp_path, said):
+    """Issue 18 item 12: a kernel's Retry-After reaches the client within 1-60 s, not as 10^20 s."""
+    async with stack(tmp_path, "retry: {max_retries: 1}") as s:
+        s.kernel.script(RetryAfter(said), RetryAfter(said))
+        response = await s.client.post("/chat/completions", json=chat())
+    assert_openai_error(response, 429)
+    assert response.headers["retry-after"] == ("60" if said != "0" else "1")
+
+
 @STREAMS
 async def test_kernel_down_is_a_502_openai_error(tmp_path, stream):
     closed = f"http://127.0.0.1:{free_port()}"

@@ -6,6 +6,7 @@ import grp
 import os
 import pwd
 import shlex
+import shutil
 import stat
 import subprocess
 import sys
@@ -224,6 +225,70 @@ def test_a_missing_systemctl_is_reported(env, capsys):
     out = capsys.readouterr().out
     assert "FAILED: systemctl --user daemon-reload:" in out
     assert "systemctl --user needs your own login session" in out
+
+
+needs_systemd_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                                           reason="systemd-analyze is not installed (apt-get install systemd)")
+
+
+def fake_venv(env, monkeypatch, name: str, script: bool = True) -> Path:
+    """This process seen as running from a venv at ``name`` under the test's directory."""
+    venv = env.tmp / name
+    (venv / "bin").mkdir(parents=True)
+    if script:
+        (venv / "bin" / "aiosd").write_text("#!/bin/sh\n")
+        (venv / "bin" / "aiosd").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(venv / "bin" / "python"))
+    return venv
+
+
+@needs_systemd_analyze
+def test_a_venv_path_with_a_dollar_installs_a_unit_that_verifies(env, monkeypatch, capsys):
+    """Issue 18 item 13: `$` in the venv path is written so systemd runs that very file."""
+    venv = fake_venv(env, monkeypatch, "v-a$b")
+    assert service(env, "install", "--user") == 0
+    out = capsys.readouterr().out
+    assert "verified the unit: systemd-analyze verify --user aiosd.service" in out
+    assert values(user_unit(env), "ExecStart") == [f'"{venv}/bin/aiosd" run']
+    assert env.systemctl.calls == ["--user daemon-reload", "--user enable --now aiosd.service"]
+
+
+@pytest.mark.parametrize("odd", ["v-a'b", 'v-a"b', "v-a\\b"])
+def test_a_venv_path_systemd_refuses_is_refused_before_anything_is_written(env, monkeypatch, capsys, odd):
+    """Issue 18 item 13: a quote or backslash in the venv path: a clear refusal, no unit, no systemctl."""
+    fake_venv(env, monkeypatch, odd)
+    assert service(env, "install", "--user") == 1
+    err = capsys.readouterr().err
+    assert "which systemd refuses in a unit's command" in err and "e.g. /opt/aiosd" in err
+    assert not user_unit(env).exists()
+    assert env.systemctl.calls == []
+
+
+@needs_systemd_analyze
+def test_a_unit_that_does_not_verify_is_never_written_nor_enabled(env, monkeypatch, capsys):
+    """Issue 18 item 13: `systemd-analyze verify` runs before anything is written; its refusal stops the install."""
+    fake_venv(env, monkeypatch, "gone", script=False)  # the unit would run a python that is not there
+    assert service(env, "install", "--user") == 1
+    err = capsys.readouterr().err
+    assert "the unit does not pass `systemd-analyze verify --user aiosd.service`" in err
+    assert "is not executable" in err and "nothing was written, reloaded or enabled" in err
+    assert not user_unit(env).exists()
+    assert env.systemctl.calls == []
+
+
+def test_a_failing_verify_keeps_the_installed_unit_and_enables_nothing(env, capsys):
+    """Issue 18 item 13: a reinstall whose unit does not verify leaves the working unit as it was."""
+    assert service(env, "install", "--system", "--openclaw-user", ME.pw_name) == 0
+    before = system_unit(env).read_text()
+    calls = len(env.systemctl.calls)
+    refusing = env.tmp / "systemd-analyze"
+    refusing.write_text("#!/bin/sh\necho 'aiosd.service: Unit configuration has fatal error' >&2\nexit 1\n")
+    refusing.chmod(0o755)
+    own_config(env, "kernel: {url: 'http://192.0.2.7:8000'}\n")
+    assert service(env, "install", "--system", "--openclaw-user", ME.pw_name, "--systemd-analyze", str(refusing)) == 1
+    assert "Unit configuration has fatal error" in capsys.readouterr().err
+    assert system_unit(env).read_text() == before
+    assert len(env.systemctl.calls) == calls
 
 
 def test_an_unknown_openclaw_user_is_refused_before_anything_is_written(env, capsys):

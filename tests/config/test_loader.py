@@ -130,7 +130,8 @@ def test_a_duplicate_model_id_in_the_map_is_refused(tmp_path):
 @pytest.mark.parametrize("text, kind", [("- a\n- b\n", "list"), ("hello\n", "string")])
 def test_the_top_level_must_be_a_mapping(tmp_path, text, kind):
     problem = only_problem(write(tmp_path, text))
-    assert problem.message == f"the top level must be a mapping of keys, not a {kind}"
+    assert problem.message == (f"the top level must be a mapping of keys, not a {kind}: this does not look like "
+                               "aiosd's config; is --config (or $AIOSD_CONFIG) naming the right file?")
 
 
 # --- what the keys say ---------------------------------------------------------------------

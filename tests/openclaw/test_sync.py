@@ -310,6 +310,68 @@ def test_a_writer_between_the_last_check_and_the_swap_is_not_undone(path, monkey
     assert leftovers(path) == []
 
 
+def test_a_second_writer_during_the_swap_back_is_not_reverted(path, monkeypatch):
+    """Issue 18 item 6 (``_swap_back``): writer 1 renames its version in right before aiosd's swap, and
+    writer 2 renames its own (made from what it read then: aiosd's) in right before the swap back.
+    The swap back used to swap the two writers' files back and forth five times and leave writer 1's
+    older version in place, deleting writer 2's: a reverted write. Now writer 2's version stays and
+    aiosd merges again on top of it."""
+    import aiosd.openclaw.file as files
+
+    path.write_text(json.dumps({"gateway": {"port": 18789}}, indent=2))
+    real = files._renameat2
+    exchanges = []
+
+    def writer_renames_in(marker: str) -> None:
+        document = json.loads(path.read_text())
+        document.setdefault("messages", {})["responsePrefix"] = marker
+        other = path.with_name(f"openclaw.json.{marker}-tmp")
+        other.write_text(json.dumps(document, indent=2))
+        os.replace(other, path)
+
+    def two_writers_land(src, dst, flags):
+        if flags == files._RENAME_EXCHANGE:
+            exchanges.append(flags)
+            if len(exchanges) in (1, 2):  # before aiosd's swap, then before its swap back
+                writer_renames_in(f"writer{len(exchanges)}")
+        return real(src, dst, flags)
+
+    monkeypatch.setattr(files, "_renameat2", two_writers_land)
+    result = sync(path, [SONNET])
+    # writer 2 copied aiosd's entries from what it read: there is nothing left for aiosd to write
+    assert result.outcome in ("written", "unchanged"), result.message
+    document = json.loads(path.read_text())
+    assert document["messages"]["responsePrefix"] == "writer2"  # the newest write, not reverted
+    assert "aios" in document["models"]["providers"] and document["gateway"] == {"port": 18789}
+    assert leftovers(path) == [] and not list(path.parent.glob("*.aiosd-conflict"))
+
+
+def test_writers_that_never_stop_during_the_swap_back_lose_nothing(path, monkeypatch):
+    """Issue 18 item 6 (``_swap_back``): a new writer before every swap: the newest version seen is
+    kept beside the file, never deleted, and the sync says so."""
+    import aiosd.openclaw.file as files
+
+    path.write_text(json.dumps({"gateway": {"port": 18789}}, indent=2))
+    real = files._renameat2
+    count = []
+
+    def a_writer_every_time(src, dst, flags):
+        if flags == files._RENAME_EXCHANGE:
+            count.append(1)
+            other = path.with_name("openclaw.json.w-tmp")
+            other.write_text(json.dumps({"messages": {"responsePrefix": f"w{len(count)}"}}))
+            os.replace(other, path)
+        return real(src, dst, flags)
+
+    monkeypatch.setattr(files, "_renameat2", a_writer_every_time)
+    result = sync(path, [SONNET])
+    assert result.outcome == "refused" and ".aiosd-conflict" in result.message
+    versions = {json.loads(p.read_text())["messages"]["responsePrefix"]
+                for p in (path, path.with_name("openclaw.json.aiosd-conflict"))}
+    assert f"w{len(count)}" in versions  # the last writer's version is one of the two kept
+    assert leftovers(path) == []
+
+
 def test_a_file_that_keeps_changing_is_left_to_the_other_writer(path):
     path.write_text("{}")
     rounds = []
@@ -896,3 +958,32 @@ def test_timeout_seconds_in_aiosds_config_must_be_a_positive_integer(tmp_path):
     assert load_config(config, env={}).openclaw.timeout_seconds == 900
     config.write_text("logging: {level: info}\n")
     assert load_config(config, env={}).openclaw.timeout_seconds is None
+
+
+# --- what the user's file holds ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ('// mine\n{messages: {responsePrefix: "smile \\uD83D\\uDE00"}}\n', "smile \U0001F600"),  # JSON5: a pair
+        ('{"messages": {"responsePrefix": "lone \\ud83d here"}}\n', "lone \\ud83d here"),  # JSON: a lone one
+        ('{"messages": {"responsePrefix": "backwards \\ude00\\ud83d"}}\n', "backwards \\ude00\\ud83d"),
+    ],
+    ids=["json5-pair", "lone", "reversed-pair"],
+)
+def test_escaped_surrogates_in_the_users_file_are_kept_and_the_file_stays_valid(path, caplog, text, kept):
+    """Issue 18 item 6: a file holding escaped surrogates syncs (it failed every time with "internal
+    error (UnicodeEncodeError)"); a valid pair stays the character, a lone one stays its escape."""
+    path.write_text(text)
+    result = sync(path, [SONNET])
+    assert result.outcome == "written", result.message
+    raw = path.read_bytes()
+    raw.decode("utf-8")  # valid UTF-8
+    written = raw.decode()
+    assert f'"responsePrefix": "{kept}"' in written
+    document = json.loads(written)
+    assert "aios" in document["models"]["providers"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    again = sync(path, [SONNET])
+    assert again.outcome == "unchanged" and path.read_text() == written
