@@ -15,9 +15,10 @@ import msgspec
 import yaml
 
 from aiosd.config.auth_keys import read_key
-from aiosd.config.loader import ConfigError, load_config
+from aiosd.config.loader import ConfigError, load_config, read_config_bytes
 from aiosd.config.schema import load_schema
 from aiosd.config.settings import Config
+from aiosd.config.yaml_positions import load_yaml_with_positions
 from aiosd.service.status_model import Status, from_json
 
 # The key `aiosd status` (and `sync-openclaw`'s look at a running daemon) sends when --key is not given.
@@ -89,9 +90,9 @@ def _reachable(host: str, port: int) -> str:
 def lenient_target(config_path: Path) -> tuple[str, str | None]:
     """``listen`` and the first usable auth key of a file that does not load, as far as they read: a
     file with a YAML slip elsewhere still gives them, each top-level section read on its own."""
-    try:
-        text = Path(config_path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+    try:  # bounded like the daemon's own read: a regular file of at most 1 MiB, never a FIFO
+        text = read_config_bytes(Path(config_path)).decode("utf-8")
+    except (ConfigError, UnicodeDecodeError):
         text = ""
     document = _sections(text)
     listen = document.get("listen")
@@ -113,8 +114,8 @@ def lenient_target(config_path: Path) -> tuple[str, str | None]:
 def _sections(text: str) -> dict:
     """The file's top-level mapping; when the whole does not parse, each top-level ``key:`` block
     parsed alone (so a slip under ``models`` still lets ``listen`` and ``auth`` be read)."""
-    try:
-        document = yaml.safe_load(text)
+    try:  # the loader's parser: an alias bomb is refused before it is built
+        document = load_yaml_with_positions(text)
     except yaml.YAMLError:
         document = None
         blocks: dict[str, list[str]] = {}
@@ -128,7 +129,7 @@ def _sections(text: str) -> dict:
         found: dict = {}
         for block in blocks.values():
             try:
-                part = yaml.safe_load("\n".join(block))
+                part = load_yaml_with_positions("\n".join(block))
             except yaml.YAMLError:
                 continue
             if isinstance(part, dict):

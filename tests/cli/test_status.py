@@ -176,3 +176,23 @@ async def test_an_ejected_kernels_slots_are_out_and_status_says_why(tmp_path, ca
     k0_line = next(line for line in lines if line.strip().startswith("k0 "))
     assert "ejected, ejected for " in k0_line and f"more ({cause})" in k0_line
     assert (queue.capacity, queue.slots_out, queue.out) == (2, 2, [f"k0 (2 slots): ejected, {cause}"])
+
+
+def test_status_reads_a_config_that_is_a_fifo_or_an_alias_bomb_without_hanging(tmp_path):
+    """Issue 18 items 7 (left in `aiosd status`): its lenient read of a refused file goes through the
+    loader's bounded reader and parser, so a FIFO at the config path does not block it (it falls back
+    to the default listen address) and an alias bomb is refused before it is built."""
+    import os
+
+    from aiosd.cli.status import lenient_target
+
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    assert lenient_target(fifo) == ("127.0.0.1:8700", None)  # read_text() would wait for a writer forever
+
+    levels = ['a: &a ["x","x","x","x","x","x","x","x","x","x"]']
+    levels += [f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}" + f",*{chr(97 + i)}" * 9 + "]" for i in range(8)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("listen: 127.0.0.1:9999\n" + "\n".join(levels) + "\n")  # 10^9 values once expanded
+    # The whole is refused; its sections are read alone: listen reads, the bomb's own lines are refused.
+    assert lenient_target(bomb) == ("127.0.0.1:9999", None)
