@@ -42,6 +42,8 @@ class KernelSettings:
     labels: tuple[tuple[str, str], ...] = schema_default("kernels[].labels")
     # Send agent_name as "<agent_name>.<key name>" so the kernel's logs and memory tell keys apart.
     agent_name_per_key: bool = schema_default("kernel.agent_name_per_key")
+    # The most LLM tokens the kernel lets one answer have; longer answers come back cut (continuation).
+    answer_token_cap: int = schema_default("kernel.answer_token_cap")
 
     @property
     def shown_url(self) -> str:
@@ -187,6 +189,14 @@ class HealthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ContinuationSettings:
+    """``continuation:``: asking the kernel for the rest of an answer it cut, and joining the pieces."""
+
+    enabled: bool = schema_default("continuation.enabled")
+    max_calls: int = schema_default("continuation.max_calls")  # kernel calls per answer, the first included
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     max_body_bytes: int
     drain_timeout: float
@@ -223,6 +233,7 @@ class Config:
     kernels: tuple[KernelSettings, ...] = schema_default("kernels")
     scheduler: SchedulerSettings = SchedulerSettings()
     health: HealthSettings = HealthSettings()
+    continuation: ContinuationSettings = ContinuationSettings()
 
     @property
     def pool(self) -> tuple[KernelSettings, ...]:
