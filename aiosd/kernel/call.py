@@ -30,6 +30,7 @@ class ForwardResult:
     response: dict
     attempts: int  # kernel calls made, failovers and retries included
     kernels: list[str] = field(default_factory=list)  # the kernel of each call, in order
+    first_queued: float | None = None  # when the request first asked for a slot (pass as ``since`` later)
 
 
 @dataclass
@@ -64,7 +65,7 @@ class _Forwarding:
             kernel = await self.scheduler.acquire(
                 self.kernel_model, key=self.key, level=self.level, exclude=frozenset(tried),
                 deadline=min(self.deadline, queued_at + self.settings.queue_timeout),
-                new_request=index == 0 and not tried,
+                new_request=index == 0 and not tried and self.first_queued is None,
                 since=self.first_queued,
             )
             if self.first_queued is None:
@@ -124,6 +125,7 @@ async def forward_query(
     on_call: Callable[[float, float, BaseException | None, str], object] | None = None,
     on_phase: Callable[[str], object] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    since: float | None = None,
 ) -> ForwardResult:
     """The kernel's ``response`` object for one /query body; raises an ``AiosdError`` with
     ``attempts`` and ``kernels`` set.
@@ -136,12 +138,14 @@ async def forward_query(
     its waits apply). The slot is given back between calls, so a request sleeping on a 429 holds none.
     ``settings`` are the request's own kernel settings (its config generation). ``on_phase`` hears
     "queued", "calling" and "between" (the status page shows where a request is); ``on_call`` gets
-    each call's queue wait, duration, error and kernel name.
+    each call's queue wait, duration, error and kernel name. ``since`` (a further call of a request
+    already admitted, e.g. a continuation: its ``first_queued``) keeps the request's place and age.
     """
     forwarding = _Forwarding(
         content=body if isinstance(body, bytes) else _dumps(body),  # once, for every call
         scheduler=scheduler, kernel_model=kernel_model, key=key, level=level, deadline=deadline,
         settings=settings, label=model or kernel_model, on_call=on_call, on_phase=on_phase, clock=clock,
+        first_queued=since,
     )
     result = forwarding.result
     try:
@@ -152,4 +156,5 @@ async def forward_query(
         exc.kernels = tuple(result.kernels)
         raise
     result.response = response
+    result.first_queued = forwarding.first_queued
     return result

@@ -41,6 +41,7 @@ class Trip:
         "model",
         "phase",
         "phase_since",
+        "pieces",
         "queue_wait",
         "request_id",
         "retry_until",
@@ -68,6 +69,7 @@ class Trip:
         self.queue_wait = 0.0
         self.kernel_time = 0.0
         self.retry_wait = 0.0
+        self.pieces = 1  # kernel answers joined into the answer (more than 1: continued)
 
     def set_phase(self, phase: Phase) -> None:
         self.phase = phase
@@ -89,7 +91,8 @@ class Trip:
 # One finished request as the page lists it (a tuple: cheap to make, fixed size).
 Finished = collections.namedtuple(
     "Finished",
-    "seq at request_id key model outcome status attempts kernels queue_wait kernel_time retry_wait total overhead",
+    "seq at request_id key model outcome status attempts kernels queue_wait kernel_time retry_wait total overhead "
+    "pieces",
 )
 
 
@@ -175,6 +178,7 @@ class RequestHistory:
         self.recent.append(Finished(
             next(self._seq), trip.started_wall, trip.request_id, trip.key, trip.model, outcome, status,
             trip.attempts, tuple(trip.kernels), trip.queue_wait, trip.kernel_time, trip.retry_wait, total, overhead,
+            trip.pieces,
         ))
         # A client that hung up is neither an error of aiosd's nor of the kernel's.
         error = outcome not in ("ok", "client_disconnected")

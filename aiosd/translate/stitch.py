@@ -30,9 +30,10 @@ least three letters or digits.
 
 from __future__ import annotations
 
+import collections
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -147,18 +148,19 @@ class _OpenTags:
 
 def _open_tags(block: str) -> _OpenTags:
     """The invoke and parameter open at the end of a block (``block`` starts at its opening tag)."""
-    last_invoke = None
-    for last_invoke in tool_prompt.INVOKE_OPEN.finditer(block):
-        pass
+    last_invoke = _last(tool_prompt.INVOKE_OPEN.finditer(block))
     if last_invoke is None or last_invoke[3] or block.find(tool_prompt.INVOKE_CLOSE, last_invoke.end()) != -1:
         return _OpenTags(None, None)  # between invokes (or none yet)
     invoke = last_invoke[1] if last_invoke[1] is not None else last_invoke[2]
-    last_param = None
-    for last_param in tool_prompt.PARAM_OPEN.finditer(block, last_invoke.end()):
-        pass
+    last_param = _last(tool_prompt.PARAM_OPEN.finditer(block, last_invoke.end()))
     if last_param is None or block.find(tool_prompt.PARAM_CLOSE, last_param.end()) != -1:
         return _OpenTags(invoke, None)
     return _OpenTags(invoke, last_param[1] if last_param[1] is not None else last_param[2])
+
+
+def _last(matches: Iterator[re.Match[str]]) -> re.Match[str] | None:
+    found = collections.deque(matches, maxlen=1)
+    return found[0] if found else None
 
 
 _SPACE = re.compile(r"\s*")

@@ -212,13 +212,18 @@ function addRows(live) {
 function requestRow(r) {
   const tr = el("tr", r.outcome === "ok" ? "" : "failed",
     el("td", null, clock(r.at)), el("td", "mono", r.request_id), el("td", null, r.key), el("td", null, r.model),
-    el("td", null, r.outcome), el("td", null, r.status), el("td", null, r.attempts), el("td", "mono", r.kernels.join(", ")),
+    el("td", null, r.outcome), el("td", null, r.status), el("td", null, attemptsCell(r)), el("td", "mono", r.kernels.join(", ")),
     el("td", null, seconds(r.queue_wait)), el("td", null, seconds(r.kernel_time)), el("td", null, seconds(r.total)));
   tr.tabIndex = 0;
   tr.title = "show this request's log lines";
   tr.addEventListener("click", () => showLog(r.request_id));
   tr.addEventListener("keydown", (event) => { if (event.key === "Enter") showLog(r.request_id); });
   return tr;
+}
+
+// A continued answer (the kernel cut it at its token cap) says how many pieces were joined.
+function attemptsCell(r) {
+  return r.pieces > 1 ? `${r.attempts} (${r.pieces} pieces)` : String(r.attempts);
 }
 
 async function showLog(requestId) {
