@@ -113,9 +113,8 @@ class Chain:
             if mode == "prompt":
                 self._block = stitch.open_block_at(answer, start, self._block)
             await self._emit(answer, mode, limit)
-            cut = stitch.near_cap(piece, self.config.kernel.answer_token_cap) and (
-                self._block is not None or not stitch.natural_end(answer))
-            if not cut:
+            if not stitch.likely_cut(piece, answer, block_open=self._block is not None,
+                                     cap_tokens=self.config.kernel.answer_token_cap):
                 break
         result.reply = self._final_reply(answer, limit, result)
         self._log(result, len(answer), clock() - started)

@@ -50,6 +50,7 @@ __all__ = [
     "ToolCalls",
     "Unprocessable",
     "Unreachable",
+    "continue_exactly",
     "echo_llm",
     "gzip_bomb",
 ]
@@ -599,6 +600,9 @@ class FakeKernel:
 
     Use as `with FakeKernel() as kernel:` (or `start()` / `stop()`); `kernel.url` is its base URL.
     Per-call behaviour: `kernel.script(item, ...)`, else the `llm` callable (settable any time).
+    Like the real kernel's LLM, a text answer stops after `answer_token_cap` tokens (4 characters
+    each; None: no cap), and asked to continue an answer it gave, the `llm` callable's answer goes
+    on where the assistant's turn ended (`continue_with` says how: exactly, by default).
     Observation, all updated in the server thread: `queries`, `query_count`, `in_flight`,
     `max_in_flight`, `busy_workers`, `max_busy_workers`, `attempts`, `llm_requests`,
     `disconnects`, `finished_after_disconnect`, `batches`, `poisoned_batches`, `queued`.
@@ -634,6 +638,8 @@ class FakeKernel:
         # The real kernel asks its LLM for at most 1000 tokens: a longer text answer stops there (at
         # CHARS_PER_TOKEN characters a token), silently. None: the LLM is not capped.
         self.answer_token_cap = answer_token_cap
+        # How the LLM goes on when asked to continue: (its answer so far, the rest) -> its next piece.
+        self.continue_with: Callable[[str, str], LLMOutput] = continue_exactly
         self.retry_delay = retry_delay  # pause between the kernel's own attempts (real: ~1 s)
         self.record = record  # keep bodies in `queries` and `llm_requests` (off for benchmarks)
         self.host = host
@@ -1155,7 +1161,7 @@ class FakeKernel:
                 whole = await whole
             text = whole.text if isinstance(whole, Text) else whole if isinstance(whole, str) else None
             if text is not None and text.startswith(partial):
-                return Text(text[len(partial):] or "nothing more")
+                return self.continue_with(partial, text[len(partial):])
         planned = self.llm(messages, tools, model_name)
         if inspect.isawaitable(planned):
             planned = await planned
@@ -1245,6 +1251,11 @@ class FakeKernel:
         # Let connection_lost run, so uvicorn sees the disconnect and writes nothing more.
         for _ in range(3):
             await asyncio.sleep(0)
+
+
+def continue_exactly(partial: str, rest: str) -> LLMOutput:
+    """The LLM continuing as asked: the very next character on, or "nothing more" when nothing is left."""
+    return Text(rest or "nothing more")
 
 
 def _continuation_of(messages: list) -> tuple[list, str] | None:
