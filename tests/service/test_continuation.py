@@ -87,7 +87,7 @@ async def test_the_chain_joins_pieces_and_tells_the_sink_what_is_certain():
 
 async def test_a_piece_that_only_repeats_the_answer_ends_the_chain():
     text = prose(6_000)
-    ask, sent = _kernel_answers(text[CAP_CHARS - 200:CAP_CHARS], "never asked")
+    ask, _ = _kernel_answers(text[CAP_CHARS - 200:CAP_CHARS], "never asked")
     done = await _chain(ask).run(text[:CAP_CHARS])
     assert (done.reply.content, done.calls, done.stopped) == (text[:CAP_CHARS], 1, None)
 
