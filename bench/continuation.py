@@ -2,7 +2,7 @@
 
     python3 bench/continuation.py                 # about a minute
     python3 bench/continuation.py --quick         # a few seconds: checks the harness
-    python3 bench/continuation.py --corpus DIR    # also read *.md under DIR (e.g. OpenClaw's docs) for detection
+    python3 bench/continuation.py --corpus DIR    # also read *.md under DIR (e.g. the OpenClaw install's) for detection
 
 Three parts:
 
@@ -66,7 +66,9 @@ def corpus_texts(extra: Path | None) -> dict[str, list[str]]:
         "python-docstrings": _stdlib_docstrings(),
     }
     if extra is not None:
-        texts["corpus-md"] = [p.read_text(encoding="utf-8", errors="replace") for p in sorted(extra.rglob("*.md"))]
+        # Documents, not change logs (lists of commit links are no one's answer).
+        texts["corpus-md"] = [p.read_text(encoding="utf-8", errors="replace") for p in sorted(extra.rglob("*.md"))
+                              if "change" not in p.name.lower() and "history" not in p.name.lower()]
     return texts
 
 

@@ -3,7 +3,7 @@
 Pure text work; making the calls belongs to ``service.continuation``.
 
 The kernel asks its LLM for at most ``kernel.answer_token_cap`` tokens and says nothing when it
-cut (``../shared/reference/aios-kernel.md``). Whether a piece was cut (``Verdict``):
+cut (it returns no finish reason). Whether a piece was cut (``Verdict``):
 
 - *certain*: the text ends inside a ``<function_calls>`` invoke (prompt-mode tools; the parser
   says ``finish_reason: "length"``);
