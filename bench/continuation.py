@@ -58,10 +58,8 @@ _PRETOKEN = re.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?[^\W\d_]+| ?\d{1,3}| ?[^\s\
 
 def corpus_texts(extra: Path | None) -> dict[str, list[str]]:
     """Real documents by source."""
-    recorded = ROOT / "tests/fixtures/openclaw/chat-completions-text-turn.jsonl"
-    fixture = json.loads(recorded.read_text(encoding="utf-8").splitlines()[0])
     texts = {
-        "openclaw-system-prompt": [fixture["body"]["messages"][0]["content"]],
+        "openclaw-system-prompt": [SYSTEM],
         "readme": [(ROOT / "README.md").read_text(encoding="utf-8")],
         "python-docstrings": _stdlib_docstrings(),
     }
@@ -149,8 +147,17 @@ class Timing:
     total: float
 
 
+def _openclaw_system_prompt() -> str:
+    recorded = ROOT / "tests/fixtures/openclaw/chat-completions-text-turn.jsonl"
+    return json.loads(recorded.read_text(encoding="utf-8").splitlines()[0])["body"]["messages"][0]["content"]
+
+
+SYSTEM = _openclaw_system_prompt()  # 50 KB: every continuation sends it again
+
+
 async def _one_stream(client: httpx.AsyncClient) -> Timing:
-    body = {"model": "sonnet", "messages": [{"role": "user", "content": "a long story"}], "stream": True}
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "a long story"}]
+    body = {"model": "sonnet", "messages": messages, "stream": True}
     started = time.perf_counter()
     first = None
     async with client.stream("POST", "/chat/completions", json=body) as response:
@@ -164,11 +171,15 @@ async def _one_stream(client: httpx.AsyncClient) -> Timing:
 async def latency(workdir: Path, runs: int, llm_seconds: float) -> dict:
     answer = prose(10_800, seed=3)
     out = {}
+    # The baseline: a kernel that does not cut, and an aiosd told so (a cap it never reaches).
     for label, cap in (("capped, 3 pieces", CAP), ("uncapped, 1 call", None)):
+        told = "" if cap else "kernel: {answer_token_cap: 1000000}\n"
+        folder = workdir / label.replace(" ", "_").replace(",", "")
+        folder.mkdir()
         with FakeKernel(answer_token_cap=cap, llm_latency=llm_seconds, record=False) as kernel:
             kernel.llm = lambda messages, tools, model: Text(answer)
-            async with serve_aiosd(config_for(workdir / label.replace(" ", "_").replace(",", ""), kernel.url,
-                                              MODELS + "logging: {level: warning}\n")) as aiosd, \
+            async with serve_aiosd(config_for(folder, kernel.url, MODELS + told + "logging: {level: warning}\n")) \
+                    as aiosd, \
                     httpx.AsyncClient(base_url=aiosd.base_url, timeout=60) as client:
                 await _one_stream(client)  # warm-up
                 kernel.reset_counters()
@@ -187,6 +198,7 @@ async def cpu(workdir: Path, runs: int) -> dict:
     answers = {"1 piece": prose(3_000, seed=5), "3 pieces": prose(10_800, seed=3)}
     per_request = {}
     with FakeKernel(record=False) as kernel:
+        (workdir / "cpu").mkdir()
         async with serve_aiosd(config_for(workdir / "cpu", kernel.url, MODELS + "logging: {level: warning}\n")) \
                 as aiosd, httpx.AsyncClient(base_url=aiosd.base_url, timeout=60) as client:
             for label, answer in answers.items():
