@@ -16,7 +16,8 @@ import uuid
 import httpx
 import pytest
 
-from tests.support.openclaw_cli import OpenClawStack, openclaw_stack
+from tests.support.long_answers import file_content
+from tests.support.openclaw_cli import OpenClawStack, openclaw_stack, prompt_mode_call
 
 # The module fixture (gateway start + warm-up turn) is charged to the first test's setup.
 pytestmark = pytest.mark.timeout(420)
@@ -144,3 +145,28 @@ def test_aiosds_own_rows_ask_for_the_session_and_two_session_keys_are_two_sessio
     status = httpx.get(stack.aiosd_url + "/status", timeout=10).json()
     active = {s["key"]: s["sessions_active"] for c in status["classes"] for s in c["keys"]}
     assert sum(active.values()) >= 2, status["sessions"]
+
+
+def test_an_agent_writes_a_12_kb_file_the_kernel_cut_into_pieces(stack, llm):
+    """The model's write call is three times the kernel's 1000-token cap: aiosd continues and joins
+    it, OpenClaw gets one tool call and writes the file byte for byte (issue 17)."""
+    nonce = uuid.uuid4().hex[:12]
+    name = f"long-{nonce}.txt"
+    content = file_content(12_288)
+    call = prompt_mode_call("write", path=name, content=content)
+    assert len(call) > 3 * 4000  # four pieces from the fake kernel, which cuts at 4000 characters
+
+    def answer(messages, tools, model_name):
+        if any(m["role"] == "user" and str(m["content"]).startswith("<function_results>") for m in messages):
+            return f"I wrote {name}."
+        return call
+
+    llm(answer)
+    stack.kernel.reset_counters()
+    turn = stack.sandbox.agent(f"write the long file {nonce}", model="aios/sonnet", session_id=f"long-{nonce}")
+
+    assert turn.ok, turn.describe()
+    written = stack.sandbox.workspace / name
+    assert written.read_bytes() == content.encode("utf-8")
+    assert turn.text == f"I wrote {name}."
+    assert stack.kernel.query_count == 5  # four pieces of the write call, then the answer after it

@@ -207,28 +207,71 @@ def _event(name: str, data: dict) -> bytes:
 
 def iter_message_events(reply: Reply, *, model_id: str, message_id: str, usage: Usage) -> Iterator[bytes]:
     """message_start, one content block per text/tool call (start, delta, stop), message_delta, message_stop."""
-    yield _event("message_start", {"type": "message_start", "message": {
-        "id": message_id, "type": "message", "role": "assistant", "model": model_id, "content": [],
-        "stop_reason": None, "stop_sequence": None,
-        "usage": {"input_tokens": usage.prompt_tokens, "output_tokens": 0},
-    }})
-    for index, block in enumerate(_content_blocks(reply)):
-        start: dict[str, Any]
-        delta: dict[str, Any]
-        if block["type"] == "text":
-            start, delta = {"type": "text", "text": ""}, {"type": "text_delta", "text": block["text"]}
-        else:
-            start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
-            delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"], ensure_ascii=False)}
-        yield _event("content_block_start", {"type": "content_block_start", "index": index, "content_block": start})
-        yield _event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
-        yield _event("content_block_stop", {"type": "content_block_stop", "index": index})
-    yield _event("message_delta", {
-        "type": "message_delta",
-        "delta": {"stop_reason": _STOP_REASONS.get(reply.finish_reason, "end_turn"), "stop_sequence": None},
-        "usage": {"output_tokens": usage.completion_tokens},
-    })
-    yield _event("message_stop", {"type": "message_stop"})
+    events = MessageEvents(model_id=model_id, message_id=message_id, input_tokens=usage.prompt_tokens)
+    yield events.opening()
+    yield from events.rest(reply, usage)
+
+
+class MessageEvents:
+    """The events of one streamed Messages response: ``opening``, ``text`` deltas, then ``rest``.
+
+    A continued answer (``service.continuation``) is streamed as its pieces arrive: ``text`` opens
+    the text block and sends the final text so far; ``rest`` (told how much of the text went out)
+    sends the remainder, closes the block, then the tool_use blocks and the stop reason."""
+
+    __slots__ = ("_input_tokens", "_message_id", "_model_id", "_next_index", "_text_open")
+
+    def __init__(self, *, model_id: str, message_id: str, input_tokens: int) -> None:
+        self._model_id = model_id
+        self._message_id = message_id
+        self._input_tokens = input_tokens
+        self._text_open = False
+        self._next_index = 0
+
+    def opening(self) -> bytes:
+        return _event("message_start", {"type": "message_start", "message": {
+            "id": self._message_id, "type": "message", "role": "assistant", "model": self._model_id, "content": [],
+            "stop_reason": None, "stop_sequence": None,
+            "usage": {"input_tokens": self._input_tokens, "output_tokens": 0},
+        }})
+
+    def text(self, delta: str) -> bytes:
+        start = b""
+        if not self._text_open:
+            self._text_open = True
+            start = self._block_start({"type": "text", "text": ""})
+        delta_event = {"type": "text_delta", "text": delta}
+        return start + _event("content_block_delta", {"type": "content_block_delta", "index": self._next_index - 1,
+                                                      "delta": delta_event})
+
+    def _block_start(self, block: dict[str, Any]) -> bytes:
+        index = self._next_index
+        self._next_index += 1
+        return _event("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})
+
+    def _block_stop(self) -> bytes:
+        return _event("content_block_stop", {"type": "content_block_stop", "index": self._next_index - 1})
+
+    def rest(self, reply: Reply, usage: Usage, *, sent: int = 0) -> Iterator[bytes]:
+        """The text after its first ``sent`` characters, the tool_use blocks, message_delta, message_stop."""
+        remaining = reply.content[sent:] if reply.content else ""
+        if remaining:
+            yield self.text(remaining)
+        if self._text_open:
+            yield self._block_stop()
+        for call in reply.tool_calls:
+            arguments = json.loads(call.arguments_json)
+            yield self._block_start({"type": "tool_use", "id": call.id, "name": call.name, "input": {}})
+            delta = {"type": "input_json_delta", "partial_json": json.dumps(arguments, ensure_ascii=False)}
+            yield _event("content_block_delta",
+                         {"type": "content_block_delta", "index": self._next_index - 1, "delta": delta})
+            yield self._block_stop()
+        yield _event("message_delta", {
+            "type": "message_delta",
+            "delta": {"stop_reason": _STOP_REASONS.get(reply.finish_reason, "end_turn"), "stop_sequence": None},
+            "usage": {"output_tokens": usage.completion_tokens},
+        })
+        yield _event("message_stop", {"type": "message_stop"})
 
 
 def error_body(err: AiosdError) -> bytes:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aiosd.api import anthropic_messages as anthropic
 from aiosd.api.asgi import ASGIApp, Headers, Receive, Scope, Send
@@ -29,6 +29,7 @@ from aiosd.api.request_context import (
     read_body,
 )
 from aiosd.api.responses import (
+    SseFrames,
     Usage,
     completion_body,
     error_body,
@@ -41,6 +42,8 @@ from aiosd.service.forwarding import Completion, complete
 from aiosd.service.history import Trip
 from aiosd.service.metrics import UNKNOWN_MODEL
 from aiosd.translate.chat_request import ChatRequest, parse_chat_request
+from aiosd.translate.query import KernelCall
+from aiosd.translate.reply import Reply
 
 if TYPE_CHECKING:
     from aiosd.service.runtime import Runtime
@@ -69,6 +72,14 @@ OUTCOME_BY_CODE = {
 }
 
 
+class StreamFrames(Protocol):
+    """A stream's frames written piece by piece (``SseFrames``, ``MessageEvents``)."""
+
+    def opening(self) -> bytes: ...
+    def text(self, delta: str) -> bytes: ...
+    def rest(self, reply: Reply, usage: Usage, *, sent: int = 0) -> Iterator[bytes]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Dialect:
     """How one API shape parses its body and writes its answers; the trip in between is shared."""
@@ -77,6 +88,8 @@ class Dialect:
     # (chat, completion, usage, request id) -> (body, is an event stream)
     answer: Callable[[ChatRequest, Completion, Usage, str], tuple[bytes, bool]]
     error_body: Callable[[AiosdError], bytes]
+    # (the first kernel call, request id) -> the frames of a stream sent before the answer is complete
+    frames: Callable[[KernelCall, str], StreamFrames]
 
 
 def _openai_answer(chat: ChatRequest, completion: Completion, usage: Usage, request_id: str) -> tuple[bytes, bool]:
@@ -98,8 +111,57 @@ def _anthropic_answer(chat: ChatRequest, completion: Completion, usage: Usage, r
     return anthropic.message_body(reply, model_id=model_id, message_id=message_id, usage=usage), False
 
 
-OPENAI = Dialect(parse_chat_request, _openai_answer, error_body)
-ANTHROPIC = Dialect(anthropic.parse_messages_request, _anthropic_answer, anthropic.error_body)
+def _openai_frames(call: KernelCall, request_id: str) -> StreamFrames:
+    return SseFrames(model_id=call.model.id, completion_id="chatcmpl-" + request_id.removeprefix("req_"),
+                     created=int(time.time()))
+
+
+def _anthropic_frames(call: KernelCall, request_id: str) -> StreamFrames:
+    return anthropic.MessageEvents(model_id=call.model.id, message_id="msg_" + request_id.removeprefix("req_"),
+                                   input_tokens=estimate_usage(call, Reply("")).prompt_tokens)
+
+
+OPENAI = Dialect(parse_chat_request, _openai_answer, error_body, _openai_frames)
+ANTHROPIC = Dialect(anthropic.parse_messages_request, _anthropic_answer, anthropic.error_body, _anthropic_frames)
+
+
+class EarlyStream:
+    """A stream whose answer the kernel cut: it starts when the first piece arrives and sends the
+    final text of each piece as it comes (``service.continuation``); ``finish`` sends the rest."""
+
+    def __init__(self, send: Send, dialect: Dialect, request_id: str) -> None:
+        self._send = send
+        self._dialect = dialect
+        self._request_id = request_id
+        self._frames: StreamFrames | None = None
+        self.sent = 0  # characters of the content sent
+
+    @property
+    def started(self) -> bool:
+        return self._frames is not None
+
+    async def __call__(self, certain: str, call: KernelCall) -> None:
+        body = b""
+        if self._frames is None:
+            self._frames = self._dialect.frames(call, self._request_id)
+            # The count of continuations is not known yet: the log line, /metrics and the status page have it.
+            headers = [(b"x-aiosd-usage", b"estimated"), (b"x-aiosd-model", call.model.id.encode()),
+                       *_STREAM_HEADERS, (b"content-type", _EVENT_STREAM)]
+            await self._send({"type": "http.response.start", "status": 200, "headers": headers})
+            body = self._frames.opening()
+        if len(certain) > self.sent:
+            body += self._frames.text(certain[self.sent:])
+            self.sent = len(certain)
+        await self._send({"type": "http.response.body", "body": body, "more_body": True})
+
+    async def finish(self, reply: Reply, usage: Usage) -> None:
+        assert self._frames is not None  # only a started stream is finished
+        rest = b"".join(self._frames.rest(reply, usage, sent=self.sent))
+        await self._send({"type": "http.response.body", "body": rest, "more_body": False})
+
+    async def abort(self) -> None:
+        """End a started stream that cannot be finished (no [DONE], no stop: the client sees it broke)."""
+        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def completion_app(runtime: Runtime, dialect: Dialect, check_auth: CheckAuth) -> ASGIApp:
@@ -110,31 +172,33 @@ def completion_app(runtime: Runtime, dialect: Dialect, check_auth: CheckAuth) ->
         started = time.perf_counter()
         request_id: str = scope["state"]["request_id"]
         trip = runtime.history.begin(request_id)
+        early = EarlyStream(send, dialect, request_id)
         try:
-            chat, completion = await _complete(runtime, dialect, check_auth, scope["headers"], receive, trip)
+            chat, completion = await _complete(runtime, dialect, check_auth, scope["headers"], receive, trip, early)
         except ClientDisconnected:
             _count_failure(runtime, trip, 499, "client_disconnected", None, started)
             log.info("request %s: client disconnected before the answer; its queue place or kernel call was "
                      "cancelled", request_id)
-            await send_response(send, 499, [], b"")
+            if not early.started:
+                await send_response(send, 499, [], b"")
             return
         except AiosdError as exc:
             _count_failure(runtime, trip, exc.status, OUTCOME_BY_CODE.get(exc.code, "kernel_error"), exc, started)
             log_error(request_id, exc)
-            await send_error(send, exc, dialect.error_body)
+            await (early.abort() if early.started else send_error(send, exc, dialect.error_body))
             return
         except Exception:
             error = internal_error(request_id)
             _count_failure(runtime, trip, 500, "internal_error", None, started)
-            await send_error(send, error, dialect.error_body)
+            await (early.abort() if early.started else send_error(send, error, dialect.error_body))
             return
-        await _answer(runtime, dialect, send, request_id, chat, completion, trip, started)
+        await _answer(runtime, dialect, send, request_id, chat, completion, trip, started, early)
 
     return serve
 
 
 async def _complete(runtime: Runtime, dialect: Dialect, check_auth: CheckAuth, headers: Headers, receive: Receive,
-                    trip: Trip) -> tuple[ChatRequest, Completion]:
+                    trip: Trip, early: EarlyStream) -> tuple[ChatRequest, Completion]:
     """Auth, the body, parsing and the kernel trip: everything that may fail with an error to answer."""
     key_index = check_auth(headers)
     session = session_id(headers)
@@ -149,7 +213,8 @@ async def _complete(runtime: Runtime, dialect: Dialect, check_auth: CheckAuth, h
     del body  # 60 KB less held while the kernel answers
     trip.model = chat.model
     completion = await cancel_on_disconnect(receive, complete(
-        runtime, chat, trip.request_id, key_index=key_index, headers=headers, trip=trip, session_id=session))
+        runtime, chat, trip.request_id, key_index=key_index, headers=headers, trip=trip, session_id=session,
+        sink=early if chat.is_stream else None))
     return chat, completion
 
 
@@ -167,7 +232,7 @@ def _count_failure(runtime: Runtime, trip: Trip, status: int, outcome: str, exc:
 
 
 async def _answer(runtime: Runtime, dialect: Dialect, send: Send, request_id: str, chat: ChatRequest,
-                  completion: Completion, trip: Trip, started: float) -> None:
+                  completion: Completion, trip: Trip, started: float, early: EarlyStream) -> None:
     """Count, log and send a model's answer."""
     model, reply = completion.model, completion.reply
     elapsed = time.perf_counter() - started
@@ -183,13 +248,21 @@ async def _answer(runtime: Runtime, dialect: Dialect, send: Send, request_id: st
         kernels or "-", reply.finish_reason, f", {len(reply.tool_calls)} tool call(s)" if reply.tool_calls else "",
         f", session {completion.session}" if completion.session else "",
     )
-    body, is_stream = dialect.answer(chat, completion, estimate_usage(completion.call, reply), request_id)
+    usage = estimate_usage(completion.call, reply)
+    if early.started:
+        await early.finish(reply, usage)
+        return
+    body, is_stream = dialect.answer(chat, completion, usage, request_id)
     headers = [
         (b"x-aiosd-attempts", str(completion.attempts).encode()),
         (b"x-aiosd-usage", b"estimated"),
         (b"x-aiosd-model", model.id.encode()),
         (b"x-aiosd-kernels", kernels.encode()),
     ]
+    if completion.continuations:
+        headers.append((b"x-aiosd-continuations", str(completion.continuations).encode()))
+        if completion.stopped:
+            headers.append((b"x-aiosd-continuation-stopped", completion.stopped.encode()))
     if is_stream:
         headers.extend(_STREAM_HEADERS)
         headers.append((b"content-type", _EVENT_STREAM))

@@ -117,6 +117,7 @@ class RequestRow(msgspec.Struct):
     retry_wait: float
     total: float
     overhead: float
+    pieces: int  # kernel answers joined into this one (more than 1: continued past the kernel's cap)
     session: str = "-"
 
 
@@ -353,7 +354,7 @@ def _row(row: Finished) -> RequestRow:
         request_id=row.request_id, key=row.key, model=row.model, outcome=row.outcome,
         status=row.status, attempts=row.attempts, kernels=list(row.kernels), queue_wait=round(row.queue_wait, 6),
         kernel_time=round(row.kernel_time, 6), retry_wait=round(row.retry_wait, 6), total=round(row.total, 6),
-        overhead=round(row.overhead, 6), session=row.session,
+        overhead=round(row.overhead, 6), session=row.session, pieces=row.pieces,
     )
 
 

@@ -140,34 +140,56 @@ def sse_stream(reply: Reply, *, model_id: str, completion_id: str, created: int,
 
 def iter_sse_frames(reply: Reply, *, model_id: str, completion_id: str, created: int,
                     usage: Usage | None) -> Iterator[bytes]:
-    # Every chunk starts with the same id/object/created/model: encode that once.
-    head = (b'data: {"id":' + _encode_safe(completion_id) + b',"object":"chat.completion.chunk","created":'
-            + _encode_safe(created) + b',"model":' + _encode_safe(model_id))
+    frames = SseFrames(model_id=model_id, completion_id=completion_id, created=created)
+    yield frames.opening()
+    yield from frames.rest(reply, usage)
 
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+
+class SseFrames:
+    """The chunks of one streamed ``chat.completion``: ``opening``, ``text`` deltas, then ``rest``.
+
+    A continued answer (``service.continuation``) is streamed as its pieces arrive: ``text`` sends
+    the final text so far, and ``rest`` (told how much of the content went out) the remainder."""
+
+    __slots__ = ("_head",)
+
+    def __init__(self, *, model_id: str, completion_id: str, created: int) -> None:
+        # Every chunk starts with the same id/object/created/model: encode that once.
+        self._head = (b'data: {"id":' + _encode_safe(completion_id) + b',"object":"chat.completion.chunk","created":'
+                      + _encode_safe(created) + b',"model":' + _encode_safe(model_id))
+
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        return head + b',"choices":[' + _encode_safe(choice) + b"]}\n\n"
+        return self._head + b',"choices":[' + _encode_safe(choice) + b"]}\n\n"
 
-    yield chunk({"role": "assistant", "content": ""})
-    if reply.content:
-        yield chunk({"content": reply.content})
-    for index, call in enumerate(reply.tool_calls):
-        yield chunk(
-            {
-                "tool_calls": [
-                    {
-                        "index": index,
-                        "id": call.id,
-                        "type": "function",
-                        "function": {"name": call.name, "arguments": call.arguments_json},
-                    }
-                ]
-            }
-        )
-    yield chunk({}, reply.finish_reason)
-    if usage is not None:
-        yield head + b',"choices":[],"usage":' + _encode_safe(usage.as_dict()) + b"}\n\n"
-    yield DONE_FRAME
+    def opening(self) -> bytes:
+        return self.chunk({"role": "assistant", "content": ""})
+
+    def text(self, delta: str) -> bytes:
+        return self.chunk({"content": delta})
+
+    def rest(self, reply: Reply, usage: Usage | None, *, sent: int = 0) -> Iterator[bytes]:
+        """The content after its first ``sent`` characters, the tool calls, the finish and usage chunks, ``[DONE]``."""
+        content = reply.content[sent:] if reply.content else None
+        if content:
+            yield self.text(content)
+        for index, call in enumerate(reply.tool_calls):
+            yield self.chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": index,
+                            "id": call.id,
+                            "type": "function",
+                            "function": {"name": call.name, "arguments": call.arguments_json},
+                        }
+                    ]
+                }
+            )
+        yield self.chunk({}, reply.finish_reason)
+        if usage is not None:
+            yield self._head + b',"choices":[],"usage":' + _encode_safe(usage.as_dict()) + b"}\n\n"
+        yield DONE_FRAME
 
 
 # --- errors --------------------------------------------------------------------------------

@@ -45,6 +45,8 @@ class KernelSettings:
     agent_name_per_key: bool = schema_default("kernel.agent_name_per_key")
     # Append ".<session short form>" for requests with a session id: the kernel's logs tell conversations apart.
     agent_name_per_session: bool = schema_default("kernel.agent_name_per_session")
+    # The most LLM tokens the kernel lets one answer have; longer answers come back cut (continuation).
+    answer_token_cap: int = schema_default("kernel.answer_token_cap")
 
     @property
     def shown_url(self) -> str:
@@ -197,6 +199,14 @@ class HealthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ContinuationSettings:
+    """``continuation:``: asking the kernel for the rest of an answer it cut, and joining the pieces."""
+
+    enabled: bool = schema_default("continuation.enabled")
+    max_calls: int = schema_default("continuation.max_calls")  # kernel calls per answer, the first included
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     max_body_bytes: int
     drain_timeout: float
@@ -233,6 +243,7 @@ class Config:
     kernels: tuple[KernelSettings, ...] = schema_default("kernels")
     scheduler: SchedulerSettings = SchedulerSettings()
     health: HealthSettings = HealthSettings()
+    continuation: ContinuationSettings = ContinuationSettings()
 
     @property
     def pool(self) -> tuple[KernelSettings, ...]:

@@ -31,6 +31,7 @@ class ForwardResult:
     response: dict
     attempts: int  # kernel calls made, failovers and retries included
     kernels: list[str] = field(default_factory=list)  # the kernel of each call, in order
+    first_queued: float | None = None  # when the request first asked for a slot (pass as ``since`` later)
 
 
 @dataclass
@@ -66,7 +67,7 @@ class _Forwarding:
             kernel = await self.scheduler.acquire(
                 self.kernel_model, key=self.key, level=self.level, exclude=frozenset(tried),
                 deadline=min(self.deadline, queued_at + self.settings.queue_timeout),
-                new_request=index == 0 and not tried,
+                new_request=index == 0 and not tried and self.first_queued is None,
                 since=self.first_queued, session=self.session,
             )
             if self.first_queued is None:
@@ -127,6 +128,7 @@ async def forward_query(
     on_phase: Callable[[str], object] | None = None,
     clock: Callable[[], float] = time.monotonic,
     session: SessionState | None = None,
+    since: float | None = None,
 ) -> ForwardResult:
     """The kernel's ``response`` object for one /query body; raises an ``AiosdError`` with
     ``attempts`` and ``kernels`` set.
@@ -141,12 +143,15 @@ async def forward_query(
     "queued", "calling" and "between" (the status page shows where a request is); ``on_call`` gets
     each call's queue wait, duration, error and kernel name. ``session`` (``scheduler.session(...)``)
     gives the request its session's share within its key and its session's kernel.
+    each call's queue wait, duration, error and kernel name. ``since`` (a further call of a request
+    already admitted, e.g. a continuation: its ``first_queued``) keeps the request's place and age.
     """
     forwarding = _Forwarding(
         content=body if isinstance(body, bytes) else _dumps(body),  # once, for every call
         scheduler=scheduler, kernel_model=kernel_model, key=key, level=level, deadline=deadline,
         settings=settings, label=model or kernel_model, on_call=on_call, on_phase=on_phase, clock=clock,
         session=session,
+        first_queued=since,
     )
     result = forwarding.result
     try:
@@ -157,4 +162,5 @@ async def forward_query(
         exc.kernels = tuple(result.kernels)
         raise
     result.response = response
+    result.first_queued = forwarding.first_queued
     return result

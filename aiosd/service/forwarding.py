@@ -12,6 +12,8 @@ from aiosd.config.settings import ClientKey, ModelSpec
 from aiosd.errors import AiosdError, KernelTextDropped
 from aiosd.kernel.call import forward_query
 from aiosd.kernel.retry import AttemptReport
+from aiosd.service import continuation
+from aiosd.service.continuation import CertainSink
 from aiosd.service.history import Phase, Trip
 from aiosd.service.metrics import status_class
 from aiosd.translate.chat_request import ChatRequest
@@ -34,13 +36,16 @@ class Completion:
     waiting: float
     kernels: list[str]  # the pool kernel of each call, in order (X-Aiosd-Kernels)
     session: str | None = None  # the session's short form (8 hex characters), None without a session id
+    continuations: int = 0  # further calls for an answer the kernel cut (X-Aiosd-Continuations)
+    stopped: str | None = None  # why a continued answer ended still cut (X-Aiosd-Continuation-Stopped)
 
 
 class _Forwarding:
     """The state of one request's trip to the kernel (possibly several calls, each possibly retried)."""
 
     def __init__(self, runtime: Runtime, request: ChatRequest, request_id: str, client: ClientKey,
-                 priority_header: str | None, trip: Trip | None = None, session_id: str | None = None) -> None:
+                 priority_header: str | None, trip: Trip | None = None, session_id: str | None = None,
+                 sink: CertainSink | None = None) -> None:
         self.runtime = runtime
         self.trip = trip  # the status page's record of this request
         self.generation = runtime.current  # the config this request runs on, start to end
@@ -48,6 +53,8 @@ class _Forwarding:
         self.request_id = request_id
         self.client = client
         self.priority_header = priority_header
+        self.sink = sink  # a stream's: hears the certain text of a continued answer piece by piece
+        self.first_queued: float | None = None  # when the request first asked for a slot
         self.waiting = 0.0
         self.kernels: list[str] = []
         scheduler = runtime.scheduler
@@ -89,11 +96,34 @@ class _Forwarding:
             response, more = await self._call(call.content, model)
             attempts += more
             reply = call.decode(response)
+        cut = continuation.first_cut(response, reply, call, self.generation.config)
+        if cut is not None:
+            return await self._continue(call, model, cut, attempts)
         if reply.warning:
             log.warning("request %s: model %s: %s", self.request_id, model.id, reply.warning)
         return Completion(reply, model, call, attempts, self.waiting, self.kernels, self.short)
 
-    async def _call(self, content: bytes, model: ModelSpec) -> tuple[dict[str, Any], int]:
+    async def _continue(self, call: KernelCall, model: ModelSpec, first: str, attempts: int) -> Completion:
+        """The answer the kernel cut, continued (``service.continuation``) and joined."""
+
+        async def ask(content: bytes) -> tuple[dict[str, Any], int]:
+            return await self._call(content, model, continuing=True)
+
+        chain = continuation.Chain(call, self.generation.config, ask, self.deadline, self.sink,
+                                   f"{self.request_id}: model {model.id}")
+        done = await chain.run(first)
+        metrics = self.runtime.metrics
+        metrics.continued.labels(done.outcome if done.outcome in continuation.OUTCOMES else "failed").inc()
+        metrics.continuation_calls.inc(done.calls)
+        if self.trip is not None:
+            self.trip.pieces = len(done.pieces)
+        reply = done.reply
+        if reply.warning:
+            log.warning("request %s: model %s: %s", self.request_id, model.id, reply.warning)
+        return Completion(reply, model, call, attempts + done.attempts, self.waiting, self.kernels,
+                          continuations=done.calls, stopped=done.stopped)
+
+    async def _call(self, content: bytes, model: ModelSpec, *, continuing: bool = False) -> tuple[dict[str, Any], int]:
         metrics = self.runtime.metrics
         trip = self.trip
 
@@ -143,24 +173,29 @@ class _Forwarding:
                 on_call=on_call,
                 on_phase=None if trip is None else on_phase,
                 session=self.session,
+                since=self.first_queued if continuing else None,  # a continuation keeps the request's place
             )
         except AiosdError as exc:
             self.kernels.extend(exc.kernels)
             exc.kernels = tuple(self.kernels)
             raise
         self.kernels.extend(result.kernels)
+        if self.first_queued is None:
+            self.first_queued = result.first_queued
         return result.response, result.attempts
 
 
 async def complete(runtime: Runtime, request: ChatRequest, request_id: str, *, key_index: int | None = None,
                    headers: Iterable[tuple[bytes, bytes]] = (), trip: Trip | None = None,
-                   session_id: str | None = None) -> Completion:
+                   session_id: str | None = None, sink: CertainSink | None = None) -> Completion:
     """Resolve the model and run the call; raises AiosdError subclasses for everything a client should see.
 
     ``key_index``: which of ``auth.keys`` the request presented (None: auth off), for its scheduler
     class, share and limits; ``headers`` (ASGI pairs) may carry ``scheduler.priority_header``.
     ``trip`` (the status page's record of the request) learns its key and class, queue waits,
     kernel calls and retry waits. ``session_id`` (checked by the API layer) names the conversation.
+    kernel calls and retry waits. ``sink`` (a stream's) hears the final text of an answer the kernel
+    cut as each piece arrives (``service.continuation``); it is never called for an answer that was not cut.
     """
     model = runtime.catalog.resolve(request.model)
     config = runtime.config
@@ -172,7 +207,7 @@ async def complete(runtime: Runtime, request: ChatRequest, request_id: str, *, k
             header = value[:64].decode("latin-1")
             break
     try:
-        return await _Forwarding(runtime, request, request_id, client, header, trip, session_id).run(model)
+        return await _Forwarding(runtime, request, request_id, client, header, trip, session_id, sink).run(model)
     except AiosdError as exc:
         exc.model_id = model.id  # a known id: safe as a metrics label
         _add_context(exc, model)

@@ -41,6 +41,7 @@ class Trip:
         "model",
         "phase",
         "phase_since",
+        "pieces",
         "queue_wait",
         "request_id",
         "retry_until",
@@ -70,6 +71,7 @@ class Trip:
         self.kernel_time = 0.0
         self.retry_wait = 0.0
         self.session = "-"  # its session's short form (8 hex characters), "-" without a session id
+        self.pieces = 1  # kernel answers joined into the answer (more than 1: continued)
 
     def set_phase(self, phase: Phase) -> None:
         self.phase = phase
@@ -92,7 +94,7 @@ class Trip:
 Finished = collections.namedtuple(
     "Finished",
     "seq at request_id key model outcome status attempts kernels queue_wait kernel_time retry_wait total overhead"
-    " session",
+    " session pieces",
 )
 
 
@@ -179,6 +181,7 @@ class RequestHistory:
             next(self._seq), trip.started_wall, trip.request_id, trip.key, trip.model, outcome, status,
             trip.attempts, tuple(trip.kernels), trip.queue_wait, trip.kernel_time, trip.retry_wait, total, overhead,
             trip.session,
+            trip.pieces,
         ))
         # A client that hung up is neither an error of aiosd's nor of the kernel's.
         error = outcome not in ("ok", "client_disconnected")

@@ -74,6 +74,14 @@ class Metrics:
         self.canaries = Counter(
             "aiosd_canary_queries", "Canary /query calls (kernel.probe_interval) by result.", ["result"], registry=r
         )
+        self.continued = Counter(
+            "aiosd_continued_answers", "Answers the kernel cut at its token cap that aiosd continued, by how the "
+            "chain ended: complete, or still cut (max_tokens, max_calls, deadline, max_size, failed).", ["outcome"],
+            registry=r,
+        )
+        self.continuation_calls = Counter(
+            "aiosd_continuation_calls", "Kernel calls made to continue answers the kernel cut.", registry=r
+        )
         self.task_restarts = Counter(
             "aiosd_background_task_restarts", "Background loops (model refresh, OpenClaw sync, canary) that died "
             "and were restarted.", ["task"], registry=r

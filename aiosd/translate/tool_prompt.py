@@ -23,7 +23,8 @@ Decisions on the reply side (``parse_reply_text``):
   text, never an error. If no block parses, the whole reply is returned unchanged as text.
 - A block cut off in the middle of an invoke (the kernel caps every answer at 1000 tokens, so a long
   ``write`` gets truncated) yields no calls: the text is returned with finish reason ``length``,
-  so nothing half-written is executed. A block whose invokes are complete but whose closing
+  so nothing half-written is executed. (``service.continuation`` first asks the kernel for the
+  rest and parses the joined answer once.) A block whose invokes are complete but whose closing
   ``</function_calls>`` is missing is accepted.
 - Calls to tools that were not offered are still returned: OpenClaw answers them with a "tool not
   found" result, which lets the model correct itself; dropping them would silently lose the turn.
@@ -268,6 +269,9 @@ _PARAM_OPEN = re.compile(r"<parameter" + _NAME_ATTR + r">")
 _AFTER_PARAM = re.compile(r"\s*(?:<parameter\s|</invoke>|</function_calls>|$)")
 _WHITESPACE = re.compile(r"\s*")
 _TRAILING_FENCE = re.compile(r"\n?```[A-Za-z]*\s*$")
+# The tags as translate.stitch reads them when it joins the pieces of an answer the kernel cut.
+BLOCK_OPEN, BLOCK_CLOSE, INVOKE_CLOSE, PARAM_CLOSE = _BLOCK_OPEN, _BLOCK_CLOSE, _INVOKE_CLOSE, _PARAM_CLOSE
+INVOKE_OPEN, PARAM_OPEN = _INVOKE_OPEN, _PARAM_OPEN
 
 
 class _Malformed(Exception):

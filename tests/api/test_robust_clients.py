@@ -227,8 +227,10 @@ async def test_disconnect_during_a_retry_wait_ends_the_request_at_once(tmp_path,
 
 @pytest.mark.parametrize("hard", [True, False], ids=["reset", "close"])
 async def test_disconnect_mid_stream(tmp_path, kernel, caplog, hard):
+    # One answer of 8 MB from a kernel without a cap, sent whole (not continued: it ends mid-word).
+    kernel.answer_token_cap = None
     kernel.script(Text("x" * 8_000_000))  # far more than the socket buffers hold: the stream must stall
-    async with serve_aiosd(config_for(tmp_path, kernel.url, CONFIG)) as aiosd:
+    async with serve_aiosd(config_for(tmp_path, kernel.url, CONFIG + "continuation: {enabled: false}\n")) as aiosd:
         baseline = set(asyncio.all_tasks())
         client = await RawClient.connect(aiosd.runtime.config.listen_port)
         client.send(chat_body(stream=True))

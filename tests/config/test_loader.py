@@ -156,7 +156,7 @@ models:
         (8, 31, "models.map.sonnet.colour"),
     ]
     assert found[0].message.startswith("unknown key 'lisen' (did you mean 'listen'?); known keys here: "
-                                       "allow_remote, auth, health, kernel, kernels, listen")
+                                       "allow_remote, auth, continuation, health, kernel, kernels, listen")
     assert "known keys here: initial, jitter, max, multiplier" in found[2].message
 
 

@@ -26,6 +26,8 @@ import uvicorn
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "ANSWER_TOKEN_CAP",
+    "CHARS_PER_TOKEN",
     "DEFAULT_MODELS",
     "Delay",
     "Drip",
@@ -48,6 +50,7 @@ __all__ = [
     "ToolCalls",
     "Unprocessable",
     "Unreachable",
+    "continue_exactly",
     "echo_llm",
     "gzip_bomb",
 ]
@@ -344,6 +347,8 @@ def echo_llm(messages: list, tools: list | None, model_name: str) -> LLMOutput:
 # --------------------------------------------------------------------------------------------
 
 EMPTY_CONTENT_WARNING = "Warning: the LLM returned no content (None)."
+ANSWER_TOKEN_CAP = 1000  # the real kernel's max_tokens for every LLM call
+CHARS_PER_TOKEN = 4
 
 
 def _llm_response(message: Any = None, *, tool_calls: Any = None, error: str | None = None, status: int = 200) -> dict:
@@ -595,6 +600,9 @@ class FakeKernel:
 
     Use as `with FakeKernel() as kernel:` (or `start()` / `stop()`); `kernel.url` is its base URL.
     Per-call behaviour: `kernel.script(item, ...)`, else the `llm` callable (settable any time).
+    Like the real kernel's LLM, a text answer stops after `answer_token_cap` tokens (4 characters
+    each; None: no cap), and asked to continue an answer it gave, the `llm` callable's answer goes
+    on where the assistant's turn ended (`continue_with` says how: exactly, by default).
     Observation, all updated in the server thread: `queries`, `query_count`, `in_flight`,
     `max_in_flight`, `busy_workers`, `max_busy_workers`, `attempts`, `llm_requests`,
     `disconnects`, `finished_after_disconnect`, `batches`, `poisoned_batches`, `queued`.
@@ -613,6 +621,7 @@ class FakeKernel:
         scheduler_dead: bool = False,
         llm_latency: float = 0.0,
         retry_delay: float = 0.0,
+        answer_token_cap: int | None = ANSWER_TOKEN_CAP,
         record: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -626,6 +635,11 @@ class FakeKernel:
         self.list_body: bytes | None = None  # when set, /core/llms/list answers these bytes as they are
         self.scheduler_dead = scheduler_dead
         self.llm_latency = llm_latency  # added to every LLM attempt
+        # The real kernel asks its LLM for at most 1000 tokens: a longer text answer stops there (at
+        # CHARS_PER_TOKEN characters a token), silently. None: the LLM is not capped.
+        self.answer_token_cap = answer_token_cap
+        # How the LLM goes on when asked to continue: (its answer so far, the rest) -> its next piece.
+        self.continue_with: Callable[[str, str], LLMOutput] = continue_exactly
         self.retry_delay = retry_delay  # pause between the kernel's own attempts (real: ~1 s)
         self.record = record  # keep bodies in `queries` and `llm_requests` (off for benchmarks)
         self.host = host
@@ -1079,6 +1093,8 @@ class FakeKernel:
         llm_messages = [dict(m, role="system") if m.get("role") == "developer" else m for m in messages]
         llm_tools = _slash_to_double_underscore(tools) if tools else None
         output = await self._ask_llm(job.item, llm_messages, llm_tools, model_name)
+        if self.answer_token_cap is not None and isinstance(output, Text):
+            output = Text(output.text[: self.answer_token_cap * CHARS_PER_TOKEN])
         policy = _failure_policy(output, model_name)
         if policy is not None:
             status, sentence, _ = policy
@@ -1132,6 +1148,25 @@ class FakeKernel:
             if self.retry_delay:
                 await asyncio.sleep(self.retry_delay)
 
+    async def _ask_callable(self, messages: list, tools: list | None, model_name: str) -> Any:
+        """The ``llm`` callable's answer. Asked to continue an answer it was giving (the conversation
+        ends with that answer, cut, as the assistant's turn and a user turn asking to continue), it
+        goes on from where the assistant's turn ended, as a real LLM does: the rest of what it
+        answers the conversation before those two turns, or "nothing more" when nothing is left."""
+        continued = _continuation_of(messages)
+        if continued is not None:
+            earlier, partial = continued
+            whole = self.llm(earlier, tools, model_name)
+            if inspect.isawaitable(whole):
+                whole = await whole
+            text = whole.text if isinstance(whole, Text) else whole if isinstance(whole, str) else None
+            if text is not None and text.startswith(partial):
+                return self.continue_with(partial, text[len(partial):])
+        planned = self.llm(messages, tools, model_name)
+        if inspect.isawaitable(planned):
+            planned = await planned
+        return planned
+
     async def _resolve(self, planned: Any, messages: list, tools: list | None, model_name: str) -> Any:
         while True:
             if isinstance(planned, Hang):
@@ -1142,9 +1177,7 @@ class FakeKernel:
                 planned = planned.then
             elif planned is None:
                 try:
-                    planned = self.llm(messages, tools, model_name)
-                    if inspect.isawaitable(planned):
-                        planned = await planned
+                    planned = await self._ask_callable(messages, tools, model_name)
                 except Exception:
                     # The real kernel turns any other LLM exception into its generic 500; the
                     # traceback goes to the log so a broken test callable is easy to spot.
@@ -1220,6 +1253,23 @@ class FakeKernel:
             await asyncio.sleep(0)
 
 
+def continue_exactly(partial: str, rest: str) -> LLMOutput:
+    """The LLM continuing as asked: the very next character on, or "nothing more" when nothing is left."""
+    return Text(rest or "nothing more")
+
+
+def _continuation_of(messages: list) -> tuple[list, str] | None:
+    """(the conversation before, the assistant's cut answer) when ``messages`` asks to continue it."""
+    if len(messages) < 3:
+        return None
+    answer, ask = messages[-2], messages[-1]
+    if not (isinstance(answer, dict) and answer.get("role") == "assistant" and isinstance(answer.get("content"), str)):
+        return None
+    if not (isinstance(ask, dict) and ask.get("role") == "user" and "continue" in _text_of(ask.get("content")).lower()):
+        return None
+    return messages[:-2], answer["content"]
+
+
 def _is_poisoned(job: _Job) -> bool:
     """An `llms` entry without a name crashes the scheduler's whole batch."""
     return any("name" not in entry for entry in job.query_data.get("llms") or ())
@@ -1257,6 +1307,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", action="append", metavar="NAME[@BACKEND]", help="repeatable; default: a few models")
     parser.add_argument("--llm-core-not-ready", action="store_true")
     parser.add_argument("--record", action="store_true", help="keep every body in memory (off: benchmarks run long)")
+    parser.add_argument("--answer-token-cap", type=int, default=ANSWER_TOKEN_CAP,
+                        help="the LLM stops after this many tokens (4 characters each), as behind the real kernel; "
+                             "0: no cap")
     args = parser.parse_args(argv)
 
     models = None
@@ -1272,6 +1325,7 @@ def main(argv: list[str] | None = None) -> None:
         llm_core_ready=not args.llm_core_not_ready,
         llm_latency=args.latency,
         record=args.record,
+        answer_token_cap=args.answer_token_cap or None,
         host=args.host,
         port=args.port,
     )

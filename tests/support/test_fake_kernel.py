@@ -19,6 +19,8 @@ import httpx
 import pytest
 
 from tests.support.fake_kernel import (
+    ANSWER_TOKEN_CAP,
+    CHARS_PER_TOKEN,
     Delay,
     Drip,
     Empty,
@@ -119,6 +121,26 @@ def test_a_plain_answer_has_the_real_envelope(client, kernel):
         "turnaround_times": [],
     }
     assert kernel.queries[-1] == query_body("hi")
+
+
+def test_the_llm_stops_at_the_cap_and_goes_on_where_the_assistant_stopped(client, kernel):
+    whole = "".join(f"word{i} " for i in range(2000))  # 15,780 characters
+    kernel.llm = lambda messages, tools, model: Text(whole)
+    try:
+        first = ask(client, query_body("write"))["response_message"]
+        assert first == whole[: ANSWER_TOKEN_CAP * CHARS_PER_TOKEN]  # cut, silently: no finish reason
+        asked = [{"role": "user", "content": "write"}, {"role": "assistant", "content": whole[:6000]},
+                 {"role": "user", "content": "Please continue exactly where you stopped."}]
+        assert ask(client, query_body(messages=asked))["response_message"] == whole[6000:10000]
+        asked[1]["content"] = whole
+        assert ask(client, query_body(messages=asked))["response_message"] == "nothing more"
+        # An assistant turn that is not the start of the answer is an ordinary conversation.
+        asked[1]["content"] = "something else"
+        assert ask(client, query_body(messages=asked))["response_message"] == whole[:4000]
+        kernel.answer_token_cap = None
+        assert ask(client, query_body("write"))["response_message"] == whole
+    finally:
+        kernel.llm, kernel.answer_token_cap = echo_llm, ANSWER_TOKEN_CAP
 
 
 def test_routing_uses_the_name_only_and_no_llms_means_the_first_model(client, kernel):

@@ -219,7 +219,7 @@ function addRows(live) {
 function requestRow(r) {
   const tr = el("tr", r.outcome === "ok" ? "" : "failed",
     el("td", null, clock(r.finished_at)), el("td", "mono", r.request_id), el("td", null, r.key), el("td", null, r.model),
-    el("td", null, r.outcome), el("td", null, r.status), el("td", null, r.attempts), el("td", "mono", r.kernels.join(", ")),
+    el("td", null, r.outcome), el("td", null, r.status), el("td", null, attemptsCell(r)), el("td", "mono", r.kernels.join(", ")),
     el("td", null, seconds(r.queue_wait)), el("td", null, seconds(r.kernel_time)), el("td", null, seconds(r.total)),
     el("td", "mono", r.session));
   tr.tabIndex = 0;
@@ -227,6 +227,11 @@ function requestRow(r) {
   tr.addEventListener("click", () => showLog(r.request_id));
   tr.addEventListener("keydown", (event) => { if (event.key === "Enter") showLog(r.request_id); });
   return tr;
+}
+
+// A continued answer (the kernel cut it at its token cap) says how many pieces were joined.
+function attemptsCell(r) {
+  return r.pieces > 1 ? `${r.attempts} (${r.pieces} pieces)` : String(r.attempts);
 }
 
 async function showLog(requestId) {
