@@ -100,7 +100,7 @@ async def test_a_chunked_body_trailer_is_capped_too(tmp_path, kernel):
                 sent += 4096
         try:
             raw = await read_until_closed(reader)
-        except ConnectionResetError:
+        except (ConnectionResetError, BrokenPipeError):
             raw = b""  # the close found our unread flood in its buffer: the 431 may be lost to the reset
         writer.close()
         if raw:
@@ -281,7 +281,13 @@ def test_out_of_file_descriptors_logs_a_bounded_number_of_lines(tmp_path, kernel
         assert "Traceback" not in text, text[-3000:]
         assert len(text.splitlines()) < 50, text[-3000:]
         # Once files are free again, aiosd accepts again (asyncio retries accept() every second).
-        assert httpx.get(daemon.url + "/healthz", timeout=10).status_code == 200
+        # The open-file limit left room for one connection (server.max_connections fitted to it): one of
+        # the sockets closed above, accepted late, may hold it for a moment and get this one a 503.
+        deadline = time.monotonic() + 10
+        while (status := httpx.get(daemon.url + "/healthz", timeout=10).status_code) == 503:
+            assert time.monotonic() < deadline, "still 503 after 10 s"
+            time.sleep(0.1)
+        assert status == 200
     finally:
         for sock in sockets:
             sock.close()
