@@ -21,7 +21,7 @@ from aiosd.api.dashboard import dashboard_router
 from aiosd.api.error_response import error_headers, internal_error, log_error
 from aiosd.api.openapi_docs import ChatCompletionOperation
 from aiosd.api.request_context import request_id_middleware
-from aiosd.api.request_guard import GuardSettings, guard_settings, request_guard
+from aiosd.api.request_guard import GuardSettings, guard_settings, is_loopback_client, request_guard
 from aiosd.api.responses import error_body as openai_error_body
 from aiosd.errors import AiosdError, AuthenticationFailed
 
@@ -69,6 +69,13 @@ def _route_handlers(runtime: Runtime, chat_app: ASGIApp, messages_app: ASGIApp) 
     def check_request(request: Request) -> None:
         check_auth(runtime.config.auth.keys, request.scope["headers"])
 
+    def check_probe(request: Request) -> None:
+        """/metrics and /readyz: a key like /status, unless server.open_metrics lets loopback clients in."""
+        config = runtime.config
+        if config.server.open_metrics == "loopback" and is_loopback_client(request.scope):
+            return
+        check_auth(config.auth.keys, request.scope["headers"])
+
     # POSTs to these exact paths never reach these two handlers: completion_dispatch hands them to
     # the same ASGI apps before Litestar. They give the routes their OpenAPI description and serve
     # any path variant Litestar matches (a trailing slash). Litestar relays a returned ASGI app when
@@ -95,7 +102,8 @@ def _route_handlers(runtime: Runtime, chat_app: ASGIApp, messages_app: ASGIApp) 
         return Response({"status": "ok"}, media_type=JSON)
 
     @get("/readyz", summary="Readiness: 200 when the config is valid and the kernel answered recently")
-    async def readyz() -> Response:
+    async def readyz(request: Request) -> Response:
+        check_probe(request)
         ready, reason = runtime.readiness()
         return Response({"ready": ready, "reason": reason}, status_code=200 if ready else 503, media_type=JSON)
 
@@ -105,7 +113,8 @@ def _route_handlers(runtime: Runtime, chat_app: ASGIApp, messages_app: ASGIApp) 
         return Response(runtime.status(), media_type=JSON)
 
     @get("/metrics", summary="Prometheus metrics", media_type="text/plain")
-    async def metrics_endpoint() -> Response:
+    async def metrics_endpoint(request: Request) -> Response:
+        check_probe(request)
         body, content_type = runtime.metrics.render()
         # As a header: media_type="text/..." would get a second "; charset=utf-8" from Litestar.
         return Response(body, headers={"content-type": content_type})
