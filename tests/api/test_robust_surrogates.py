@@ -1,4 +1,4 @@
-"""Lone UTF-16 surrogates (half an emoji, legal JSON) in requests, kernel answers and kernel errors, in both dialects."""
+"""Lone UTF-16 surrogates (half an emoji, legal JSON) in requests, kernel answers and errors, in both dialects."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def answer_text(path: str, response: httpx.Response) -> str:
         return "".join(pieces)
     document = response.json()
     if path == "/v1/messages":
-        return "".join(block.get("text", json.dumps(block.get("input"), ensure_ascii=False)) for block in document["content"])
+        return "".join(block.get("text", json.dumps(block.get("input"), ensure_ascii=False))
+                       for block in document["content"])
     message = document["choices"][0]["message"]
     return (message["content"] or "") + "".join(c["function"]["arguments"] for c in message.get("tool_calls") or [])
 
