@@ -199,7 +199,9 @@ async def test_more_idle_sockets_than_the_cap_cannot_lock_out_a_real_request(tmp
         for _, writer in idle[::2]:
             writer.write(b"GET /v1/models HTTP/1.1\r\n")  # half a head
         # Held connections never exceed the cap: past it, new ones are answered 503 and closed.
-        held = lambda: connections_from_clients_to(port, TCP_ESTABLISHED)  # noqa: E731  # read twice
+        def held() -> int:
+            return connections_from_clients_to(port, TCP_ESTABLISHED)
+
         await eventually(lambda: held() <= 20, what="at most 20 connections held")
         # Once the held ones have sent nothing for a while (the guard's grace; here, time passed at once),
         # a real request makes room: the one whose request stalled longest is answered 503 and closed.
