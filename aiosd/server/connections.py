@@ -272,7 +272,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return False
         if self._in_head:
             return cycle is None or cycle.response_complete
-        return cycle is not None and cycle.more_body and not cycle.response_started
+        # A body arriving for a request not answered yet, or only being drained after an early answer.
+        return cycle is not None and cycle.more_body and (not cycle.response_started or cycle.response_complete)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.idle.pop(self, None)
@@ -384,8 +385,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         consumed = (self._body_bytes - body_before) + (self._framing - framing_before)
         if self._messages != messages:
             # The body ended inside this piece: what followed it is the start of the next head.
-            self._head_bytes += max(0, len(piece) - consumed)
-            self._tail = bytes(piece[-3:])
+            leftover = max(0, len(piece) - consumed)
+            self._head_bytes += leftover
+            self._tail = bytes(piece[len(piece) - leftover:])[-3:]
             return True
         self._excess += len(piece) - consumed
         if self._excess > limits.max_header_bytes:
@@ -571,15 +573,16 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.guard.idle.pop(self, None)
         self._cancel_read_timer()
         cycle: RequestResponseCycle | None = self.cycle  # uvicorn types it as always set; None before a request
-        if cycle is not None and not cycle.response_complete:
-            if self._in_head:  # a new request was refused: the ones before it are answered first
-                self._deferred = (error, retry_after)
+        if cycle is not None and not self._in_head:  # refusing the request whose body is arriving
+            if not cycle.response_complete:
+                cycle.disconnected = True  # its app (if it runs) ends as a disconnect
+                cycle.message_event.set()
+            if cycle.response_started or self.pipeline:  # answered already, or other answers come first
+                self._close(abort=not cycle.response_complete)
                 return
-            cycle.disconnected = True  # the refused request's body was still arriving: its app ends as a disconnect
-            cycle.message_event.set()
-            if cycle.response_started or self.pipeline:  # no room for an answer between others
-                self._close(abort=True)
-                return
+        elif cycle is not None and not cycle.response_complete:
+            self._deferred = (error, retry_after)  # a new request was refused: the ones before it are answered first
+            return
         self._answer_refusal(error, retry_after)
 
     def _answer_refusal(self, error: AiosdError, retry_after: int | None) -> None:

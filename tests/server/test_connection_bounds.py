@@ -200,6 +200,26 @@ server: {{max_connections: 10}}
             writer.close()
 
 
+async def test_bodies_still_dripping_after_their_401_cannot_take_every_connection(tmp_path, kernel):
+    """Issue 18 item 3: clients without a key get 401 before their body is read; their bodies dripping on
+    after it hold no connection a keyed client needs."""
+    config = config_for(tmp_path, kernel.url, f'auth: {{keys: ["{KEY}"]}}\nserver: {{max_connections: 5}}')
+    async with serve_aiosd(config) as aiosd:
+        drips = []
+        for _ in range(5):
+            reader, writer = await asyncio.open_connection("127.0.0.1", aiosd.runtime.bound_port)
+            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                         b"content-length: 100000\r\n\r\n{")
+            assert (await reader.readuntil(b"\r\n")).startswith(b"HTTP/1.1 401")
+            writer.write(b" ")  # the body goes on arriving after the answer
+            drips.append(writer)
+        connection_guard(aiosd).stall_grace = 0.0
+        async with httpx.AsyncClient(base_url=aiosd.url, headers={"authorization": f"Bearer {KEY}"}) as client:
+            assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
+        for writer in drips:
+            writer.close()
+
+
 # --- item 11: overload answers are 503, not resets --------------------------------------------------
 
 
