@@ -15,10 +15,19 @@ import msgspec
 
 from aiosd.api.responses import Usage
 from aiosd.errors import AiosdError, InvalidRequest
-from aiosd.translate.chat_request import ChatRequest, parse_chat_request
+from aiosd.translate.chat_request import ChatRequest, parse_chat_request, replace_lone_surrogates
 from aiosd.translate.reply import Reply
 
-_encode = msgspec.json.Encoder().encode
+_encode_strict = msgspec.json.Encoder().encode
+
+
+def _encode(value: Any) -> bytes:
+    """Compact JSON; a lone UTF-16 surrogate (legal in JSON text, possible in a request or model output)
+    becomes U+FFFD, as on /v1/chat/completions."""
+    try:
+        return _encode_strict(value)
+    except UnicodeEncodeError:
+        return _encode_strict(replace_lone_surrogates(value))
 
 _STOP_REASONS = {"stop": "end_turn", "tool_calls": "tool_use", "length": "max_tokens"}
 _ERROR_TYPES = {

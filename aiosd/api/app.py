@@ -16,12 +16,12 @@ from litestar.types import ASGIApp as LitestarASGIApp
 from aiosd import __version__
 from aiosd.api import completion_routes
 from aiosd.api.anthropic_messages import error_body as anthropic_error_body
-from aiosd.api.asgi import ASGIApp
+from aiosd.api.asgi import ASGIApp, Message, Receive, Scope, Send
 from aiosd.api.dashboard import dashboard_router
 from aiosd.api.error_response import error_headers, internal_error, log_error
-from aiosd.api.openapi_docs import ChatCompletionOperation
+from aiosd.api.openapi_docs import ChatCompletionOperation, MessagesOperation, OpenAPIJson
 from aiosd.api.request_context import request_id_middleware
-from aiosd.api.request_guard import GuardSettings, guard_settings, request_guard
+from aiosd.api.request_guard import GuardSettings, guard_settings, is_loopback_client, request_guard
 from aiosd.api.responses import error_body as openai_error_body
 from aiosd.errors import AiosdError, AuthenticationFailed
 
@@ -53,14 +53,51 @@ def build_app(runtime: Runtime) -> ASGIApp:
         exception_handlers={AiosdError: aiosd_error_response, HTTPException: http_error_response,
                             Exception: unexpected_error_response},
         request_max_body_size=runtime.config.server.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="aiosd", version=__version__, path="/openapi"),
+        openapi_config=OpenAPIConfig(title="aiosd", version=__version__, path="/openapi",
+                                     render_plugins=[OpenAPIJson(frozenset({completion_routes.MESSAGES_PATH}))]),
         debug=False,
         logging_config=None,
     )
     routes = {completion_routes.CHAT_PATH: chat_app, completion_routes.MESSAGES_PATH: messages_app}
     # The cast: Litestar's own scope types are TypedDicts, narrower than the mappings aiosd's wrappers pass.
     dispatch = completion_routes.completion_dispatch(routes, cast("ASGIApp", app))
-    return request_id_middleware(request_guard(dispatch, _guard_settings_of(runtime), _error_body_for_path))
+    guarded = request_guard(_head_as_get(_locked_down_documents(dispatch)), _guard_settings_of(runtime),
+                            _error_body_for_path)
+    return request_id_middleware(guarded)
+
+
+# What /openapi/* may do in a browser: nothing (it is JSON; no script, style or frame of any origin).
+_DOCUMENT_HEADERS = [(b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'"),
+                     (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+
+
+def _locked_down_documents(app: ASGIApp) -> ASGIApp:
+    """ASGI: the OpenAPI document's answers carry a Content-Security-Policy that lets nothing run."""
+
+    async def locked(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/openapi"):
+            return await app(scope, receive, send)
+
+        async def send_locked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *_DOCUMENT_HEADERS]
+            await send(message)
+
+        return await app(scope, receive, send_locked)
+
+    return locked
+
+
+def _head_as_get(app: ASGIApp) -> ASGIApp:
+    """ASGI: HEAD on a GET route answers as GET does, status and headers, without the body (uvicorn
+    leaves it out: its own copy of the scope still says HEAD)."""
+
+    async def head(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
+        return await app(scope, receive, send)
+
+    return head
 
 
 def _route_handlers(runtime: Runtime, chat_app: ASGIApp, messages_app: ASGIApp) -> list[HTTPRouteHandler]:
@@ -68,6 +105,13 @@ def _route_handlers(runtime: Runtime, chat_app: ASGIApp, messages_app: ASGIApp) 
 
     def check_request(request: Request) -> None:
         check_auth(runtime.config.auth.keys, request.scope["headers"])
+
+    def check_probe(request: Request) -> None:
+        """/metrics and /readyz: a key like /status, unless server.open_metrics lets loopback clients in."""
+        config = runtime.config
+        if config.server.open_metrics == "loopback" and is_loopback_client(request.scope):
+            return
+        check_auth(config.auth.keys, request.scope["headers"])
 
     # POSTs to these exact paths never reach these two handlers: completion_dispatch hands them to
     # the same ASGI apps before Litestar. They give the routes their OpenAPI description and serve
@@ -78,7 +122,8 @@ def _route_handlers(runtime: Runtime, chat_app: ASGIApp, messages_app: ASGIApp) 
     async def chat_completions() -> LitestarASGIApp:
         return cast("LitestarASGIApp", chat_app)  # the same callable; Litestar's types name its own scope shapes
 
-    @post(completion_routes.MESSAGES_PATH, status_code=200, summary="Create a message (Anthropic Messages dialect)")
+    @post(completion_routes.MESSAGES_PATH, status_code=200, summary="Create a message (Anthropic Messages dialect)",
+          operation_class=MessagesOperation)
     async def messages() -> LitestarASGIApp:
         return cast("LitestarASGIApp", messages_app)
 
@@ -95,7 +140,8 @@ def _route_handlers(runtime: Runtime, chat_app: ASGIApp, messages_app: ASGIApp) 
         return Response({"status": "ok"}, media_type=JSON)
 
     @get("/readyz", summary="Readiness: 200 when the config is valid and the kernel answered recently")
-    async def readyz() -> Response:
+    async def readyz(request: Request) -> Response:
+        check_probe(request)
         ready, reason = runtime.readiness()
         return Response({"ready": ready, "reason": reason}, status_code=200 if ready else 503, media_type=JSON)
 
@@ -105,7 +151,8 @@ def _route_handlers(runtime: Runtime, chat_app: ASGIApp, messages_app: ASGIApp) 
         return Response(runtime.status(), media_type=JSON)
 
     @get("/metrics", summary="Prometheus metrics", media_type="text/plain")
-    async def metrics_endpoint() -> Response:
+    async def metrics_endpoint(request: Request) -> Response:
+        check_probe(request)
         body, content_type = runtime.metrics.render()
         # As a header: media_type="text/..." would get a second "; charset=utf-8" from Litestar.
         return Response(body, headers={"content-type": content_type})
@@ -162,10 +209,11 @@ def check_auth(keys: Sequence[str], headers: Iterable[tuple[bytes, bytes]]) -> i
     return matched
 
 
-def _error_response(exc: AiosdError) -> Response:
+def _error_response(exc: AiosdError, more_headers: dict[str, str] | None = None) -> Response:
     """``exc`` in OpenAI's shape with the headers every error carries (``error_response`` writes them)."""
     headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in error_headers(exc)}
-    return Response(openai_error_body(exc), status_code=exc.status, media_type=JSON, headers=headers)
+    return Response(openai_error_body(exc), status_code=exc.status, media_type=JSON,
+                    headers={**(more_headers or {}), **headers})
 
 
 def _request_id(request: Request) -> str:
@@ -182,7 +230,14 @@ _HTTP_CODES = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowe
 
 
 def http_error_response(request: Request, exc: HTTPException) -> Response:
-    return _error_response(_from_http_exception(exc))
+    headers = {}
+    allow = (exc.headers or {}).get("allow")
+    if allow is not None:  # a 405 says which methods the path takes; HEAD goes wherever GET does
+        methods = [m.strip() for m in allow.split(",") if m.strip()]
+        if "GET" in methods and "HEAD" not in methods:
+            methods.append("HEAD")
+        headers["allow"] = ", ".join(methods)
+    return _error_response(_from_http_exception(exc), headers)
 
 
 def _from_http_exception(exc: HTTPException) -> AiosdError:

@@ -9,7 +9,6 @@ so the page can ask. Without keys, everything here answers loopback clients only
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable
 from importlib import resources
@@ -21,6 +20,7 @@ from litestar.params import Parameter
 from litestar.response import Redirect
 
 from aiosd.api.dashboard_data import LiveState, RequestLog, live_state, request_log
+from aiosd.api.request_guard import is_loopback_client
 from aiosd.errors import ClientError, InvalidRequest
 from aiosd.service.runtime import Runtime
 
@@ -50,22 +50,12 @@ def _static_files() -> dict[str, bytes]:
     return {name: (folder / name).read_bytes() for name in _STATIC}
 
 
-def _is_loopback(request: Request) -> bool:
-    client = request.scope.get("client")
-    if not client:
-        return False
-    try:
-        return ipaddress.ip_address(client[0]).is_loopback
-    except ValueError:
-        return False
-
-
 def dashboard_router(runtime: Runtime, check_request: Callable[[Request], object]) -> list[Router | HTTPRouteHandler]:
     """The route handlers of the status page; ``check_request(request)`` raises for a request without a valid key."""
     files = _static_files()
 
     def allow_page(request: Request) -> None:
-        if not runtime.config.auth.keys and not _is_loopback(request):
+        if not runtime.config.auth.keys and not is_loopback_client(request.scope):
             raise ClientError("the status page answers only on loopback while auth.keys is empty; "
                               "add auth.keys to reach it from elsewhere", status=403, code="forbidden")
 

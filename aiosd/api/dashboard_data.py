@@ -188,6 +188,7 @@ class LiveState(msgspec.Struct):
     model_refresh: ModelRefresh | None
     config: ConfigState
     openclaw: OpenClawState
+    refused_auth: int = 0  # requests refused for a missing or wrong key since start: counted, not listed
 
 
 class LogLine(msgspec.Struct):
@@ -229,6 +230,7 @@ def live_state(runtime: Runtime, *, requests_after: int = 0, history_after: int 
             seconds_ago=status.model_refresh.seconds_ago),
         config=_config(runtime, status.config, config),
         openclaw=_openclaw(runtime, config),
+        refused_auth=history.refused_auth,
     )
 
 

@@ -3,11 +3,14 @@ guard and Litestar's exception handlers alike; and the one text of an unexpected
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from collections.abc import Callable
 
 from aiosd.api.asgi import Headers, Send
-from aiosd.errors import AiosdError, ClientError
+from aiosd.errors import AiosdError, AuthenticationFailed, ClientError
+from aiosd.service.logs import RateLimitedLog
 
 log = logging.getLogger("aiosd.http")
 
@@ -16,10 +19,31 @@ JSON = b"application/json"
 ErrorBody = Callable[[AiosdError], bytes]
 
 
+# Refused keys are logged rate-limited (anyone who can connect can send thousands): one limiter per
+# event loop, that is per aiosd (a test process runs many, each in its own loop).
+_refused_auth_logs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RateLimitedLog] = weakref.WeakKeyDictionary()
+
+
 def log_error(request_id: str, exc: AiosdError) -> None:
-    """One line per error answered: INFO for the client's fault, WARNING for the rest."""
+    """One line per error answered: INFO for the client's fault, WARNING for the rest; a missing or
+    wrong key at most one line per interval (the rest counted in a line of their own)."""
+    if isinstance(exc, AuthenticationFailed):
+        _refused_auth_log()("request %s: %d %s: %s", request_id, exc.status, exc.code, exc.message,
+                            what="requests refused for a missing or wrong API key")
+        return
     level = logging.INFO if isinstance(exc, ClientError) else logging.WARNING
     log.log(level, "request %s: %d %s: %s", request_id, exc.status, exc.code, exc.message)
+
+
+def _refused_auth_log() -> RateLimitedLog:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # called outside a loop (a tool's or a test's direct call): a limiter of its own
+        return RateLimitedLog(logging.INFO, logger=log)
+    limiter = _refused_auth_logs.get(loop)
+    if limiter is None:
+        limiter = _refused_auth_logs[loop] = RateLimitedLog(logging.INFO, logger=log)
+    return limiter
 
 
 def internal_error(request_id: str) -> AiosdError:

@@ -15,6 +15,8 @@ T = TypeVar("T")
 
 REQUEST_ID_HEADER = b"x-request-id"
 _SAFE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
+# aiosd's own ids are "req_" + 16 hex digits; a client's id in that form could pass for one of them.
+_OWN_FORM = re.compile(rb"^req_", re.IGNORECASE)
 
 
 class ClientDisconnected(Exception):
@@ -22,14 +24,15 @@ class ClientDisconnected(Exception):
 
 
 def request_id_middleware(app: ASGIApp) -> ASGIApp:
-    """ASGI middleware: every HTTP response carries X-Request-Id (the client's, if sane, else a new one)."""
+    """ASGI middleware: every HTTP response carries X-Request-Id: the client's, if sane and not in the form of
+    aiosd's own ids (``req_...``), else a new one."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await app(scope, receive, send)
         request_id = None
         for name, value in scope["headers"]:
-            if name == REQUEST_ID_HEADER and _SAFE_ID.match(value):
+            if name == REQUEST_ID_HEADER and _SAFE_ID.match(value) and not _OWN_FORM.match(value):
                 request_id = value
                 break
         if request_id is None:

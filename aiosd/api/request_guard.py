@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from aiosd.api.asgi import ASGIApp, Message, Receive, Scope, Send
@@ -118,6 +118,17 @@ async def _preflight(scope: Scope, send: Send, origin: bytes) -> None:
         headers.append((b"access-control-allow-headers", requested))
     await send({"type": "http.response.start", "status": 204, "headers": headers})
     await send({"type": "http.response.body", "body": b""})
+
+
+def is_loopback_client(scope: Mapping[str, object]) -> bool:
+    """Whether the request (an ASGI scope) came from this machine's loopback (127.0.0.0/8, ::1)."""
+    client = scope.get("client")
+    if not isinstance(client, (tuple, list)) or not client:
+        return False
+    try:
+        return ipaddress.ip_address(client[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def _host_allowed(host: bytes, allowed: GuardSettings, server: tuple[str, int | None] | None) -> bool:

@@ -13,7 +13,6 @@ detail). The HTTP layer says so in a response header.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import msgspec
 
 from aiosd.errors import AiosdError
-from aiosd.translate.chat_request import ChatRequest, content_builtins, text_of
+from aiosd.translate.chat_request import ChatRequest, content_builtins, replace_lone_surrogates, text_of
 from aiosd.translate.query import KernelCall
 from aiosd.translate.reply import Reply
 
@@ -201,8 +200,8 @@ def error_body(err: AiosdError) -> bytes:
 
 
 def _encode_safe(value: Any) -> bytes:
-    """Compact JSON; text with lone surrogates (possible in model output) is \\u-escaped, not fatal."""
+    """Compact JSON; a lone UTF-16 surrogate in the text (possible in model output) becomes U+FFFD, as in requests."""
     try:
         return _encode(value)
     except UnicodeEncodeError:
-        return json.dumps(value, separators=(",", ":")).encode("ascii")
+        return _encode(replace_lone_surrogates(value))

@@ -47,6 +47,7 @@ def refresh_interval(config: Config, filled: dict[str, Any]) -> Iterator[Finding
 def server_timeouts(config: Config, filled: dict[str, Any]) -> Iterator[Finding]:
     server = config.server
     for key, seconds in (("header_timeout", server.header_timeout), ("body_timeout", server.body_timeout),
+                         ("body_deadline", server.body_deadline), ("send_timeout", server.send_timeout),
                          ("keep_alive_timeout", server.keep_alive_timeout)):
         if seconds <= 0:
             yield ("server", key), "must be more than 0"

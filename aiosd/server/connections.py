@@ -20,11 +20,13 @@ import logging
 import resource
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httptools
 import uvicorn
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT, FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from aiosd.api.asgi import ASGIApp
@@ -47,10 +49,52 @@ log = logging.getLogger("aiosd.http")
 # per kernel.max_concurrency), the config watch, logs, openclaw.json and its temp files.
 RESERVED_FILES = 64
 _ACCEPT_FAILED = "socket.accept() out of system resource"
+# Requests one connection may have parsed and waiting behind the one being answered (HTTP/1.1
+# pipelining); past it aiosd stops reading from that connection until an answer goes out.
+MAX_PIPELINED = 16
+# Body bytes a request waiting in that queue may have buffered before aiosd stops reading.
+QUEUED_BODY_BYTES = HIGH_WATER_LIMIT
+# A chunked body is parsed in slices this large, so a head right after it is counted from its start.
+CHUNKED_SLICE = 16384
+# At the connection cap, a connection whose request sent nothing for this long may be answered 503 to
+# make room; a connection just opened (its request on its way) is never.
+STALL_GRACE = 1.0
+# After a refusal (408, 431, 503) aiosd reads and drops what the client still sends for this long
+# before closing, so that the answer reaches it instead of a reset.
+LINGER = 2.0
+LINGER_BYTES = 65536  # ... or until it sent this much more (a flood): then aiosd closes at once
 
 
 class _TooManyHeaders(Exception):
     """Raised inside the parser's callback to stop it; data_received answers 431."""
+
+
+class _HeldFlow(FlowControl):
+    """uvicorn's flow control, except that reading stays paused while ``held()`` says so (uvicorn resumes
+    reading whenever a request starts reading its body or an answer ends)."""
+
+    def __init__(self, transport: asyncio.Transport, held: Callable[[], bool]) -> None:
+        super().__init__(transport)
+        self._held = held
+
+    def resume_reading(self) -> None:
+        if not self._held():
+            super().resume_reading()
+
+
+def _body_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The body's length as the parser will read it: Content-Length, 0 without one, None when chunked
+    (or a length the parser will refuse anyway)."""
+    length = 0
+    for name, value in headers:
+        if name == b"transfer-encoding":
+            return None
+        if name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                return None
+    return length
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +104,8 @@ class ConnectionLimits:
     max_headers: int
     header_timeout: float
     body_timeout: float
+    body_deadline: float
+    send_timeout: float
     keep_alive_timeout: float
 
 
@@ -70,8 +116,16 @@ class ConnectionGuard:
         self.runtime = runtime
         self._config: Config | None = None
         self._limits: ConnectionLimits | None = None
-        # Connections without a request in flight, longest-idle first (a dict keeps insertion order).
+        # Truly idle connections: kept alive after an answer, nothing of a next request read yet;
+        # longest-idle first (a dict keeps insertion order).
         self.idle: dict[GuardedHttpProtocol, None] = {}
+        # Per-connection bounds, fixed (tests may lower them).
+        self.max_pipelined = MAX_PIPELINED
+        self.queued_body_bytes = QUEUED_BODY_BYTES
+        self.chunked_slice = CHUNKED_SLICE
+        self.stall_grace = STALL_GRACE
+        self.linger = LINGER
+        self.linger_bytes = LINGER_BYTES
         # Closed by aiosd but not yet gone (connection_lost comes a loop turn later): they hold no place.
         self.closing: set[GuardedHttpProtocol] = set()
         self.log_refused_head = RateLimitedLog(logging.INFO)
@@ -88,16 +142,23 @@ class ConnectionGuard:
                 max_headers=server.max_headers,
                 header_timeout=server.header_timeout,
                 body_timeout=server.body_timeout,
+                body_deadline=server.body_deadline,
+                send_timeout=server.send_timeout,
                 keep_alive_timeout=server.keep_alive_timeout,
             )
             self._config = config
         return self._limits
 
 
+def lingering_budget(max_connections: int) -> int:
+    """Refused connections that may linger (answered, half-closed) at once beside ``max_connections``."""
+    return max_connections // 4 + 1
+
+
 def fit_open_file_limit(max_connections: int, kernel_connections: int) -> int:
     """``max_connections``, or fewer when the open-file limit cannot hold them; raises the soft
     limit toward the hard one first (aiosd uses epoll, so more files cost nothing else)."""
-    wanted = max_connections + RESERVED_FILES + kernel_connections
+    wanted = max_connections + lingering_budget(max_connections) + RESERVED_FILES + kernel_connections
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
@@ -111,16 +172,18 @@ def fit_open_file_limit(max_connections: int, kernel_connections: int) -> int:
                 log.warning("could not raise the open-file limit from %d: %s", soft, exc)
     if soft == resource.RLIM_INFINITY or soft >= wanted:
         return max_connections
-    fitting = max(1, soft - RESERVED_FILES - kernel_connections)
+    fitting = max(1, (soft - RESERVED_FILES - kernel_connections) * 4 // 5)
     log.warning("server.max_connections %d does not fit the open-file limit %d (LimitNOFILE=; aiosd keeps %d "
-                "files for itself): accepting at most %d connections", max_connections, soft,
-                RESERVED_FILES + kernel_connections, fitting)
+                "files for itself and a quarter more for refused connections while their answer goes out): "
+                "accepting at most %d connections", max_connections, soft, RESERVED_FILES + kernel_connections,
+                fitting)
     return fitting
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a bounded, timed request head and a place under the
-    connection cap. ``protocol_class(guard)`` binds it to one server's guard."""
+    """uvicorn's httptools protocol with a bounded, timed request head, a bounded pipeline, reads that
+    stop while answers are not read, and a place under the connection cap. ``protocol_class(guard)``
+    binds it to one server's guard."""
 
     guard: ConnectionGuard
 
@@ -131,7 +194,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.timeout_keep_alive = self.limits.keep_alive_timeout  # type: ignore[assignment]
         self._in_head = True  # the parser is reading a request line and headers (or waits for one)
         self._head_bytes = 0  # bytes fed to the parser for this head so far
-        self._tail = b""  # the last bytes of the previous chunk: a CRLFCRLF may straddle two
+        self._tail = b""  # the last bytes of the previous piece: a CRLFCRLF may straddle two
         self._header_count = 0
         self._too_many_headers = False
         # After the head: bytes fed that were neither body nor chunked framing (a chunk extension
@@ -140,100 +203,238 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._chunk_bytes = 0  # body bytes of the chunk being read
         self._framing = 0  # bytes of chunk-size lines and CRLFs of the chunks read so far
         self._excess = 0
+        self._body_left: int | None = 0  # Content-Length bytes still to come; None for a chunked body
         self._heads = 0  # request heads completed on this connection
+        self._messages = 0  # requests (head and body) completed on this connection
+        self._backlog = b""  # bytes read but not parsed yet: held while this connection's queue is full
         self._last_read = 0.0
+        self._body_started = 0.0
         self._read_timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self._lingered = 0  # bytes read and dropped after a refusal
+        self._deferred: tuple[AiosdError, int | None] | None = None  # a refusal waiting for earlier answers
 
     # --- the connection ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's
         super().connection_made(transport)
-        guard = self.guard
-        if len(self.connections) - len(guard.closing) > self.limits.max_connections:
-            # Make room by closing the connection idle longest (a kept-alive one, or a slow head).
-            victim = next((c for c in guard.idle if c is not self), None)
-            if victim is None:
-                guard.log_full("connection limit reached (server.max_connections %d) with a request in flight on "
-                               "every connection: refused a connection from %s with 503",
-                               self.limits.max_connections, _peer(self.client), what="connections refused")
-                self._refuse(TooManyConnections(
-                    f"aiosd is at its connection limit (server.max_connections {self.limits.max_connections}) "
-                    "with a request in flight on every connection; try again shortly"), retry_after=1)
-                return
+        self.flow = _HeldFlow(transport, self._reading_held)
+        self._last_read = self.loop.time()
+        if len(self.connections) - len(self.guard.closing) > self.limits.max_connections and not self._make_room():
+            return
+        self._start_head_timer()
+
+    def _make_room(self) -> bool:
+        """At the cap: close a truly idle connection, else answer one whose request stalled 503; False (and
+        this connection answered 503) when every other connection has a request arriving or in flight."""
+        guard, limit = self.guard, self.limits.max_connections
+        victim = next((c for c in guard.idle if c is not self), None)
+        if victim is not None:
             guard.log_full("connection limit reached (server.max_connections %d): closed the connection idle "
-                           "longest (from %s) to make room", self.limits.max_connections, _peer(victim.client),
+                           "longest (from %s) to make room", limit, _peer(victim.client),
                            what="idle connections closed to make room")
             victim._close()
-        guard.idle[self] = None
-        self._start_head_timer()
+            return True
+        stalled = self._most_stalled()
+        if stalled is not None:
+            quiet = self.loop.time() - stalled._last_read
+            guard.log_full("connection limit reached (server.max_connections %d): answered 503 to the connection "
+                           "whose request stalled longest (from %s, %.1fs without a byte) to make room", limit,
+                           _peer(stalled.client), quiet, what="stalled connections closed to make room")
+            stalled._refuse(TooManyConnections(
+                f"aiosd is at its connection limit (server.max_connections {limit}) and this connection's request "
+                f"sent nothing for {quiet:.1f}s: closed to make room; try again"), retry_after=1)
+            return True
+        guard.log_full("connection limit reached (server.max_connections %d) with a request arriving or in flight "
+                       "on every connection: refused a connection from %s with 503", limit, _peer(self.client),
+                       what="connections refused")
+        self._refuse(TooManyConnections(
+            f"aiosd is at its connection limit (server.max_connections {limit}) with a request arriving or in "
+            "flight on every connection; try again shortly"), retry_after=1)
+        return False
+
+    def _most_stalled(self) -> GuardedHttpProtocol | None:
+        """The connection whose request (head or body) has sent nothing for longest, past the guard's grace."""
+        latest = self.loop.time() - self.guard.stall_grace
+        found: GuardedHttpProtocol | None = None
+        for other in self.connections:
+            if (isinstance(other, GuardedHttpProtocol) and other is not self and other._last_read <= latest
+                    and other not in self.guard.closing and other._waiting_for_request()
+                    and (found is None or other._last_read < found._last_read)):
+                found = other
+        return found
+
+    def _waiting_for_request(self) -> bool:
+        """Whether this connection's next request is still arriving (head or body) with nothing to answer."""
+        cycle: RequestResponseCycle | None = self.cycle  # uvicorn types it as always set; None before a request
+        if self._refused or self.pipeline:
+            return False
+        if self._in_head:
+            return cycle is None or cycle.response_complete
+        # A body arriving for a request not answered yet, or only being drained after an early answer.
+        return cycle is not None and cycle.more_body and (not cycle.response_started or cycle.response_complete)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.idle.pop(self, None)
         self.guard.closing.discard(self)
         self._cancel_read_timer()
+        self._cancel_send_timer()
+        self._backlog = b""
         super().connection_lost(exc)
 
-    def _close(self) -> None:
+    def _close(self, abort: bool = False) -> None:
         self.guard.idle.pop(self, None)
         self._cancel_read_timer()
-        if not self.transport.is_closing():
+        self._cancel_send_timer()
+        if not self.transport.is_closing() or abort:
             self.guard.closing.add(self)
-            self.transport.close()
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
 
     # --- reading -----------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
+        if self._refused:  # answered and closing: what the client still sends is read and dropped, up to a point
+            self._lingered += len(data)
+            if self._lingered > self.guard.linger_bytes:
+                self._close(abort=True)
             return
         self._unset_keepalive_if_required()
-        limits = self.limits
-        if self._in_head:
-            if self._read_timer is None:  # the first bytes of the next request on a kept-alive connection
-                self._start_head_timer()
-            before = self._head_bytes
-            self._head_bytes = before + len(data)
-            if self._head_bytes > limits.max_header_bytes and not self._head_ends_by(data, before,
-                                                                                     limits.max_header_bytes):
-                self._refuse_head(f"the request line and headers are larger than {limits.max_header_bytes} bytes "
-                                  "(server.max_header_bytes)")
+        self._last_read = self.loop.time()
+        self.guard.idle.pop(self, None)
+        if self._backlog:  # reading is paused: at most a read already under way lands here
+            self._backlog += data
+            return
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        """Feed ``data`` to the parser one request part at a time: a head up to its blank line (so that
+        every head on the connection is held to the cap), then its body; stop, keeping the rest unparsed,
+        when the connection's queue of requests is full."""
+        pos, size = 0, len(data)
+        view = memoryview(data)
+        while pos < size:
+            if self._queue_full():
+                self._backlog = data[pos:]
+                self.flow.pause_reading()
                 return
-            self._tail = data[-3:]
-            was_head = True
-        else:
-            was_head = False
-            self._last_read = self.loop.time()
-            body_before, framing_before = self._body_bytes, self._framing
-        heads = self._heads
+            if self._in_head:
+                length = self._head_piece(data, pos)
+                if length is None:
+                    return
+            elif self._body_left is not None:
+                length = min(self._body_left, size - pos) or size - pos
+            else:  # chunked: in slices, so a head after the last chunk is counted from its start
+                length = min(self.guard.chunked_slice, self.limits.max_header_bytes, size - pos)
+            if not self._parse(view[pos:pos + length]):
+                return
+            pos += length
+
+    def _head_piece(self, data: bytes, pos: int) -> int | None:
+        """How many bytes from ``pos`` belong to the head being read (up to its blank line, within the
+        cap); None when the head is over the cap (answered 431)."""
+        if self._read_timer is None:  # the first bytes of the next request
+            self._start_head_timer()
+        limit = self.limits.max_header_bytes
+        room = limit - self._head_bytes
+        length = -1
+        if pos == 0 and self._tail:  # a blank line straddling the previous piece and this one
+            joined = (self._tail + data[:3]).find(b"\r\n\r\n")
+            if joined >= 0 and joined + 4 - len(self._tail) <= room:
+                length = joined + 4 - len(self._tail)
+        if length < 0:
+            end = data.find(b"\r\n\r\n", pos, pos + max(room, 0))
+            if end >= 0:
+                length = end + 4 - pos
+            elif len(data) - pos > room:
+                self._refuse_head(f"the request line and headers are larger than {limit} bytes "
+                                  "(server.max_header_bytes)")
+                return None
+            else:
+                length = len(data) - pos
+        self._head_bytes += length
+        self._tail = (self._tail + data[pos:pos + length])[-3:]
+        return length
+
+    def _parse(self, piece: memoryview) -> bool:
+        """Feed one piece to the parser; False when the connection was refused (400, 431)."""
+        limits = self.limits
+        was_head = self._in_head
+        heads, messages = self._heads, self._messages
+        body_before, framing_before = self._body_bytes, self._framing
         try:
-            self.parser.feed_data(data)
+            self.parser.feed_data(piece)
         except httptools.HttpParserError:
             if self._too_many_headers:
                 self._refuse_head(f"more than {limits.max_headers} header fields (server.max_headers)")
-                return
+                return False
             self.guard.log_refused_head("invalid HTTP request from %s: answered 400", _peer(self.client),
                                         what="invalid HTTP requests")
             self._cancel_read_timer()
             self.send_400_response("Invalid HTTP request received.")
-            return
+            self._refused = True
+            return False
         except httptools.HttpParserUpgrade:
             # aiosd serves no WebSockets (ws="none"): the request was dispatched as a plain one.
-            return
-        if not self._in_head:
-            if self._read_timer is None:
-                # The body (if any) must keep coming: at most body_timeout between two pieces of it.
-                self._read_timer = self.loop.call_later(limits.body_timeout, self._body_timeout)
-            if not was_head and self._heads == heads:  # (a new head resets the counts)
-                self._excess += len(data) - (self._body_bytes - body_before) - (self._framing - framing_before)
-                if self._excess > limits.max_header_bytes:
-                    self._refuse_head(f"a chunked body's trailer or chunk extensions are larger than "
-                                      f"{limits.max_header_bytes} bytes (server.max_header_bytes)")
+            return False
+        if was_head or self._heads != heads:
+            return True
+        consumed = (self._body_bytes - body_before) + (self._framing - framing_before)
+        if self._messages != messages:
+            # The body ended inside this piece: what followed it is the start of the next head.
+            leftover = max(0, len(piece) - consumed)
+            self._head_bytes += leftover
+            self._tail = bytes(piece[len(piece) - leftover:])[-3:]
+            return True
+        self._excess += len(piece) - consumed
+        if self._excess > limits.max_header_bytes:
+            self._refuse_head(f"a chunked body's trailer or chunk extensions are larger than "
+                              f"{limits.max_header_bytes} bytes (server.max_header_bytes)")
+            return False
+        return True
 
-    def _head_ends_by(self, data: bytes, before: int, limit: int) -> bool:
-        """Whether the head's blank line is in ``data`` (or straddles into it) within ``limit`` bytes."""
-        window = self._tail + data
-        end = window.find(b"\r\n\r\n")
-        return end >= 0 and before - len(self._tail) + end + 4 <= limit
+    # --- the queue and flow control ------------------------------------------------------------
+
+    def _queue_full(self) -> bool:
+        """Whether to stop parsing: this connection already queues ``guard.max_pipelined`` requests
+        behind the one being answered, or the request being read waits in that queue with its
+        buffered body at ``guard.queued_body_bytes``."""
+        if not self.pipeline:
+            return False
+        if self._in_head and self._head_bytes == 0:
+            return len(self.pipeline) >= self.guard.max_pipelined
+        return not self._in_head and len(self.cycle.body) >= self.guard.queued_body_bytes
+
+    def _reading_held(self) -> bool:
+        """Whether reading must stay paused whatever uvicorn asks: unparsed bytes are held, the queue is
+        full, or the client does not read the answers."""
+        return bool(self._backlog) or self.flow.write_paused or self._queue_full()
+
+    def _release(self) -> None:
+        """Parse what was held back and read again, as far as the queue and the client allow."""
+        if self._refused or self.transport.is_closing():
+            return
+        if self._backlog and not self._queue_full():
+            data, self._backlog = self._backlog, b""
+            self._feed(data)
+        cycle: RequestResponseCycle | None = self.cycle  # uvicorn types it as always set; None before a request
+        if not self._reading_held() and not (cycle is not None and len(cycle.body) > HIGH_WATER_LIMIT):
+            self.flow.resume_reading()
+
+    def pause_writing(self) -> None:
+        """The client is not reading the answers: stop reading its requests, and give it send_timeout."""
+        super().pause_writing()
+        self.flow.pause_reading()
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(self.limits.send_timeout, self._send_timeout)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._cancel_send_timer()
+        self._release()
 
     # --- parser callbacks ----------------------------------------------------------------------
 
@@ -253,14 +454,21 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._heads += 1
         self._head_bytes = 0
         self._body_bytes = self._chunk_bytes = self._framing = self._excess = 0
+        self._body_left = _body_length(self.headers)
         self.guard.idle.pop(self, None)
         self._cancel_read_timer()
-        self._last_read = self.loop.time()
+        self._last_read = self._body_started = self.loop.time()
         super().on_headers_complete()
+        # The body must keep coming (body_timeout) and be whole within body_deadline; a request without
+        # a body completes right after this, which cancels the timer.
+        limits = self.limits
+        self._read_timer = self.loop.call_later(min(limits.body_timeout, limits.body_deadline), self._body_timeout)
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
         self._chunk_bytes += len(body)
+        if self._body_left is not None:
+            self._body_left = max(0, self._body_left - len(body))
         super().on_body(body)
 
     def on_chunk_complete(self) -> None:
@@ -270,15 +478,23 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._in_head = True
+        self._messages += 1
         self._head_bytes = 0
         self._tail = b""
         self._cancel_read_timer()
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self.timeout_keep_alive_task is not None and not self.transport.is_closing():
+        super().on_response_complete()  # starts the next queued request, if any
+        if self.transport.is_closing():
+            return
+        if self._deferred is not None and not self.pipeline:  # the answers before a refusal are out
+            self._answer_refusal(*self._deferred)
+            return
+        if self.timeout_keep_alive_task is not None:
             self.guard.idle[self] = None  # idle until the next request (uvicorn's keep-alive timer runs)
+        if self._backlog or self.flow.read_paused:
+            self.loop.call_soon(self._release)
 
     # --- timeouts ------------------------------------------------------------------------------
 
@@ -290,6 +506,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._read_timer is not None:
             self._read_timer.cancel()
             self._read_timer = None
+
+    def _cancel_send_timer(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
 
     def _head_timeout(self) -> None:
         self._read_timer = None
@@ -303,22 +524,38 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                                     "(server.header_timeout)"))
 
     def _body_timeout(self) -> None:
+        """A body that stalls for body_timeout, or is not whole within body_deadline, gets 408."""
         self._read_timer = None
         if self._in_head or self._refused:
             return
-        timeout = self.limits.body_timeout
-        quiet = self.loop.time() - self._last_read
-        if quiet < timeout:
-            self._read_timer = self.loop.call_later(timeout - quiet, self._body_timeout)
+        limits, now = self.limits, self.loop.time()
+        stall_at, deadline_at = self._last_read + limits.body_timeout, self._body_started + limits.body_deadline
+        if now < stall_at and now < deadline_at:
+            self._read_timer = self.loop.call_later(min(stall_at, deadline_at) - now, self._body_timeout)
             return
-        self.guard.log_timeout("closed a connection from %s: its request body stalled for %gs "
-                               "(server.body_timeout)", _peer(self.client), timeout,
-                               what="connections closed for a stalled request body")
+        if now >= deadline_at:
+            what, reason = "a request body not complete", (f"the request body did not arrive in full within "
+                                                           f"{limits.body_deadline:g}s (server.body_deadline)")
+        else:
+            what, reason = "a stalled request body", (f"the request body stopped arriving for "
+                                                      f"{limits.body_timeout:g}s (server.body_timeout)")
+        self.guard.log_timeout("closed a connection from %s: %s", _peer(self.client), reason,
+                               what=f"connections closed for {what}")
         cycle: RequestResponseCycle | None = self.cycle  # uvicorn types it as always set; None before a request
-        if cycle is not None and not cycle.response_started:
-            self._refuse(RequestTimeout(f"the request body stopped arriving for {timeout:g}s (server.body_timeout)"))
+        if cycle is not None and not cycle.response_started and not self.pipeline:
+            self._refuse(RequestTimeout(reason))
         else:
             self._close()
+
+    def _send_timeout(self) -> None:
+        self._send_timer = None
+        if not self.flow.write_paused:
+            return
+        timeout = self.limits.send_timeout
+        self.guard.log_timeout("closed a connection from %s: it did not read aiosd's answer for %gs "
+                               "(server.send_timeout)", _peer(self.client), timeout,
+                               what="connections closed for answers not read")
+        self._close(abort=True)  # a close would wait for the unread answer to drain
 
     # --- refusing ----------------------------------------------------------------------------
 
@@ -328,19 +565,52 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._refuse(HeaderFieldsTooLarge(f"request header fields too large: {reason}"))
 
     def _refuse(self, error: AiosdError, retry_after: int | None = None) -> None:
-        """Answer ``error`` as an OpenAI-style JSON body (the api package's writer) and close the connection."""
+        """Answer ``error`` as an OpenAI-style JSON body (the api package's writer) and close the connection;
+        nothing more is read from it. A request of the connection still being answered (pipelined
+        before the refused one) is answered first, and the refusal right after it."""
         self._refused = True
+        self._backlog = b""
+        self.guard.idle.pop(self, None)
+        self._cancel_read_timer()
+        cycle: RequestResponseCycle | None = self.cycle  # uvicorn types it as always set; None before a request
+        if cycle is not None and not self._in_head:  # refusing the request whose body is arriving
+            if not cycle.response_complete:
+                cycle.disconnected = True  # its app (if it runs) ends as a disconnect
+                cycle.message_event.set()
+            if cycle.response_started or self.pipeline:  # answered already, or other answers come first
+                self._close(abort=not cycle.response_complete)
+                return
+        elif cycle is not None and not cycle.response_complete:
+            self._deferred = (error, retry_after)  # a new request was refused: the ones before it are answered first
+            return
+        self._answer_refusal(error, retry_after)
+
+    def _answer_refusal(self, error: AiosdError, retry_after: int | None) -> None:
+        """Write the refusal and close, lingering: aiosd half-closes, reads and drops what the client still
+        sends for ``guard.linger`` seconds (or ``guard.linger_bytes``), and only then closes, so the answer
+        is not lost to a reset (closing with unread bytes makes the kernel send RST, which can discard the
+        answer at the client)."""
         body = error_body(error)
         head = [f"HTTP/1.1 {error.status} {_REASONS.get(error.status, '')}",
                 "content-type: application/json", f"content-length: {len(body)}", "connection: close"]
         if retry_after is not None:
             head.append(f"retry-after: {retry_after}")
-        cycle: RequestResponseCycle | None = self.cycle  # uvicorn types it as always set; None before a request
-        if cycle is not None and not cycle.response_complete:
-            cycle.disconnected = True  # the app's request (if one runs) ends as a disconnect
-            cycle.message_event.set()
-        self.transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
-        self._close()
+        transport, guard = self.transport, self.guard
+        self._cancel_send_timer()
+        if transport.is_closing():
+            return
+        transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        guard.closing.add(self)
+        if len(guard.closing) > lingering_budget(self.limits.max_connections) or not transport.can_write_eof():
+            transport.close()
+            return
+        try:
+            transport.write_eof()
+        except OSError:  # the client is gone already
+            transport.abort()
+            return
+        transport.resume_reading()
+        self._read_timer = self.loop.call_later(guard.linger, transport.abort)
 
 
 _REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}

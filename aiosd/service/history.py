@@ -27,6 +27,7 @@ RECENT_REQUESTS = 200
 # The page lists the requests under way; past this many it says how many more there are.
 LIVE_SHOWN = 100
 MODEL_NAME_LIMIT = 100  # a model id a client sent is shown, but never more than this
+REFUSED_AUTH = "unauthorized"  # the outcome of a request without a valid key: counted, not listed
 
 
 class Trip:
@@ -147,6 +148,9 @@ class RequestHistory:
         self.recent: collections.deque[Finished] = collections.deque(maxlen=recent)
         # By id(trip), since client-chosen request ids need not be unique.
         self.live: dict[int, Trip] = {}
+        # Requests refused for a missing or wrong key: counted, never listed (anyone who can connect can
+        # send them, and they would push every real request out of ``recent``).
+        self.refused_auth = 0
         self._seq = itertools.count(1)
 
     def begin(self, request_id: str, *, key: str = "-", klass: str = "default") -> Trip:
@@ -169,6 +173,9 @@ class RequestHistory:
         """Record one ended request; ``total`` is its whole time in aiosd, so overhead is what waited on nothing.
         ``model`` is the id it resolved to, if it got that far (else the one it asked for stays)."""
         self.live.pop(id(trip), None)
+        if outcome == REFUSED_AUTH:
+            self.refused_auth += 1
+            return
         if model:
             trip.model = model
         if not isinstance(trip.model, str):

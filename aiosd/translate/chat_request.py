@@ -311,7 +311,7 @@ def _decode_with_lone_surrogates(body: bytes, exc: msgspec.DecodeError) -> ChatR
     if not _SURROGATE_ESCAPE.search(body):
         raise InvalidRequest(f"Invalid request: body is not valid JSON ({exc})") from None
     try:
-        data = _replace_lone_surrogates(json.loads(body))
+        data = replace_lone_surrogates(json.loads(body))
         return msgspec.convert(data, ChatRequest)
     except msgspec.ValidationError as exc2:
         raise InvalidRequest(_describe_validation_error(exc2)) from None
@@ -319,13 +319,14 @@ def _decode_with_lone_surrogates(body: bytes, exc: msgspec.DecodeError) -> ChatR
         raise InvalidRequest(f"Invalid request: body is not valid JSON ({exc})") from None
 
 
-def _replace_lone_surrogates(value: Any) -> Any:
+def replace_lone_surrogates(value: Any) -> Any:
+    """``value`` (JSON-like: strings, lists, dicts) with every lone UTF-16 surrogate replaced by U+FFFD."""
     if isinstance(value, str):
         return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     if isinstance(value, list):
-        return [_replace_lone_surrogates(v) for v in value]
+        return [replace_lone_surrogates(v) for v in value]
     if isinstance(value, dict):
-        return {_replace_lone_surrogates(k): _replace_lone_surrogates(v) for k, v in value.items()}
+        return {replace_lone_surrogates(k): replace_lone_surrogates(v) for k, v in value.items()}
     return value
 
 

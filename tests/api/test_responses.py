@@ -117,8 +117,9 @@ def test_length_finish_is_passed_on():
 
 
 def test_text_with_lone_surrogates_still_encodes():
+    """Issue 18 item 2: a lone surrogate in model output is repaired to U+FFFD (as in requests), not passed on."""
     frames = sse_stream(Reply(content="half an emoji \ud83d"), usage=None, **IDS)
-    assert json.loads(frames[1][6:])["choices"][0]["delta"]["content"] == "half an emoji \ud83d"
+    assert json.loads(frames[1][6:])["choices"][0]["delta"]["content"] == "half an emoji \ufffd"
 
 
 names = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=10)

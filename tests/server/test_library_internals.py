@@ -83,6 +83,8 @@ PROTOCOL_METHODS = {
     "on_body": ["body"],
     "on_message_complete": [],
     "on_response_complete": [],
+    "pause_writing": [],
+    "resume_writing": [],
 }
 
 
@@ -145,6 +147,30 @@ def test_uvicorn_data_received_does_nothing_aiosd_does_not_copy():
     new = calls - copied
     assert not new, broken("uvicorn", f"HttpToolsProtocol.data_received calling {sorted(new)}", CONNECTIONS,
                            "now has")
+
+
+def test_uvicorn_queues_pipelined_requests_and_controls_flow_as_aiosd_bounds_them():
+    # aiosd bounds uvicorn's pipeline (a deque, newest cycle appended left, the parsed one in
+    # self.cycle) and replaces self.flow with a FlowControl subclass that keeps reading paused.
+    from uvicorn.protocols.http import flow_control
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+    protocol = httptools_protocol()
+    assert "self.pipeline.appendleft" in inspect.getsource(protocol.on_headers_complete), broken(
+        "uvicorn", "HttpToolsProtocol.on_headers_complete queueing pipelined cycles in self.pipeline", CONNECTIONS,
+        "no longer has")
+    assert "flow" in assigned_in(protocol.connection_made) and "pipeline" in assigned_in(protocol.__init__), broken(
+        "uvicorn", "HttpToolsProtocol.flow and .pipeline", CONNECTIONS)
+    for name in ("pause_reading", "resume_reading", "pause_writing", "resume_writing"):
+        assert callable(getattr(flow_control.FlowControl, name, None)), broken(
+            "uvicorn", f"FlowControl.{name}", CONNECTIONS)
+    flow = flow_control.FlowControl(_Transport())
+    assert (flow.read_paused, flow.write_paused) == (False, False), broken(
+        "uvicorn", "FlowControl.read_paused and .write_paused", CONNECTIONS)
+    assert isinstance(flow_control.HIGH_WATER_LIMIT, int), broken("uvicorn", "flow_control.HIGH_WATER_LIMIT",
+                                                                  CONNECTIONS)
+    assert {"body", "more_body", "keep_alive"} <= assigned_in(RequestResponseCycle.__init__), broken(
+        "uvicorn", "RequestResponseCycle.body, .more_body and .keep_alive", CONNECTIONS)
 
 
 def test_uvicorn_arms_its_keep_alive_timer_when_a_response_completes():

@@ -170,9 +170,11 @@ def connections_to(port: int) -> int:
     return sum(1 for s in own_tcp_sockets() if s.remote_port == port and s.state != TCP_LISTEN)
 
 
-def connections_from_clients_to(port: int) -> int:
-    """Server-side connections this process holds on its listening ``port``."""
-    return sum(1 for s in own_tcp_sockets() if s.local_port == port and s.state != TCP_LISTEN)
+def connections_from_clients_to(port: int, state: str | None = None) -> int:
+    """Server-side connections this process holds on its listening ``port`` (only those in ``state``, if given:
+    TCP_ESTABLISHED leaves out the ones aiosd answered and half-closed)."""
+    return sum(1 for s in own_tcp_sockets()
+               if s.local_port == port and s.state != TCP_LISTEN and (state is None or s.state == state))
 
 
 async def eventually(predicate: Callable[[], bool], *, timeout: float = 5.0, what: str = "condition") -> None:

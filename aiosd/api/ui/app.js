@@ -211,6 +211,8 @@ function addRows(live) {
   for (const row of live.requests) state.rows.unshift(row);
   state.rows.length = Math.min(state.rows.length, 200);
   state.requestsAfter = live.requests_seq;
+  $("refused-auth").textContent = live.refused_auth
+    ? `${live.refused_auth} request(s) without a valid API key were refused: counted here, not listed.` : "";
   if (!live.requests.length && $("requests").tBodies[0].rows.length) return;
   $("requests-count").textContent = `(${state.rows.length})`;
   fill($("requests").tBodies[0], state.rows.map(requestRow), "no requests yet", 12);
