@@ -20,16 +20,16 @@ import msgspec
 from aiosd import __version__
 from aiosd.config.settings import Config
 from aiosd.config.state_dir import resolve_state_dir
-from aiosd.errors import AiosdError
-from aiosd.kernel.canary import CanaryState, run_canary
+from aiosd.kernel.canary import CanaryState
 from aiosd.kernel.client import KernelClient
-from aiosd.kernel.pool import KernelPool, PoolKernel
+from aiosd.kernel.pool import KernelPool
 from aiosd.kernel.scheduler import Scheduler
-from aiosd.models.catalog import FAILED_REFRESH_RETRY, ModelCatalog
+from aiosd.models.catalog import ModelCatalog
 from aiosd.models.memory import ModelMemory
 from aiosd.openclaw import sync as openclaw_sync
 from aiosd.openclaw.file import resolve_openclaw_path
 from aiosd.openclaw.sync import SyncResult, openclaw_api_key, provider_timeout_seconds
+from aiosd.service import loops
 from aiosd.service import status_model as sm
 from aiosd.service.generations import ConfigGenerations, Generation, ReloadOutcome
 from aiosd.service.history import RequestHistory
@@ -47,15 +47,10 @@ from aiosd.service.readiness import (
 )
 from aiosd.service.tasks import TaskSupervisor
 
-__all__ = ["OPENCLAW_BUSY_RETRY", "OPENCLAW_SYNC_TIMEOUT", "Generation", "Runtime"]
+__all__ = ["OPENCLAW_SYNC_TIMEOUT", "Generation", "Runtime"]
 
 log = logging.getLogger("aiosd.runtime")
 
-# After a sync found OpenClaw writing its file (outcome "busy"), the next one comes this soon.
-OPENCLAW_BUSY_RETRY = 5.0
-# The health loop looks at readiness at least this often (a failed model-list refresh turns it
-# without waking the loop), so a change is logged within about a second.
-READINESS_RECHECK = 1.0
 
 
 class Runtime:
@@ -82,9 +77,9 @@ class Runtime:
         self._notifier_status = notifier_status
         self.tasks = TaskSupervisor(on_restart=lambda name: self.metrics.task_restarts.labels(name).inc())
         self.readiness_watch = ReadinessWatch()
-        self._sync_wanted = asyncio.Event()
-        self._config_applied = asyncio.Event()  # wakes the canary loop when probe_interval changes
-        self._kernels_changed = asyncio.Event()  # wakes the health loop: a kernel ejected, a call failed
+        self.sync_wanted = asyncio.Event()
+        self.config_applied = asyncio.Event()  # wakes the canary loop when probe_interval changes
+        self.kernels_changed = asyncio.Event()  # wakes the health loop: a kernel ejected, a call failed
         self._watch_metrics()
 
     def _watch_metrics(self) -> None:
@@ -97,7 +92,7 @@ class Runtime:
 
         def on_pool_change() -> None:
             dispatch()
-            self._kernels_changed.set()
+            self.kernels_changed.set()
 
         self.pool.on_change = on_pool_change
 
@@ -168,9 +163,9 @@ class Runtime:
         self.catalog.add_listener(lambda _models: self._models_changed())
         # Supervised: a loop that dies is logged, counted and restarted (names: metrics.BACKGROUND_TASKS).
         self.tasks.start("model-refresh", self.catalog.run)
-        self.tasks.start("openclaw-sync", self._openclaw_loop)
-        self.tasks.start("kernel-canary", self._canary_loop)
-        self.tasks.start("kernel-health", self._health_loop)
+        self.tasks.start("openclaw-sync", functools.partial(loops.openclaw_loop, self))
+        self.tasks.start("kernel-canary", functools.partial(loops.canary_loop, self))
+        self.tasks.start("kernel-health", functools.partial(loops.health_loop, self))
 
     async def close(self) -> None:
         await self.tasks.close()
@@ -191,8 +186,8 @@ class Runtime:
             self.catalog.set_memory(ModelMemory(self._state_dir(config)))
         self.catalog.apply_settings(config.models)
         self.record_reload(ok=True)
-        self._sync_wanted.set()
-        self._config_applied.set()
+        self.sync_wanted.set()
+        self.config_applied.set()
         asyncio.get_running_loop().create_task(self.catalog.refresh())
         return notes
 
@@ -207,7 +202,7 @@ class Runtime:
         self._notifier_status()
 
     def _models_changed(self) -> None:
-        self._sync_wanted.set()
+        self.sync_wanted.set()
         self._notifier_status()
 
     def kernel_call_done(self, failed: bool) -> None:
@@ -215,7 +210,7 @@ class Runtime:
         when it cannot: an answer while ready keeps it ready)."""
         last = self.readiness_watch.last
         if failed or last is None or not last.ready:
-            self._kernels_changed.set()
+            self.kernels_changed.set()
 
     # --- OpenClaw's config file ---------------------------------------------------------------
 
@@ -248,27 +243,6 @@ class Runtime:
         except Exception:  # a path it cannot work out is shown as unknown; the sync itself says why
             return None
 
-    async def _openclaw_loop(self) -> None:
-        # Let the first model-list refresh finish, so the first write already lists the kernel's models.
-        try:
-            await asyncio.wait_for(self.catalog.refresh(), 5.0)
-        except TimeoutError:
-            pass
-        while True:
-            self._sync_wanted.clear()
-            if self.config.openclaw.sync:
-                try:
-                    await self.sync_openclaw_now()
-                except Exception:  # a bug here must not stop the daemon serving
-                    log.exception("OpenClaw sync failed unexpectedly; trying again next interval")
-            wait = self.config.openclaw.interval
-            if self.last_sync is not None and self.last_sync.outcome == "busy":
-                wait = min(wait, OPENCLAW_BUSY_RETRY)
-            try:
-                await asyncio.wait_for(self._sync_wanted.wait(), wait)
-            except TimeoutError:
-                pass
-
     # --- readiness ----------------------------------------------------------------------------
 
     def readiness_now(self) -> Readiness:
@@ -286,81 +260,6 @@ class Runtime:
         self.readiness_watch.observe(self.readiness_now(), single_kernel=len(self.pool) == 1,
                                      window=self.config.kernel.ready_window)
         return next_expiry(self.pool, self.config.kernel.ready_window, self.clock())
-
-    def _canary_due(self, interval: float) -> list[PoolKernel]:
-        due = []
-        now = self.clock()
-        for member in self.pool:
-            kernel = member.client
-            last, failed = kernel.last_success_at, kernel.last_failure_at
-            failed_since = failed is not None and (last is None or failed >= last)
-            if last is not None and now - last < interval and not failed_since:
-                continue  # real traffic already proved the kernel works
-            due.append(member)
-        return due
-
-    async def _canary_loop(self) -> None:
-        while True:
-            interval = self.config.kernel.probe_interval
-            self._config_applied.clear()
-            if interval <= 0:  # off: costs nothing until a reload turns it on
-                await self._config_applied.wait()
-                continue
-            try:
-                await asyncio.wait_for(self._config_applied.wait(), interval)
-                continue  # reloaded: start over with the new interval
-            except TimeoutError:
-                pass
-            due = self._canary_due(interval)
-            models = self.catalog.models()
-            # Awaited here, so at most one canary per kernel is ever in flight (a hung one holds a kernel worker).
-            results = await asyncio.gather(*(run_canary(member, self.config.kernel, models) for member in due),
-                                           return_exceptions=True)
-            for member, result in zip(due, results, strict=True):
-                if isinstance(result, BaseException):  # a bug here must not end the canary for the daemon's life
-                    log.error("kernel canary on %s failed unexpectedly (%r); trying again next interval",
-                              member.name, result)
-                else:
-                    self.metrics.canaries.labels("answered" if result else "failed").inc()
-                    self.pool.note_health(member, member.health.record_probe(result))
-            self._kernels_changed.set()  # the health loop logs a change of readiness the canary caused
-
-    async def _health_loop(self) -> None:
-        """Probe ejected kernels (their model list) as their backoff ends, so they rejoin by themselves;
-        with discovery off, also refresh each kernel's model list (routing needs it either way); and
-        log each change of readiness as it happens."""
-        next_list = self.clock()
-        while True:
-            self._kernels_changed.clear()
-            expiry = self.observe_readiness()
-            # With discovery on, the catalog lists every kernel; a pool of one routes everything to it anyway.
-            listing = not self.config.models.discover and len(self.pool) > 1
-            work = [wait for wait in (self.pool.next_probe_in(),
-                                      max(0.0, next_list - self.clock()) if listing else None) if wait is not None]
-            if not work or min(work) > 0:
-                # just past the moment readiness may turn, so the answer has aged past the window
-                timeout = min([*work, READINESS_RECHECK, *(() if expiry is None else (expiry + 0.001,))])
-                if await _woken(self._kernels_changed, timeout):
-                    continue  # a kernel ejected, a call failed or the pool changed: look again
-                if not work or min(work) > timeout:
-                    continue  # woken to look at readiness only
-            next_list = await self._probe_and_list(listing, next_list)
-            await asyncio.sleep(0.05)  # a probe that failed again set a longer backoff
-
-    async def _probe_and_list(self, listing: bool, next_list: float) -> float:
-        """One round of the health loop's work; returns when the next model-list round is due."""
-        try:
-            if listing and self.clock() >= next_list:
-                try:
-                    await self.pool.list_llms()
-                    next_list = self.clock() + self.config.models.refresh_interval
-                except AiosdError:
-                    next_list = self.clock() + min(FAILED_REFRESH_RETRY, self.config.models.refresh_interval)
-            if self.pool.next_probe_in() == 0:
-                await self.pool.probe_ejected()
-        except Exception:  # a bug here must not end the probing
-            log.exception("probing the pool's kernels failed unexpectedly; trying again shortly")
-        return next_list
 
     # --- reporting ----------------------------------------------------------------------------
 
@@ -465,24 +364,6 @@ class Runtime:
 
 
 T = TypeVar("T")
-
-
-async def _woken(event: asyncio.Event, timeout: float) -> bool:
-    """Wait for ``event`` at most ``timeout`` seconds; True when it was set. Unlike ``wait_for``
-    this starts no task, so a loop that wakes often leaves the set of tasks alone."""
-    timed_out = False
-
-    def expire() -> None:
-        nonlocal timed_out
-        timed_out = True
-        event.set()
-
-    handle = asyncio.get_running_loop().call_later(timeout, expire)
-    try:
-        await event.wait()
-    finally:
-        handle.cancel()
-    return not timed_out
 
 
 def _convert(data: object, kind: type[T]) -> T | None:

@@ -184,7 +184,7 @@ async def test_when_openclaw_holds_its_lock_the_daemon_tries_again_soon_not_a_wh
     import aiosd.openclaw.lock as lock_module
 
     monkeypatch.setattr(lock_module, "WAIT", 0.05)
-    monkeypatch.setattr("aiosd.service.runtime.OPENCLAW_BUSY_RETRY", 0.1)
+    monkeypatch.setattr("aiosd.service.loops.OPENCLAW_BUSY_RETRY", 0.1)
     path = tmp_path / "openclaw" / "openclaw.json"
     path.parent.mkdir()
     path.write_text('{"gateway": {"port": 18789}}')

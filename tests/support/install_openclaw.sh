@@ -36,8 +36,11 @@ cd "$dir"
 npm_flags=(--no-audit --no-fund --loglevel=error)
 # First Node 24 (the machine's own node may be older), then OpenClaw with that node first on PATH,
 # so its install scripts run under the Node it will run under.
+# npm finds its global config (a registry mirror, a cafile) beside the node that runs it: keep the
+# machine's own for the second install, which runs under Node 24 from the folder.
+globalconfig=$(npm config get globalconfig)
 npm install "${npm_flags[@]}" "$NODE_PACKAGE"
-PATH="$node_bin:$PATH" npm install "${npm_flags[@]}" "openclaw@$OPENCLAW_VERSION"
+PATH="$node_bin:$PATH" npm install "${npm_flags[@]}" --globalconfig "$globalconfig" "openclaw@$OPENCLAW_VERSION"
 
 "$node_bin/node" "$dir/node_modules/.bin/openclaw" --version >/dev/null
 echo "installed openclaw $(installed_version openclaw) and node $("$node_bin/node" --version) in $dir ($(( $(date +%s) - start )) s)"
