@@ -45,6 +45,8 @@ from aiosd.kernel.wires import (
 
 # aiohttp refuses a status line or header over 8 KiB; a whole head over this is not a kernel.
 MAX_HEAD_BYTES = 64 * 1024
+# The longest aclose waits for its sockets to be closed.
+CLOSE_WAIT = 1.0
 # Characters left as they are in the configured URL's path (the rest is percent-encoded).
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 
@@ -56,6 +58,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.lost = False
+        self.gone = asyncio.get_running_loop().create_future()  # done once the socket is closed
         self.idle_since = 0.0
         self._answer: asyncio.Future[Answer] | None = None
         self._path = ""
@@ -64,7 +67,8 @@ class _Connection(asyncio.Protocol):
 
     def _reset_answer(self) -> None:
         self.head_read = False
-        self.complete = False
+        self.complete = False  # the answer read whole, and whether the connection may carry another
+        self.keep_alive = False
         self._head_bytes = 0
         self._chunks: list[bytes] = []
         self._size = 0
@@ -130,6 +134,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        if not self.gone.done():
+            self.gone.set_result(None)
         if self._answer is None:
             return
         if self.head_read and self._content_length is None and not self._chunked:
@@ -171,6 +177,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.complete = True
+        self.keep_alive = self.parser.should_keep_alive()  # only here: httptools resets it afterwards
         self._finish(Answer(self._status(), self._retry_after, b"".join(self._chunks), self._path))
 
     def _status(self) -> int:
@@ -279,8 +286,7 @@ class LeanWire(Wire):
 
     def _release(self, connection: _Connection) -> None:
         """A call is done with ``connection``: to the next waiter, back to the idle list, or closed."""
-        reusable = (not connection.lost and not self._closed and connection.complete
-                    and connection.parser.should_keep_alive())
+        reusable = not connection.lost and not self._closed and connection.complete and connection.keep_alive
         if not reusable:
             self._drop(connection)
             self._wake()
@@ -324,10 +330,13 @@ class LeanWire(Wire):
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
-        for connection in list(self._open):
+        closing = list(self._open)
+        for connection in closing:
             self._drop(connection)
         self._idle.clear()
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(NoAnswer("the connection pool was closed (aiosd is stopping)"))
+        if closing:  # the sockets are closed on the loop's next turn: gone when aiosd's close returns
+            await asyncio.wait([connection.gone for connection in closing], timeout=CLOSE_WAIT)
