@@ -42,7 +42,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
                                   "aiosd/translate/query.py", "aiosd/translate/tool_native.py")),
     ("decoding the kernel's answer", ("answer_json.py", "reply.py", "decode (")),
     ("writing the answer", ("aiosd/api/responses.py", "send_response", "_answer (", "send_error")),
-    ("the kernel call (scheduler, aiohttp client)", ("aiosd/kernel/", "aiohttp/", "forward_query",
+    ("the kernel call (scheduler, pool, client, wire)", ("aiosd/kernel/", "aiohttp/", "forward_query",
                                                      "aiosd/service/forwarding.py")),
     ("reading the body", ("read_body",)),
     ("request guard, connections, routing", ("aiosd/server/", "aiosd/api/request_guard.py",

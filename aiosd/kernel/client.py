@@ -37,6 +37,7 @@ from aiosd.kernel.errors import (
     parse_retry_after,
     scrub,
 )
+from aiosd.kernel.lean_wire import LeanWire
 from aiosd.kernel.wires import (
     AiohttpWire,
     Answer,
@@ -55,8 +56,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("aiosd.kernel")
 
-TransportChoice = Literal["aiohttp", "httpx"]
-TRANSPORT_CHOICES: tuple[str, ...] = ("aiohttp", "httpx")
+TransportChoice = Literal["lean", "aiohttp", "httpx"]
+TRANSPORT_CHOICES: tuple[str, ...] = ("lean", "aiohttp", "httpx")
 # What ``KernelClient(transport=...)`` takes: a library by name, or an httpx transport (tests, benchmarks).
 Transport: TypeAlias = "httpx.AsyncBaseTransport | TransportChoice"
 
@@ -94,8 +95,10 @@ class KernelClient:
 
     ``transport``:
 
-    - None: ``"aiohttp"`` when aiohttp is installed, else ``"httpx"``;
-    - ``"aiohttp"``: aiohttp directly (the fast path; see ``wires``);
+    - None: ``"lean"`` when aiohttp is installed, else ``"httpx"``;
+    - ``"lean"``: asyncio sockets and httptools (the fast path, ``lean_wire``) for a plain http://
+      kernel URL, aiohttp for any other;
+    - ``"aiohttp"``: aiohttp directly (see ``wires``);
     - ``"httpx"``: httpx with its own pool;
     - any ``httpx.AsyncBaseTransport`` (tests: ``httpx.MockTransport``), closed by ``close()``.
 
@@ -112,7 +115,7 @@ class KernelClient:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if transport is None:
-            transport = "aiohttp" if aiohttp_available() else "httpx"
+            transport = "lean" if aiohttp_available() else "httpx"
         if not (transport in TRANSPORT_CHOICES if isinstance(transport, str) else is_httpx_transport(transport)):
             raise ValueError(
                 f"transport must be one of {', '.join(TRANSPORT_CHOICES)} or an httpx transport, got {transport!r}")
@@ -165,7 +168,9 @@ class KernelClient:
 
     def _build_wire(self, settings: KernelSettings) -> Wire:
         choice = self._transport
-        if choice == "aiohttp":
+        if choice == "lean" and LeanWire.serves(settings.url):
+            return LeanWire(settings)
+        if choice == "lean" or choice == "aiohttp":  # lean: any URL but plain http://
             return AiohttpWire(settings)
         if choice == "httpx":
             return HttpxWire(settings, None, owns_transport=True)

@@ -10,7 +10,8 @@ compressed). Bodies are read with that cap, checked against Content-Length befor
 while reading, and asked for uncompressed (``Accept-Encoding: identity``): a 1 MB gzip body can
 inflate to gigabytes, so no wire ever decompresses. Two exist because httpx costs about
 0.6 ms of CPU per call on a small machine and aiohttp about 0.15 ms, against a budget of 1 ms for
-everything aiosd adds; httpx stays for its MockTransport and injected transports. Both are
+everything aiosd adds; httpx stays for its MockTransport and injected transports. A third,
+``lean_wire.LeanWire`` (~0.05 ms per call), is the default for plain http:// kernels. httpx and aiohttp are
 imported where used: the aiohttp-only daemon is ~4 MB smaller without httpx (and the CLI
 libraries httpx imports when they are installed).
 """

@@ -333,10 +333,10 @@ async def test_reload_with_a_new_url_uses_a_new_pool_and_lets_calls_in_flight_fi
     assert hosts == ["old.test", "new.test"]
 
 
-@pytest.mark.parametrize("choice", ["aiohttp", "httpx", None])
+@pytest.mark.parametrize("choice", ["lean", "aiohttp", "httpx", None])
 async def test_transport_choices(choice):
     client = KernelClient(kernel_settings(), transport=choice)
-    assert client.transport_name == (choice or "aiohttp")
+    assert client.transport_name == (choice or "lean")
     await client.close()
 
 
@@ -398,7 +398,7 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-TRANSPORTS = ["aiohttp", "httpx"]
+TRANSPORTS = ["lean", "aiohttp", "httpx"]
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

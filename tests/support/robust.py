@@ -142,9 +142,17 @@ class LoopTurnMeter:
 def counting_answer_bytes(meter: LoopTurnMeter) -> Iterator[None]:
     """Feed ``meter`` every piece of answer body aiohttp's and httpx's readers hand to their caller
     (aiohttp ``StreamReader.readany``, which ``iter_any`` and ``read`` use; httpx
-    ``Response.aiter_bytes``, which ``aread`` uses)."""
+    ``Response.aiter_bytes``, which ``aread`` uses) and httptools to the lean wire (``on_body``)."""
     import aiohttp
     import httpx
+
+    from aiosd.kernel.lean_wire import _Connection
+
+    on_body = _Connection.on_body
+
+    def counted_on_body(self: _Connection, body: bytes) -> None:
+        meter.count(body)
+        on_body(self, body)
 
     readany = aiohttp.StreamReader.readany
     aiter_bytes = httpx.Response.aiter_bytes
@@ -162,6 +170,7 @@ def counting_answer_bytes(meter: LoopTurnMeter) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(aiohttp.StreamReader, "readany", counted_readany)
         patch.setattr(httpx.Response, "aiter_bytes", counted_aiter_bytes)
+        patch.setattr(_Connection, "on_body", counted_on_body)
         yield
 
 
