@@ -419,11 +419,20 @@ def _system_unit_settings(
                         who.name, who.group, writable, who.environment, install_command)
 
 
+def hidden_by_private_tmp(path: str) -> str | None:
+    """The temporary directory (``/tmp`` or ``/var/tmp``) that holds ``path``, which the system unit's
+    PrivateTmp=yes replaces with an empty one, or None."""
+    for where in ("/var/tmp", "/tmp"):
+        if path.startswith(where + "/"):
+            return where
+    return None
+
+
 def _plan_blockers(layout: Layout, who: OpenClawUser, command: list[str]) -> list[str]:
     """What would keep the system unit from starting or from reaching OpenClaw's file, each with its fix."""
     blockers = []
-    if command[0].startswith(("/tmp/", "/var/tmp/")):
-        where = "/var/tmp" if command[0].startswith("/var/tmp/") else "/tmp"
+    where = hidden_by_private_tmp(command[0])
+    if where:
         blockers.append(f"aiosd is installed under {where} ({command[0]}), which the unit's PrivateTmp=yes hides "
                         "from the service, so it could not start: install it elsewhere, e.g. python3 -m venv "
                         "/opt/aiosd && /opt/aiosd/bin/pip install ..., then run /opt/aiosd/bin/aiosd service install")

@@ -60,6 +60,7 @@ class _Connection(asyncio.Protocol):
         self.lost = False
         self.gone = asyncio.get_running_loop().create_future()  # done once the socket is closed
         self.idle_since = 0.0
+        self.exchanges = 0  # answers read on this connection (more than 0: a kept-alive one)
         self._answer: asyncio.Future[Answer] | None = None
         self._path = ""
         self._limit = 0
@@ -214,12 +215,27 @@ class LeanWire(Wire):
 
     async def request(self, method: str, path: str, content: bytes | None, limit: int) -> Answer:
         connection = await self._acquire()
+        reused = connection.exchanges > 0
+        try:
+            return await self._exchange(connection, method, path, content, limit)
+        except NoAnswer as exc:
+            # A kept-alive connection the kernel closed while it sat idle (its keep-alive timeout, or a
+            # restart) fails before a byte of answer: that says nothing of the kernel now, so the call
+            # goes once more on a new connection. A fresh connection's failure is the kernel's.
+            if not reused or exc.why != CLOSED_WITHOUT_ANSWER:
+                raise
+        return await self._exchange(await self._connect(), method, path, content, limit)
+
+    async def _exchange(self, connection: _Connection, method: str, path: str, content: bytes | None,
+                        limit: int) -> Answer:
+        """One request on ``connection``, which goes back to the pool if it may carry another."""
         try:
             answer = await connection.send(self._head(method, path, content), content, path, limit)
         except BaseException:  # refused, broken, or cancelled by the caller's deadline: never reused
             connection.close()
             self._release(connection)
             raise
+        connection.exchanges += 1
         self._release(connection)
         return answer
 

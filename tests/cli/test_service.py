@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import aiosd.cli.service as service_module
 from aiosd.cli.main import main
 from aiosd.cli.units import unit_directives, unit_environment
 from aiosd.config.shipped import example_config_path
@@ -22,6 +23,7 @@ from tests.support.daemon_process import REPO
 ME = pwd.getpwuid(os.getuid())
 MY_GROUP = grp.getgrgid(ME.pw_gid).gr_name
 AIOSD = str(Path(os.path.abspath(sys.executable)).parent / "aiosd")
+REAL_HIDDEN_BY_PRIVATE_TMP = service_module.hidden_by_private_tmp
 
 
 class FakeSystemctl:
@@ -53,6 +55,9 @@ def env(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     root = tmp_path / "root"
     (root / ME.pw_dir.lstrip("/") / ".openclaw").mkdir(parents=True)  # OpenClaw set up for this user
+    # This checkout's venv may itself lie under /tmp (CI copies the repository there); the PrivateTmp
+    # check is then tested on its own (test_an_aiosd_under_tmp_is_an_error_as_privatetmp_hides_it).
+    monkeypatch.setattr(service_module, "hidden_by_private_tmp", lambda path: None)
     return type("Env", (), {"home": home, "root": root, "xdg": home / "xdg-config", "tmp": tmp_path,
                             "systemctl": FakeSystemctl(tmp_path)})
 
@@ -438,8 +443,7 @@ def test_a_plan_that_could_not_work_is_an_error_saying_what_to_fix_and_writes_no
 
 
 def test_an_aiosd_under_tmp_is_an_error_as_privatetmp_hides_it(env, monkeypatch, capsys):
-    import aiosd.cli.service as service_module
-
+    monkeypatch.setattr(service_module, "hidden_by_private_tmp", REAL_HIDDEN_BY_PRIVATE_TMP)
     monkeypatch.setattr(service_module, "aiosd_command", lambda: ["/tmp/venv/bin/aiosd"])
     assert service(env, "install", "--system", "--dry-run", "--openclaw-user", ME.pw_name) == 1
     err = capsys.readouterr().err
@@ -447,3 +451,10 @@ def test_an_aiosd_under_tmp_is_an_error_as_privatetmp_hides_it(env, monkeypatch,
     assert "install it elsewhere, e.g. python3 -m venv /opt/aiosd" in err
     assert service(env, "install", "--system", "--openclaw-user", ME.pw_name) == 1
     assert not system_unit(env).exists() and env.systemctl.calls == []
+
+
+def test_only_paths_under_the_temporary_directories_are_hidden_by_private_tmp():
+    assert REAL_HIDDEN_BY_PRIVATE_TMP("/tmp/venv/bin/aiosd") == "/tmp"
+    assert REAL_HIDDEN_BY_PRIVATE_TMP("/var/tmp/v/bin/aiosd") == "/var/tmp"
+    assert REAL_HIDDEN_BY_PRIVATE_TMP("/opt/aiosd/bin/aiosd") is None
+    assert REAL_HIDDEN_BY_PRIVATE_TMP("/tmpfoo/bin/aiosd") is None

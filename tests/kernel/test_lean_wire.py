@@ -169,3 +169,15 @@ async def test_idle_connections_are_closed_before_the_kernel_would(raw_kernel, m
         assert connections_to(kernel.port) == 1
         await eventually(lambda: connections_to(kernel.port) == 0, what="the idle connection being closed")
         assert (await client.query(real_body("after"), timeout=5))["response_message"] == "ok"
+
+
+async def test_a_kept_alive_connection_closed_while_idle_is_not_the_kernels_failure(raw_kernel):
+    """The kernel closes a kept-alive connection just as the next call goes out on it (its keep-alive
+    timeout, or a restart): the call goes once more on a new connection instead of failing. A new
+    connection closed without an answer is still the kernel's failure (the test above)."""
+    replies = iter([OK, None, OK])
+    kernel = await raw_kernel(lambda head: next(replies))
+    async with KernelClient(kernel_settings(kernel.url), transport="lean") as client:
+        await client.query(real_body(), timeout=5)
+        assert (await client.query(real_body("after"), timeout=5))["response_message"] == "ok"
+    assert len(kernel.writers) == 2 and len(kernel.requests) == 3
