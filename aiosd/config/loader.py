@@ -186,11 +186,12 @@ def _too_large(name: str, size: int, *, exact: bool) -> ConfigProblem:
 
 
 def _not_regular(name: str, mode: int) -> ConfigProblem:
-    return ConfigProblem(name, None, None, "", f"is {_file_kind(mode)}, not a regular file; aiosd reads its config "
+    return ConfigProblem(name, None, None, "", f"is {file_kind(mode)}, not a regular file; aiosd reads its config "
                          "only from a regular file")
 
 
-def _file_kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular file is, in words (for messages refusing it)."""
     if stat.S_ISFIFO(mode):
         return "a FIFO (named pipe)"
     if stat.S_ISSOCK(mode):

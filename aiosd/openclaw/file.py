@@ -16,6 +16,7 @@ from pathlib import Path
 
 import json5
 
+from aiosd.config.loader import file_kind
 from aiosd.config.settings import OpenClawSettings
 from aiosd.openclaw.lock import pid_alive
 
@@ -104,17 +105,7 @@ def _refuse_non_regular(path: Path, st: os.stat_result) -> None:
     if stat.S_ISDIR(st.st_mode):
         raise OpenClawFileError(f"{path} is a directory, not a file")
     if not stat.S_ISREG(st.st_mode):
-        raise OpenClawFileError(f"{path} is {_kind(st.st_mode)}, not a regular file; not touching it")
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "a special file"
+        raise OpenClawFileError(f"{path} is {file_kind(st.st_mode)}, not a regular file; not touching it")
 
 
 def read_snapshot(path: Path) -> Snapshot:
