@@ -140,7 +140,8 @@ def test_uvicorn_data_received_does_nothing_aiosd_does_not_copy():
     # GuardedHttpProtocol.data_received replaces uvicorn's without calling it; a step uvicorn adds
     # there would be skipped by aiosd. Upgrades are not copied on purpose: aiosd runs with ws="none".
     copied = {"_unset_keepalive_if_required", "parser.feed_data", "logger.warning", "send_400_response",
-              "_should_upgrade", "handle_websocket_upgrade", "_unsupported_upgrade_warning"}
+              "_should_upgrade", "handle_websocket_upgrade", "_unsupported_upgrade_warning",
+              "_get_upgrade", "_should_upgrade_to_ws"}  # the same upgrade step as uvicorn 0.30 (the floor) names it
     calls = called_in(httptools_protocol().data_received)
     assert "parser.feed_data" in calls, broken("uvicorn", "HttpToolsProtocol.data_received feeding self.parser",
                                                CONNECTIONS, "no longer has")
