@@ -33,12 +33,17 @@ def isolated_state_dir(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def restored_log_levels():
-    """A test that runs aiosd's logging set-up leaves the levels as it found them for the next one."""
+def restored_logging():
+    """A test that runs aiosd's logging set-up (main() installs a stderr handler on the root logger)
+    leaves the levels and the root's handlers as it found them: a later test must not log into this
+    one's captured, by then closed, stderr."""
     import logging
 
     loggers = [logging.getLogger(), logging.getLogger("aiosd")]
     levels = [logger.level for logger in loggers]
+    handlers = list(loggers[0].handlers)
     yield
+    for handler in [h for h in loggers[0].handlers if h not in handlers]:
+        loggers[0].removeHandler(handler)
     for logger, level in zip(loggers, levels, strict=True):
         logger.setLevel(level)

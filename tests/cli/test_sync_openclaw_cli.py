@@ -4,26 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from pathlib import Path
-
-import pytest
 
 from aiosd.cli.main import main
 from tests.support.aiosd_harness import config_for, serve_aiosd
 from tests.support.fake_kernel import FakeKernel
-
-
-@pytest.fixture
-def logging_restored():
-    """main() installs aiosd's stderr handler on the root logger: take it off again after the test."""
-    root, aiosd_logger = logging.getLogger(), logging.getLogger("aiosd")
-    handlers, levels = list(root.handlers), (root.level, aiosd_logger.level)
-    yield
-    for handler in [h for h in root.handlers if h not in handlers]:
-        root.removeHandler(handler)
-    root.setLevel(levels[0])
-    aiosd_logger.setLevel(levels[1])
 
 
 async def sync_openclaw(*args: str) -> int:
@@ -35,7 +20,7 @@ def provider_of(config) -> object:
     return document.get("models", {}).get("providers", {}).get("aios")
 
 
-async def test_remove_refuses_while_a_syncing_daemon_answers_unless_forced(tmp_path, capsys, logging_restored):
+async def test_remove_refuses_while_a_syncing_daemon_answers_unless_forced(tmp_path, capsys):
     with FakeKernel() as kernel:
         config = config_for(tmp_path, kernel.url, openclaw_sync=True)
         path = str(config.source_path)
@@ -60,7 +45,7 @@ async def test_remove_refuses_while_a_syncing_daemon_answers_unless_forced(tmp_p
         assert provider_of(config) is None
 
 
-async def test_sync_prints_its_result_and_no_info_log_lines(tmp_path, capsys, logging_restored):
+async def test_sync_prints_its_result_and_no_info_log_lines(tmp_path, capsys):
     with FakeKernel() as kernel:
         config = config_for(tmp_path, kernel.url, openclaw_sync=True)
         code = await sync_openclaw("--config", str(config.source_path))

@@ -773,20 +773,7 @@ def test_cli_exits_1_when_refused(tmp_path, path):
     assert code == 1 and out == "" and err.startswith("refused: ") and "line 1" in err
 
 
-@pytest.fixture
-def logging_restored():
-    """main() installs aiosd's stderr handler on the root logger; a later test must not log into
-    this test's captured (by then closed) stderr through it."""
-    root, aiosd_logger = logging.getLogger(), logging.getLogger("aiosd")
-    handlers, levels = list(root.handlers), (root.level, aiosd_logger.level)
-    yield
-    for handler in [h for h in root.handlers if h not in handlers]:
-        root.removeHandler(handler)
-    root.setLevel(levels[0])
-    aiosd_logger.setLevel(levels[1])
-
-
-def test_cli_end_to_end_through_main(tmp_path, path, capsys, logging_restored):
+def test_cli_end_to_end_through_main(tmp_path, path, capsys):
     from aiosd.cli.main import main
 
     config = write_config(tmp_path, path, discover=False)
