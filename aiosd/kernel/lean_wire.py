@@ -20,6 +20,7 @@ import asyncio
 import errno
 import time
 from collections import deque
+from typing import cast
 from urllib.parse import quote, urlsplit
 
 import httptools
@@ -112,8 +113,8 @@ class _Connection(asyncio.Protocol):
     # --- asyncio.Protocol --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport (uvloop's does not subclass asyncio.Transport, hence the cast, not a check).
+        self.transport = cast("asyncio.Transport", transport)
 
     def data_received(self, data: bytes) -> None:
         if self._answer is None:  # bytes nobody asked for: this connection's state is unknown
@@ -286,7 +287,8 @@ class LeanWire(Wire):
         self._opening += 1
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, connection = await asyncio.get_running_loop().create_connection(_Connection, self.host, self.port)
+                transport, connection = await asyncio.get_running_loop().create_connection(
+                    _Connection, self.host, self.port)
         except TimeoutError:
             raise NoAnswer(f"no connection within {self.connect_timeout:g}s, kernel.connect_timeout",
                            connecting=True) from None
@@ -294,6 +296,8 @@ class LeanWire(Wire):
             raise connect_failure(exc, self.host, self.connect_timeout) from None
         finally:
             self._opening -= 1
+        # uvloop may run connection_made after create_connection returns; the transport is known now.
+        connection.transport = transport
         if self._closed:
             connection.close()
             raise NoAnswer("the connection pool was closed (aiosd is stopping)")
