@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from aiosd.errors import AiosdError
-from aiosd.translate.chat_request import ChatRequest, content_builtins, replace_lone_surrogates, text_of
+from aiosd.translate.chat_request import ChatRequest, JsonText, content_builtins, replace_lone_surrogates, text_of
 from aiosd.translate.query import KernelCall
 from aiosd.translate.reply import Reply
 
@@ -79,7 +79,10 @@ def _request_size(request: ChatRequest) -> tuple[int, int]:
         if isinstance(content, list):
             parts = content_builtins(content)  # a list in, a list out
             images += sum(1 for part in parts if isinstance(part, dict) and part.get("type") == "image_url")
-        size += len(text_of(content).encode("utf-8", "surrogatepass"))
+        if isinstance(content, JsonText):  # the client's JSON string: its size less the quotes (as query's)
+            size += len(content.raw) - 2
+        else:
+            size += len(text_of(content).encode("utf-8", "surrogatepass"))
         for call in getattr(message, "tool_calls", None) or ():
             size += len(call.function.name) + len(call.function.arguments)
     if request.tools:

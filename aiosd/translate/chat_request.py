@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -66,23 +66,45 @@ class ToolCallIn(msgspec.Struct):
     type: Literal["function"] = "function"
 
 
-class SystemMessage(msgspec.Struct, tag_field="role", tag="system", dict=True):
-    """``raw_content`` (set by ``parse_chat_request``, never read from the wire): ``content`` as the
-    JSON string the client sent, for ``query`` to pass the system prompt through without encoding it again."""
+class JsonText:
+    """A string ``content`` kept as the JSON string the client sent (quotes and escapes included).
 
-    content: str | list[TextPart]
+    ``parse_chat_request`` keeps a system or developer prompt so rather than decode it: OpenClaw's
+    is ~50 KB, sent every turn, and only ever written back into the /query body, where it goes as
+    is (``content_builtins`` gives the ``msgspec.Raw``; prompt mode appends the tool instructions to
+    the JSON). ``raw`` is valid JSON and valid UTF-8, with no lone surrogate (``_system_from``).
+    ``text`` decodes it, for the rare reader that wants the text itself.
+    """
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: msgspec.Raw) -> None:
+        self.raw: Final = raw
+
+    @property
+    def text(self) -> str:
+        """The string itself (decoded on each call: nothing on the request path reads it)."""
+        return _str_decoder.decode(self.raw)
+
+    def __repr__(self) -> str:
+        return f"JsonText({len(self.raw)} bytes of JSON)"
+
+
+SystemContent = str | list[TextPart] | JsonText
+
+
+class SystemMessage(msgspec.Struct, tag_field="role", tag="system"):
+    """``content`` is a ``JsonText`` when the client sent a string (see ``parse_chat_request``)."""
+
+    content: SystemContent
     name: str | None = None
 
 
-class DeveloperMessage(msgspec.Struct, tag_field="role", tag="developer", dict=True):
-    content: str | list[TextPart]
+class DeveloperMessage(msgspec.Struct, tag_field="role", tag="developer"):
+    """As ``SystemMessage``."""
+
+    content: SystemContent
     name: str | None = None
-
-
-def raw_content(message: SystemMessage | DeveloperMessage) -> bytes | None:
-    """The JSON string ``message.content`` was decoded from, when it was a string (else None)."""
-    raw: bytes | None = getattr(message, "raw_content", None)
-    return raw
 
 
 class UserMessage(msgspec.Struct, tag_field="role", tag="user"):
@@ -209,17 +231,35 @@ class _WireDeveloperMessage(msgspec.Struct, tag_field="role", tag="developer"):
 
 class _WireChatRequest(ChatRequest):
     """ChatRequest as decoded from the wire: ``tools`` kept as its raw JSON, for ``_tools_from``, and the
-    system prompts' content too (``_system_from``: typed, and its JSON kept for the /query body)."""
+    system prompts' content too (``_system_from``)."""
 
     messages: list[  # type: ignore[assignment]  # the wire's shape; parse_chat_request makes Message of each
         _WireSystemMessage | _WireDeveloperMessage | UserMessage | AssistantMessage | ToolMessage]
     tools: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)  # type: ignore[assignment]
 
 
+class _TypedSystemMessage(SystemMessage, tag="system"):
+    """A system message decoded fully typed (a string stays a str): msgspec cannot decode ``JsonText``."""
+
+    content: str | list[TextPart]
+
+
+class _TypedDeveloperMessage(DeveloperMessage, tag="developer"):
+    content: str | list[TextPart]
+
+
+class _TypedChatRequest(ChatRequest):
+    """ChatRequest decoded in one typed pass (the slow path: bad input, lone surrogates)."""
+
+    messages: list[  # type: ignore[assignment]  # each of these is a Message
+        _TypedSystemMessage | _TypedDeveloperMessage | UserMessage | AssistantMessage | ToolMessage]
+
+
 _wire_decoder = msgspec.json.Decoder(_WireChatRequest)
-_decoder = msgspec.json.Decoder(ChatRequest)
+_decoder = msgspec.json.Decoder(_TypedChatRequest)
 _tools_decoder = msgspec.json.Decoder(list[Tool] | None)
 _system_content_decoder = msgspec.json.Decoder(str | list[TextPart])
+_str_decoder = msgspec.json.Decoder(str)
 # Decoded tool lists by their raw JSON. OpenClaw sends the same ~10 KB of tools every turn; decoding
 # them into structs (and rendering them for prompt mode, see tool_prompt) is then done once. The
 # lists are shared between requests: nothing may change them. Bounded by the raw bytes it holds: a
@@ -259,14 +299,31 @@ _SYSTEMS = (_WireSystemMessage, _WireDeveloperMessage)
 
 
 def _system_from(wire: _WireSystemMessage | _WireDeveloperMessage) -> SystemMessage | DeveloperMessage:
-    """The typed message; a string content's JSON is kept (``raw_content``). A content of the wrong
-    type raises ValidationError, and the caller decodes the body again typed for the exact message."""
-    content = _system_content_decoder.decode(wire.content)
-    kind = SystemMessage if isinstance(wire, _WireSystemMessage) else DeveloperMessage
-    message = kind(content, wire.name)
-    if isinstance(content, str):
-        message.raw_content = bytes(wire.content)  # type: ignore[union-attr]  # dict=True: a plain attribute
-    return message
+    """The typed message; a string content stays the client's JSON (``JsonText``), not decoded.
+
+    msgspec checked that JSON while skipping it for the ``Raw`` (escapes, control characters,
+    surrogate pairs: a lone ``\\ud83d`` fails the whole wire decode and takes the repairing path)
+    but not its UTF-8, checked here. Content of another type is decoded as before: the wrong type
+    raises ValidationError, bad UTF-8 DecodeError, and the caller decodes the body again typed for
+    the exact message.
+    """
+    raw = wire.content
+    view = memoryview(raw)
+    content: SystemContent
+    if view[0] == _QUOTE:
+        try:
+            str(view, "utf-8")  # a check only (~4 us on OpenClaw's prompt; decoding the JSON string: ~40)
+        except UnicodeDecodeError:
+            raise msgspec.DecodeError("Invalid UTF-8") from None
+        content = JsonText(raw)
+    else:
+        content = _system_content_decoder.decode(raw)
+    if isinstance(wire, _WireSystemMessage):
+        return SystemMessage(content, wire.name)
+    return DeveloperMessage(content, wire.name)
+
+
+_QUOTE = ord('"')
 
 
 def _parse_typed(body: bytes) -> ChatRequest:
@@ -312,7 +369,7 @@ def _decode_with_lone_surrogates(body: bytes, exc: msgspec.DecodeError) -> ChatR
         raise InvalidRequest(f"Invalid request: body is not valid JSON ({exc})") from None
     try:
         data = replace_lone_surrogates(json.loads(body))
-        return msgspec.convert(data, ChatRequest)
+        return msgspec.convert(data, _TypedChatRequest)
     except msgspec.ValidationError as exc2:
         raise InvalidRequest(_describe_validation_error(exc2)) from None
     except (ValueError, RecursionError):
@@ -364,12 +421,14 @@ def _check_semantics(request: ChatRequest) -> None:
         raise InvalidRequest("Invalid request: tool_choice: 'required' needs at least one tool")
 
 
-def text_of(content: str | list | None) -> str:
+def text_of(content: str | list | JsonText | None) -> str:
     """The text of a message's content: the string, or its text parts joined by newlines."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
+    if isinstance(content, JsonText):
+        return content.text
     return "\n".join(
         part.text if isinstance(part, TextPart) else part.refusal
         for part in content
@@ -377,9 +436,12 @@ def text_of(content: str | list | None) -> str:
     )
 
 
-def content_builtins(content: str | list) -> str | list[dict]:
-    """Message content as plain JSON values for the kernel (parts as ``{"type": ...}`` dicts)."""
+def content_builtins(content: str | list | JsonText) -> str | list[dict] | msgspec.Raw:
+    """Message content as plain JSON values for the kernel (parts as ``{"type": ...}`` dicts), or a
+    ``JsonText`` as the client's JSON (``msgspec.Raw``: written into the /query body as it is)."""
     if isinstance(content, str):
         return content
+    if isinstance(content, JsonText):
+        return content.raw
     parts: list[dict] = msgspec.to_builtins(content)  # a list of part structs becomes a list of dicts
     return parts

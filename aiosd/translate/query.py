@@ -28,7 +28,7 @@ import msgspec
 from aiosd.config.settings import ModelSpec, ToolMode
 from aiosd.errors import AiosdError, KernelBadAnswer
 from aiosd.translate import tool_native, tool_prompt
-from aiosd.translate.chat_request import ChatRequest, DeveloperMessage, SystemMessage, raw_content
+from aiosd.translate.chat_request import ChatRequest
 from aiosd.translate.reply import Reply
 
 _TOOL_MODES = ("prompt", "native", "none")
@@ -38,8 +38,8 @@ _TOOL_MODES = ("prompt", "native", "none")
 class KernelCall:
     """One ``/query`` to make, and how to read its answer."""
 
-    # The /query body, encoded once (POST this). Only the bytes are kept: the dict's strings (the
-    # 50 KB system prompt twice over, as text and as its cached UTF-8) would stay alive with it.
+    # The /query body, encoded once (POST this). Only the bytes are kept: the dict's strings (in
+    # prompt mode, the 60 KB of system prompt and tool instructions joined) would stay alive with it.
     content: bytes
     tool_mode: ToolMode  # effective mode (see module docstring)
     request: ChatRequest
@@ -124,7 +124,6 @@ def build_kernel_call(
     else:
         messages = tool_prompt.history_as_text(request, tool_instructions=None)
 
-    passed = _pass_system_through(request, messages) if mode != "native" else None
     llm: dict[str, Any] = {"name": model.kernel_model}
     if model.backend:
         llm["backend"] = model.backend
@@ -142,7 +141,7 @@ def build_kernel_call(
     content = msgspec.json.encode(body)
     # After encoding: msgspec keeps each string's UTF-8 form, so measuring it is a copy, not a
     # second encoding of the 50 KB system prompt.
-    prompt_bytes, prompt_images = _prompt_size(messages, tools, passed)
+    prompt_bytes, prompt_images = _prompt_size(messages, tools)
     return KernelCall(
         content=content,
         tool_mode=mode,
@@ -154,34 +153,6 @@ def build_kernel_call(
         tool_names=names,
         message_count=len(messages),
     )
-
-
-def _pass_system_through(request: ChatRequest, messages: list[dict]) -> str | None:
-    """The system prompt as the JSON the client sent (``msgspec.Raw``), not decoded and encoded again.
-
-    OpenClaw's is ~50 KB and not ASCII: encoding it again cost ~70 us per request (UTF-8 from
-    the decoded text, then escaping). Only when the first system message went out as the client's
-    text, or that text plus prompt mode's tool instructions, both checked exactly; else unchanged.
-    Returns the text so passed (for ``_prompt_size``), or None.
-    """
-    first = next((m for m in request.messages if isinstance(m, (SystemMessage, DeveloperMessage))), None)
-    raw = raw_content(first) if first is not None else None
-    if raw is None or first is None:
-        return None
-    out = next((m for m in messages if m.get("role") == "system"), None)
-    text = out.get("content") if out is not None else None
-    original = first.content
-    if out is None or not isinstance(text, str) or not isinstance(original, str):
-        return None
-    if text is original:
-        out["content"] = msgspec.Raw(raw)
-    elif text.startswith(original) and text[len(original):len(original) + 2] == "\n\n":
-        # Adjacent JSON strings join by dropping the quotes between them: escapes never span one.
-        added = msgspec.json.encode(text[len(original):])
-        out["content"] = msgspec.Raw(raw[:-1] + added[1:])
-    else:
-        return None
-    return text
 
 
 def _response_text(response: dict) -> tuple[str | None, str | None]:
@@ -198,15 +169,15 @@ def _response_text(response: dict) -> tuple[str | None, str | None]:
     return message, None
 
 
-def _prompt_size(messages: list[dict], tools: list[dict], passed: str | None = None) -> tuple[int, int]:
+def _prompt_size(messages: list[dict], tools: list[dict]) -> tuple[int, int]:
     size = 0
     images = 0
     for message in messages:
         content = message.get("content")
         if isinstance(content, msgspec.Raw):
-            # Its JSON size: the text's UTF-8 size plus its escapes (a few percent; this is an estimate).
-            text = passed or ""  # the one content passed through (_pass_system_through)
-            size += len(text) if text.isascii() else len(content) - 2
+            # The client's JSON string (JsonText): its size is the text's UTF-8 size plus its escapes
+            # (a few percent; this is an estimate), minus the quotes.
+            size += len(content) - 2
         elif isinstance(content, str):
             size += _utf8_len(content)
         elif isinstance(content, list):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -56,7 +57,9 @@ def test_instructions_go_at_the_end_of_the_first_system_message():
         [{"role": "developer", "content": "SYSTEM"}, {"role": "user", "content": "hi"}], tools=openclaw_tools()
     )
     out = history_as_text(req, tool_instructions="TOOLS HERE")
-    assert out == [{"role": "system", "content": "SYSTEM\n\nTOOLS HERE"}, {"role": "user", "content": "hi"}]
+    # As the kernel reads them (the system prompt goes as the client's own JSON, a msgspec.Raw).
+    sent = msgspec.json.decode(msgspec.json.encode(out))
+    assert sent == [{"role": "system", "content": "SYSTEM\n\nTOOLS HERE"}, {"role": "user", "content": "hi"}]
 
 
 def test_instructions_become_a_system_message_when_there_is_none():
