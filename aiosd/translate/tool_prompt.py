@@ -42,7 +42,7 @@ import bisect
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -85,8 +85,8 @@ never write results yourself.
 
 def render_tool_instructions(request: ChatRequest) -> str:
     """The text appended to the system prompt: how to call tools, tool_choice, and the tools."""
-    tools = request.tools or ()
-    lines = [_INSTRUCTIONS]
+    rendered = _rendered(request.tools or ())
+    lines = []
     forced = request.forced_tool
     if forced is not None:
         lines.append(f"- In this answer you must call the tool {forced}.")
@@ -94,26 +94,39 @@ def render_tool_instructions(request: ChatRequest) -> str:
         lines.append("- In this answer you must call at least one tool.")
     if request.parallel_tool_calls is False:
         lines.append("- Call at most one tool per answer.")
-    lines.append(_tools_block(tools))
-    return "\n".join(lines)
+    if not lines:  # OpenClaw's turns: the same text every time
+        return rendered.instructions
+    return "\n".join((_INSTRUCTIONS, *lines, rendered.block))
+
+
+class _Rendered(NamedTuple):
+    tools: Sequence[Tool]
+    block: str  # the <tools> block
+    instructions: str  # the whole text when tool_choice is auto and parallel calls are allowed
+    instructions_json: bytes  # that text as a JSON string, to append to a system prompt kept as JSON
 
 
 # Rendered <tools> blocks by the identity of the tools list. parse_chat_request hands every request
 # with the same raw tools the same (never changed) list, so OpenClaw's 12 tools with their ~10 KB of
-# JSON Schemas are rendered once, not every turn. Each entry keeps its list alive, so an id is
-# never reused while its entry exists. Bounded by the bytes of the blocks it holds: a block over
+# JSON Schemas are rendered once, not every turn (and the instructions around them, and their JSON:
+# ~9 us a turn, mostly escaping the schemas' quotes). Each entry keeps its list alive, so an id is
+# never reused while its entry exists. Bounded by the bytes it holds: an entry over
 # BLOCK_CACHE_ENTRY_BYTES is rendered for its request only (issue 18 item 5). A block is rendered
 # only for a request whose model was found: a refused request leaves nothing here.
 BLOCK_CACHE_BYTES = 1024 * 1024
 BLOCK_CACHE_ENTRY_BYTES = 256 * 1024
-_BLOCKS: ByteBoundedCache[int, tuple[Sequence[Tool], str]] = ByteBoundedCache(
+_BLOCKS: ByteBoundedCache[int, _Rendered] = ByteBoundedCache(
     max_entries=16, max_bytes=BLOCK_CACHE_BYTES, max_entry_bytes=BLOCK_CACHE_ENTRY_BYTES)
 
 
 def _tools_block(tools: Sequence[Tool]) -> str:
+    return _rendered(tools).block
+
+
+def _rendered(tools: Sequence[Tool]) -> _Rendered:
     entry = _BLOCKS.get(id(tools))
-    if entry is not None and entry[0] is tools:
-        return entry[1]
+    if entry is not None and entry.tools is tools:
+        return entry
     lines = ["\nAvailable tools:\n<tools>"]
     for tool in tools:
         fn = tool.function
@@ -126,8 +139,19 @@ def _tools_block(tools: Sequence[Tool]) -> str:
         lines.append("</tool>")
     lines.append("</tools>")
     block = "\n".join(lines)
-    _BLOCKS.put(id(tools), (tools, block), len(block))
-    return block
+    instructions = f"{_INSTRUCTIONS}\n{block}"
+    rendered = _Rendered(tools, block, instructions, _encode_json(instructions))
+    _BLOCKS.put(id(tools), rendered, len(block) + len(instructions) + len(rendered.instructions_json))
+    return rendered
+
+
+def _json_string(text: str, tools: Sequence[Tool]) -> bytes:
+    """``text`` as a JSON string: for the instructions ``render_tool_instructions`` gave for ``tools``,
+    the one encoded when they were rendered."""
+    entry = _BLOCKS.get(id(tools))
+    if entry is not None and entry.instructions is text:
+        return entry.instructions_json
+    return _encode_json(text)
 
 
 # --- history as text -----------------------------------------------------------------------
@@ -160,7 +184,7 @@ def history_as_text(request: ChatRequest, *, tool_instructions: str | None) -> l
         if isinstance(message, (SystemMessage, DeveloperMessage)):
             content = content_builtins(message.content)
             if not instructions_placed and tool_instructions is not None:
-                content = _append_text(content, tool_instructions)
+                content = _append_text(content, tool_instructions, request.tools or ())
                 instructions_placed = True
             out.append({"role": "system", "content": content})
         elif isinstance(message, UserMessage):
@@ -222,14 +246,16 @@ def _alnum(text: str) -> str:
     return "".join(ch for ch in text if ch.isalnum())
 
 
-def _append_text(content: str | list[dict] | msgspec.Raw, addition: str) -> str | list[dict] | msgspec.Raw:
+def _append_text(
+    content: str | list[dict] | msgspec.Raw, addition: str, tools: Sequence[Tool]
+) -> str | list[dict] | msgspec.Raw:
     """``content`` + a blank line + ``addition``; a JSON string (the client's system prompt passed as
     is) stays JSON: OpenClaw's is ~50 KB, and decoding it to append text costs ~40 us per request."""
     if isinstance(content, msgspec.Raw):
         if len(content) == 2:  # ""
             return addition
         # Adjacent JSON strings join by dropping the quotes between them (an escape never spans one).
-        added = memoryview(_encode_json(addition))
+        added = memoryview(_json_string(addition, tools))
         return msgspec.Raw(b"".join((memoryview(content)[:-1], _BLANK_LINE_JSON, added[1:])))
     if isinstance(content, str):
         return f"{content}\n\n{addition}" if content else addition

@@ -12,6 +12,7 @@ from aiosd.errors import InvalidRequest
 from aiosd.translate.chat_request import JsonText, SystemMessage, parse_chat_request, text_of
 from aiosd.translate.query import build_kernel_call
 from aiosd.translate.reply import Reply
+from aiosd.translate.tool_prompt import render_tool_instructions
 from tests.support.chat_fixtures import model, openclaw_tools, recorded_body
 
 # Non-ASCII, quotes, backslashes, newlines, a control character, an escaped emoji pair, a \u
@@ -99,6 +100,17 @@ def test_usage_is_estimated_from_the_json_size_of_the_system_prompt():
     assert from_text > 12_000
     assert from_json == pytest.approx(from_text, rel=0.05)
     assert abs(sent - from_json) < 500
+
+
+@pytest.mark.parametrize("choice", [
+    {"tool_choice": "auto"}, {"tool_choice": "required"}, {"parallel_tool_calls": False},
+    {"tool_choice": {"type": "function", "function": {"name": "read"}}},
+])
+def test_the_tool_instructions_for_each_tool_choice_follow_the_system_prompt(choice):
+    raw = body_with_system().replace(b'"model": "sonnet"', b'"model": "sonnet", ' + json.dumps(choice)[1:-1].encode())
+    request = parse_chat_request(raw)
+    instructions = render_tool_instructions(request)
+    assert sent_messages(request, "prompt")[0]["content"] == f"{json.loads(SYSTEM_JSON)}\n\n{instructions}"
 
 
 def test_an_empty_system_prompt_becomes_the_tool_instructions_alone():

@@ -46,7 +46,7 @@ def test_openclaws_tools_are_decoded_once_seen_twice_and_rendered_once():
     text = body([{"role": "user", "content": "x"}], tools=openclaw_tools())
     first, second, third = (parse_chat_request(text) for _ in range(3))
     assert second.tools is third.tools and first.tools == second.tools
-    assert tool_prompt.render_tool_instructions(second) is not None
+    assert tool_prompt.render_tool_instructions(second) is tool_prompt.render_tool_instructions(third)
     block = tool_prompt._tools_block(third.tools or ())
     assert tool_prompt._tools_block(third.tools or ()) is block
 
