@@ -9,6 +9,7 @@ import pytest
 
 from aiosd.api.responses import estimate_usage
 from aiosd.errors import InvalidRequest
+from aiosd.translate import chat_request
 from aiosd.translate.chat_request import JsonText, SystemMessage, parse_chat_request, text_of
 from aiosd.translate.query import build_kernel_call
 from aiosd.translate.reply import Reply
@@ -144,6 +145,23 @@ def test_a_system_prompt_that_is_not_utf8_is_refused_as_before(role, bad):
     raw = body_with_system(role, system_json="SYSTEM").replace(b"SYSTEM", bad)
     with pytest.raises(InvalidRequest, match=r"^Invalid request: body is not valid JSON \(Invalid UTF-8"):
         parse_chat_request(raw)
+
+
+def test_a_system_prompt_like_one_already_checked_is_checked_again():
+    # Prompts found valid are remembered by length (OpenClaw sends the same one every turn).
+    good = body_with_system(system_json='"ok \u00e9 ok"')
+    assert parse_chat_request(good).messages[0].content.text == "ok \u00e9 ok"
+    bad = good.replace("\u00e9".encode(), b"\xff\xfe")
+    assert len(bad) == len(good)
+    with pytest.raises(InvalidRequest, match="Invalid UTF-8"):
+        parse_chat_request(bad)
+    assert parse_chat_request(good).messages[0].content.text == "ok \u00e9 ok"
+
+
+def test_the_checked_prompts_held_stay_bounded():
+    for size in range(12):
+        parse_chat_request(body_with_system(system_json=json.dumps("\u00e9" * (40_000 + size), ensure_ascii=False)))
+    assert 0 < chat_request._CHECKED_PROMPTS.size <= chat_request.CHECKED_PROMPTS_BYTES
 
 
 def test_a_system_prompt_of_text_parts_is_sent_as_parts():
