@@ -140,7 +140,7 @@ def build_kernel_call(
     }
     content = msgspec.json.encode(body)
     # After encoding: msgspec keeps each string's UTF-8 form, so measuring it is a copy, not a
-    # second encoding of the 50 KB system prompt.
+    # second encoding (and the system prompt, the client's JSON, is measured by its length).
     prompt_bytes, prompt_images = _prompt_size(messages, tools)
     return KernelCall(
         content=content,
