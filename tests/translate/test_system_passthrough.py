@@ -78,15 +78,16 @@ def test_the_recorded_turn_is_byte_identical_to_a_fresh_encoding(mode):
     assert call.prompt_bytes == pytest.approx(fresh.prompt_bytes, rel=0.05)  # JSON size: an estimate
 
 
-def test_the_recorded_turn_written_with_other_escapes_means_the_same():
+@pytest.mark.parametrize("mode", ["prompt", "native", "none"])
+def test_the_recorded_turn_written_with_other_escapes_means_the_same(mode):
     # json.dumps writes every non-ASCII character as a \u escape (what bench/ sends).
     raw = json.dumps(recorded_body("chat-completions-text-turn", 0)).encode()
     request = parse_chat_request(raw)
     content = request.messages[0].content
     assert isinstance(content, JsonText)
-    call = build_kernel_call(request, model(tools="prompt"), "aiosd")
+    call = build_kernel_call(request, model(tools=mode), "aiosd")
     request.messages[0] = SystemMessage(content.text)
-    fresh = build_kernel_call(request, model(tools="prompt"), "aiosd")
+    fresh = build_kernel_call(request, model(tools=mode), "aiosd")
     assert msgspec.json.decode(call.content) == msgspec.json.decode(fresh.content)
     assert call.prompt_bytes == pytest.approx(fresh.prompt_bytes, rel=0.05)  # JSON size: an estimate
 
