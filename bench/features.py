@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 from aiosd.service.history import RequestHistory  # noqa: E402
-from aiosd.service.logs import LogRing, OneLineFormatter  # noqa: E402
+from aiosd.service.logs import LineHandler, LogRing, OneLineFormatter, lean_records  # noqa: E402
 from aiosd.service.metrics import Metrics  # noqa: E402
 
 MODEL = "mock-model"
@@ -112,9 +112,11 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--pairs", type=int, default=5)
     args = parser.parse_args()
-    # The daemon's logging: aiosd's logger at info, a one-line formatter on a handler that writes nowhere.
+    # The daemon's logging (``setup_logging``): lean records, aiosd's logger at info, its one-line
+    # formatter on its handler, writing nowhere (line-buffered, like stderr).
+    lean_records()
     logger = logging.getLogger("aiosd.http")
-    sink = logging.StreamHandler(open("/dev/null", "w"))  # noqa: SIM115  (lives as long as the run)
+    sink = LineHandler(open("/dev/null", "w", buffering=1))  # noqa: SIM115  (lives as long as the run)
     sink.setFormatter(OneLineFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger("aiosd")
     root.addHandler(sink)
