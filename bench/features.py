@@ -10,7 +10,8 @@ out. Pairs alternate on, off, on, off... and the median difference is the featur
 - status page records: ``RequestHistory.begin``, three phase changes, one ``called``, ``finish``;
 - phase callbacks: the three ``on_phase`` calls ``kernel.call`` makes (a closure setting the phase);
 - log ring: the ``LogRing`` handler seeing the request's one info line (the stderr handler is not
-  counted: it is the journal line, not a feature);
+  counted: it is the journal line, not a feature; logging is set up as ``setup_logging`` does it:
+  lean records, ``LineHandler`` and ``OneLineFormatter``, writing to /dev/null);
 - debug-level formatting: the request's debug lines at level info (filtered) and at debug;
 - metrics: the labelled children looked up and the five counter/histogram updates.
 """
