@@ -10,7 +10,8 @@ out. Pairs alternate on, off, on, off... and the median difference is the featur
 - status page records: ``RequestHistory.begin``, three phase changes, one ``called``, ``finish``;
 - phase callbacks: the three ``on_phase`` calls ``kernel.call`` makes (a closure setting the phase);
 - log ring: the ``LogRing`` handler seeing the request's one info line (the stderr handler is not
-  counted: it is the journal line, not a feature);
+  counted: it is the journal line, not a feature; logging is set up as ``setup_logging`` does it:
+  lean records, ``LineHandler`` and ``OneLineFormatter``, writing to /dev/null);
 - debug-level formatting: the request's debug lines at level info (filtered) and at debug;
 - metrics: the labelled children looked up and the five counter/histogram updates.
 """
@@ -29,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 from aiosd.service.history import RequestHistory  # noqa: E402
-from aiosd.service.logs import LogRing, OneLineFormatter  # noqa: E402
+from aiosd.service.logs import LineHandler, LogRing, OneLineFormatter, lean_records  # noqa: E402
 from aiosd.service.metrics import Metrics  # noqa: E402
 
 MODEL = "mock-model"
@@ -112,9 +113,11 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--pairs", type=int, default=5)
     args = parser.parse_args()
-    # The daemon's logging: aiosd's logger at info, a one-line formatter on a handler that writes nowhere.
+    # The daemon's logging (``setup_logging``): lean records, aiosd's logger at info, its one-line
+    # formatter on its handler, writing nowhere (line-buffered, like stderr).
+    lean_records()
     logger = logging.getLogger("aiosd.http")
-    sink = logging.StreamHandler(open("/dev/null", "w"))  # noqa: SIM115  (lives as long as the run)
+    sink = LineHandler(open("/dev/null", "w", buffering=1))  # noqa: SIM115  (lives as long as the run)
     sink.setFormatter(OneLineFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger("aiosd")
     root.addHandler(sink)

@@ -42,7 +42,10 @@ def restored_logging():
     loggers = [logging.getLogger(), logging.getLogger("aiosd")]
     levels = [logger.level for logger in loggers]
     handlers = list(loggers[0].handlers)
+    # setup_logging switches off what no aiosd line shows (caller, thread, process): pytest's own reports show them.
+    knobs = (logging._srcfile, logging.logThreads, logging.logProcesses, logging.logMultiprocessing)
     yield
+    logging._srcfile, logging.logThreads, logging.logProcesses, logging.logMultiprocessing = knobs
     for handler in [h for h in loggers[0].handlers if h not in handlers]:
         loggers[0].removeHandler(handler)
     for logger, level in zip(loggers, levels, strict=True):

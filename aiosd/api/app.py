@@ -60,9 +60,10 @@ def build_app(runtime: Runtime) -> ASGIApp:
     )
     routes = {completion_routes.CHAT_PATH: chat_app, completion_routes.MESSAGES_PATH: messages_app}
     # The cast: Litestar's own scope types are TypedDicts, narrower than the mappings aiosd's wrappers pass.
-    dispatch = completion_routes.completion_dispatch(routes, cast("ASGIApp", app))
-    guarded = request_guard(_head_as_get(_locked_down_documents(dispatch)), _guard_settings_of(runtime),
-                            _error_body_for_path)
+    # HEAD and /openapi never reach the completion POSTs: their wrappers sit on Litestar's side, a
+    # layer fewer on every completion.
+    dispatch = completion_routes.completion_dispatch(routes, _head_as_get(_locked_down_documents(cast("ASGIApp", app))))
+    guarded = request_guard(dispatch, _guard_settings_of(runtime), _error_body_for_path)
     return request_id_middleware(guarded)
 
 

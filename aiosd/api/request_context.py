@@ -84,15 +84,23 @@ async def until_disconnect(receive: Receive) -> None:
             return
 
 
+# A request answered within this many seconds never starts its disconnect watcher (a task, its first
+# step and its cancellation: the largest cost around a quick kernel call); a client that hangs up
+# sooner is noticed this much later at most.
+WATCH_AFTER = 0.05
+
+
 async def cancel_on_disconnect(receive: Receive, work: Awaitable[T]) -> T:
     """Run ``work``; if the client disconnects first, cancel it (queue place, retry wait, kernel call).
 
     ``work`` runs in the calling task (one task per request fewer than running it beside the
-    watcher); the watcher cancels the calling task when the client goes away.
+    watcher); the watcher, started once ``work`` has run ``WATCH_AFTER`` seconds, cancels the
+    calling task when the client goes away.
     """
     caller = asyncio.current_task()
     assert caller is not None, "cancel_on_disconnect runs inside the request's task"
     disconnected = False
+    watcher: asyncio.Task[None] | None = None
 
     async def watch() -> None:
         nonlocal disconnected
@@ -100,7 +108,11 @@ async def cancel_on_disconnect(receive: Receive, work: Awaitable[T]) -> T:
         disconnected = True
         caller.cancel()
 
-    watcher = asyncio.ensure_future(watch())
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = asyncio.ensure_future(watch())
+
+    timer = asyncio.get_running_loop().call_later(WATCH_AFTER, start_watching)
     try:
         return await work
     except asyncio.CancelledError:
@@ -110,4 +122,6 @@ async def cancel_on_disconnect(receive: Receive, work: Awaitable[T]) -> T:
             raise ClientDisconnected() from None
         raise
     finally:
-        watcher.cancel()
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()

@@ -58,6 +58,7 @@ def request_guard(app: ASGIApp, settings: Callable[[], GuardSettings],
     ``error_body(path, error)`` writes the refusal in the shape of the route asked for."""
 
     log_refused = RateLimitedLog(logging.INFO)
+    accepted = AcceptedHosts()
 
     async def guard(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,7 +73,7 @@ def request_guard(app: ASGIApp, settings: Callable[[], GuardSettings],
                 content_type = value if content_type is None else content_type
         allowed = settings()
         error: AiosdError | None = None
-        if host is not None and not _host_allowed(host, allowed, scope.get("server")):
+        if host is not None and not accepted.allowed(host, allowed, scope.get("server")):
             error = HostNotAllowed(
                 f"Host {_shown(host)} is not one of aiosd's names (localhost, its IP addresses, "
                 "server.allowed_hosts); refused to guard against DNS rebinding. Reaching aiosd by another "
@@ -131,16 +132,41 @@ def is_loopback_client(scope: Mapping[str, object]) -> bool:
         return False
 
 
-def _host_allowed(host: bytes, allowed: GuardSettings, server: tuple[str, int | None] | None) -> bool:
-    if allowed.any_host:
-        return True
-    name = _host_name(host)
-    if name is None:
-        return False
-    if name in allowed.hosts:
-        return True
-    # An IP literal cannot be re-pointed by DNS: the address the connection arrived on is ours.
-    return server is not None and name == _canonical(str(server[0]))
+class AcceptedHosts:
+    """Whether a Host header names aiosd, remembering the raw values found to be one of its names
+    (parsing one with ``ipaddress`` costs more than the rest of the guard) for one settings generation.
+
+    Bounded whatever clients send: values longer than ``KEY_BYTES`` are never kept, and past
+    ``ENTRIES`` values the memory starts over (a stream of distinct Hosts, such as every port after
+    ``localhost:``, only costs the parse again). Refused values are never kept."""
+
+    ENTRIES = 64
+    KEY_BYTES = 255
+
+    def __init__(self) -> None:
+        self._settings: GuardSettings | None = None
+        self._hosts: set[bytes] = set()
+
+    def __len__(self) -> int:
+        return len(self._hosts)
+
+    def allowed(self, host: bytes, settings: GuardSettings, server: tuple[str, int | None] | None) -> bool:
+        if settings is not self._settings:  # a reload may have taken a name away
+            self._settings, self._hosts = settings, set()
+        if host in self._hosts or settings.any_host:
+            return True
+        name = _host_name(host)
+        if name is None:
+            return False
+        if name in settings.hosts:
+            if len(host) <= self.KEY_BYTES:
+                if len(self._hosts) >= self.ENTRIES:
+                    self._hosts.clear()
+                self._hosts.add(host)
+            return True
+        # An IP literal cannot be re-pointed by DNS: the address the connection arrived on is ours
+        # (not remembered: another connection may arrive on another address).
+        return server is not None and name == _canonical(str(server[0]))
 
 
 def _origin_allowed(origin: bytes, host: bytes | None, allowed: GuardSettings) -> bool:

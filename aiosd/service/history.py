@@ -4,8 +4,9 @@ Per-second figures for 15 minutes, the last requests, the requests under way.
 
 What lives here: ``Trip`` (one request's figures as it goes: queue waits, kernel time, retry
 waits, the phase it is in now), ``RequestHistory`` (the ring of one-second buckets, the last
-finished requests, the live ones). Everything is recorded in the request path, so every record
-is O(1): a few additions into preallocated lists and one bounded deque append. Nothing is written
+finished requests, the live ones). Everything is recorded in the request path, always (the page
+shows the last requests as soon as it is opened), so every record is O(1) and nothing is kept per
+request once it ended: its fields are copied into preallocated rows. Nothing is written
 to disk, and nothing here holds prompt or answer text: only ids, names, numbers and outcomes.
 
 What does not: shaping it for the page (``api.dashboard_data``), the log lines (``logs.LogRing``).
@@ -18,7 +19,7 @@ import collections
 import itertools
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 Phase = Literal["starting", "queued", "calling", "retry_wait", "between"]
 
@@ -91,12 +92,54 @@ class Trip:
         self.set_phase("retry_wait")
 
 
-# One finished request as the page lists it (a tuple: cheap to make, fixed size).
+# One finished request as the page lists it: made when the page reads the ring, not per request.
 Finished = collections.namedtuple(
     "Finished",
     "seq at request_id key model outcome status attempts kernels queue_wait kernel_time retry_wait total overhead"
     " session pieces",
 )
+_EMPTY_ROW: tuple[Any, ...] = (0, 0.0, "", "-", "-", "", 0, 0, (), 0.0, 0.0, 0.0, 0.0, 0.0, "-", 1)
+
+
+class FinishedRing:
+    """The last ``size`` finished requests in preallocated rows of plain values, overwritten oldest
+    first: recording one copies its fields into a row (no object kept per request); reading (the
+    status page's poll) makes ``Finished`` tuples of the rows asked for."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._rows: list[list[Any]] = [list(_EMPTY_ROW) for _ in range(size)]
+        self._count = 0  # rows ever written; the newest is at (count - 1) % size
+
+    def __len__(self) -> int:
+        return min(self._count, self.size)
+
+    def __getitem__(self, index: int) -> Finished:
+        """The ``index``-th kept row, oldest first (negative: from the newest)."""
+        length = len(self)
+        if index < 0:
+            index += length
+        if not 0 <= index < length:
+            raise IndexError("no such finished request in the ring")
+        return Finished._make(self._rows[(self._count - length + index) % self.size])
+
+    def add(self, row: tuple[Any, ...]) -> None:
+        """Record a row in ``Finished``'s field order."""
+        self._rows[self._count % self.size][:] = row
+        self._count += 1
+
+    def since(self, seq: int) -> list[Finished]:
+        """The kept rows numbered above ``seq``, oldest first (numbers rise with each row)."""
+        length = len(self)
+        rows = self._rows
+        found = []
+        for position in range(self._count - 1, self._count - length - 1, -1):
+            row = rows[position % self.size]
+            if row[0] <= seq:
+                break
+            found.append(Finished._make(row))
+        found.reverse()
+        return found
 
 
 class SecondBuckets:
@@ -110,7 +153,7 @@ class SecondBuckets:
         # Each row: [second it holds, then one sum per FIELDS]; a flat list per row is the cheapest to update.
         self._rows = [[-1] + [0.0] * len(self.FIELDS) for _ in range(size)]
 
-    def add(self, *, error: bool, overhead: float, queue_wait: float, kernel_time: float,
+    def add(self, error: bool, overhead: float, queue_wait: float, kernel_time: float,
             retry_wait: float, total: float) -> None:
         second = int(self._clock())
         row = self._rows[second % self.size]
@@ -145,7 +188,7 @@ class RequestHistory:
     def __init__(self, *, window: int = WINDOW_SECONDS, recent: int = RECENT_REQUESTS,
                  clock: Callable[[], float] = time.time) -> None:
         self.seconds = SecondBuckets(window, clock)
-        self.recent: collections.deque[Finished] = collections.deque(maxlen=recent)
+        self.recent = FinishedRing(recent)
         # By id(trip), since client-chosen request ids need not be unique.
         self.live: dict[int, Trip] = {}
         # Requests refused for a missing or wrong key: counted, never listed (anyone who can connect can
@@ -182,22 +225,17 @@ class RequestHistory:
             trip.model = "-"
         elif len(trip.model) > MODEL_NAME_LIMIT:  # a client's string: shown, but bounded
             trip.model = trip.model[: MODEL_NAME_LIMIT - 1] + "…"
-        waited = trip.queue_wait + trip.kernel_time + trip.retry_wait
-        overhead = max(0.0, total - waited)
-        self.recent.append(Finished(
-            next(self._seq), trip.started_wall, trip.request_id, trip.key, trip.model, outcome, status,
-            trip.attempts, tuple(trip.kernels), trip.queue_wait, trip.kernel_time, trip.retry_wait, total, overhead,
-            trip.session,
-            trip.pieces,
-        ))
+        queue_wait, kernel_time, retry_wait = trip.queue_wait, trip.kernel_time, trip.retry_wait
+        overhead = max(0.0, total - queue_wait - kernel_time - retry_wait)
+        # The trip's own list of kernels: it is done with it.
+        self.recent.add((next(self._seq), trip.started_wall, trip.request_id, trip.key, trip.model, outcome, status,
+                         trip.attempts, trip.kernels, queue_wait, kernel_time, retry_wait, total, overhead,
+                         trip.session, trip.pieces))
         # A client that hung up is neither an error of aiosd's nor of the kernel's.
-        error = outcome not in ("ok", "client_disconnected")
-        self.seconds.add(error=error, overhead=overhead, queue_wait=trip.queue_wait,
-                         kernel_time=trip.kernel_time, retry_wait=trip.retry_wait, total=total)
+        self.seconds.add(outcome != "ok" and outcome != "client_disconnected", overhead, queue_wait, kernel_time,
+                         retry_wait, total)
 
     def finished_since(self, seq: int = 0) -> list[Finished]:
         """The finished requests numbered above ``seq`` still in the ring, oldest first."""
-        if not self.recent or self.recent[-1].seq <= seq:
-            return []
-        return [row for row in self.recent if row.seq > seq]
+        return self.recent.since(seq)
 

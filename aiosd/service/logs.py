@@ -71,13 +71,26 @@ class OneLineFormatter(logging.Formatter):
     """Every event on exactly one line: the message and an exception's text with control characters
     escaped, a traceback's lines joined with `` | ``. Done here, once, because log messages quote
     text from outside (clients' roles and model ids, the kernel's error sentences, header values)
-    at many call sites."""
+    at many call sites.
+
+    Every request logs a line, so the common case is kept cheap: a printable message skips the
+    escaping pass (``str.isprintable`` is false for every character ``escape_controls`` rewrites),
+    a message ``LogRing`` already escaped is not made again, and the timestamp's date and time are
+    formatted once per second."""
+
+    def __init__(self, fmt: str | None = None, datefmt: str | None = None) -> None:
+        super().__init__(fmt, datefmt)
+        self._uses_time = self.usesTime()
+        self._second: tuple[int, str] = (-1, "")  # (a second, its text): one tuple, so threads see a pair
 
     def format(self, record: logging.LogRecord) -> str:
-        record.message = escape_controls(record.getMessage())
-        if self.usesTime():
+        record.message = _escaped_message(record)
+        if self._uses_time:
             record.asctime = self.formatTime(record, self.datefmt)
-        parts = [self.formatMessage(record)]
+        line = self.formatMessage(record)
+        if not (record.exc_info or record.exc_text or record.stack_info):
+            return line
+        parts = [line]
         if record.exc_info:
             # Not cached in record.exc_text: other handlers (pytest's) format it their own way.
             parts.append(self.formatException(record.exc_info))
@@ -87,12 +100,36 @@ class OneLineFormatter(logging.Formatter):
             parts.append(LINE_JOIN.join(escape_controls(line) for line in record.stack_info.splitlines()))
         return LINE_JOIN.join(part for part in parts if part)
 
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        cached = self._second
+        if cached[0] != second:
+            cached = self._second = (second, time.strftime(self.default_time_format, self.converter(record.created)))
+        return self.default_msec_format % (cached[1], record.msecs) if self.default_msec_format else cached[1]
+
     def formatException(self, ei: ExcInfo) -> str:
         _, exc, tb = ei
         if exc is None:
             return ""
         chunks = traceback.TracebackException(type(exc), exc, tb).format()
         return LINE_JOIN.join(_traceback_lines(chunks))
+
+
+def _escaped_message(record: logging.LogRecord) -> str:
+    """``record.getMessage()`` with control characters escaped; made once per record (``LogRing`` may have)."""
+    message: str | None = record.__dict__.get(_ESCAPED)
+    if message is None:
+        message = record.getMessage()
+        if not message.isprintable():
+            message = escape_controls(message)
+        setattr(record, _ESCAPED, message)
+    return message
+
+
+# Where a record keeps its escaped message for the next handler (a name no ``extra=`` of aiosd's uses).
+_ESCAPED = "_aiosd_escaped"
 
 
 class JournalFormatter(OneLineFormatter):
@@ -115,13 +152,40 @@ def stderr_is_journal(environ: Mapping[str, str] = os.environ) -> bool:
     return st.st_dev == int(device) and st.st_ino == int(inode)
 
 
+class LineHandler(logging.StreamHandler):
+    """The stderr handler: one ``write`` per line; no second ``flush`` when the stream flushes at each
+    newline itself (stderr is line-buffered since Python 3.9)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = self.stream
+            stream.write(self.format(record) + "\n")
+            if not getattr(stream, "line_buffering", False):
+                stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
+def lean_records() -> None:
+    """Switch off what ``logging`` gathers for every record and no aiosd line shows (the "Optimization"
+    section of the logging HOWTO): the caller's file, line and function (a walk up the stack per
+    record), the thread, the process id and the multiprocessing process name."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+
+
 def setup_logging(level: str = "info") -> None:
-    """Install the one stderr handler aiosd uses; safe to call again."""
+    """Install the one stderr handler aiosd uses, records made lean (``lean_records``); safe to call again."""
+    lean_records()
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_aiosd", False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = LineHandler(sys.stderr)
     handler._aiosd = True  # type: ignore[attr-defined]
     if stderr_is_journal():
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
@@ -174,17 +238,21 @@ class LogRing(logging.Handler):
         super().__init__(logging.DEBUG)
         self.records: collections.deque[tuple[float, str, str, str, str]] = collections.deque(maxlen=size)
 
+    def handle(self, record: logging.LogRecord) -> bool:
+        # Handler.handle's filter pass and lock guard nothing here: the ring has no filters, and a
+        # deque append is atomic.
+        self.emit(record)
+        return True
+
     def emit(self, record: logging.LogRecord) -> None:
         # Runs for every aiosd log line, in the request path: plain string searches, no regex scan.
         try:
-            message = record.getMessage()
+            message = _escaped_message(record)  # kept on the record: the stderr handler's formatter reuses it
             request_id = self._request_id(message)
             if request_id is None:
                 return
             if record.exc_info and record.exc_info[1] is not None:
-                message += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
-            if not message.isprintable():
-                message = escape_controls(message)
+                message = escape_controls(f"{message} ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})")
             self.records.append((record.created, record.levelname, record.name, request_id, message[: self.LINE_LIMIT]))
         except Exception:  # a log line must never break the request that logged it
             self.handleError(record)

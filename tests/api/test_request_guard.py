@@ -7,6 +7,8 @@ import json
 import httpx
 import pytest
 
+from aiosd.api.error_response import send_response
+from aiosd.api.request_guard import AcceptedHosts, guard_settings, request_guard
 from tests.support.aiosd_harness import config_for, serve_aiosd
 from tests.support.chat_fixtures import FIXTURES
 from tests.support.fake_kernel import FakeKernel
@@ -124,3 +126,32 @@ async def test_a_page_aiosd_serves_itself_may_call_it(tmp_path, kernel):
     async with await _aiosd(tmp_path, kernel) as aiosd, httpx.AsyncClient(base_url=aiosd.url) as client:
         response = await client.post("/v1/chat/completions", json=CHAT, headers={"origin": aiosd.url})
     assert response.status_code == 200, response.text
+
+
+async def test_a_name_a_reload_takes_away_is_refused_at_once_though_it_was_accepted_before():
+    current = [guard_settings("127.0.0.1", ["aiosd.lan"], [])]
+
+    async def app(scope, receive, send):
+        await send_response(send, 200, [], b"ok")
+
+    guarded = request_guard(app, lambda: current[0], lambda path, error: error.message.encode())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(guarded), base_url="http://127.0.0.1") as client:
+        before = [await client.get("/", headers={"host": "aiosd.lan:8700"}) for _ in range(2)]
+        current[0] = guard_settings("127.0.0.1", [], [])  # the reload's new generation
+        after = await client.get("/", headers={"host": "aiosd.lan:8700"})
+        own = await client.get("/", headers={"host": "localhost:8700"})
+    assert [r.status_code for r in before] == [200, 200]
+    assert after.status_code == 421 and "aiosd.lan" in after.text
+    assert own.status_code == 200
+
+
+def test_the_guard_remembers_a_bounded_number_of_hosts_whatever_a_client_sends():
+    accepted, settings = AcceptedHosts(), guard_settings("127.0.0.1", [], [])
+    for port in range(1, 3000):  # every one of them names aiosd
+        assert accepted.allowed(f"localhost:{port}".encode(), settings, None)
+        assert len(accepted) <= AcceptedHosts.ENTRIES
+    accepted = AcceptedHosts()
+    assert accepted.allowed(b"localhost:" + b"0" * 1000 + b"8700", settings, None)
+    assert not accepted.allowed(b"attacker.example", settings, None)
+    assert not accepted.allowed(b"attacker.example", settings, None)
+    assert len(accepted) == 0  # neither an over-long value nor a refused one is kept

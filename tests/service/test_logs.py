@@ -5,16 +5,20 @@ Syslog priority prefixes when stderr is the journal, timestamps otherwise.
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import re
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import httpx
 import pytest
 
+from aiosd.service.logs import LineHandler, LogRing, OneLineFormatter
 from tests.support.aiosd_harness import free_port
 from tests.support.daemon_process import (
     REPO,
@@ -229,3 +233,55 @@ def test_hostile_text_in_requests_and_kernel_errors_stays_on_one_escaped_log_lin
     assert "son" in logged("model") and "\\x1b[1m" in logged("model")
     assert r"\x1b[31m" in logged("kernel detail") and "forged" in logged("kernel detail")
     assert r"failed\x1b[0m" in logged("kernel error")
+
+
+# --- the per-request line's cheap path (in-process: the formatter, the stderr handler, the ring) ---
+
+
+def _record(message: str, *args: object, created: float | None = None) -> logging.LogRecord:
+    record = logging.LogRecord("aiosd.http", logging.INFO, __file__, 1, message, args, None)
+    if created is not None:
+        record.created, record.msecs = created, (created - int(created)) * 1000
+    return record
+
+
+def test_each_line_carries_its_own_second_though_the_date_is_formatted_once_per_second():
+    formatter = OneLineFormatter("%(asctime)s %(message)s")
+    start = 1_800_000_000.25
+    for offset in (0.0, 0.5, 0.9, 1.0, 1.75, 3600.0, 3600.001):
+        created = start + offset
+        expected = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created)) + f",{int((created % 1) * 1000):03d}"
+        assert formatter.format(_record("x", created=created)) == f"{expected} x"
+
+
+def test_a_message_the_log_ring_saw_first_is_escaped_on_stderr_too(tmp_path):
+    """The ring (on the "aiosd" logger) runs before the stderr handler (on the root) and keeps the escaped
+    message on the record; a formatter of someone else's that ran first leaves it raw, and ours still escapes."""
+    stream = io.StringIO()
+    handler = LineHandler(stream)
+    handler.setFormatter(OneLineFormatter("%(name)s: %(message)s"))
+    foreign = logging.Handler()
+    foreign.emit = lambda record: logging.Formatter().format(record)  # sets record.message, unescaped
+    ring = LogRing()
+    aiosd_logger, root = logging.getLogger("aiosd"), logging.getLogger()
+    aiosd_logger.addHandler(foreign)
+    aiosd_logger.addHandler(ring)
+    root.addHandler(handler)
+    try:
+        logging.getLogger("aiosd.http").warning("request %s: role %s refused", "req_1", "us\ner\x1b[31m\u2028")
+    finally:
+        root.removeHandler(handler)
+        aiosd_logger.removeHandler(ring)
+        aiosd_logger.removeHandler(foreign)
+    escaped = r"request req_1: role us\ner\x1b[31m\u2028 refused"
+    assert stream.getvalue() == f"aiosd.http: {escaped}\n"
+    assert [line for *_, line in ring.for_request("req_1")] == [escaped]
+
+
+def test_a_line_reaches_a_stream_that_is_not_line_buffered_at_once(tmp_path):
+    path = tmp_path / "log"
+    with open(path, "w", buffering=8192) as stream, open(path) as reader:  # block-buffered, as a file may be
+        handler = LineHandler(stream)
+        handler.setFormatter(OneLineFormatter("%(message)s"))
+        handler.handle(_record("request %s: answered", "req_2"))
+        assert reader.read() == "request req_2: answered\n"

@@ -158,3 +158,54 @@ async def test_thousands_of_unknown_model_ids_add_no_series(tmp_path):
     models = {dict(labels).get("model") for _, labels in after} - {None}
     assert models == {"_unknown"}
     assert kernel.query_count == 0
+
+
+def test_the_request_path_series_render_exactly_as_prometheus_client_s_own():
+    """The five metrics updated per request are aiosd's own loop-only series: a scraper must see the
+    very text prometheus_client's Counter and Histogram give for the same events."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from aiosd.service.metrics import Metrics
+
+    ours = Metrics()
+    reference = CollectorRegistry(auto_describe=True)
+
+    def histogram(family, buckets):
+        return Histogram(family.name, family.documentation, list(family.labelnames), buckets=buckets,
+                         registry=reference)
+
+    requests = Counter(ours.requests.name, ours.requests.documentation, ["model", "outcome"], registry=reference)
+    duration = histogram(ours.request_duration, ours.request_duration.labels("x").bounds)
+    ours.request_duration._children.clear()  # that look-up above made a series: start both empty
+    calls = histogram(ours.kernel_call_duration, ours.kernel_call_duration.labels("x").bounds)
+    ours.kernel_call_duration._children.clear()
+    queue = Histogram("aiosd_queue_wait_seconds", "Time a kernel call waited for a free slot in aiosd's queue.",
+                      buckets=ours.queue_wait.bounds, registry=reference)
+    overhead = Histogram("aiosd_overhead_seconds",
+                         "aiosd's own time per request: not spent waiting on the kernel, queue or retries.",
+                         buckets=ours.overhead.bounds, registry=reference)
+    # Values on bucket bounds, between them, zero and past the last bound.
+    for value in (0.0, 0.05, 0.07, 1, 1.5, 600, 601, 0.0001, 0.00025, 0.3, 2.5e-5):
+        for model, outcome in (("sonnet", "ok"), ("_unknown", "unknown_model")):
+            ours.requests_child(model, outcome).inc()
+            requests.labels(model, outcome).inc()
+        ours.request_duration_child("sonnet").observe(value)
+        duration.labels("sonnet").observe(value)
+        ours.kernel_call_duration.labels("5xx").observe(value)
+        calls.labels("5xx").observe(value)
+        ours.queue_wait.observe(value)
+        queue.observe(value)
+        ours.overhead.observe(value)
+        overhead.observe(value)
+
+    def text(registry) -> str:
+        lines = generate_latest(registry).decode().splitlines()
+        # Creation times differ by microseconds between the two; the line itself must be there.
+        lines = [line.rsplit(" ", 1)[0] + " <time>" if "_created" in line and not line.startswith("#") else line
+                 for line in lines]
+        names = {"aiosd_requests", "aiosd_request_duration_seconds", "aiosd_kernel_call_duration_seconds",
+                 "aiosd_queue_wait_seconds", "aiosd_overhead_seconds"}
+        return "\n".join(line for line in lines if any(name in line for name in names))
+
+    assert text(ours.registry) == text(reference)
+    assert "aiosd_kernel_call_duration_seconds_bucket{le=\"+Inf\",result=\"5xx\"} 11.0" in text(ours.registry)
