@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import bisect
-import math
-import time
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from collections.abc import Iterator
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     exposition,
     generate_latest,
 )
-from prometheus_client import metrics as prometheus_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.utils import floatToGoString
 
 from aiosd.kernel.pool import KernelPool
 from aiosd.kernel.scheduler import Scheduler
@@ -40,127 +35,25 @@ _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 
 
-class LoopCounter:
-    """One counter series, counted by the event loop only: a plain float (prometheus_client's own
-    child takes a lock and checks its state on every ``inc``)."""
-
-    __slots__ = ("created", "value")
-
-    def __init__(self) -> None:
-        self.value = 0.0
-        self.created = time.time()
-
-    def inc(self, amount: float = 1) -> None:
-        self.value += amount
-
-
-class LoopHistogram:
-    """One histogram series, observed by the event loop only: a count per bucket found by bisection
-    (prometheus_client's own child locks its sum and one bucket, after a linear search)."""
-
-    __slots__ = ("bounds", "counts", "created", "sum")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds: tuple[float, ...] = bounds  # ascending; a value above the last one counts in +Inf only
-        self.counts = [0] * (len(bounds) + 1)
-        self.sum = 0.0
-        self.created = time.time()
-
-    def observe(self, amount: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, amount)] += 1  # the first bound >= amount: "le"
-        self.sum += amount
-
-
-Child = TypeVar("Child", LoopCounter, LoopHistogram)
-
-
-class LoopFamily(Generic[Child]):
-    """The series of one metric on the request path, by label values, rendered at scrape exactly as
-    prometheus_client renders its own Counter or Histogram (``_total``/``_bucket``/``_count``/``_sum``
-    and ``_created`` samples). Only the event loop updates them, so none of them needs a lock; label
-    values come from closed sets (known model ids, outcomes, status classes), as everywhere here."""
-
-    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...],
-                 make: Callable[[], Child], kind: str) -> None:
-        self.name, self.documentation, self.labelnames, self.kind = name, documentation, labelnames, kind
-        self._make: Callable[[], Child] = make
-        self._children: dict[tuple[str, ...], Child] = {}
-        if not labelnames:  # an unlabelled metric has its one series from the start
-            self.labels()
-
-    def labels(self, *values: str) -> Child:
-        child = self._children.get(values)
-        if child is None:
-            if len(values) != len(self.labelnames):
-                raise ValueError(f"{self.name} takes the labels {self.labelnames}, not {values}")
-            child = self._children[values] = self._make()
-        return child
-
-    def collect(self) -> Metric:
-        return _rendered(self.name, self.documentation, self.kind, self.labelnames, list(self._children.items()))
-
-
-def _rendered(name: str, documentation: str, kind: str, labelnames: tuple[str, ...],
-              children: list[tuple[tuple[str, ...], LoopCounter]] | list[tuple[tuple[str, ...], LoopHistogram]],
-              ) -> Metric:
-    """The samples prometheus_client's own Counter or Histogram would give for these series."""
-    created = getattr(prometheus_metrics, "_use_created", True)  # follows disable_created_metrics()
-    metric = Metric(name, documentation, kind)
-    for values, series in children:
-        labels = dict(zip(labelnames, values, strict=True))
-        if isinstance(series, LoopCounter):
-            metric.add_sample(name + "_total", labels, series.value)
-        else:
-            total = 0.0
-            for bound, count in zip((*series.bounds, math.inf), series.counts, strict=True):
-                total += count
-                metric.add_sample(name + "_bucket", {**labels, "le": floatToGoString(bound)}, total)
-            metric.add_sample(name + "_count", labels, total)
-            metric.add_sample(name + "_sum", labels, series.sum)
-        if created:
-            metric.add_sample(name + "_created", labels, series.created)
-    return metric
-
-
-class _LoopCollector:
-    """The registry's view of the ``LoopFamily`` metrics."""
-
-    def __init__(self, families: list[LoopFamily]) -> None:
-        self._families = families
-
-    def collect(self) -> Iterator[Metric]:
-        for family in self._families:
-            yield family.collect()
-
-
-def _histogram(name: str, documentation: str, labelnames: tuple[str, ...],
-               buckets: tuple[float, ...]) -> LoopFamily[LoopHistogram]:
-    return LoopFamily(name, documentation, labelnames, lambda: LoopHistogram(buckets), "histogram")
-
-
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        # The five updated on every request: loop-only series (see LoopFamily).
-        self.requests = LoopFamily(
-            "aiosd_requests", "Chat completion requests by model and outcome.", ("model", "outcome"), LoopCounter,
-            "counter")
-        self.request_duration = _histogram(
-            "aiosd_request_duration_seconds", "Whole request time, queue and retries included.", ("model",),
-            _LATENCY_BUCKETS)
-        self.kernel_call_duration = _histogram(
-            "aiosd_kernel_call_duration_seconds", "One /query call to the kernel.", ("result",), _LATENCY_BUCKETS)
-        queue_wait = _histogram(
-            "aiosd_queue_wait_seconds", "Time a kernel call waited for a free slot in aiosd's queue.", (),
-            _LATENCY_BUCKETS)
-        self.queue_wait = queue_wait.labels()
-        overhead = _histogram(
-            "aiosd_overhead_seconds",
-            "aiosd's own time per request: not spent waiting on the kernel, queue or retries.", (), _OVERHEAD_BUCKETS)
-        self.overhead = overhead.labels()
-        r.register(_LoopCollector([self.requests, self.request_duration, self.kernel_call_duration, queue_wait,
-                                   overhead]))
+        self.requests = Counter(
+            "aiosd_requests", "Chat completion requests by model and outcome.", ["model", "outcome"], registry=r
+        )
+        self.request_duration = Histogram(
+            "aiosd_request_duration_seconds", "Whole request time, queue and retries included.", ["model"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.kernel_call_duration = Histogram(
+            "aiosd_kernel_call_duration_seconds", "One /query call to the kernel.", ["result"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.queue_wait = Histogram(
+            "aiosd_queue_wait_seconds", "Time a kernel call waited for a free slot in aiosd's queue.",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
         self.retries = Counter(
             "aiosd_retries", "Kernel calls retried, by the status class that caused it.", ["status_class"], registry=r
         )
@@ -171,6 +64,11 @@ class Metrics:
         self.queued = Gauge("aiosd_kernel_calls_queued", "Kernel calls waiting in aiosd's queue.", registry=r)
         self.reloads = Counter("aiosd_config_reloads", "Config reloads by result.", ["result"], registry=r)
         self.syncs = Counter("aiosd_openclaw_syncs", "OpenClaw config syncs by result.", ["result"], registry=r)
+        self.overhead = Histogram(
+            "aiosd_overhead_seconds",
+            "aiosd's own time per request: not spent waiting on the kernel, queue or retries.",
+            buckets=_OVERHEAD_BUCKETS, registry=r,
+        )
         self.models_exposed = Gauge("aiosd_models_exposed", "Models aiosd currently exposes.", registry=r)
         self.kernel_ready = Gauge("aiosd_kernel_ready", "1 while the kernel has answered recently.", registry=r)
         self.canaries = Counter(
@@ -197,18 +95,29 @@ class Metrics:
             self.canaries.labels(result)
         for task in BACKGROUND_TASKS:
             self.task_restarts.labels(task)
+        # labels() takes a lock and builds a key on every call; the request path asks for the same
+        # few children each time, so keep them (bounded like the series: known model ids only).
+        self._request_children: dict[tuple[str, str], Counter] = {}
+        self._duration_children: dict[str, Histogram] = {}
+
     def watch_pool(self, pool: KernelPool, scheduler: Scheduler) -> None:
         """Per kernel and per class/key figures, read from ``pool`` and ``scheduler`` at each scrape
         (kernel and key names come from the config: a closed set)."""
         self.registry.register(_PoolCollector(pool, scheduler))
 
-    def requests_child(self, model: str, outcome: str) -> LoopCounter:
-        """``requests.labels(model, outcome)``."""
-        return self.requests.labels(model, outcome)
+    def requests_child(self, model: str, outcome: str) -> Counter:
+        """``requests.labels(model, outcome)``, cached."""
+        child = self._request_children.get((model, outcome))
+        if child is None:
+            child = self._request_children[(model, outcome)] = self.requests.labels(model, outcome)
+        return child
 
-    def request_duration_child(self, model: str) -> LoopHistogram:
-        """``request_duration.labels(model)``."""
-        return self.request_duration.labels(model)
+    def request_duration_child(self, model: str) -> Histogram:
+        """``request_duration.labels(model)``, cached."""
+        child = self._duration_children.get(model)
+        if child is None:
+            child = self._duration_children[model] = self.request_duration.labels(model)
+        return child
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE

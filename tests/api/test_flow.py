@@ -34,7 +34,7 @@ async def _hang_up(writer: asyncio.StreamWriter) -> None:
 
 
 def _disconnected_count(runtime) -> float:
-    return runtime.metrics.requests.labels("_unknown", "client_disconnected").value
+    return runtime.metrics.requests.labels("_unknown", "client_disconnected")._value.get()
 
 
 async def test_a_client_that_hangs_up_cancels_its_kernel_call(tmp_path):
