@@ -676,6 +676,7 @@ class Acceptor(asyncio.AbstractServer):
         self._sock: socket.socket | None = sock
         self._factory = protocol_factory
         self._report = report
+        self.retry = ACCEPT_RETRY  # tests may change it
         self._retry: asyncio.TimerHandle | None = None
         self._connecting: set[asyncio.Task[object]] = set()
         sock.setblocking(False)
@@ -719,7 +720,7 @@ class Acceptor(asyncio.AbstractServer):
                      "unlimited" if soft == resource.RLIM_INFINITY else soft, what="failed accept() calls")
         if self._sock is not None and self._retry is None:
             self._loop.remove_reader(self._sock.fileno())
-            self._retry = self._loop.call_later(ACCEPT_RETRY, self._resume)
+            self._retry = self._loop.call_later(self.retry, self._resume)
 
     def _resume(self) -> None:
         self._retry = None
