@@ -1,4 +1,4 @@
-"""The kernel tests' event loops: the lean wire's run on asyncio's loop and on uvloop (the daemon's), the rest on asyncio's.
+"""The kernel tests' event loops: the lean wire's run on asyncio's and on uvloop (the daemon's), the rest on asyncio's.
 
 Why both for the lean wire: it drives transports itself, and uvloop's differ from asyncio's (they do not
 subclass asyncio.Transport, and connection_made may run after create_connection returns).
