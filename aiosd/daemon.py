@@ -80,6 +80,7 @@ class EmbeddedServer(uvicorn.Server):
 
         # uvicorn only closes its servers and waits for them to close: an Acceptor does both.
         self.servers = accept_connections(sockets, create_protocol, config.backlog)  # type: ignore[assignment]
+        await asyncio.sleep(0)  # one loop turn before it counts as listening, as loop.create_server takes
         self.listening.set()
 
 
