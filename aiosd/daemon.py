@@ -20,7 +20,7 @@ import uvicorn
 from aiosd.config.loader import ConfigError, ConfigProblem, NoConfigFile, load_config, read_config_bytes
 from aiosd.config.settings import Config, exposed_without_auth, format_listen
 from aiosd.config.watch import watch_config
-from aiosd.server.connections import listening_sockets, log_accept_failures, uvicorn_config
+from aiosd.server.connections import accept_connections, listening_sockets, uvicorn_config
 from aiosd.service.generations import ReloadOutcome
 from aiosd.service.logs import set_level, setup_logging
 from aiosd.service.notify import SystemdNotifier
@@ -35,11 +35,14 @@ RELOAD_READ_TIMEOUT = 30.0
 
 
 class EmbeddedServer(uvicorn.Server):
-    """uvicorn inside aiosd's own loop: aiosd owns the signals and learns when the socket is bound.
+    """uvicorn inside aiosd's own loop: aiosd owns the signals, accepts the connections and learns when
+    the socket is bound.
 
     uvicorn has no setting for leaving signals alone: ``serve()`` wraps itself in ``capture_signals()``,
     which replaces the SIGINT/SIGTERM handlers and raises the signals again once it returns. A no-op
-    ``capture_signals`` is the embedding hook its maintainers point to (tests/server pin it).
+    ``capture_signals`` is the embedding hook its maintainers point to (tests/server pin it). The
+    sockets go to aiosd's ``Acceptor`` rather than ``loop.create_server`` (server/connections.py says
+    why); uvicorn's start-up runs with none, and shuts the acceptors down as its servers.
     """
 
     def __init__(self, config: uvicorn.Config) -> None:
@@ -60,14 +63,25 @@ class EmbeddedServer(uvicorn.Server):
                 self.should_exit = True
                 return
         try:
-            await super().startup(sockets)
+            await super().startup([])
         except SystemExit:
-            # uvicorn logs the bind error, then calls sys.exit() from inside our event loop; the
+            # uvicorn logs a start-up error, then calls sys.exit() from inside our event loop; the
             # daemon decides how to exit (one log line and status 1, not a traceback and status 3).
             self.should_exit = True
             return
-        if self.started:
-            self.listening.set()
+        if not self.started:
+            return
+        config, loop = self.config, asyncio.get_running_loop()
+
+        def create_protocol() -> asyncio.Protocol:  # as uvicorn's own startup makes them (tests/server pin it)
+            protocol = config.http_protocol_class
+            return protocol(config=config, server_state=self.server_state,  # type: ignore[call-arg]  # typed as a bare Protocol
+                            app_state=self.lifespan.state, _loop=loop)
+
+        # uvicorn only closes its servers and waits for them to close: an Acceptor does both.
+        self.servers = accept_connections(sockets, create_protocol, config.backlog)  # type: ignore[assignment]
+        await asyncio.sleep(0)  # one loop turn before it counts as listening, as loop.create_server takes
+        self.listening.set()
 
 
 class Daemon:
@@ -93,7 +107,6 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self._request_stop, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, self._schedule_reload, "SIGHUP")
 
-        log_accept_failures(loop)
         try:  # before anything starts: a busy address is one clear line and exit 1
             sockets = listening_sockets(config.listen_host, config.listen_port)
         except OSError as exc:
@@ -115,7 +128,8 @@ class Daemon:
             await self.runtime.close()
             self.notifier.close()
             return 1
-        log.info("listening on http://%s (%s, config %s)", config.listen, config.shown_pool, self.config_path)
+        log.info("listening on http://%s (%s, config %s); event loop %s", config.listen, config.shown_pool,
+                 self.config_path, running_loop_name())
         # Watch before READY=1: an edit made right after systemd reports us started must not be missed.
         watching = asyncio.Event()
         self._tasks.append(asyncio.create_task(self._watch(watching), name="config-watch"))
@@ -242,6 +256,9 @@ class Daemon:
             return self._refused(reason, [ConfigProblem(str(self.config_path), None, None, "",
                                                         f"internal error while applying: {exc!r}")])
         set_level(config.log_level)
+        if config.server.event_loop != running_loop_name():
+            notes = [*notes, f"server.event_loop changed to {config.server.event_loop} but needs a restart "
+                             f"(still on {running_loop_name()})"]
         outcome = ReloadOutcome(ok=True, at=time.time(), reason=reason, notes=notes)
         self.runtime.last_reload = outcome
         log.info("config reloaded (%s): generation %d now serving; %s", reason, self.runtime.generation,
@@ -339,4 +356,19 @@ def run_daemon(config_path: Path) -> int:
     async def main() -> int:
         return await Daemon(config_path, config, config_digest=digest).run()
 
-    return asyncio.run(main())
+    with asyncio.Runner(loop_factory=event_loop_factory(config.server.event_loop)) as runner:
+        return runner.run(main())
+
+
+def event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop ``server.event_loop`` names: uvloop's (libuv; the default) or asyncio's own."""
+    if name == "uvloop":
+        import uvloop  # here: only the daemon runs on it, the other commands need not load it
+
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
+def running_loop_name() -> str:
+    """``server.event_loop``'s name for the loop running now."""
+    return "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"

@@ -26,6 +26,7 @@ def test_start_names_the_pool_and_a_reload_names_the_keys_it_changed(tmp_path):
     started = next(line for line in lines if "listening on http://" in line)
     assert f"(kernels east {first.url}, {second.url}, config {daemon.config_path})" in started
     assert "localhost:8000" not in started
+    assert started.endswith("; event loop uvloop")  # server.event_loop's default
     reloaded = [line for line in lines if "config reloaded (file changed)" in line]
     assert reloaded[0].endswith("generation 2 now serving; changed: retry, scheduler")
     assert reloaded[1].endswith("generation 3 now serving; no setting changed")

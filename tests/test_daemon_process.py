@@ -77,6 +77,39 @@ def test_sigint_stops_like_sigterm(daemon):
     assert daemon.process.wait() == 0
 
 
+def test_on_asyncio_s_own_loop_it_serves_reloads_and_drains_and_a_loop_change_waits_for_a_restart(tmp_path, kernel,
+                                                                                                   port):
+    """``server.event_loop: asyncio``, the way back from uvloop: the same daemon, on Python's own loop."""
+    text = daemon_config(kernel.url, port).replace("server: {", "server: {event_loop: asyncio, ")
+    daemon = start_daemon(tmp_path, text, port)
+    try:
+        started = next(line for line in daemon.process.stderr_lines() if "listening on http://" in line)
+        assert started.endswith("; event loop asyncio")
+        assert chat(daemon.url).status_code == 200
+        write_by_rename(daemon.config_path, text.replace("event_loop: asyncio", "event_loop: uvloop"))
+        _, ready = daemon.wait_for_reload()
+        assert "REFUSED" not in ready["STATUS"]
+        warnings = [line for line in daemon.process.stderr_lines() if line.startswith("<4>")]
+        assert any("server.event_loop changed to uvloop but needs a restart (still on asyncio)" in line
+                   for line in warnings), daemon.process.stderr_text()
+        hang = Hang()
+        kernel.script(hang)
+        result = {}
+        request = threading.Thread(target=lambda: result.setdefault("response", chat(daemon.url, "finish me")))
+        request.start()
+        try:
+            kernel.wait_for_in_flight(1)
+            daemon.process.send_signal(signal.SIGTERM)
+            daemon.wait_for("STOPPING", "1")
+        finally:
+            hang.release(Text("finished during the drain"))
+            request.join(20)
+        assert daemon.process.wait() == 0
+        assert result["response"].status_code == 200
+    finally:
+        close_daemon(daemon)
+
+
 def test_an_invalid_config_at_start_exits_1_without_ready(tmp_path, kernel, port):
     from tests.support.daemon_process import AiosdProcess, NotifySocket
 

@@ -219,6 +219,7 @@ class ServerSettings:
     body_deadline: float  # the whole body, however steadily it trickles
     send_timeout: float  # an answer the client does not read
     keep_alive_timeout: float
+    event_loop: Literal["uvloop", "asyncio"]  # read at start only
     open_metrics: Literal["key", "loopback"]  # with auth.keys: who may read /metrics and /readyz without a key
     allowed_hosts: tuple[str, ...]  # besides aiosd's own names; "*" for any
     allowed_origins: tuple[str, ...]  # browser origins allowed to call aiosd

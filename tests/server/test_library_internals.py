@@ -2,8 +2,8 @@
 
 Why: ``aiosd/server/connections.py`` subclasses uvicorn's httptools protocol (no public hook bounds
 or times a request head), ``aiosd/daemon.py`` overrides ``uvicorn.Server.capture_signals`` (uvicorn
-has no setting to leave signals alone), and the listener relies on how asyncio's accept loop calls
-``accept()``. A new release that changes one of these fails here with a plain sentence, not as a
+has no setting to leave signals alone) and runs uvicorn's start-up without sockets, accepting the
+connections itself. A new release that changes one of these fails here with a plain sentence, not as a
 hang or a wrong status code somewhere in the robustness tests.
 """
 
@@ -13,8 +13,6 @@ import ast
 import asyncio
 import inspect
 import signal
-import socket
-import sys
 import textwrap
 from importlib.metadata import version
 from typing import TYPE_CHECKING
@@ -254,30 +252,36 @@ def test_httptools_reports_each_chunk_complete():
                                    f"on_chunk_complete per chunk ({CONNECTIONS} counts chunk framing with it)")
 
 
-# --- asyncio: the accept loop the listener shapes --------------------------------------------
+# --- uvicorn: the start-up the embedded server runs without sockets ------------------------------
 
 
-async def test_asyncio_accepts_through_the_listening_sockets_own_accept():
-    from aiosd.server.connections import _ACCEPT_FAILED, listening_sockets
+async def test_uvicorn_starts_without_sockets_and_shuts_down_what_is_in_its_servers():
+    # EmbeddedServer runs uvicorn's startup with no socket, makes the protocols as uvicorn would
+    # (config.http_protocol_class with its server_state and lifespan.state) and puts aiosd's acceptors
+    # in self.servers, which uvicorn's shutdown closes and waits for.
+    async def app(scope, receive, send):
+        return None
 
-    source = inspect.getsource(asyncio.selector_events)
-    assert _ACCEPT_FAILED in source, (f"Python {sys.version.split()[0]}: asyncio no longer reports "
-                                      f"{_ACCEPT_FAILED!r} ({CONNECTIONS} matches that message)")
-    listener = listening_sockets("127.0.0.1", 0)[0]
-    accepted = asyncio.Event()
-    plain_accept = type(listener).accept
+    config = uvicorn.Config(app, lifespan="off", log_config=None)
+    config.load()
+    server = uvicorn.Server(config)
+    server.lifespan = config.lifespan_class(config)
+    await server.startup(sockets=[])
+    assert server.started and server.servers == [], broken(
+        "uvicorn", "Server.startup(sockets=[]) starting with no server in self.servers", DAEMON, "changed")
+    assert isinstance(server.server_state, ServerState) and hasattr(server.lifespan, "state"), broken(
+        "uvicorn", "Server.server_state and Server.lifespan.state", DAEMON)
+    assert isinstance(config.backlog, int), broken("uvicorn", "Config.backlog", DAEMON)
 
-    class Counting(type(listener)):  # type: ignore[misc]
-        def accept(self):
-            accepted.set()
-            return plain_accept(self)
+    class Acceptor:
+        closed = waited = False
 
-    listener.__class__ = Counting
-    server = await asyncio.get_running_loop().create_server(asyncio.Protocol, sock=listener)
-    try:
-        with socket.create_connection(listener.getsockname()[:2]):
-            await asyncio.wait_for(accepted.wait(), 10)
-    finally:
-        server.close()
-        await server.wait_closed()
-    assert accepted.is_set(), f"asyncio no longer calls accept() on the socket given to create_server ({CONNECTIONS})"
+        def close(self):
+            Acceptor.closed = True
+
+        async def wait_closed(self):
+            Acceptor.waited = True
+
+    server.servers = [Acceptor()]  # type: ignore[list-item]
+    await server.shutdown()
+    assert Acceptor.closed, broken("uvicorn", "Server.shutdown closing self.servers", DAEMON, "no longer has")
