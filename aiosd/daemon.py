@@ -20,7 +20,8 @@ import uvicorn
 from aiosd.config.loader import ConfigError, ConfigProblem, NoConfigFile, load_config, read_config_bytes
 from aiosd.config.settings import Config, exposed_without_auth, format_listen
 from aiosd.config.watch import watch_config
-from aiosd.server.connections import accept_connections, listening_sockets, uvicorn_config
+from aiosd.server.accept import accept_connections, listening_sockets
+from aiosd.server.connections import uvicorn_config
 from aiosd.service.generations import ReloadOutcome
 from aiosd.service.logs import set_level, setup_logging
 from aiosd.service.notify import SystemdNotifier

@@ -1,6 +1,6 @@
-"""The connection layer under the app: request head caps (431), read timeouts, the connection cap, accept() failures.
+"""The connection layer under the app: request head caps (431), read timeouts, the connection cap.
 
-aiosd accepts the connections itself (``Acceptor``): out of files it rests and logs once per interval.
+Accepting the connections (and resting out of files) lives in ``accept``.
 
 Why here and not in the app: all of this must happen before anything reads the request. uvicorn's
 httptools protocol accumulates an unterminated header (and a chunked body's trailer) by bytes
@@ -15,10 +15,8 @@ every connection has a request in flight the new one gets a 503.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import resource
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -176,6 +174,49 @@ def fit_open_file_limit(max_connections: int, kernel_connections: int) -> int:
                 "accepting at most %d connections", max_connections, soft, RESERVED_FILES + kernel_connections,
                 fitting)
     return fitting
+
+
+class _OneSendPerAnswer:
+    """The transport one request's cycle writes its answer to: the head (the cycle's first write) waits
+    for the first piece of the body and both leave in one send; a head with no body in the same loop
+    turn leaves at its end.
+
+    Why: uvicorn writes a head and its body with two ``transport.write`` calls, so two sends; on
+    loopback a send also runs the receiver's side of TCP, and the second one was ~5% of aiosd's CPU
+    per request (bench/RESULTS.md, round 7). Everything but ``write`` goes to the transport as is."""
+
+    __slots__ = ("_first", "_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self._first = True
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.writelines((held, data))
+        elif self._first:
+            self._first = False
+            self._held = data
+            self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        """Send a held head now (its body did not follow in the same loop turn)."""
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -457,6 +498,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._cancel_read_timer()
         self._last_read = self._body_started = self.loop.time()
         super().on_headers_complete()
+        # The cycle uvicorn just made (running, or queued behind earlier ones) writes its answer in one
+        # send. An internal: tests/server/test_library_internals.py names it if uvicorn changes.
+        self.cycle.transport = _OneSendPerAnswer(self.transport, self.loop)  # type: ignore[assignment]  # its write/close/is_closing are all a cycle uses
         # The body must keep coming (body_timeout) and be whole within body_deadline; a request without
         # a body completes right after this, which cancels the timer.
         limits = self.limits
@@ -644,145 +688,3 @@ def uvicorn_config(app: ASGIApp, runtime: Runtime, *, graceful_timeout: float) -
         timeout_graceful_shutdown=graceful_timeout,  # type: ignore[arg-type]
         timeout_keep_alive=runtime.config.server.keep_alive_timeout,  # type: ignore[arg-type]  # an int there too
     )
-
-
-_OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
-# Errors accept() returns for one connection that failed on its way in (the client reset it, a firewall
-# refused it): that connection is lost, the next one is accepted at once (accept(2), "Error handling").
-_LOST_ON_THE_WAY = frozenset((errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENETDOWN, errno.ENOPROTOOPT,
-                              errno.EHOSTDOWN, errno.ENONET, errno.EHOSTUNREACH, errno.EOPNOTSUPP,
-                              errno.ENETUNREACH))
-# After accept() failed otherwise (out of files), the listening socket rests this long: the clients wait
-# in the kernel's backlog and are accepted once files are free.
-ACCEPT_RETRY = 1.0
-# Connections accepted per wake-up at most (asyncio's own figure), so a flood of them cannot hold the loop.
-ACCEPT_BATCH = 100
-
-
-class Acceptor(asyncio.AbstractServer):
-    """A listening socket's accept loop, on whatever event loop runs (asyncio's or uvloop's): accept(),
-    then ``loop.connect_accepted_socket`` (public on both) makes the transport and the protocol.
-
-    Why not ``loop.create_server``: out of files, each loop fails its own way. asyncio reports every
-    failed accept() (with a traceback) and multiplies its retries (140,000 failures in 10 s in a
-    test); uvloop (libuv) closes a spare file, accepts and drops the waiting clients, and tells no
-    one, or, without a spare file, spins or stops listening, silently. Here both rest the socket
-    for ``ACCEPT_RETRY`` with one log line per interval, and the clients wait and are served once files
-    are free."""
-
-    def __init__(self, sock: socket.socket, protocol_factory: Callable[[], asyncio.BaseProtocol],
-                 report: RateLimitedLog, backlog: int = socket.SOMAXCONN) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._sock: socket.socket | None = sock
-        self._factory = protocol_factory
-        self._report = report
-        self.retry = ACCEPT_RETRY  # tests may change it
-        self._retry: asyncio.TimerHandle | None = None
-        self._connecting: set[asyncio.Task[object]] = set()
-        sock.setblocking(False)
-        sock.listen(backlog)
-        self._loop.add_reader(sock.fileno(), self._accept)
-
-    @property
-    def sockets(self) -> tuple[socket.socket, ...]:
-        return () if self._sock is None else (self._sock,)
-
-    def _accept(self) -> None:
-        sock = self._sock
-        for _ in range(ACCEPT_BATCH):
-            if sock is None:
-                return
-            try:
-                connection, _ = sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in _LOST_ON_THE_WAY:
-                    continue
-                self._rest(exc)
-                return
-            connection.setblocking(False)
-            task = self._loop.create_task(self._loop.connect_accepted_socket(self._factory, connection))
-            self._connecting.add(task)
-            task.add_done_callback(self._connected)
-
-    def _connected(self, task: asyncio.Task[object]) -> None:
-        self._connecting.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._loop.call_exception_handler({"message": "could not set up an accepted connection",
-                                               "exception": task.exception()})
-
-    def _rest(self, exc: OSError) -> None:
-        """accept() failed (out of files): stop reading the socket for ACCEPT_RETRY, and say so (rate-limited)."""
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        self._report("cannot accept new connections: %s (open-file limit %s); clients wait or fail until files are "
-                     "free, accept is retried every second", exc.strerror or exc,
-                     "unlimited" if soft == resource.RLIM_INFINITY else soft, what="failed accept() calls")
-        if self._sock is not None and self._retry is None:
-            self._loop.remove_reader(self._sock.fileno())
-            self._retry = self._loop.call_later(self.retry, self._resume)
-
-    def _resume(self) -> None:
-        self._retry = None
-        if self._sock is not None:
-            self._loop.add_reader(self._sock.fileno(), self._accept)
-            self._accept()
-
-    def close(self) -> None:
-        """Stop accepting and close the socket (new clients are refused); open connections are left alone."""
-        if self._sock is None:
-            return
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
-        else:
-            self._loop.remove_reader(self._sock.fileno())
-        self._sock.close()
-        self._sock = None
-
-    def get_loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop
-
-    def is_serving(self) -> bool:
-        return self._sock is not None
-
-    async def start_serving(self) -> None:
-        return None  # serving from construction
-
-    async def serve_forever(self) -> None:
-        raise NotImplementedError("the daemon runs the server; an Acceptor only accepts")
-
-    async def wait_closed(self) -> None:
-        return None  # closed at close(); uvicorn waits for the connections itself
-
-
-def accept_connections(sockets: list[socket.socket], protocol_factory: Callable[[], asyncio.BaseProtocol],
-                       backlog: int) -> list[Acceptor]:
-    """An ``Acceptor`` per listening socket, on the running loop, sharing one rate-limited failure report."""
-    report = RateLimitedLog(logging.ERROR)
-    return [Acceptor(sock, protocol_factory, report, backlog) for sock in sockets]
-
-
-def listening_sockets(host: str, port: int) -> list[socket.socket]:
-    """Bound sockets for ``host:port``, one per address it resolves to (as asyncio's own
-    create_server would make them); OSError when one cannot be bound."""
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    sockets: list[socket.socket] = []
-    seen: set[tuple[int, Any]] = set()
-    try:
-        for family, kind, proto, _, address in infos:
-            if (family, address) in seen:
-                continue
-            seen.add((family, address))
-            listener = socket.socket(family, kind, proto)
-            sockets.append(listener)
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, True)
-            listener.bind(address)
-            listener.setblocking(False)
-    except OSError:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets

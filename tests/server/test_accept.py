@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import uvloop
 
-from aiosd.server.connections import accept_connections, listening_sockets
+from aiosd.server.accept import accept_connections, listening_sockets
 from tests.support.robust import TCP_ESTABLISHED, own_tcp_sockets
 
 LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}

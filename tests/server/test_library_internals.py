@@ -134,6 +134,23 @@ def test_uvicorn_request_cycle_has_the_flags_aiosd_reads_and_sets():
         assert name in found, broken("uvicorn", f"RequestResponseCycle.{name}", CONNECTIONS)
 
 
+def test_uvicorn_request_cycle_uses_only_write_close_and_is_closing_of_its_transport():
+    # GuardedHttpProtocol gives each cycle a _OneSendPerAnswer as its transport (head and body in one
+    # send), which has only these three; and it sets it on the cycle on_headers_complete has just made.
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+    used = set()
+    for _, member in inspect.getmembers(RequestResponseCycle, inspect.isfunction):
+        used |= {call.removeprefix("transport.") for call in called_in(member) if call.startswith("transport.")}
+    assert used <= {"write", "close", "is_closing"}, broken(
+        "uvicorn", f"RequestResponseCycle calling transport.{sorted(used - {'write', 'close', 'is_closing'})}",
+        CONNECTIONS, "now has")
+    assert "cycle" in assigned_in(httptools_protocol().on_headers_complete), broken(
+        "uvicorn", "HttpToolsProtocol.on_headers_complete making self.cycle", CONNECTIONS)
+    assert "transport" in assigned_in(RequestResponseCycle.__init__), broken(
+        "uvicorn", "RequestResponseCycle.transport", CONNECTIONS)
+
+
 def test_uvicorn_data_received_does_nothing_aiosd_does_not_copy():
     # GuardedHttpProtocol.data_received replaces uvicorn's without calling it; a step uvicorn adds
     # there would be skipped by aiosd. Upgrades are not copied on purpose: aiosd runs with ws="none".
