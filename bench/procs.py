@@ -162,7 +162,10 @@ class AiosdProcess:
         self.pythonpath = pythonpath
         self.python = python
         self.notify = notify
-        self.log_path = workdir / "aiosd.log"
+        # Not beside the config: aiosd watches the config's directory (inotify), so a log written there
+        # wakes its watcher thread once per line. A daemon logs to the journal, not to /etc.
+        self.log_path = workdir / "logs" / "aiosd.log"
+        self.log_path.parent.mkdir(exist_ok=True)
         self.process: subprocess.Popen | None = None
         self.started_at = 0.0
         self.ready_at = 0.0
