@@ -782,3 +782,26 @@ async def test_errors_the_kernel_reported_are_named_by_their_status_in_words():
     assert err.reason == "status_code 429 inside HTTP 200"
     assert (await query_error(answer(500, {"detail": "boom"}))).reason == "HTTP 500"
     assert (await query_error(answer(200, raw=b"<html>"))).reason == "HTTP 200 but its body is not JSON"
+
+
+@pytest.mark.parametrize("body", [
+    b'{"response": {"response_message": "ok", "status_code": 200}}',
+    b'{"x": NaN, "y": Infinity}',  # not JSON, but Python's json (the kernel's) writes it
+    b'{"x": 1e400}',  # past a double
+    b'{"x": 123456789012345678901234567890}',  # past 64 bits
+    b'{"x": "\\ud83d lone"}',  # a lone surrogate's escape
+    b'{"a": 1, "a": 2}',
+    '{"x": "caf\u00e9 \U0001f600"}'.encode(),
+])
+def test_a_kernel_answer_decodes_as_pythons_json_would(body):
+    """msgspec reads an answer first and json what msgspec refuses: the value is json.loads's either way."""
+    import json
+    import math
+
+    from aiosd.kernel.answer_json import loads_answer
+
+    got, expected = loads_answer(body), json.loads(body)
+    if "NaN" in body.decode():
+        assert math.isnan(got["x"]) and got["y"] == math.inf
+    else:
+        assert got == expected and type(got) is type(expected)
