@@ -92,20 +92,7 @@ def test_on_asyncio_s_own_loop_it_serves_reloads_and_drains_and_a_loop_change_wa
         warnings = [line for line in daemon.process.stderr_lines() if line.startswith("<4>")]
         assert any("server.event_loop changed to uvloop but needs a restart (still on asyncio)" in line
                    for line in warnings), daemon.process.stderr_text()
-        hang = Hang()
-        kernel.script(hang)
-        result = {}
-        request = threading.Thread(target=lambda: result.setdefault("response", chat(daemon.url, "finish me")))
-        request.start()
-        try:
-            kernel.wait_for_in_flight(1)
-            daemon.process.send_signal(signal.SIGTERM)
-            daemon.wait_for("STOPPING", "1")
-        finally:
-            hang.release(Text("finished during the drain"))
-            request.join(20)
-        assert daemon.process.wait() == 0
-        assert result["response"].status_code == 200
+        assert _finished_during_the_drain(daemon, kernel).status_code == 200
     finally:
         close_daemon(daemon)
 
@@ -350,7 +337,9 @@ def test_no_watchdog_pings_without_watchdog_usec_or_for_another_pid(tmp_path, ke
 # --- drain on stop -------------------------------------------------------------------------
 
 
-def test_sigterm_lets_a_request_in_flight_finish_then_exits_0(daemon, kernel):
+def _finished_during_the_drain(daemon, kernel):
+    """A request hangs at the kernel, aiosd gets SIGTERM and drains, the kernel then answers: the
+    response, once aiosd has exited 0."""
     hang = Hang()
     kernel.script(hang)
     result = {}
@@ -365,7 +354,11 @@ def test_sigterm_lets_a_request_in_flight_finish_then_exits_0(daemon, kernel):
         hang.release(Text("finished during the drain"))
         request.join(20)
     assert daemon.process.wait() == 0
-    response = result["response"]
+    return result["response"]
+
+
+def test_sigterm_lets_a_request_in_flight_finish_then_exits_0(daemon, kernel):
+    response = _finished_during_the_drain(daemon, kernel)
     assert response.status_code == 200
     assert response.json()["choices"][0]["message"]["content"] == "finished during the drain"
 

@@ -6,16 +6,11 @@ subclass asyncio.Transport, and connection_made may run after create_connection 
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
-import uvloop
 
-BOTH_LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+from tests.support.event_loops import loops_for
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object]:
-    if getattr(item, "module", None) is not None and item.module.__name__.endswith(".test_lean_wire"):
-        return BOTH_LOOPS
-    return {"asyncio": asyncio.new_event_loop}
+    return loops_for(item, ("test_lean_wire",))

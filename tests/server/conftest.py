@@ -3,16 +3,11 @@ daemon's), since its flow control, half-closes and timers drive the loop's trans
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
-import uvloop
 
-BOTH_LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+from tests.support.event_loops import loops_for
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object]:
-    if getattr(item, "module", None) is not None and item.module.__name__.endswith(".test_connection_bounds"):
-        return BOTH_LOOPS
-    return {"asyncio": asyncio.new_event_loop}
+    return loops_for(item, ("test_connection_bounds",))
