@@ -35,7 +35,7 @@ def loads_answer(body: bytes) -> Any:
         # msgspec reads what it takes ~5x faster; what it refuses (a lone surrogate's escape, NaN, a
         # float out of range, deep nesting) goes to json, which decides as it always did.
         value = msgspec.json.decode(body)
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):  # the last: msgspec < 0.19 on bad UTF-8
         value = _stdlib_loads(body)
     return _bounded(body, value)
 

@@ -290,7 +290,7 @@ def parse_chat_request(body: bytes) -> ChatRequest:
             wire.tool_choice, wire.parallel_tool_calls, wire.stream, wire.stream_options,
             wire.max_completion_tokens, wire.max_tokens, wire.temperature, wire.top_p,
         )
-    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         # Bad input (or lone surrogates): the fully typed decoder's answer, with its exact message.
         request = _parse_typed(body)
     _check_semantics(request)
@@ -353,6 +353,8 @@ def _parse_typed(body: bytes) -> ChatRequest:
         return _decode_with_lone_surrogates(body, exc)
     except RecursionError:
         raise InvalidRequest("Invalid request: JSON nested too deeply") from None
+    except UnicodeDecodeError:  # msgspec before 0.19 (the floor is 0.18.6) raises it for a string not UTF-8
+        raise InvalidRequest("Invalid request: body is not valid JSON (Invalid UTF-8 encoded string)") from None
 
 
 def _tools_from(raw: msgspec.Raw) -> list[Tool] | None:

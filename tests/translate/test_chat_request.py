@@ -255,3 +255,17 @@ def test_fuzz_one_field_of_a_valid_request_replaced(path, replacement):
     if request is not None:  # whatever got through is typed as promised
         assert isinstance(request.model, str) and request.model
         assert request.messages
+
+
+@pytest.mark.parametrize("where", ["user", "tool_name"])
+def test_text_that_is_not_utf8_anywhere_is_a_400_on_every_msgspec_version(where):
+    """msgspec before 0.19 (the floor) raises UnicodeDecodeError, not DecodeError, for such a string:
+    it must still be the client's error with the same words, never a 500."""
+    bad = b'"caf\xc3"'
+    if where == "user":
+        raw = b'{"model": "m", "messages": [{"role": "user", "content": ' + bad + b'}]}'
+    else:
+        raw = (b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", '
+               b'"function": {"name": ' + bad + b', "parameters": {}}}]}')
+    with pytest.raises(InvalidRequest, match=r"^Invalid request: body is not valid JSON \(Invalid UTF-8"):
+        parse_chat_request(raw)
