@@ -11,7 +11,7 @@ out. Pairs alternate on, off, on, off... and the median difference is the featur
 - phase callbacks: the three ``on_phase`` calls ``kernel.call`` makes (a closure setting the phase);
 - log ring: the ``LogRing`` handler seeing the request's one info line (the stderr handler is not
   counted: it is the journal line, not a feature; logging is set up as ``setup_logging`` does it:
-  lean records, ``LineHandler`` and ``OneLineFormatter``, writing to /dev/null);
+  lean records, a ``StreamHandler`` and ``OneLineFormatter``, writing to /dev/null);
 - debug-level formatting: the request's debug lines at level info (filtered) and at debug;
 - metrics: the labelled children looked up and the five counter/histogram updates.
 """
@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 from aiosd.service.history import RequestHistory  # noqa: E402
-from aiosd.service.logs import LineHandler, LogRing, OneLineFormatter, lean_records  # noqa: E402
+from aiosd.service.logs import LogRing, OneLineFormatter, lean_records  # noqa: E402
 from aiosd.service.metrics import Metrics  # noqa: E402
 
 MODEL = "mock-model"
@@ -117,7 +117,7 @@ def main() -> int:
     # formatter on its handler, writing nowhere (line-buffered, like stderr).
     lean_records()
     logger = logging.getLogger("aiosd.http")
-    sink = LineHandler(open("/dev/null", "w", buffering=1))  # noqa: SIM115  (lives as long as the run)
+    sink = logging.StreamHandler(open("/dev/null", "w", buffering=1))  # noqa: SIM115  (lives as long as the run)
     sink.setFormatter(OneLineFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger("aiosd")
     root.addHandler(sink)

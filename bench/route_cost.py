@@ -48,8 +48,7 @@ def setup_logging(runtime: Runtime) -> None:
     lean = getattr(logs, "lean_records", None)  # absent in older checkouts
     if lean is not None:
         lean()
-    handler_class = getattr(logs, "LineHandler", logging.StreamHandler)
-    handler = handler_class(open("/dev/null", "w", buffering=1))  # noqa: SIM115  (lives as long as the run)
+    handler = logging.StreamHandler(open("/dev/null", "w", buffering=1))  # noqa: SIM115  (lives as long as the run)
     handler.setFormatter(logs.OneLineFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)

@@ -152,22 +152,6 @@ def stderr_is_journal(environ: Mapping[str, str] = os.environ) -> bool:
     return st.st_dev == int(device) and st.st_ino == int(inode)
 
 
-class LineHandler(logging.StreamHandler):
-    """The stderr handler: one ``write`` per line; no second ``flush`` when the stream flushes at each
-    newline itself (stderr is line-buffered since Python 3.9)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            stream = self.stream
-            stream.write(self.format(record) + "\n")
-            if not getattr(stream, "line_buffering", False):
-                stream.flush()
-        except RecursionError:
-            raise
-        except Exception:
-            self.handleError(record)
-
-
 def lean_records() -> None:
     """Switch off what ``logging`` gathers for every record and no aiosd line shows (the "Optimization"
     section of the logging HOWTO): the caller's file, line and function (a walk up the stack per
@@ -185,7 +169,7 @@ def setup_logging(level: str = "info") -> None:
     for handler in list(root.handlers):
         if getattr(handler, "_aiosd", False):
             root.removeHandler(handler)
-    handler = LineHandler(sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
     handler._aiosd = True  # type: ignore[attr-defined]
     if stderr_is_journal():
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))

@@ -18,7 +18,7 @@ import time
 import httpx
 import pytest
 
-from aiosd.service.logs import LineHandler, LogRing, OneLineFormatter
+from aiosd.service.logs import LogRing, OneLineFormatter
 from tests.support.aiosd_harness import free_port
 from tests.support.daemon_process import (
     REPO,
@@ -258,7 +258,7 @@ def test_a_message_the_log_ring_saw_first_is_escaped_on_stderr_too(tmp_path):
     """The ring (on the "aiosd" logger) runs before the stderr handler (on the root) and keeps the escaped
     message on the record; a formatter of someone else's that ran first leaves it raw, and ours still escapes."""
     stream = io.StringIO()
-    handler = LineHandler(stream)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(OneLineFormatter("%(name)s: %(message)s"))
     foreign = logging.Handler()
     foreign.emit = lambda record: logging.Formatter().format(record)  # sets record.message, unescaped
@@ -277,11 +277,3 @@ def test_a_message_the_log_ring_saw_first_is_escaped_on_stderr_too(tmp_path):
     assert stream.getvalue() == f"aiosd.http: {escaped}\n"
     assert [line for *_, line in ring.for_request("req_1")] == [escaped]
 
-
-def test_a_line_reaches_a_stream_that_is_not_line_buffered_at_once(tmp_path):
-    path = tmp_path / "log"
-    with open(path, "w", buffering=8192) as stream, open(path) as reader:  # block-buffered, as a file may be
-        handler = LineHandler(stream)
-        handler.setFormatter(OneLineFormatter("%(message)s"))
-        handler.handle(_record("request %s: answered", "req_2"))
-        assert reader.read() == "request req_2: answered\n"
