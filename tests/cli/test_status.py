@@ -26,6 +26,14 @@ def keyed_config(tmp_path, kernel_url: str, extra: str = ""):
     return config_for(tmp_path, kernel_url, 'auth: {keys: [{file: "aiosd.key"}]}\n' + extra)
 
 
+async def refuse_an_edit(aiosd, config) -> None:
+    """The config file gets an invalid value and the running aiosd refuses the reload (keeps serving)."""
+    daemon = await attach_daemon(aiosd)
+    text = config.source_path.read_text()
+    config.source_path.write_text(text.replace("max_retries: 3", "max_retries: lots"))
+    assert (await daemon.reload("file changed")).ok is False
+
+
 async def aiosd_status(*args: str) -> int:
     # The CLI is synchronous; the daemon it asks runs in this test's loop.
     return await asyncio.to_thread(main, ["status", *args])
@@ -70,10 +78,7 @@ async def test_status_works_while_the_file_is_invalid_and_shows_the_refused_relo
     with FakeKernel() as kernel:
         config = keyed_config(tmp_path, kernel.url)
         async with serve_aiosd(config) as aiosd:
-            daemon = await attach_daemon(aiosd)
-            text = config.source_path.read_text()
-            config.source_path.write_text(text.replace("max_retries: 3", "max_retries: lots"))
-            assert (await daemon.reload("file changed")).ok is False
+            await refuse_an_edit(aiosd, config)
             code = await aiosd_status("--config", str(config.source_path))
     out, err = capsys.readouterr()
     assert code == 0
@@ -108,10 +113,7 @@ async def test_status_finds_a_key_written_as_key_entry_after_a_refused_edit(tmp_
     with FakeKernel() as kernel:
         config = config_for(tmp_path, kernel.url, f'auth: {{keys: [{{key: "{KEY}", name: ops}}]}}\n')
         async with serve_aiosd(config) as aiosd:
-            daemon = await attach_daemon(aiosd)
-            text = config.source_path.read_text()
-            config.source_path.write_text(text.replace("max_retries: 3", "max_retries: lots"))
-            assert (await daemon.reload("file changed")).ok is False
+            await refuse_an_edit(aiosd, config)
             code = await aiosd_status("--config", str(config.source_path))
     out, err = capsys.readouterr()
     assert code == 0, err
